@@ -1,0 +1,341 @@
+// Package file is keyd's embedded store: every key set in one bbolt file,
+// private key material sealed with AES-256-GCM under a 32-byte master key.
+//
+// The file is created with mode 0600 and held under bbolt's exclusive lock,
+// so a second process on the same file fails fast with ErrLocked. Each Put is
+// one bbolt transaction, fsynced before it returns, so a crash at any moment
+// leaves either the old or the new key set, never a mix. A check value
+// sealed under the master key when the file is created makes a wrong master
+// key a clear error (ErrWrongMasterKey) at Open, not garbage keys later.
+package file
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+var (
+	// ErrLocked means another process holds the db file open.
+	ErrLocked = errors.New("database file is locked by another process")
+	// ErrWrongMasterKey means the db was created under another master key.
+	ErrWrongMasterKey = errors.New("master key does not open this database")
+	// ErrBadMasterKey means the master key is not base64 of 32 bytes.
+	ErrBadMasterKey = errors.New("master key must be base64 of exactly 32 bytes")
+)
+
+// MasterKeySize is the AES-256 key length in bytes.
+const MasterKeySize = 32
+
+// DefaultLockTimeout is how long Open waits for another process's lock.
+const DefaultLockTimeout = time.Second
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketKeySets = []byte("keysets")
+	keyFormat     = []byte("format")
+	keyCheck      = []byte("master_key_check")
+)
+
+const (
+	formatVersion = "1"
+	checkValue    = "keyd master key check"
+)
+
+// Options configure Open.
+type Options struct {
+	Path        string        // the db file; its folder is made (0700) if missing
+	MasterKey   []byte        // 32 bytes; see ParseMasterKey
+	LockTimeout time.Duration // default DefaultLockTimeout
+}
+
+// Store is a keystore.Store in one bbolt file.
+type Store struct {
+	db   *bolt.DB
+	aead cipher.AEAD
+}
+
+var _ keystore.Store = (*Store)(nil)
+
+// ParseMasterKey decodes a base64 (standard or URL alphabet, padding
+// optional, surrounding white space ignored) 32-byte master key.
+func ParseMasterKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if len(b) != MasterKeySize {
+				return nil, fmt.Errorf("%w (it decodes to %d bytes)", ErrBadMasterKey, len(b))
+			}
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("%w (it is not valid base64)", ErrBadMasterKey)
+}
+
+// NewMasterKey returns a fresh random master key, base64-encoded.
+func NewMasterKey() (string, error) {
+	b := make([]byte, MasterKeySize)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+// Open opens or creates the db file.
+func Open(opts Options) (*Store, error) {
+	if len(opts.MasterKey) != MasterKeySize {
+		return nil, ErrBadMasterKey
+	}
+	block, err := aes.NewCipher(opts.MasterKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("create folder for %s: %w", opts.Path, err)
+	}
+	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (is another keyd running on it?)", ErrLocked, opts.Path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", opts.Path, err)
+	}
+	// bbolt applies the mode only when it creates the file; tighten a file
+	// that was created or copied with a looser one.
+	if err := os.Chmod(opts.Path, 0o600); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("chmod %s: %w", opts.Path, err)
+	}
+	s := &Store{db: db, aead: aead}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%s: %w", opts.Path, err)
+	}
+	return s, nil
+}
+
+// init creates the buckets and the master key check on a new file, and
+// checks the master key on an existing one.
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketKeySets); err != nil {
+			return err
+		}
+		if f := meta.Get(keyFormat); f != nil && string(f) != formatVersion {
+			return fmt.Errorf("unknown file format %q (this keyd reads %q)", f, formatVersion)
+		}
+		check := meta.Get(keyCheck)
+		if check == nil {
+			sealed, err := s.seal([]byte(checkValue), keyCheck)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(keyFormat, []byte(formatVersion)); err != nil {
+				return err
+			}
+			return meta.Put(keyCheck, sealed)
+		}
+		plain, err := s.open(check, keyCheck)
+		if err != nil || string(plain) != checkValue {
+			return ErrWrongMasterKey
+		}
+		return nil
+	})
+}
+
+// Close closes the db file and releases its lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Get implements keystore.Store.
+func (s *Store) Get(ctx context.Context, name string) (*keystore.KeySet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ks *keystore.KeySet
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketKeySets).Get([]byte(name))
+		if raw == nil {
+			return fmt.Errorf("%w: %s", keystore.ErrNotFound, name)
+		}
+		var err error
+		ks, err = s.decode(raw)
+		return err
+	})
+	return ks, s.wrap(err)
+}
+
+// List implements keystore.Store. bbolt iterates keys in byte order, which
+// is name order.
+func (s *Store) List(ctx context.Context) ([]*keystore.KeySet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []*keystore.KeySet
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKeySets).ForEach(func(_, raw []byte) error {
+			ks, err := s.decode(raw)
+			if err != nil {
+				return err
+			}
+			out = append(out, ks)
+			return nil
+		})
+	})
+	return out, s.wrap(err)
+}
+
+// Put implements keystore.Store.
+func (s *Store) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := ks.Check(); err != nil {
+		return nil, err
+	}
+	out := ks.Clone()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKeySets)
+		var current uint64
+		if raw := b.Get([]byte(ks.Name)); raw != nil {
+			var head struct {
+				Version uint64 `json:"version"`
+			}
+			if err := json.Unmarshal(raw, &head); err != nil {
+				return fmt.Errorf("%w: key set %s: %v", keystore.ErrCorrupt, ks.Name, err)
+			}
+			current = head.Version
+		}
+		if current != ks.Version {
+			return fmt.Errorf("%w: %s is at version %d, write was based on %d", keystore.ErrConflict, ks.Name, current, ks.Version)
+		}
+		out.Version = current + 1
+		raw, err := s.encode(out)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(ks.Name), raw)
+	})
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	return out, nil
+}
+
+// wrap marks bbolt's own faults as ErrUnavailable and passes keyd's errors
+// through.
+func (s *Store) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, known := range []error{keystore.ErrNotFound, keystore.ErrConflict, keystore.ErrCorrupt, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, known) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
+}
+
+// record is the stored form of a key set; keyRecord of a key, with the
+// material sealed.
+type record struct {
+	Name      string      `json:"name"`
+	Algorithm string      `json:"algorithm"`
+	RotatedAt time.Time   `json:"rotated_at"`
+	Version   uint64      `json:"version"`
+	Keys      []keyRecord `json:"keys"`
+}
+
+type keyRecord struct {
+	ID          string    `json:"kid"`
+	Algorithm   string    `json:"alg"`
+	State       string    `json:"state"`
+	CreatedAt   time.Time `json:"created_at"`
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	RetiredAt   time.Time `json:"retired_at,omitzero"`
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	Sealed      []byte    `json:"sealed"` // nonce || AES-256-GCM(material)
+}
+
+func (s *Store) encode(ks *keystore.KeySet) ([]byte, error) {
+	r := record{Name: ks.Name, Algorithm: string(ks.Algorithm), RotatedAt: ks.RotatedAt.UTC(), Version: ks.Version}
+	for _, k := range ks.Keys {
+		sealed, err := s.seal(k.Material, materialAAD(ks.Name, k.ID))
+		if err != nil {
+			return nil, err
+		}
+		r.Keys = append(r.Keys, keyRecord{
+			ID: k.ID, Algorithm: string(k.Algorithm), State: string(k.State),
+			CreatedAt: k.CreatedAt.UTC(), ActivatedAt: k.ActivatedAt.UTC(),
+			RetiredAt: k.RetiredAt.UTC(), RevokedAt: k.RevokedAt.UTC(),
+			Sealed: sealed,
+		})
+	}
+	return json.Marshal(r)
+}
+
+// decode copies everything out of raw, which bbolt owns only for the
+// transaction.
+func (s *Store) decode(raw []byte) (*keystore.KeySet, error) {
+	var r record
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", keystore.ErrCorrupt, err)
+	}
+	ks := &keystore.KeySet{Name: r.Name, Algorithm: keystore.Algorithm(r.Algorithm), RotatedAt: r.RotatedAt, Version: r.Version}
+	for _, kr := range r.Keys {
+		m, err := s.open(kr.Sealed, materialAAD(r.Name, kr.ID))
+		if err != nil {
+			return nil, fmt.Errorf("%w: key set %s key %s: material does not decrypt", keystore.ErrCorrupt, r.Name, kr.ID)
+		}
+		ks.Keys = append(ks.Keys, keystore.Key{
+			ID: kr.ID, Algorithm: keystore.Algorithm(kr.Algorithm), State: keystore.State(kr.State),
+			CreatedAt: kr.CreatedAt, ActivatedAt: kr.ActivatedAt, RetiredAt: kr.RetiredAt, RevokedAt: kr.RevokedAt,
+			Material: m,
+		})
+	}
+	return ks, nil
+}
+
+// materialAAD binds sealed material to its key set and kid, so a sealed
+// value copied onto another key does not decrypt.
+func materialAAD(name, kid string) []byte { return []byte("keyd/v1/" + name + "/" + kid) }
+
+func (s *Store) seal(plain, aad []byte) ([]byte, error) {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return s.aead.Seal(nonce, nonce, plain, aad), nil
+}
+
+func (s *Store) open(sealed, aad []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed value too short")
+	}
+	return s.aead.Open(nil, sealed[:n], sealed[n:], aad)
+}

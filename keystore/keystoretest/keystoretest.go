@@ -1,0 +1,309 @@
+// Package keystoretest is the conformance suite for keystore.Store: every
+// backend's test calls Run with a constructor for a fresh, empty store, and
+// must pass all of it. It also has helpers for tests elsewhere: a fast key
+// generator and key set fixtures.
+package keystoretest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Run runs the conformance suite. newStore must return a fresh, empty store
+// for each call; Run closes it.
+func Run(t *testing.T, newStore func(t *testing.T) keystore.Store) {
+	open := func(t *testing.T) keystore.Store {
+		s := newStore(t)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	ctx := context.Background()
+
+	t.Run("GetMissing", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.Get(ctx, "nope"); !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
+		}
+		sets, err := s.List(ctx)
+		if err != nil || len(sets) != 0 {
+			t.Fatalf("List on empty store = %v, %v; want nothing", sets, err)
+		}
+	})
+
+	t.Run("RoundTripEveryAlgorithm", func(t *testing.T) {
+		s := open(t)
+		for _, alg := range keystore.Algorithms {
+			want := KeySet(t, string(alg)+"-set", alg)
+			stored, err := s.Put(ctx, want)
+			if err != nil {
+				t.Fatalf("Put(%s): %v", alg, err)
+			}
+			if stored.Version == 0 {
+				t.Fatalf("Put(%s) returned version 0", alg)
+			}
+			got, err := s.Get(ctx, want.Name)
+			if err != nil {
+				t.Fatalf("Get(%s): %v", alg, err)
+			}
+			if got.Version != stored.Version {
+				t.Errorf("%s: Get version %d, Put returned %d", alg, got.Version, stored.Version)
+			}
+			RequireSameKeys(t, got, want)
+			for _, k := range got.Keys {
+				if _, err := k.PrivateKey(); err != nil {
+					t.Errorf("%s: stored key does not parse back: %v", alg, err)
+				}
+			}
+		}
+	})
+
+	t.Run("CreateTwiceConflicts", func(t *testing.T) {
+		s := open(t)
+		ks := KeySet(t, "twice", keystore.ES256)
+		if _, err := s.Put(ctx, ks); err != nil {
+			t.Fatal(err)
+		}
+		other := KeySet(t, "twice", keystore.ES256)
+		if _, err := s.Put(ctx, other); !errors.Is(err, keystore.ErrConflict) {
+			t.Fatalf("second create = %v, want ErrConflict", err)
+		}
+		got, err := s.Get(ctx, "twice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		RequireSameKeys(t, got, ks)
+	})
+
+	t.Run("StaleWriteConflictsAndLosesNothing", func(t *testing.T) {
+		s := open(t)
+		v1, err := s.Put(ctx, KeySet(t, "cas", keystore.EdDSA))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v2, err := s.Put(ctx, rotated(t, v1))
+		if err != nil {
+			t.Fatalf("Put at current version: %v", err)
+		}
+		if v2.Version <= v1.Version {
+			t.Fatalf("version did not grow: %d then %d", v1.Version, v2.Version)
+		}
+		stale := rotated(t, v1) // based on v1, which is no longer current
+		if _, err := s.Put(ctx, stale); !errors.Is(err, keystore.ErrConflict) {
+			t.Fatalf("stale Put = %v, want ErrConflict", err)
+		}
+		got, err := s.Get(ctx, "cas")
+		if err != nil {
+			t.Fatal(err)
+		}
+		RequireSameKeys(t, got, v2)
+		if got.Version != v2.Version {
+			t.Fatalf("version after failed write = %d, want %d", got.Version, v2.Version)
+		}
+	})
+
+	t.Run("UpdateOfMissingKeySet", func(t *testing.T) {
+		s := open(t)
+		_, err := keystore.Update(ctx, s, "ghost", func(ks *keystore.KeySet) (*keystore.KeySet, error) { return ks, nil })
+		if !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("Update(missing) = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("InvalidKeySetRefused", func(t *testing.T) {
+		s := open(t)
+		bad := KeySet(t, "bad", keystore.ES256)
+		bad.Keys[1].State = keystore.StateActive // two active keys
+		if _, err := s.Put(ctx, bad); !errors.Is(err, keystore.ErrCorrupt) {
+			t.Fatalf("Put(two active keys) = %v, want ErrCorrupt", err)
+		}
+		if _, err := s.Get(ctx, "bad"); !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("refused key set was stored: %v", err)
+		}
+	})
+
+	t.Run("ListIsSortedAndComplete", func(t *testing.T) {
+		s := open(t)
+		names := []string{"zeta", "alpha", "mid"}
+		for _, n := range names {
+			if _, err := s.Put(ctx, KeySet(t, n, keystore.HS256)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sets, err := s.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, ks := range sets {
+			got = append(got, ks.Name)
+			if len(ks.Keys) != 2 || ks.Version == 0 {
+				t.Errorf("List entry %s: %d keys, version %d", ks.Name, len(ks.Keys), ks.Version)
+			}
+		}
+		if want := []string{"alpha", "mid", "zeta"}; !slices.Equal(got, want) {
+			t.Fatalf("List names = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("ResultsShareNoMemory", func(t *testing.T) {
+		s := open(t)
+		stored, err := s.Put(ctx, KeySet(t, "alias", keystore.HS512))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := s.Get(ctx, "alias")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Keys[0].Material[0] ^= 0xff
+		a.Keys[0].State = keystore.StateRevoked
+		b, err := s.Get(ctx, "alias")
+		if err != nil {
+			t.Fatal(err)
+		}
+		RequireSameKeys(t, b, stored)
+	})
+
+	t.Run("ConcurrentUpdatesLoseNothing", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.Put(ctx, KeySet(t, "race", keystore.ES256)); err != nil {
+			t.Fatal(err)
+		}
+		const writers = 4
+		const each = 3
+		var wg sync.WaitGroup
+		errs := make(chan error, writers*each)
+		for range writers {
+			wg.Go(func() {
+				for range each {
+					next := NewKey(t, keystore.ES256)
+					_, err := keystore.Update(ctx, s, "race", func(ks *keystore.KeySet) (*keystore.KeySet, error) {
+						return keystore.Rotate(ks, next, time.Now())
+					})
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("concurrent Update: %v", err)
+			}
+		}
+		got, err := s.Get(ctx, "race")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 2 + writers*each; len(got.Keys) != want {
+			t.Fatalf("after %d rotations: %d keys, want %d (an update was lost)", writers*each, len(got.Keys), want)
+		}
+		if err := got.Check(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func rotated(t *testing.T, ks *keystore.KeySet) *keystore.KeySet {
+	t.Helper()
+	out, err := keystore.Rotate(ks, NewKey(t, ks.Algorithm), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// RequireSameKeys fails t unless got and want have the same name,
+// algorithm, rotation time and keys (ids, states, timestamps, material).
+func RequireSameKeys(t *testing.T, got, want *keystore.KeySet) {
+	t.Helper()
+	if got.Name != want.Name || got.Algorithm != want.Algorithm || !got.RotatedAt.Equal(want.RotatedAt) {
+		t.Fatalf("key set header: got %s/%s/%v, want %s/%s/%v", got.Name, got.Algorithm, got.RotatedAt, want.Name, want.Algorithm, want.RotatedAt)
+	}
+	if len(got.Keys) != len(want.Keys) {
+		t.Fatalf("%s: %d keys, want %d", got.Name, len(got.Keys), len(want.Keys))
+	}
+	for i, g := range got.Keys {
+		w := want.Keys[i]
+		if g.ID != w.ID || g.Algorithm != w.Algorithm || g.State != w.State ||
+			!g.CreatedAt.Equal(w.CreatedAt) || !g.ActivatedAt.Equal(w.ActivatedAt) ||
+			!g.RetiredAt.Equal(w.RetiredAt) || !g.RevokedAt.Equal(w.RevokedAt) {
+			t.Fatalf("%s key %d: got %+v, want %+v", got.Name, i, g, w)
+		}
+		if !slices.Equal(g.Material, w.Material) {
+			t.Fatalf("%s key %s: material differs", got.Name, g.ID)
+		}
+	}
+}
+
+// KeySet returns a fresh key set (one active, one pending key) made with
+// FastGenerator.
+func KeySet(t testing.TB, name string, alg keystore.Algorithm) *keystore.KeySet {
+	t.Helper()
+	now := time.Now().Truncate(time.Millisecond)
+	ks, err := keystore.NewKeySet(name, alg, NewKey(t, alg), NewKey(t, alg), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+// NewKey returns a fresh pending key made with FastGenerator.
+func NewKey(t testing.TB, alg keystore.Algorithm) keystore.Key {
+	t.Helper()
+	k, err := keystore.Generate(FastGenerator, alg, 0, time.Now().Truncate(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// rsaPoolSize keys per RSA size are made once per process and handed out in
+// turn, so tests stay fast; a key set sees a repeat only after this many
+// rotations.
+const rsaPoolSize = 24
+
+var rsaPool = struct {
+	sync.Mutex
+	keys map[int][]keystore.Material
+	next map[int]int
+}{keys: map[int][]keystore.Material{}, next: map[int]int{}}
+
+// FastGenerator is a keystore.Generator for tests: real keys from
+// crypto/rand, but RSA keys come from a small per-process pool instead of
+// being generated each time.
+func FastGenerator(alg keystore.Algorithm, rsaBits int) (keystore.Material, error) {
+	if alg.Family() != keystore.FamilyRSA {
+		return keystore.GenerateMaterial(alg, rsaBits)
+	}
+	if rsaBits == 0 {
+		rsaBits = keystore.DefaultRSABits
+	}
+	rsaPool.Lock()
+	defer rsaPool.Unlock()
+	if len(rsaPool.keys[rsaBits]) < rsaPoolSize {
+		priv, err := rsa.GenerateKey(rand.Reader, rsaBits)
+		if err != nil {
+			return nil, fmt.Errorf("rsa pool: %w", err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(priv)
+		if err != nil {
+			return nil, err
+		}
+		rsaPool.keys[rsaBits] = append(rsaPool.keys[rsaBits], der)
+		return slices.Clone(keystore.Material(der)), nil
+	}
+	i := rsaPool.next[rsaBits] % rsaPoolSize
+	rsaPool.next[rsaBits]++
+	return slices.Clone(rsaPool.keys[rsaBits][i]), nil
+}
