@@ -1,0 +1,280 @@
+// Package config reads keyd's YAML configuration: a typed struct decoded
+// strictly (an unknown field is an error), defaults filled in, and Validate
+// reporting every problem at once, each naming its field and the reason. It
+// lives in internal/ because only the daemon reads it; the domain packages
+// take the keystore.Policy values it produces.
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/rotation"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen  string   `yaml:"listen"`
+	Storage Storage  `yaml:"storage"`
+	KeySets []KeySet `yaml:"keysets"`
+	Auth    Auth     `yaml:"auth"`
+}
+
+// Storage chooses and configures the backend.
+type Storage struct {
+	Backend string `yaml:"backend"` // file (default)
+	File    File   `yaml:"file"`
+}
+
+// File configures the bbolt backend.
+type File struct {
+	Path          string `yaml:"path"`
+	MasterKeyFile string `yaml:"master_key_file"` // else KEYD_MASTER_KEY
+}
+
+// KeySet is one key set's settings.
+type KeySet struct {
+	Name       string        `yaml:"name"`
+	Algorithm  string        `yaml:"algorithm"`
+	RSABits    int           `yaml:"rsa_bits"`
+	Rotation   string        `yaml:"rotation"`
+	TokenTTL   time.Duration `yaml:"token_ttl"`
+	JWKSMaxAge time.Duration `yaml:"jwks_max_age"`
+	Leeway     time.Duration `yaml:"leeway"`
+	Issuer     string        `yaml:"issuer"`
+}
+
+// Auth lists the API tokens.
+type Auth struct {
+	Tokens []Token `yaml:"tokens"`
+}
+
+// Token is one API token: its name (for logs), the hex SHA-256 of the
+// secret token, and what it may do.
+type Token struct {
+	Name   string   `yaml:"name"`
+	SHA256 string   `yaml:"sha256"`
+	Scopes []string `yaml:"scopes"`
+}
+
+// Defaults.
+const (
+	DefaultListen     = "127.0.0.1:8080"
+	DefaultBackend    = "file"
+	DefaultPath       = "./keyd-data/keyd.db"
+	DefaultRotation   = "@daily"
+	DefaultTokenTTL   = 15 * time.Minute
+	DefaultJWKSMaxAge = 5 * time.Minute
+	DefaultLeeway     = time.Minute
+)
+
+// Scopes.
+const (
+	ScopeAdmin = "admin"
+	// ScopeSign and ScopeVerify are prefixes: "sign:<keyset>", or
+	// "sign:*" for every key set.
+	ScopeSign   = "sign"
+	ScopeVerify = "verify"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return Parse(f, path)
+}
+
+// Parse decodes and validates a configuration; name is used in messages.
+func Parse(r io.Reader, name string) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return &c, nil
+}
+
+// Default is the embedded default configuration: one ES256 key set called
+// "default" rotating daily, the bbolt store under ./keyd-data.
+func Default() *Config {
+	c := &Config{KeySets: []KeySet{{Name: "default", Algorithm: string(keystore.ES256)}}}
+	c.ApplyDefaults()
+	return c
+}
+
+// ApplyDefaults fills in every unset field that has a default.
+func (c *Config) ApplyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Storage.Backend == "" {
+		c.Storage.Backend = DefaultBackend
+	}
+	if c.Storage.Backend == "file" && c.Storage.File.Path == "" {
+		c.Storage.File.Path = DefaultPath
+	}
+	for i := range c.KeySets {
+		ks := &c.KeySets[i]
+		if ks.Rotation == "" {
+			ks.Rotation = DefaultRotation
+		}
+		if ks.TokenTTL == 0 {
+			ks.TokenTTL = DefaultTokenTTL
+		}
+		if ks.JWKSMaxAge == 0 {
+			ks.JWKSMaxAge = DefaultJWKSMaxAge
+		}
+		if ks.Leeway == 0 {
+			ks.Leeway = DefaultLeeway
+		}
+		if ks.RSABits == 0 && keystore.Algorithm(ks.Algorithm).Family() == keystore.FamilyRSA {
+			ks.RSABits = keystore.DefaultRSABits
+		}
+	}
+}
+
+// FieldError is one problem with one field.
+type FieldError struct {
+	Field  string // e.g. keysets[0].algorithm
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate reports every problem in c, joined, each a *FieldError.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port (%v)", c.Listen, err)
+	}
+	switch c.Storage.Backend {
+	case "file":
+		if c.Storage.File.Path == "" {
+			bad("storage.file.path", "is required")
+		}
+	default:
+		bad("storage.backend", "%q is not supported (want \"file\")", c.Storage.Backend)
+	}
+
+	if len(c.KeySets) == 0 {
+		bad("keysets", "at least one key set is required")
+	}
+	names := map[string]bool{}
+	for i, ks := range c.KeySets {
+		f := fmt.Sprintf("keysets[%d]", i)
+		if !nameRE.MatchString(ks.Name) {
+			bad(f+".name", "%q must be 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit", ks.Name)
+		} else if names[ks.Name] {
+			bad(f+".name", "%q is used by another key set", ks.Name)
+		}
+		names[ks.Name] = true
+		if _, err := keystore.ParseAlgorithm(ks.Algorithm); err != nil {
+			bad(f+".algorithm", "%v", err)
+		}
+		if ks.RSABits != 0 && !slices.Contains(keystore.RSABits, ks.RSABits) {
+			bad(f+".rsa_bits", "%d is not allowed (want one of %v)", ks.RSABits, keystore.RSABits)
+		}
+		if ks.TokenTTL <= 0 {
+			bad(f+".token_ttl", "must be positive, got %v", ks.TokenTTL)
+		}
+		if ks.JWKSMaxAge <= 0 {
+			bad(f+".jwks_max_age", "must be positive, got %v", ks.JWKSMaxAge)
+		} else if ks.JWKSMaxAge%time.Second != 0 {
+			bad(f+".jwks_max_age", "must be whole seconds (it becomes Cache-Control max-age), got %v", ks.JWKSMaxAge)
+		}
+		if ks.Leeway < 0 {
+			bad(f+".leeway", "must not be negative, got %v", ks.Leeway)
+		}
+		sched, err := rotation.ParseSchedule(ks.Rotation)
+		if err != nil {
+			bad(f+".rotation", "%q is not a valid cron spec: %v", ks.Rotation, err)
+		} else if gap := rotation.MinGap(sched); gap == 0 {
+			bad(f+".rotation", "%q never fires", ks.Rotation)
+		} else if ks.JWKSMaxAge > 0 && gap < ks.JWKSMaxAge {
+			bad(f+".rotation", "%q can fire %v apart, less than jwks_max_age %v: a pending key must be published for jwks_max_age before it signs, or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, ks.JWKSMaxAge)
+		}
+	}
+
+	tokenNames := map[string]bool{}
+	hashes := map[string]bool{}
+	for i, tok := range c.Auth.Tokens {
+		f := fmt.Sprintf("auth.tokens[%d]", i)
+		if tok.Name == "" {
+			bad(f+".name", "is required")
+		} else if tokenNames[tok.Name] {
+			bad(f+".name", "%q is used by another token", tok.Name)
+		}
+		tokenNames[tok.Name] = true
+		if b, err := hex.DecodeString(tok.SHA256); err != nil || len(b) != 32 {
+			bad(f+".sha256", "must be the 64 hex digits of the token's SHA-256 (`keyd token` prints it)")
+		} else if hashes[strings.ToLower(tok.SHA256)] {
+			bad(f+".sha256", "is the hash of another token too")
+		}
+		hashes[strings.ToLower(tok.SHA256)] = true
+		if len(tok.Scopes) == 0 {
+			bad(f+".scopes", "is empty: the token could do nothing")
+		}
+		for j, sc := range tok.Scopes {
+			if reason := checkScope(sc, names); reason != "" {
+				bad(fmt.Sprintf("%s.scopes[%d]", f, j), "%s", reason)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkScope(sc string, keysets map[string]bool) string {
+	if sc == ScopeAdmin {
+		return ""
+	}
+	kind, set, ok := strings.Cut(sc, ":")
+	if !ok || (kind != ScopeSign && kind != ScopeVerify) {
+		return fmt.Sprintf("%q is not a scope (want admin, sign:<keyset>, verify:<keyset>, sign:* or verify:*)", sc)
+	}
+	if set != "*" && !keysets[set] {
+		return fmt.Sprintf("%q names key set %q, which is not configured", sc, set)
+	}
+	return ""
+}
+
+// Policies returns the validated key set settings as domain policies.
+func (c *Config) Policies() []keystore.Policy {
+	out := make([]keystore.Policy, len(c.KeySets))
+	for i, ks := range c.KeySets {
+		out[i] = keystore.Policy{
+			Name: ks.Name, Algorithm: keystore.Algorithm(ks.Algorithm), RSABits: ks.RSABits,
+			Rotation: ks.Rotation, TokenTTL: ks.TokenTTL, JWKSMaxAge: ks.JWKSMaxAge,
+			Leeway: ks.Leeway, Issuer: ks.Issuer,
+		}
+	}
+	return out
+}

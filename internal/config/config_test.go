@@ -1,0 +1,89 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/internal/config"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := config.Load("../../configs/keyd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policies()
+	if len(p) != 1 || p[0].Name != "default" || p[0].TokenTTL != 15*time.Minute || p[0].JWKSMaxAge != 5*time.Minute {
+		t.Fatalf("policies = %+v", p)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := config.Parse(strings.NewReader("keysets: [{name: a, algorithm: RS256}]\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := c.KeySets[0]
+	if c.Listen != config.DefaultListen || c.Storage.File.Path != config.DefaultPath || ks.RSABits != 2048 ||
+		ks.Rotation != "@daily" || ks.TokenTTL != 15*time.Minute || ks.Leeway != time.Minute {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	if err := config.Default().Validate(); err != nil {
+		t.Fatalf("embedded default does not validate: %v", err)
+	}
+}
+
+func TestUnknownFieldIsNamed(t *testing.T) {
+	_, err := config.Parse(strings.NewReader("keysets: [{name: a, algorithm: ES256, rotaton: '@daily'}]\n"), "t")
+	if err == nil || !strings.Contains(err.Error(), "rotaton") {
+		t.Fatalf("unknown field error = %v", err)
+	}
+}
+
+func TestEveryProblemReportedWithItsField(t *testing.T) {
+	src := `
+listen: "nope"
+storage: {backend: s3}
+keysets:
+  - {name: "Bad Name", algorithm: none, rsa_bits: 1024, rotation: "not cron", token_ttl: -1s}
+  - {name: fast, algorithm: ES256, rotation: "@every 1m", jwks_max_age: 5m}
+  - {name: fast, algorithm: HS256}
+auth:
+  tokens:
+    - {name: x, sha256: "abc", scopes: ["sign:ghost", "root"]}
+    - {name: x, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", scopes: []}
+`
+	_, err := config.Parse(strings.NewReader(src), "t")
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	want := []string{
+		"listen:", "storage.backend:", "keysets[0].name:", "keysets[0].algorithm:", "keysets[0].rsa_bits:",
+		"keysets[0].rotation:", "keysets[0].token_ttl:", "keysets[1].rotation:", "jwks_max_age 5m0s",
+		"keysets[2].name:", "auth.tokens[0].sha256:", "auth.tokens[0].scopes[0]:", "ghost",
+		"auth.tokens[0].scopes[1]:", "auth.tokens[1].name:", "auth.tokens[1].scopes:",
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not mention %q:\n%v", w, err)
+		}
+	}
+	var fe *config.FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("errors are not *FieldError: %T", err)
+	}
+}
+
+func TestRotationGapRule(t *testing.T) {
+	ok := "keysets: [{name: a, algorithm: ES256, rotation: '*/10 * * * *', jwks_max_age: 10m}]\n"
+	if _, err := config.Parse(strings.NewReader(ok), "t"); err != nil {
+		t.Fatalf("10-minute schedule with 10m max age refused: %v", err)
+	}
+	// Fires at :00 and :05, then waits 55 minutes: the shortest gap counts.
+	bad := "keysets: [{name: a, algorithm: ES256, rotation: '0,5 * * * *', jwks_max_age: 10m}]\n"
+	if _, err := config.Parse(strings.NewReader(bad), "t"); err == nil || !strings.Contains(err.Error(), "keysets[0].rotation") {
+		t.Fatalf("uneven schedule with a 5m gap accepted: %v", err)
+	}
+}

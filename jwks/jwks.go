@@ -1,0 +1,192 @@
+// Package jwks renders key sets' public keys as JSON Web Key Sets and serves
+// them.
+//
+// A [Publisher] renders a document once per change of a key set (never per
+// request): one per key set and one with every key set's keys, each with a
+// strong ETag, served from memory with Cache-Control max-age and 304 answers
+// to If-None-Match. Only public keys that are pending, active or retired are
+// published; revoked keys and HMAC secrets never are, and no private
+// parameter ever is (keys are rendered from their public half only).
+package jwks
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Document is a rendered JWKS and its HTTP validators.
+type Document struct {
+	Body   []byte
+	ETag   string // strong, quoted
+	MaxAge time.Duration
+}
+
+// Publisher keeps the rendered documents of every loaded key set.
+type Publisher struct {
+	mu   sync.Mutex // serialises Load and Remove; readers never take it
+	sets map[string]entry
+	docs atomic.Pointer[documents]
+}
+
+type entry struct {
+	version uint64
+	maxAge  time.Duration
+	keys    []jwk.Key
+}
+
+type documents struct {
+	all    Document
+	byName map[string]Document
+}
+
+// New returns a Publisher with no key sets: its global document is empty.
+func New() *Publisher {
+	p := &Publisher{sets: map[string]entry{}}
+	_ = p.rebuild() // an empty set always renders
+	return p
+}
+
+// Load renders the published keys of ks, configured by p, and replaces the
+// key set's previous version in every document. A key set older than the
+// loaded one is ignored.
+func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
+	keys, err := PublicKeys(ks)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old, ok := p.sets[ks.Name]; ok && ks.Version != 0 && ks.Version < old.version {
+		return nil
+	}
+	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, keys: keys}
+	return p.rebuild()
+}
+
+// Remove drops a key set from every document.
+func (p *Publisher) Remove(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.sets, name)
+	_ = p.rebuild()
+}
+
+// rebuild renders every document from p.sets; the caller holds p.mu.
+func (p *Publisher) rebuild() error {
+	docs := &documents{byName: map[string]Document{}}
+	var all []jwk.Key
+	var minAge time.Duration
+	for _, name := range slices.Sorted(maps.Keys(p.sets)) {
+		e := p.sets[name]
+		doc, err := render(e.keys, e.maxAge)
+		if err != nil {
+			return err
+		}
+		docs.byName[name] = doc
+		all = append(all, e.keys...)
+		if minAge == 0 || e.maxAge < minAge {
+			minAge = e.maxAge
+		}
+	}
+	doc, err := render(all, minAge)
+	if err != nil {
+		return err
+	}
+	docs.all = doc
+	p.docs.Store(docs)
+	return nil
+}
+
+// All returns the document with every key set's published keys; its max
+// age is the shortest of theirs.
+func (p *Publisher) All() Document { return p.docs.Load().all }
+
+// KeySet returns the document of one key set.
+func (p *Publisher) KeySet(name string) (Document, bool) {
+	d, ok := p.docs.Load().byName[name]
+	return d, ok
+}
+
+// PublicKeys returns the published keys of ks as JWKs carrying kid, alg and
+// use=sig, built from the public half of each key only.
+func PublicKeys(ks *keystore.KeySet) ([]jwk.Key, error) {
+	var out []jwk.Key
+	for _, k := range ks.Keys {
+		if !k.Published() {
+			continue
+		}
+		priv, err := k.PrivateKey()
+		if err != nil {
+			return nil, err
+		}
+		pub, err := jwk.Import(priv.(crypto.Signer).Public())
+		if err != nil {
+			return nil, fmt.Errorf("key set %s key %s: %w", ks.Name, k.ID, err)
+		}
+		for name, v := range map[string]any{jwk.KeyIDKey: k.ID, jwk.AlgorithmKey: string(k.Algorithm), jwk.KeyUsageKey: "sig"} {
+			if err := pub.Set(name, v); err != nil {
+				return nil, fmt.Errorf("key set %s key %s: set %s: %w", ks.Name, k.ID, name, err)
+			}
+		}
+		out = append(out, pub)
+	}
+	return out, nil
+}
+
+func render(keys []jwk.Key, maxAge time.Duration) (Document, error) {
+	if keys == nil {
+		keys = []jwk.Key{}
+	}
+	body, err := json.Marshal(struct {
+		Keys []jwk.Key `json:"keys"`
+	}{keys})
+	if err != nil {
+		return Document{}, fmt.Errorf("render JWKS: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	return Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, MaxAge: maxAge}, nil
+}
+
+// Write serves doc: 200 with the body, or 304 when the request's
+// If-None-Match names its ETag. Both carry Cache-Control and ETag.
+func Write(w http.ResponseWriter, r *http.Request, doc Document) {
+	h := w.Header()
+	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(doc.MaxAge/time.Second)))
+	h.Set("ETag", doc.ETag)
+	if match(r.Header.Values("If-None-Match"), doc.ETag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(doc.Body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(doc.Body)
+}
+
+// match applies If-None-Match's weak comparison (RFC 9110 13.1.2).
+func match(headers []string, etag string) bool {
+	for _, h := range headers {
+		for _, tag := range strings.Split(h, ",") {
+			tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+			if tag == "*" || tag == etag {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,240 @@
+package signer_test
+
+import (
+	"crypto"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/keystore/keystoretest"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func setup(t testing.TB, alg keystore.Algorithm) (*signer.Signer, *clock, *keystore.KeySet, keystore.Policy) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	s := signer.New(c.now)
+	ks := keystoretest.KeySet(t, "s", alg)
+	ks.Version = 1
+	p := keystore.Policy{Name: "s", Algorithm: alg, TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Issuer: "https://keyd.test"}
+	if err := s.Load(p, ks); err != nil {
+		t.Fatal(err)
+	}
+	return s, c, ks, p
+}
+
+// verificationKey is what an outside verifier holds: the public key, or the
+// HMAC secret.
+func verificationKey(t *testing.T, k keystore.Key) any {
+	t.Helper()
+	priv, err := k.PrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := priv.(crypto.Signer); ok {
+		return s.Public()
+	}
+	return priv
+}
+
+func TestSignEveryAlgorithmVerifiesWithGoJose(t *testing.T) {
+	for _, alg := range keystore.Algorithms {
+		t.Run(string(alg), func(t *testing.T) {
+			s, c, ks, _ := setup(t, alg)
+			tok, err := s.Sign("s", map[string]any{"sub": "alice", "n": json.Number("42")}, 5*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			active, _ := ks.Active()
+			if tok.KID != active.ID || tok.Alg != alg || !tok.ExpiresAt.Equal(c.t.Add(5*time.Minute)) {
+				t.Fatalf("token meta = %+v", tok)
+			}
+			parsed, err := josejwt.ParseSigned(tok.Token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := parsed.Headers[0]
+			if h.KeyID != active.ID || h.Algorithm != string(alg) || h.ExtraHeaders["typ"] != "JWT" {
+				t.Fatalf("header = %+v", h)
+			}
+			var claims josejwt.Claims
+			var extra map[string]any
+			if err := parsed.Claims(verificationKey(t, active), &claims, &extra); err != nil {
+				t.Fatalf("go-jose rejects the token: %v", err)
+			}
+			if err := claims.ValidateWithLeeway(josejwt.Expected{Issuer: "https://keyd.test", Time: c.t}, 0); err != nil {
+				t.Fatal(err)
+			}
+			if claims.Subject != "alice" || claims.ID == "" || extra["n"] != float64(42) ||
+				claims.IssuedAt.Time().Unix() != c.t.Unix() || claims.Expiry.Time().Unix() != c.t.Add(5*time.Minute).Unix() {
+				t.Fatalf("claims = %+v %v", claims, extra)
+			}
+			v, err := s.Verify("s", tok.Token)
+			if err != nil || v.KID != active.ID || v.Claims["sub"] != "alice" {
+				t.Fatalf("Verify = %+v, %v", v, err)
+			}
+		})
+	}
+}
+
+func TestTTLRules(t *testing.T) {
+	s, c, _, _ := setup(t, keystore.ES256)
+	now := c.t.Unix()
+	cases := []struct {
+		name   string
+		claims map[string]any
+		ttl    time.Duration
+		ok     bool
+		exp    int64
+	}{
+		{"default is token_ttl", nil, 0, true, now + 900},
+		{"shorter ttl", nil, time.Minute, true, now + 60},
+		{"ttl over the limit", nil, 16 * time.Minute, false, 0},
+		{"negative ttl", nil, -time.Second, false, 0},
+		{"exp within the limit", map[string]any{"exp": json.Number(itoa(now + 120))}, 0, true, now + 120},
+		{"exp beyond the limit", map[string]any{"exp": json.Number(itoa(now + 901))}, 0, false, 0},
+		{"exp in the past", map[string]any{"exp": json.Number(itoa(now - 1))}, 0, false, 0},
+		{"exp not a number", map[string]any{"exp": "tomorrow"}, 0, false, 0},
+		{"exp and ttl", map[string]any{"exp": json.Number(itoa(now + 60))}, time.Minute, false, 0},
+		{"nbf not a number", map[string]any{"nbf": "soon"}, 0, false, 0},
+	}
+	for _, tc := range cases {
+		tok, err := s.Sign("s", tc.claims, tc.ttl)
+		if !tc.ok {
+			if !errors.Is(err, signer.ErrInvalidRequest) {
+				t.Errorf("%s: err = %v, want ErrInvalidRequest", tc.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if tok.ExpiresAt.Unix() != tc.exp {
+			t.Errorf("%s: exp %d, want %d", tc.name, tok.ExpiresAt.Unix(), tc.exp)
+		}
+	}
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestGivenClaimsWin(t *testing.T) {
+	s, c, _, _ := setup(t, keystore.HS256)
+	tok, err := s.Sign("s", map[string]any{"jti": "mine", "iss": "other", "iat": 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Verify("s", tok.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Claims["jti"] != "mine" || v.Claims["iss"] != "other" || v.Claims["iat"] != json.Number(itoa(c.t.Unix())) {
+		t.Fatalf("claims = %v", v.Claims)
+	}
+	a, _ := s.Sign("s", nil, 0)
+	b, _ := s.Sign("s", nil, 0)
+	va, _ := s.Verify("s", a.Token)
+	vb, _ := s.Verify("s", b.Token)
+	if va.Claims["jti"] == vb.Claims["jti"] || va.Claims["iss"] != "https://keyd.test" {
+		t.Fatalf("jti not random or iss missing: %v %v", va.Claims, vb.Claims)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	s, c, ks, p := setup(t, keystore.ES256)
+	good, err := s.Sign("s", map[string]any{"sub": "x"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(good.Token, ".")
+	noneHeader := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"` + good.KID + `"}`))
+	hsHeader := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","kid":"` + good.KID + `"}`))
+	tampered := base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"admin","exp":9999999999}`))
+
+	expect := func(name, token, reason string) {
+		t.Helper()
+		_, err := s.Verify("s", token)
+		if !errors.Is(err, signer.ErrInvalidToken) || !strings.Contains(err.Error(), reason) {
+			t.Errorf("%s: err = %v, want ErrInvalidToken mentioning %q", name, err, reason)
+		}
+	}
+	expect("garbage", "not.a.token", "malformed")
+	expect("alg none", noneHeader+"."+parts[1]+".", "algorithm")
+	expect("alg swap", hsHeader+"."+parts[1]+"."+parts[2], "algorithm")
+	expect("tampered payload", parts[0]+"."+tampered+"."+parts[2], "signature")
+
+	other, _, _, _ := setup(t, keystore.ES256)
+	foreign, _ := other.Sign("s", nil, time.Minute)
+	expect("another key set's key", foreign.Token, "unknown")
+
+	c.t = c.t.Add(time.Minute + p.Leeway - time.Second) // a second before exp + leeway: still fine
+	if _, err := s.Verify("s", good.Token); err != nil {
+		t.Errorf("token rejected within leeway: %v", err)
+	}
+	c.t = c.t.Add(time.Second)
+	expect("expired past leeway", good.Token, "expired")
+
+	c.t = c.t.Add(-time.Hour)
+	future, _ := s.Sign("s", map[string]any{"nbf": json.Number(itoa(c.t.Add(10 * time.Minute).Unix()))}, 0)
+	expect("nbf in the future", future.Token, "nbf")
+
+	// Revoking the signing key makes its tokens fail at once.
+	c.t = c.t.Add(time.Hour - 2*time.Minute)
+	fresh, _ := s.Sign("s", nil, time.Minute)
+	active, _ := ks.Active()
+	revoked, _, err := keystore.Revoke(ks, active.ID, keystoretest.NewKey(t, keystore.ES256), c.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked.Version = 2
+	if err := s.Load(p, revoked); err != nil {
+		t.Fatal(err)
+	}
+	expect("revoked key", fresh.Token, "revoked")
+
+	if _, err := s.Verify("nope", good.Token); !errors.Is(err, signer.ErrUnknownKeySet) {
+		t.Errorf("unknown key set: %v", err)
+	}
+	if _, err := s.Sign("nope", nil, 0); !errors.Is(err, signer.ErrUnknownKeySet) {
+		t.Errorf("unknown key set: %v", err)
+	}
+}
+
+func TestRotationKeepsOldTokensValid(t *testing.T) {
+	s, c, ks, p := setup(t, keystore.RS256)
+	before, _ := s.Sign("s", nil, 0)
+	pending, _ := ks.Pending()
+	rotated, err := keystore.Rotate(ks, keystoretest.NewKey(t, keystore.RS256), c.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated.Version = 2
+	if err := s.Load(p, rotated); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := s.Sign("s", nil, 0)
+	if after.KID != pending.ID {
+		t.Fatalf("after rotation signs with %s, want the old pending key %s", after.KID, pending.ID)
+	}
+	if _, err := s.Verify("s", before.Token); err != nil {
+		t.Fatalf("token of the retired key rejected: %v", err)
+	}
+	// An older version arriving late does not roll the signer back.
+	if err := s.Load(p, ks); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Sign("s", nil, 0); again.KID != pending.ID {
+		t.Fatalf("stale Load rolled back to %s", again.KID)
+	}
+}
