@@ -1,0 +1,252 @@
+// Package rotation changes key sets: it creates the configured key sets at
+// start, rotates and revokes keys, and keeps every consumer (the signer, the
+// JWKS) loaded with the newest version of each key set.
+//
+// Decisions are made on the state read inside keystore.Update, so they hold
+// even when another writer changed the key set first; new keys are made
+// before the transition, off the signing path. Transitions inside one
+// process are serialised by a mutex, so two rotations never race here; the
+// store's compare-and-swap keeps several processes apart.
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+var (
+	// ErrUnknownKeySet means the key set is not configured.
+	ErrUnknownKeySet = errors.New("unknown key set")
+	// ErrTooEarly means a rotation would activate a pending key that has
+	// not been published for jwks_max_age yet; see TooEarlyError.
+	ErrTooEarly = errors.New("pending key is too young to sign")
+)
+
+// TooEarlyError says when rotating becomes safe.
+type TooEarlyError struct {
+	KeySet string
+	KID    string
+	SafeAt time.Time
+}
+
+func (e *TooEarlyError) Error() string {
+	return fmt.Sprintf("pending key %s of %s has been published for less than jwks_max_age; verifiers with a cached JWKS would reject its tokens. Rotating is safe from %s, or force it",
+		e.KID, e.KeySet, e.SafeAt.UTC().Format(time.RFC3339))
+}
+
+func (e *TooEarlyError) Unwrap() error { return ErrTooEarly }
+
+// Listener is told about every new version of a key set: the signer and the
+// JWKS publisher both are.
+type Listener interface {
+	Load(keystore.Policy, *keystore.KeySet) error
+}
+
+// Options configure a Manager.
+type Options struct {
+	Store     keystore.Store
+	Policies  []keystore.Policy
+	Generator keystore.Generator // default keystore.GenerateMaterial
+	Now       func() time.Time   // default time.Now
+	Logger    *slog.Logger       // default slog.Default()
+	Listeners []Listener
+}
+
+// Manager owns the configured key sets' lifecycle in one process.
+type Manager struct {
+	store     keystore.Store
+	policies  map[string]keystore.Policy
+	gen       keystore.Generator
+	now       func() time.Time
+	log       *slog.Logger
+	listeners []Listener
+
+	mu      sync.Mutex // one transition at a time in this process
+	current atomic.Pointer[map[string]*keystore.KeySet]
+}
+
+// NewManager returns a Manager; call Start before anything else.
+func NewManager(o Options) *Manager {
+	m := &Manager{store: o.Store, policies: map[string]keystore.Policy{}, gen: o.Generator, now: o.Now, log: o.Logger, listeners: o.Listeners}
+	if m.gen == nil {
+		m.gen = keystore.GenerateMaterial
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	for _, p := range o.Policies {
+		m.policies[p.Name] = p
+	}
+	m.current.Store(&map[string]*keystore.KeySet{})
+	return m
+}
+
+// Start loads every configured key set from the store, creating the ones
+// that do not exist yet (one active and one pending key), and hands them to
+// the listeners. A stored key set whose algorithm differs from its config
+// is an error: keyd never silently replaces keys.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(m.policies)) {
+		p := m.policies[name]
+		ks, err := m.store.Get(ctx, name)
+		if errors.Is(err, keystore.ErrNotFound) {
+			ks, err = m.create(ctx, p)
+		}
+		if err != nil {
+			return fmt.Errorf("key set %s: %w", name, err)
+		}
+		if ks.Algorithm != p.Algorithm {
+			return fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", name, p.Algorithm, ks.Algorithm)
+		}
+		if err := ks.Check(); err != nil {
+			return err
+		}
+		if err := m.publish(p, ks); err != nil {
+			return err
+		}
+	}
+	stored, err := m.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ks := range stored {
+		if _, ok := m.policies[ks.Name]; !ok {
+			m.log.Warn("key set is in the store but not in the config; it is not served", "keyset", ks.Name)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
+	now := m.now()
+	first, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, now)
+	if err != nil {
+		return nil, err
+	}
+	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, now)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := m.store.Put(ctx, ks)
+	if errors.Is(err, keystore.ErrConflict) { // another replica created it first
+		return m.store.Get(ctx, p.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.log.Info("created key set", "keyset", p.Name, "algorithm", p.Algorithm, "active_kid", first.ID, "pending_kid", next.ID)
+	return stored, nil
+}
+
+// publish records ks as current and loads it into every listener.
+func (m *Manager) publish(p keystore.Policy, ks *keystore.KeySet) error {
+	for _, l := range m.listeners {
+		if err := l.Load(p, ks); err != nil {
+			return fmt.Errorf("load key set %s: %w", ks.Name, err)
+		}
+	}
+	next := maps.Clone(*m.current.Load())
+	if old, ok := next[ks.Name]; !ok || old.Version <= ks.Version {
+		next[ks.Name] = ks
+	}
+	m.current.Store(&next)
+	return nil
+}
+
+// KeySet returns the current version of a configured key set and its
+// policy, from memory.
+func (m *Manager) KeySet(name string) (*keystore.KeySet, keystore.Policy, error) {
+	ks, ok := (*m.current.Load())[name]
+	if !ok {
+		return nil, keystore.Policy{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	}
+	return ks, m.policies[name], nil
+}
+
+// Names lists the configured key sets.
+func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.policies)) }
+
+// Rotate makes the pending key active, retires the active key and
+// publishes a new pending key. Unless force is set, it refuses with a
+// *TooEarlyError while the pending key has been published for less than
+// jwks_max_age.
+func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystore.KeySet, error) {
+	p, ok := m.policies[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now())
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
+		now := m.now()
+		if pending, ok := ks.Pending(); ok && !force {
+			if safeAt := pending.CreatedAt.Add(p.JWKSMaxAge); now.Before(safeAt) {
+				return nil, &TooEarlyError{KeySet: name, KID: pending.ID, SafeAt: safeAt}
+			}
+		}
+		next.CreatedAt = now.UTC()
+		return keystore.Rotate(ks, next, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	active, _ := ks.Active()
+	if force {
+		m.log.Warn("forced rotation: the new active key may be missing from verifiers' cached JWKS", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID)
+	} else {
+		m.log.Info("rotated key set", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID)
+	}
+	return ks, m.publish(p, ks)
+}
+
+// Revoke withdraws a key at once. Revoking the active key promotes the
+// pending key; revoking the active or pending key publishes a new pending
+// key.
+func (m *Manager) Revoke(ctx context.Context, name, kid string) (*keystore.KeySet, error) {
+	p, ok := m.policies[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now())
+	if err != nil {
+		return nil, err
+	}
+	var was keystore.State
+	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
+		now := m.now()
+		k, _ := ks.Key(kid)
+		was = k.State
+		next.CreatedAt = now.UTC()
+		out, _, err := keystore.Revoke(ks, kid, next, now)
+		return out, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.log.Warn("revoked key", "keyset", name, "kid", kid, "was", was)
+	return ks, m.publish(p, ks)
+}
