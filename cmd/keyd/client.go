@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const defaultAddr = "http://127.0.0.1:8080"
+
+// apiClient talks to a running daemon.
+type apiClient struct {
+	addr  string
+	token string
+	http  *http.Client
+}
+
+// apiError is the daemon's error answer.
+type apiError struct {
+	Status  int
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	SafeAt  string `json:"safe_at"`
+}
+
+func (e *apiError) Error() string {
+	msg := fmt.Sprintf("%s (HTTP %d, %s)", e.Message, e.Status, e.Code)
+	if e.Status == http.StatusUnauthorized {
+		msg += "; set KEYD_TOKEN or --token"
+	}
+	return msg
+}
+
+func (c *apiClient) do(method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, strings.TrimRight(c.addr, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach keyd at %s: %w (set KEYD_ADDR or --addr)", c.addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var wrapped struct {
+			Error apiError `json:"error"`
+		}
+		if json.Unmarshal(data, &wrapped) != nil || wrapped.Error.Code == "" {
+			return fmt.Errorf("HTTP %d from %s", resp.StatusCode, c.addr)
+		}
+		wrapped.Error.Status = resp.StatusCode
+		return &wrapped.Error
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+type keyView struct {
+	KID         string    `json:"kid"`
+	Alg         string    `json:"alg"`
+	State       string    `json:"state"`
+	Published   bool      `json:"published"`
+	CreatedAt   time.Time `json:"created_at"`
+	ActivatedAt time.Time `json:"activated_at"`
+	RetiredAt   time.Time `json:"retired_at"`
+	RevokedAt   time.Time `json:"revoked_at"`
+	DestroyAt   time.Time `json:"destroy_at"`
+}
+
+type keySetView struct {
+	Name      string    `json:"name"`
+	Algorithm string    `json:"algorithm"`
+	Rotation  string    `json:"rotation"`
+	RotatedAt time.Time `json:"rotated_at"`
+	Keys      []keyView `json:"keys"`
+}
+
+func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	addr := fs.String("addr", envOr("KEYD_ADDR", defaultAddr), "daemon address (KEYD_ADDR)")
+	tok := fs.String("token", os.Getenv("KEYD_TOKEN"), "API token (KEYD_TOKEN)")
+	force := fs.Bool("force", false, "rotate: rotate even if the pending key has not been published for jwks_max_age (emergency)")
+	ttl := fs.String("ttl", "", "sign: token lifetime, e.g. 5m (default: the key set's token_ttl)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := &apiClient{addr: *addr, token: strings.TrimSpace(*tok), http: &http.Client{Timeout: 60 * time.Second}}
+	want := map[string]int{"keysets": 0, "rotate": 1, "revoke": 2, "sign": 1, "verify": 1}[cmd]
+	if fs.NArg() != want {
+		return fmt.Errorf("want %d argument(s), got %d (see keyd help)", want, fs.NArg())
+	}
+	a := fs.Args()
+	switch cmd {
+	case "keysets":
+		var out struct {
+			KeySets []keySetView `json:"keysets"`
+		}
+		if err := c.do("GET", "/v1/keysets", nil, &out); err != nil {
+			return err
+		}
+		printKeySets(stdout, out.KeySets...)
+	case "rotate":
+		var out keySetView
+		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/rotate", map[string]bool{"force": *force}, &out); err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Code == "rotation_too_early" {
+				return fmt.Errorf("%w\nrun `keyd rotate --force %s` only in an emergency: verifiers with a cached JWKS will reject the new key's tokens until they refresh", err, a[0])
+			}
+			return err
+		}
+		printKeySets(stdout, out)
+	case "revoke":
+		var out keySetView
+		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/keys/"+url.PathEscape(a[1])+"/revoke", nil, &out); err != nil {
+			return err
+		}
+		printKeySets(stdout, out)
+	case "sign":
+		raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+		if err != nil {
+			return err
+		}
+		claims := json.RawMessage(`{}`)
+		if s := bytes.TrimSpace(raw); len(s) > 0 {
+			if !json.Valid(s) {
+				return errors.New("stdin is not valid JSON claims")
+			}
+			claims = s
+		}
+		var out struct {
+			Token string `json:"token"`
+		}
+		body := map[string]any{"claims": claims}
+		if *ttl != "" {
+			body["ttl"] = *ttl
+		}
+		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/sign", body, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, out.Token)
+	case "verify":
+		raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+		if err != nil {
+			return err
+		}
+		var out map[string]any
+		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/verify", map[string]string{"token": strings.TrimSpace(string(raw))}, &out); err != nil {
+			return err
+		}
+		pretty, _ := json.MarshalIndent(out, "", "  ")
+		fmt.Fprintln(stdout, string(pretty))
+		if out["valid"] != true {
+			return errors.New("token is not valid")
+		}
+	}
+	return nil
+}
+
+func printKeySets(w io.Writer, sets ...keySetView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEYSET\tALG\tKID\tSTATE\tCREATED\tACTIVATED\tRETIRED/REVOKED\tDESTROY AT")
+	for _, ks := range sets {
+		for _, k := range ks.Keys {
+			ended := k.RetiredAt
+			if !k.RevokedAt.IsZero() {
+				ended = k.RevokedAt
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ks.Name, k.Alg, k.KID, k.State,
+				stamp(k.CreatedAt), stamp(k.ActivatedAt), stamp(ended), stamp(k.DestroyAt))
+		}
+	}
+	_ = tw.Flush()
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

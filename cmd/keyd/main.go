@@ -1,0 +1,133 @@
+// Command keyd is the key daemon (keyd serve) and its operator CLI (keyd
+// keysets, rotate, revoke, sign, verify, token).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/daemon"
+)
+
+const usage = `keyd: the key daemon.
+
+Usage:
+  keyd serve [--config PATH] [--data DIR] [--log-format text|json] [--log-level LEVEL]
+      Run the daemon. Without --config: the embedded default (127.0.0.1:8080,
+      bbolt in ./keyd-data, one ES256 key set "default", a generated master
+      key and admin token in the data folder).
+
+Client commands (against a running daemon; KEYD_ADDR and KEYD_TOKEN, or
+--addr and --token):
+  keyd keysets                 list key sets and their keys
+  keyd rotate [--force] KEYSET rotate now (--force: even if the pending key is too young)
+  keyd revoke KEYSET KID       revoke a key at once
+  keyd sign [--ttl 5m] KEYSET  sign the claims JSON read from stdin; prints the token
+  keyd verify KEYSET           verify the token read from stdin
+
+  keyd token [--name N] [--scopes S,S]
+      Make a random API token; print it and the config entry with its SHA-256.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		err = serve(rest, stderr)
+	case "keysets", "rotate", "revoke", "sign", "verify":
+		err = client(cmd, rest, stdin, stdout)
+	case "token":
+		err = token(rest, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "keyd: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "keyd %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "config file (default: the embedded default)")
+	dataDir := fs.String("data", daemon.DefaultDataDir, "data folder of the embedded default (ignored with --config)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler
+	switch *logFormat {
+	case "text":
+		handler = slog.NewTextHandler(stderr, hopts)
+	case "json":
+		handler = slog.NewJSONHandler(stderr, hopts)
+	default:
+		return fmt.Errorf("--log-format: %q is not text or json", *logFormat)
+	}
+	log := slog.New(handler)
+	slog.SetDefault(log)
+
+	var cfg *config.Config
+	var err error
+	if *configPath != "" {
+		cfg, err = config.Load(*configPath)
+	} else {
+		cfg, err = daemon.PrepareDefault(*dataDir, os.Getenv, log)
+	}
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log})
+}
+
+func token(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	name := fs.String("name", "my-service", "token name for the config entry")
+	scopes := fs.String("scopes", "sign:default,verify:default", "comma-separated scopes for the config entry")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	tok, err := daemon.NewToken()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "token:  %s\nsha256: %s\n\n# config entry (auth.tokens); give the token to the client, keep only the hash here:\n- {name: %s, sha256: %q, scopes: [%s]}\n",
+		tok, daemon.TokenHash(tok), *name, daemon.TokenHash(tok), *scopes)
+	return nil
+}

@@ -1,0 +1,314 @@
+// Package api is keyd's HTTP API: routing, bearer-token authentication and
+// scopes, JSON decoding with size limits, and the one place where domain
+// errors become HTTP statuses. It is internal because its only user is the
+// daemon; clients speak HTTP (or use the keyd CLI).
+//
+// Every error answer is {"error": {"code": "...", "message": "..."}}. The
+// message is written for the caller and never carries internals: faults
+// (5xx) are logged in full and answered with a fixed message.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/rotation"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+// MaxBodyBytes is the largest request body accepted (413 beyond).
+const MaxBodyBytes = 1 << 20
+
+// Options wire the API to the daemon's parts.
+type Options struct {
+	Signer  *signer.Signer
+	JWKS    *jwks.Publisher
+	Manager *rotation.Manager
+	Auth    *Authenticator
+	Logger  *slog.Logger
+	// Ready reports why the daemon cannot serve, or nil when it can.
+	Ready func() error
+}
+
+type server struct {
+	Options
+}
+
+// New returns the API handler.
+func New(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Ready == nil {
+		o.Ready = func() error { return nil }
+	}
+	s := &server{o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwksAll)
+	mux.HandleFunc("GET /v1/keysets/{name}/jwks.json", s.jwksKeySet)
+	mux.HandleFunc("POST /v1/keysets/{name}/sign", s.scoped(config.ScopeSign, s.sign))
+	mux.HandleFunc("POST /v1/keysets/{name}/verify", s.scoped(config.ScopeVerify, s.verify))
+	mux.HandleFunc("GET /v1/keysets", s.admin(s.listKeySets))
+	mux.HandleFunc("GET /v1/keysets/{name}", s.admin(s.getKeySet))
+	mux.HandleFunc("POST /v1/keysets/{name}/rotate", s.admin(s.rotate))
+	mux.HandleFunc("POST /v1/keysets/{name}/keys/{kid}/revoke", s.admin(s.revoke))
+	return s.recoverer(s.logRequests(jsonFallback(mux)))
+}
+
+// --- errors -----------------------------------------------------------------
+
+type apiError struct {
+	status  int
+	code    string
+	message string
+	extra   map[string]any
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// toAPIError maps domain errors to statuses. Anything unknown is a 500 with
+// a fixed message; the caller logs the real error.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	var se *signer.Error
+	var early *rotation.TooEarlyError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &early):
+		e := errorf(http.StatusConflict, "rotation_too_early", "%s", early.Error())
+		e.extra = map[string]any{"safe_at": early.SafeAt.UTC().Format(time.RFC3339)}
+		return e
+	case errors.Is(err, signer.ErrUnknownKeySet), errors.Is(err, rotation.ErrUnknownKeySet), errors.Is(err, keystore.ErrNotFound):
+		return errorf(http.StatusNotFound, "keyset_not_found", "%s", err.Error())
+	case errors.Is(err, keystore.ErrKeyNotFound):
+		return errorf(http.StatusNotFound, "key_not_found", "%s", err.Error())
+	case errors.Is(err, keystore.ErrInvalidTransition):
+		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
+	case errors.As(err, &se) && errors.Is(err, signer.ErrInvalidRequest):
+		return errorf(http.StatusBadRequest, "bad_request", "%s", se.Reason)
+	case errors.Is(err, keystore.ErrUnavailable):
+		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the key store is unavailable; try again")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return errorf(http.StatusServiceUnavailable, "timeout", "the request was cancelled or timed out")
+	}
+	return errorf(http.StatusInternalServerError, "internal", "internal error")
+}
+
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := toAPIError(err)
+	if e.status >= 500 {
+		s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, e)
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	body := map[string]any{"code": e.code, "message": e.message}
+	for k, v := range e.extra {
+		body[k] = v
+	}
+	writeJSON(w, e.status, map[string]any{"error": body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// --- request decoding --------------------------------------------------------
+
+// decode reads one JSON object into v: at most MaxBodyBytes, no unknown
+// fields, nothing after it. An empty body leaves v as it is when optional.
+func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	data, err := io.ReadAll(body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", MaxBodyBytes)
+	}
+	if err != nil {
+		return errorf(http.StatusBadRequest, "bad_request", "could not read the request body")
+	}
+	if len(data) == 0 {
+		if optional {
+			return nil
+		}
+		return errorf(http.StatusBadRequest, "bad_request", "request body is required (JSON)")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, "bad_json", "request body is not valid: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "bad_json", "request body has data after the JSON object")
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without echoing the input.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be %s", typ.Field, typ.Type)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated JSON"
+	}
+	if msg := err.Error(); len(msg) < 120 {
+		return msg // "json: unknown field \"x\"" and the like
+	}
+	return "invalid JSON"
+}
+
+// --- middleware ---------------------------------------------------------------
+
+type principalKey struct{}
+
+// authenticated runs next for a caller whose token holds scope(r).
+func (s *server) authenticated(scope func(*http.Request) string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := s.Auth.Authenticate(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="keyd"`)
+			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token"))
+			return
+		}
+		if want := scope(r); !p.Can(want) {
+			writeError(w, errorf(http.StatusForbidden, "forbidden", "token %q lacks scope %q", p.Name, want))
+			return
+		}
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.principal = p.Name
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+func (s *server) scoped(kind string, next http.HandlerFunc) http.HandlerFunc {
+	return s.authenticated(func(r *http.Request) string { return kind + ":" + r.PathValue("name") }, next)
+}
+
+func (s *server) admin(next http.HandlerFunc) http.HandlerFunc {
+	return s.authenticated(func(*http.Request) string { return config.ScopeAdmin }, next)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status    int
+	principal string
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// logRequests logs method, path, status, duration and the caller's token
+// name; never bodies or headers.
+func (s *server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		level := slog.LevelDebug
+		if rec.status >= 500 {
+			level = slog.LevelWarn
+		} else if r.Method != http.MethodGet {
+			level = slog.LevelInfo
+		}
+		s.Logger.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration", time.Since(start), "caller", rec.principal)
+	})
+}
+
+// recoverer turns a panic into a 500 so that one bad request never takes
+// the daemon down. The panic value is not logged (it could hold anything);
+// the stack is.
+func (s *server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Logger.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "stack", string(debug.Stack()))
+				writeError(w, errorf(http.StatusInternalServerError, "internal", "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// jsonFallback answers the mux's own 404 and 405 in keyd's JSON error
+// format instead of plain text.
+func jsonFallback(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(&errorRewriter{ResponseWriter: w}, r)
+	})
+}
+
+// errorRewriter replaces the body of a mux error page.
+type errorRewriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (e *errorRewriter) WriteHeader(code int) {
+	if e.wrote {
+		return
+	}
+	e.wrote = true
+	e.Header().Del("X-Content-Type-Options")
+	if code == http.StatusMethodNotAllowed {
+		writeError(e.ResponseWriter, errorf(code, "method_not_allowed", "method not allowed here (the Allow header lists the allowed ones)"))
+		return
+	}
+	writeError(e.ResponseWriter, errorf(http.StatusNotFound, "not_found", "no such endpoint"))
+}
+
+func (e *errorRewriter) Write(b []byte) (int, error) {
+	if !e.wrote {
+		e.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil
+}

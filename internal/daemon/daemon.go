@@ -1,0 +1,164 @@
+// Package daemon wires keyd together and runs it: the store chosen by the
+// config, the rotation manager, the signer, the JWKS publisher and the HTTP
+// server, with graceful shutdown. It is internal because cmd/keyd and the
+// end-to-end tests are its only users; it also prepares the embedded
+// default setup (data folder, master key, admin token).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/api"
+	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/rotation"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+// EnvMasterKey names the environment variable holding the master key.
+const EnvMasterKey = "KEYD_MASTER_KEY"
+
+// ShutdownTimeout bounds how long in-flight requests may finish after a
+// signal.
+const ShutdownTimeout = 10 * time.Second
+
+// Options configure Run.
+type Options struct {
+	Config    *config.Config
+	Logger    *slog.Logger
+	Generator keystore.Generator  // default keystore.GenerateMaterial
+	Now       func() time.Time    // default time.Now
+	Getenv    func(string) string // default os.Getenv
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully. It
+// returns an error when start-up fails or the server stops on its own.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	log := o.Logger
+	cfg := o.Config
+
+	store, err := openStore(cfg.Storage, o.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
+
+	sg := signer.New(o.Now)
+	pub := jwks.New()
+	mgr := rotation.NewManager(rotation.Options{
+		Store: store, Policies: cfg.Policies(), Generator: o.Generator, Now: o.Now,
+		Logger: log, Listeners: []rotation.Listener{sg, pub},
+	})
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	if len(cfg.Auth.Tokens) == 0 {
+		log.Warn("no API tokens configured: only the JWKS and health endpoints can be used")
+	}
+
+	handler := api.New(api.Options{
+		Signer: sg, JWKS: pub, Manager: mgr, Auth: api.NewAuthenticator(cfg.Auth.Tokens), Logger: log,
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("keyd listening", "addr", ln.Addr().String(), "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("http server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func openStore(sc config.Storage, getenv func(string) string) (keystore.Store, error) {
+	switch sc.Backend {
+	case "file":
+		key, err := loadMasterKey(sc.File, getenv)
+		if err != nil {
+			return nil, err
+		}
+		return file.Open(file.Options{Path: sc.File.Path, MasterKey: key})
+	}
+	return nil, fmt.Errorf("storage.backend: %q is not supported", sc.Backend)
+}
+
+// loadMasterKey reads the master key from storage.file.master_key_file or
+// KEYD_MASTER_KEY; exactly one must be set. A key file must not be readable
+// by group or others.
+func loadMasterKey(fc config.File, getenv func(string) string) ([]byte, error) {
+	env := getenv(EnvMasterKey)
+	switch {
+	case fc.MasterKeyFile != "" && env != "":
+		return nil, fmt.Errorf("master key: both %s and storage.file.master_key_file are set; keep one", EnvMasterKey)
+	case env != "":
+		key, err := file.ParseMasterKey(env)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvMasterKey, err)
+		}
+		return key, nil
+	case fc.MasterKeyFile != "":
+		fi, err := os.Stat(fc.MasterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.file.master_key_file: %w", err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			return nil, fmt.Errorf("storage.file.master_key_file: %s has mode %04o, readable by others; run chmod 600 %s", fc.MasterKeyFile, perm, fc.MasterKeyFile)
+		}
+		raw, err := os.ReadFile(fc.MasterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.file.master_key_file: %w", err)
+		}
+		key, err := file.ParseMasterKey(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("storage.file.master_key_file %s: %w", fc.MasterKeyFile, err)
+		}
+		return key, nil
+	}
+	return nil, fmt.Errorf("missing master key: set %s (base64 of 32 random bytes, e.g. `head -c 32 /dev/urandom | base64`) or storage.file.master_key_file", EnvMasterKey)
+}
