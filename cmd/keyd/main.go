@@ -20,7 +20,7 @@ import (
 const usage = `keyd: the key daemon.
 
 Usage:
-  keyd serve [--config PATH] [--data DIR] [--log-format text|json] [--log-level LEVEL]
+  keyd serve [--config PATH] [--data DIR] [--listen ADDR] [--log-format text|json] [--log-level LEVEL]
       Run the daemon. Without --config: the embedded default (127.0.0.1:8080,
       bbolt in ./keyd-data, one ES256 key set "default", a generated master
       key and admin token in the data folder).
@@ -76,6 +76,7 @@ func serve(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "config file (default: the embedded default)")
 	dataDir := fs.String("data", daemon.DefaultDataDir, "data folder of the embedded default (ignored with --config)")
+	listen := fs.String("listen", "", "listen address, overriding the config's (e.g. 127.0.0.1:9090; port 0 picks a free one)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +111,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
