@@ -240,17 +240,17 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 }
 
 // logRequests logs method, path, status, duration and the caller's token
-// name; never bodies or headers.
+// name (at debug level, or warn for 5xx); never bodies or headers.
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
+		// Debug: sign and verify are the hot path. Rotations and
+		// revocations log themselves at info or warn.
 		level := slog.LevelDebug
 		if rec.status >= 500 {
 			level = slog.LevelWarn
-		} else if r.Method != http.MethodGet {
-			level = slog.LevelInfo
 		}
 		s.Logger.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
 			"duration", time.Since(start), "caller", rec.principal)
