@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -59,6 +61,8 @@ type Options struct {
 	Now       func() time.Time   // default time.Now
 	Logger    *slog.Logger       // default slog.Default()
 	Listeners []Listener
+	// After waits for a duration; default time.After. Tests replace it.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Manager owns the configured key sets' lifecycle in one process.
@@ -70,13 +74,25 @@ type Manager struct {
 	log       *slog.Logger
 	listeners []Listener
 
+	after     func(time.Duration) <-chan time.Time
+	schedules map[string]cron.Schedule // set by Start, read-only after
+
 	mu      sync.Mutex // one transition at a time in this process
 	current atomic.Pointer[map[string]*keystore.KeySet]
+
+	waitMu     sync.Mutex
+	waitLogged map[string]string // key set -> pending kid whose wait was logged
 }
 
 // NewManager returns a Manager; call Start before anything else.
 func NewManager(o Options) *Manager {
-	m := &Manager{store: o.Store, policies: map[string]keystore.Policy{}, gen: o.Generator, now: o.Now, log: o.Logger, listeners: o.Listeners}
+	m := &Manager{
+		store: o.Store, policies: map[string]keystore.Policy{}, gen: o.Generator, now: o.Now, log: o.Logger,
+		listeners: o.Listeners, after: o.After, schedules: map[string]cron.Schedule{}, waitLogged: map[string]string{},
+	}
+	if m.after == nil {
+		m.after = time.After
+	}
 	if m.gen == nil {
 		m.gen = keystore.GenerateMaterial
 	}
@@ -102,6 +118,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	defer m.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(m.policies)) {
 		p := m.policies[name]
+		sched, err := ParseSchedule(p.Rotation)
+		if err != nil {
+			return fmt.Errorf("key set %s: rotation %q: %w", name, p.Rotation, err)
+		}
+		m.schedules[name] = sched
 		ks, err := m.store.Get(ctx, name)
 		if errors.Is(err, keystore.ErrNotFound) {
 			ks, err = m.create(ctx, p)
@@ -156,8 +177,12 @@ func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeyS
 	return stored, nil
 }
 
-// publish records ks as current and loads it into every listener.
+// publish records ks as current and loads it into every listener, unless
+// that version is already current.
 func (m *Manager) publish(p keystore.Policy, ks *keystore.KeySet) error {
+	if old, ok := (*m.current.Load())[ks.Name]; ok && ks.Version != 0 && old.Version >= ks.Version {
+		return nil
+	}
 	for _, l := range m.listeners {
 		if err := l.Load(p, ks); err != nil {
 			return fmt.Errorf("load key set %s: %w", ks.Name, err)

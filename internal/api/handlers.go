@@ -123,8 +123,11 @@ type keySetView struct {
 	Leeway     string    `json:"leeway"`
 	Issuer     string    `json:"issuer,omitempty"`
 	RotatedAt  time.Time `json:"rotated_at"`
-	Version    uint64    `json:"version"`
-	Keys       []keyView `json:"keys"`
+	// NextRotation is when the scheduler will rotate next: the schedule's
+	// next time, or later if the pending key is still too young then.
+	NextRotation time.Time `json:"next_rotation"`
+	Version      uint64    `json:"version"`
+	Keys         []keyView `json:"keys"`
 }
 
 type keyView struct {
@@ -137,6 +140,12 @@ type keyView struct {
 	RetiredAt   time.Time `json:"retired_at,omitzero"`
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
 	DestroyAt   time.Time `json:"destroy_at,omitzero"`
+}
+
+func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) keySetView {
+	v := viewOf(ks, p)
+	v.NextRotation, _ = s.Manager.NextRotation(ks.Name)
+	return v
 }
 
 func viewOf(ks *keystore.KeySet, p keystore.Policy) keySetView {
@@ -163,7 +172,7 @@ func (s *server) listKeySets(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		out = append(out, viewOf(ks, p))
+		out = append(out, s.viewOf(ks, p))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"keysets": out})
 }
@@ -174,7 +183,7 @@ func (s *server) getKeySet(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewOf(ks, p))
+	writeJSON(w, http.StatusOK, s.viewOf(ks, p))
 }
 
 type rotateRequest struct {
@@ -201,7 +210,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, p, _ := s.Manager.KeySet(name)
-	writeJSON(w, http.StatusOK, viewOf(ks, p))
+	writeJSON(w, http.StatusOK, s.viewOf(ks, p))
 }
 
 func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +230,7 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, p, _ := s.Manager.KeySet(name)
-	writeJSON(w, http.StatusOK, viewOf(ks, p))
+	writeJSON(w, http.StatusOK, s.viewOf(ks, p))
 }
 
 func callerName(r *http.Request) string {

@@ -96,6 +96,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("keyd listening", "addr", ln.Addr().String(), "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
 
+	// The rotation scheduler runs beside the server and stops with it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	scheduler := make(chan struct{})
+	go func() {
+		defer close(scheduler)
+		mgr.Run(ctx)
+	}()
+	defer func() { cancel(); <-scheduler }() // before the store closes
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

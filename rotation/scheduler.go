@@ -1,0 +1,169 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// MaxSleep bounds how long the scheduler sleeps between checks, so that a
+// clock jump or a change made by another process is noticed within it.
+const MaxSleep = time.Minute
+
+// Backoff bounds for retrying a tick that failed (store unavailable).
+const (
+	minBackoff = time.Second
+	maxBackoff = time.Minute
+)
+
+// Tick brings the key set called name up to date with its schedule: it
+// rotates if a rotation is due and the pending key is old enough, and
+// destroys retired and revoked keys whose grace has ended, in one atomic
+// write. A tick that finds nothing due writes nothing. It decides on the
+// stored state, re-checked inside the compare-and-swap, so ticks from a
+// restart or from several replicas never rotate twice. The new key is made
+// before the write; signing goes on meanwhile.
+func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
+	p, ok := m.policies[name]
+	if !ok {
+		return Plan{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	}
+	sched := m.schedules[name]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	cur, err := m.store.Get(ctx, name)
+	if err != nil {
+		return Plan{}, err
+	}
+	if err := m.publish(p, cur); err != nil { // pick up others' changes
+		return Plan{}, err
+	}
+	plan := Decide(cur, p, sched, m.now())
+	if !plan.WaitUntil.IsZero() {
+		m.logWait(name, cur, plan)
+	}
+	if plan.Idle() {
+		return plan, nil
+	}
+
+	var next keystore.Key
+	if plan.Rotate {
+		if next, err = keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now()); err != nil {
+			return plan, err
+		}
+	}
+	var applied Plan
+	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
+		now := m.now()
+		applied = Decide(ks, p, sched, now)
+		if applied.Rotate && next.ID == "" { // became due meanwhile: next tick
+			applied.Rotate = false
+		}
+		if applied.Idle() {
+			return nil, keystore.ErrNoChange
+		}
+		out := ks
+		if applied.Rotate {
+			next.CreatedAt = now.UTC()
+			rotated, err := keystore.Rotate(out, next, now)
+			if err != nil {
+				return nil, err
+			}
+			out = rotated
+		}
+		out, _ = keystore.Prune(out, now, p.Grace())
+		return out, nil
+	})
+	if err != nil {
+		return plan, err
+	}
+	if applied.Idle() {
+		return applied, m.publish(p, ks)
+	}
+	if applied.Rotate {
+		active, _ := ks.Active()
+		m.log.Info("scheduled rotation", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID, "due_at", applied.DueAt)
+	}
+	for _, kid := range applied.Destroy {
+		m.log.Info("destroyed key after its grace period", "keyset", name, "kid", kid)
+	}
+	return applied, m.publish(p, ks)
+}
+
+// logWait says once per pending key that a due rotation waits for it.
+func (m *Manager) logWait(name string, ks *keystore.KeySet, plan Plan) {
+	pending, _ := ks.Pending()
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	if m.waitLogged[name] == pending.ID {
+		return
+	}
+	m.waitLogged[name] = pending.ID
+	m.log.Warn("rotation is due but waits: the pending key has been published for less than jwks_max_age",
+		"keyset", name, "pending_kid", pending.ID, "due_at", plan.DueAt, "rotates_at", plan.WaitUntil)
+}
+
+// Run ticks every configured key set at start (making up, once, a rotation
+// missed while keyd was down) and then whenever its plan says something
+// becomes due, until ctx is cancelled. Failed ticks are retried with
+// exponential backoff and logged. It returns when every loop has stopped.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, name := range m.Names() {
+		wg.Go(func() { m.loop(ctx, name) })
+	}
+	wg.Wait()
+}
+
+func (m *Manager) loop(ctx context.Context, name string) {
+	backoff := time.Duration(0)
+	for {
+		plan, err := m.Tick(ctx, name)
+		var wait time.Duration
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			backoff = min(max(2*backoff, minBackoff), maxBackoff)
+			wait = backoff
+			m.log.Error("rotation check failed; retrying", "keyset", name, "retry_in", wait, "err", err)
+		default:
+			backoff = 0
+			wait = min(max(plan.NextCheck.Sub(m.now()), 0), MaxSleep)
+			if plan.NextCheck.IsZero() {
+				wait = MaxSleep
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.after(wait):
+		}
+	}
+}
+
+// NextRotation is when the key set's next scheduled rotation will happen,
+// from memory: the due time, or later if the pending key is still too
+// young then.
+func (m *Manager) NextRotation(name string) (time.Time, error) {
+	ks, p, err := m.KeySet(name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	sched, ok := m.schedules[name]
+	if !ok {
+		return time.Time{}, errors.New("manager not started")
+	}
+	due := sched.Next(ks.RotatedAt)
+	if pending, ok := ks.Pending(); ok {
+		if ready := pending.CreatedAt.Add(p.JWKSMaxAge); ready.After(due) {
+			return ready, nil
+		}
+	}
+	return due, nil
+}
