@@ -87,3 +87,13 @@ func TestRotationGapRule(t *testing.T) {
 		t.Fatalf("uneven schedule with a 5m gap accepted: %v", err)
 	}
 }
+
+func TestProductionExampleLoads(t *testing.T) {
+	c, err := config.Load("../../configs/production.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.KeySets) != 3 || c.KeySets[1].RSABits != 3072 || c.Auth.Tokens[3].Scopes[0] != "admin" {
+		t.Fatalf("production example: %+v", c)
+	}
+}
