@@ -41,7 +41,7 @@ type TooEarlyError struct {
 }
 
 func (e *TooEarlyError) Error() string {
-	return fmt.Sprintf("pending key %s of %s has been published for less than jwks_max_age; verifiers with a cached JWKS would reject its tokens. Rotating is safe from %s, or force it",
+	return fmt.Sprintf("pending key %s of %s has been published for less than jwks_max_age (plus the replicas' poll interval); verifiers with a cached JWKS would reject its tokens. Rotating is safe from %s, or force it",
 		e.KID, e.KeySet, e.SafeAt.UTC().Format(time.RFC3339))
 }
 
@@ -82,6 +82,9 @@ type Manager struct {
 
 	waitMu     sync.Mutex
 	waitLogged map[string]string // key set -> pending kid whose wait was logged
+
+	started  atomic.Bool
+	storeErr atomic.Pointer[error] // last store failure; nil after a success
 }
 
 // NewManager returns a Manager; call Start before anything else.
@@ -149,7 +152,69 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.log.Warn("key set is in the store but not in the config; it is not served", "keyset", ks.Name)
 		}
 	}
+	m.started.Store(true)
 	return nil
+}
+
+// note records the outcome of a store operation for Health.
+func (m *Manager) note(err error) error {
+	switch {
+	case err == nil:
+		m.storeErr.Store(nil)
+	case errors.Is(err, keystore.ErrUnavailable):
+		m.storeErr.Store(&err)
+	}
+	return err
+}
+
+// Health reports whether Start has loaded every key set and the last store
+// failure, nil if the last store operation succeeded.
+func (m *Manager) Health() (started bool, storeErr error) {
+	if p := m.storeErr.Load(); p != nil {
+		storeErr = *p
+	}
+	return m.started.Load(), storeErr
+}
+
+// Refresh reloads every configured key set from the store and hands newer
+// versions to the listeners: how a replica picks up what others changed.
+func (m *Manager) Refresh(ctx context.Context) error {
+	for _, name := range m.Names() {
+		ks, err := m.store.Get(ctx, name)
+		if m.note(err) != nil {
+			return err
+		}
+		m.mu.Lock()
+		err = m.publish(m.policies[name], ks)
+		m.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Poll calls Refresh every interval until ctx is cancelled, logging
+// failures (keyd keeps serving from memory meanwhile).
+func (m *Manager) Poll(ctx context.Context, interval time.Duration) {
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.after(interval):
+		}
+		err := m.Refresh(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			m.log.Error("store unavailable: serving keys from memory until it returns", "err", err)
+		case err == nil && failing:
+			m.log.Info("store available again")
+		}
+		failing = err != nil
+	}
 }
 
 func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
@@ -227,14 +292,14 @@ func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystor
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
 		now := m.now()
 		if pending, ok := ks.Pending(); ok && !force {
-			if safeAt := pending.CreatedAt.Add(p.JWKSMaxAge); now.Before(safeAt) {
+			if safeAt := pending.CreatedAt.Add(p.PublishedFor()); now.Before(safeAt) {
 				return nil, &TooEarlyError{KeySet: name, KID: pending.ID, SafeAt: safeAt}
 			}
 		}
 		next.CreatedAt = now.UTC()
 		return keystore.Rotate(ks, next, now)
 	})
-	if err != nil {
+	if m.note(err) != nil {
 		return nil, err
 	}
 	active, _ := ks.Active()
@@ -269,7 +334,7 @@ func (m *Manager) Revoke(ctx context.Context, name, kid string) (*keystore.KeySe
 		out, _, err := keystore.Revoke(ks, kid, next, now)
 		return out, err
 	})
-	if err != nil {
+	if m.note(err) != nil {
 		return nil, err
 	}
 	m.log.Warn("revoked key", "keyset", name, "kid", kid, "was", was)

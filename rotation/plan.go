@@ -44,7 +44,7 @@ func Decide(ks *keystore.KeySet, p keystore.Policy, sched cron.Schedule, now tim
 		}
 	}
 	if pending, ok := ks.Pending(); ok && !plan.DueAt.IsZero() && !now.Before(plan.DueAt) {
-		if readyAt := pending.CreatedAt.Add(p.JWKSMaxAge); now.Before(readyAt) {
+		if readyAt := pending.CreatedAt.Add(p.PublishedFor()); now.Before(readyAt) {
 			plan.WaitUntil = readyAt
 			soonest(readyAt)
 		} else {

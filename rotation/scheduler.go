@@ -37,7 +37,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	defer m.mu.Unlock()
 
 	cur, err := m.store.Get(ctx, name)
-	if err != nil {
+	if m.note(err) != nil {
 		return Plan{}, err
 	}
 	if err := m.publish(p, cur); err != nil { // pick up others' changes
@@ -79,7 +79,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		out, _ = keystore.Prune(out, now, p.Grace())
 		return out, nil
 	})
-	if err != nil {
+	if m.note(err) != nil {
 		return plan, err
 	}
 	if applied.Idle() {
@@ -161,7 +161,7 @@ func (m *Manager) NextRotation(name string) (time.Time, error) {
 	}
 	due := sched.Next(ks.RotatedAt)
 	if pending, ok := ks.Pending(); ok {
-		if ready := pending.CreatedAt.Add(p.JWKSMaxAge); ready.After(due) {
+		if ready := pending.CreatedAt.Add(p.PublishedFor()); ready.After(due) {
 			return ready, nil
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/keyd-dev/keyd/internal/storecodec"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -222,13 +223,11 @@ func (s *Store) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet,
 		b := tx.Bucket(bucketKeySets)
 		var current uint64
 		if raw := b.Get([]byte(ks.Name)); raw != nil {
-			var head struct {
-				Version uint64 `json:"version"`
+			r, err := storecodec.Unmarshal(raw)
+			if err != nil {
+				return err
 			}
-			if err := json.Unmarshal(raw, &head); err != nil {
-				return fmt.Errorf("%w: key set %s: %v", keystore.ErrCorrupt, ks.Name, err)
-			}
-			current = head.Version
+			current = r.Version
 		}
 		if current != ks.Version {
 			return fmt.Errorf("%w: %s is at version %d, write was based on %d", keystore.ErrConflict, ks.Name, current, ks.Version)
@@ -260,40 +259,10 @@ func (s *Store) wrap(err error) error {
 	return fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
 }
 
-// record is the stored form of a key set; keyRecord of a key, with the
-// material sealed.
-type record struct {
-	Name      string      `json:"name"`
-	Algorithm string      `json:"algorithm"`
-	RotatedAt time.Time   `json:"rotated_at"`
-	Version   uint64      `json:"version"`
-	Keys      []keyRecord `json:"keys"`
-}
-
-type keyRecord struct {
-	ID          string    `json:"kid"`
-	Algorithm   string    `json:"alg"`
-	State       string    `json:"state"`
-	CreatedAt   time.Time `json:"created_at"`
-	ActivatedAt time.Time `json:"activated_at,omitzero"`
-	RetiredAt   time.Time `json:"retired_at,omitzero"`
-	RevokedAt   time.Time `json:"revoked_at,omitzero"`
-	Sealed      []byte    `json:"sealed"` // nonce || AES-256-GCM(material)
-}
-
 func (s *Store) encode(ks *keystore.KeySet) ([]byte, error) {
-	r := record{Name: ks.Name, Algorithm: string(ks.Algorithm), RotatedAt: ks.RotatedAt.UTC(), Version: ks.Version}
-	for _, k := range ks.Keys {
-		sealed, err := s.seal(k.Material, materialAAD(ks.Name, k.ID))
-		if err != nil {
-			return nil, err
-		}
-		r.Keys = append(r.Keys, keyRecord{
-			ID: k.ID, Algorithm: string(k.Algorithm), State: string(k.State),
-			CreatedAt: k.CreatedAt.UTC(), ActivatedAt: k.ActivatedAt.UTC(),
-			RetiredAt: k.RetiredAt.UTC(), RevokedAt: k.RevokedAt.UTC(),
-			Sealed: sealed,
-		})
+	r, err := storecodec.Encode(ks, s.seal)
+	if err != nil {
+		return nil, err
 	}
 	return json.Marshal(r)
 }
@@ -301,28 +270,12 @@ func (s *Store) encode(ks *keystore.KeySet) ([]byte, error) {
 // decode copies everything out of raw, which bbolt owns only for the
 // transaction.
 func (s *Store) decode(raw []byte) (*keystore.KeySet, error) {
-	var r record
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("%w: %v", keystore.ErrCorrupt, err)
+	r, err := storecodec.Unmarshal(raw)
+	if err != nil {
+		return nil, err
 	}
-	ks := &keystore.KeySet{Name: r.Name, Algorithm: keystore.Algorithm(r.Algorithm), RotatedAt: r.RotatedAt, Version: r.Version}
-	for _, kr := range r.Keys {
-		m, err := s.open(kr.Sealed, materialAAD(r.Name, kr.ID))
-		if err != nil {
-			return nil, fmt.Errorf("%w: key set %s key %s: material does not decrypt", keystore.ErrCorrupt, r.Name, kr.ID)
-		}
-		ks.Keys = append(ks.Keys, keystore.Key{
-			ID: kr.ID, Algorithm: keystore.Algorithm(kr.Algorithm), State: keystore.State(kr.State),
-			CreatedAt: kr.CreatedAt, ActivatedAt: kr.ActivatedAt, RetiredAt: kr.RetiredAt, RevokedAt: kr.RevokedAt,
-			Material: m,
-		})
-	}
-	return ks, nil
+	return r.Decode(s.open)
 }
-
-// materialAAD binds sealed material to its key set and kid, so a sealed
-// value copied onto another key does not decrypt.
-func materialAAD(name, kid string) []byte { return []byte("keyd/v1/" + name + "/" + kid) }
 
 func (s *Store) seal(plain, aad []byte) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())

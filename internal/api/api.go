@@ -37,8 +37,10 @@ type Options struct {
 	Manager *rotation.Manager
 	Auth    *Authenticator
 	Logger  *slog.Logger
-	// Ready reports why the daemon cannot serve, or nil when it can.
-	Ready func() error
+	// Health reports whether the key sets are loaded (until then every
+	// endpoint but /healthz and /readyz answers 503) and the last store
+	// failure (nil when the store answers).
+	Health func() (started bool, storeErr error)
 }
 
 type server struct {
@@ -50,21 +52,21 @@ func New(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Ready == nil {
-		o.Ready = func() error { return nil }
+	if o.Health == nil {
+		o.Health = func() (bool, error) { return true, nil }
 	}
 	s := &server{o}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /.well-known/jwks.json", s.jwksAll)
-	mux.HandleFunc("GET /v1/keysets/{name}/jwks.json", s.jwksKeySet)
-	mux.HandleFunc("POST /v1/keysets/{name}/sign", s.scoped(config.ScopeSign, s.sign))
-	mux.HandleFunc("POST /v1/keysets/{name}/verify", s.scoped(config.ScopeVerify, s.verify))
-	mux.HandleFunc("GET /v1/keysets", s.admin(s.listKeySets))
-	mux.HandleFunc("GET /v1/keysets/{name}", s.admin(s.getKeySet))
-	mux.HandleFunc("POST /v1/keysets/{name}/rotate", s.admin(s.rotate))
-	mux.HandleFunc("POST /v1/keysets/{name}/keys/{kid}/revoke", s.admin(s.revoke))
+	mux.HandleFunc("GET /.well-known/jwks.json", s.loaded(s.jwksAll))
+	mux.HandleFunc("GET /v1/keysets/{name}/jwks.json", s.loaded(s.jwksKeySet))
+	mux.HandleFunc("POST /v1/keysets/{name}/sign", s.loaded(s.scoped(config.ScopeSign, s.sign)))
+	mux.HandleFunc("POST /v1/keysets/{name}/verify", s.loaded(s.scoped(config.ScopeVerify, s.verify)))
+	mux.HandleFunc("GET /v1/keysets", s.loaded(s.admin(s.listKeySets)))
+	mux.HandleFunc("GET /v1/keysets/{name}", s.loaded(s.admin(s.getKeySet)))
+	mux.HandleFunc("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
+	mux.HandleFunc("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
 	return s.recoverer(s.logRequests(jsonFallback(mux)))
 }
 
@@ -190,6 +192,19 @@ func jsonProblem(err error) string {
 // --- middleware ---------------------------------------------------------------
 
 type principalKey struct{}
+
+// loaded answers 503 until the key sets are loaded: an empty JWKS cached by
+// a verifier, or a 404 for a key set that exists, would be worse.
+func (s *server) loaded(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if started, _ := s.Health(); !started {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, errorf(http.StatusServiceUnavailable, "not_ready", "keyd is starting: the key sets are not loaded yet"))
+			return
+		}
+		next(w, r)
+	}
+}
 
 // authenticated runs next for a caller whose token holds scope(r).
 func (s *server) authenticated(scope func(*http.Request) string, next http.HandlerFunc) http.HandlerFunc {

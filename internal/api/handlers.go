@@ -14,12 +14,24 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz is 503 until the key sets are loaded. After that it stays 200
+// while the store is unavailable, because keyd keeps signing and serving
+// the JWKS from memory (a 503 would take every replica out of a load
+// balancer during a store outage); the body says "degraded" and why.
 func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if err := s.Ready(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
-		return
+	started, storeErr := s.Health()
+	switch {
+	case !started:
+		reason := "loading key sets"
+		if storeErr != nil {
+			reason = storeErr.Error()
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "store": "unavailable", "reason": reason})
+	case storeErr != nil:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "store": "unavailable", "reason": storeErr.Error()})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": "ok"})
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *server) jwksAll(w http.ResponseWriter, r *http.Request) {

@@ -34,8 +34,39 @@ type Config struct {
 
 // Storage chooses and configures the backend.
 type Storage struct {
-	Backend string `yaml:"backend"` // file (default)
+	Backend string `yaml:"backend"` // file (default) or vault
 	File    File   `yaml:"file"`
+	Vault   Vault  `yaml:"vault"`
+}
+
+// Vault configures the Vault (KV v2) backend.
+type Vault struct {
+	Address      string        `yaml:"address"` // else VAULT_ADDR
+	Mount        string        `yaml:"mount"`   // KV v2 mount
+	Prefix       string        `yaml:"prefix"`  // path prefix for key sets
+	Auth         VaultAuth     `yaml:"auth"`
+	TLS          VaultTLS      `yaml:"tls"`
+	PollInterval time.Duration `yaml:"poll_interval"` // how often replicas reload
+	Timeout      time.Duration `yaml:"timeout"`       // per Vault request
+}
+
+// VaultAuth chooses how keyd logs in to Vault.
+type VaultAuth struct {
+	Method  string       `yaml:"method"` // token (VAULT_TOKEN) or approle
+	AppRole VaultAppRole `yaml:"approle"`
+}
+
+// VaultAppRole is the AppRole login.
+type VaultAppRole struct {
+	RoleID       string `yaml:"role_id"`
+	SecretIDFile string `yaml:"secret_id_file"`
+	Mount        string `yaml:"mount"` // default approle
+}
+
+// VaultTLS configures TLS to Vault.
+type VaultTLS struct {
+	CAFile     string `yaml:"ca_file"`
+	SkipVerify bool   `yaml:"skip_verify"`
 }
 
 // File configures the bbolt backend.
@@ -78,6 +109,11 @@ const (
 	DefaultTokenTTL   = 15 * time.Minute
 	DefaultJWKSMaxAge = 5 * time.Minute
 	DefaultLeeway     = time.Minute
+
+	DefaultVaultMount        = "secret"
+	DefaultVaultPrefix       = "keyd"
+	DefaultVaultPollInterval = 5 * time.Second
+	DefaultVaultTimeout      = 10 * time.Second
 )
 
 // Scopes.
@@ -139,6 +175,24 @@ func (c *Config) ApplyDefaults() {
 	if c.Storage.Backend == "file" && c.Storage.File.Path == "" {
 		c.Storage.File.Path = DefaultPath
 	}
+	if c.Storage.Backend == "vault" {
+		v := &c.Storage.Vault
+		if v.Mount == "" {
+			v.Mount = DefaultVaultMount
+		}
+		if v.Prefix == "" {
+			v.Prefix = DefaultVaultPrefix
+		}
+		if v.Auth.Method == "" {
+			v.Auth.Method = "token"
+		}
+		if v.PollInterval == 0 {
+			v.PollInterval = DefaultVaultPollInterval
+		}
+		if v.Timeout == 0 {
+			v.Timeout = DefaultVaultTimeout
+		}
+	}
 	for i := range c.KeySets {
 		ks := &c.KeySets[i]
 		if ks.Rotation == "" {
@@ -181,8 +235,34 @@ func (c *Config) Validate() error {
 		if c.Storage.File.Path == "" {
 			bad("storage.file.path", "is required")
 		}
+	case "vault":
+		v := c.Storage.Vault
+		if strings.Trim(v.Mount, "/") == "" {
+			bad("storage.vault.mount", "is required")
+		}
+		if strings.Trim(v.Prefix, "/") == "" {
+			bad("storage.vault.prefix", "is required")
+		}
+		switch v.Auth.Method {
+		case "token":
+		case "approle":
+			if v.Auth.AppRole.RoleID == "" {
+				bad("storage.vault.auth.approle.role_id", "is required for method approle")
+			}
+			if v.Auth.AppRole.SecretIDFile == "" {
+				bad("storage.vault.auth.approle.secret_id_file", "is required for method approle")
+			}
+		default:
+			bad("storage.vault.auth.method", "%q is not supported (want token or approle)", v.Auth.Method)
+		}
+		if v.PollInterval <= 0 {
+			bad("storage.vault.poll_interval", "must be positive, got %v", v.PollInterval)
+		}
+		if v.Timeout <= 0 {
+			bad("storage.vault.timeout", "must be positive, got %v", v.Timeout)
+		}
 	default:
-		bad("storage.backend", "%q is not supported (want \"file\")", c.Storage.Backend)
+		bad("storage.backend", "%q is not supported (want \"file\" or \"vault\")", c.Storage.Backend)
 	}
 
 	if len(c.KeySets) == 0 {
@@ -219,8 +299,8 @@ func (c *Config) Validate() error {
 			bad(f+".rotation", "%q is not a valid cron spec: %v", ks.Rotation, err)
 		} else if gap := rotation.MinGap(sched); gap == 0 {
 			bad(f+".rotation", "%q never fires", ks.Rotation)
-		} else if ks.JWKSMaxAge > 0 && gap < ks.JWKSMaxAge {
-			bad(f+".rotation", "%q can fire %v apart, less than jwks_max_age %v: a pending key must be published for jwks_max_age before it signs, or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, ks.JWKSMaxAge)
+		} else if need := ks.JWKSMaxAge + c.publishDelay(); ks.JWKSMaxAge > 0 && gap < need {
+			bad(f+".rotation", "%q can fire %v apart, less than jwks_max_age %v%s: a pending key must be published for that long before it signs, or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, ks.JWKSMaxAge, c.publishDelayNote())
 		}
 	}
 
@@ -266,6 +346,21 @@ func checkScope(sc string, keysets map[string]bool) string {
 	return ""
 }
 
+// publishDelay is how long a change can take to reach every replica.
+func (c *Config) publishDelay() time.Duration {
+	if c.Storage.Backend == "vault" && c.Storage.Vault.PollInterval > 0 {
+		return c.Storage.Vault.PollInterval
+	}
+	return 0
+}
+
+func (c *Config) publishDelayNote() string {
+	if d := c.publishDelay(); d > 0 {
+		return fmt.Sprintf(" plus storage.vault.poll_interval %v", d)
+	}
+	return ""
+}
+
 // Policies returns the validated key set settings as domain policies.
 func (c *Config) Policies() []keystore.Policy {
 	out := make([]keystore.Policy, len(c.KeySets))
@@ -273,7 +368,7 @@ func (c *Config) Policies() []keystore.Policy {
 		out[i] = keystore.Policy{
 			Name: ks.Name, Algorithm: keystore.Algorithm(ks.Algorithm), RSABits: ks.RSABits,
 			Rotation: ks.Rotation, TokenTTL: ks.TokenTTL, JWKSMaxAge: ks.JWKSMaxAge,
-			Leeway: ks.Leeway, Issuer: ks.Issuer,
+			Leeway: ks.Leeway, Issuer: ks.Issuer, PublishDelay: c.publishDelay(),
 		}
 	}
 	return out

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
@@ -55,7 +56,7 @@ func Run(ctx context.Context, o Options) error {
 	log := o.Logger
 	cfg := o.Config
 
-	store, err := openStore(cfg.Storage, o.Getenv)
+	store, err := openStore(cfg.Storage, o.Getenv, log)
 	if err != nil {
 		return err
 	}
@@ -71,8 +72,12 @@ func Run(ctx context.Context, o Options) error {
 		Store: store, Policies: cfg.Policies(), Generator: o.Generator, Now: o.Now,
 		Logger: log, Listeners: []rotation.Listener{sg, pub},
 	})
-	if err := mgr.Start(ctx); err != nil {
-		return err
+	// Load the key sets before listening. A store that cannot be reached
+	// (Vault down) is retried in the background while /readyz says why;
+	// any other failure (a corrupt key set, a changed algorithm) is fatal.
+	startErr := mgr.Start(ctx)
+	if startErr != nil && !errors.Is(startErr, keystore.ErrUnavailable) {
+		return startErr
 	}
 	if len(cfg.Auth.Tokens) == 0 {
 		log.Warn("no API tokens configured: only the JWKS and health endpoints can be used")
@@ -80,6 +85,7 @@ func Run(ctx context.Context, o Options) error {
 
 	handler := api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: api.NewAuthenticator(cfg.Auth.Tokens), Logger: log,
+		Health: mgr.Health,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -96,21 +102,43 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("keyd listening", "addr", ln.Addr().String(), "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
 
-	// The rotation scheduler runs beside the server and stops with it.
+	// Background work (finishing start-up, the rotation scheduler and, for
+	// a shared store, polling for other replicas' changes) stops with the
+	// server, and a fatal error from it stops the server.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	scheduler := make(chan struct{})
+	fatal := make(chan error, 1)
+	background := make(chan struct{})
 	go func() {
-		defer close(scheduler)
+		defer close(background)
+		if startErr != nil {
+			log.Error("key store unavailable at start: not ready; retrying", "err", startErr)
+			if err := retryStart(ctx, mgr, log); err != nil {
+				fatal <- err
+				return
+			}
+			log.Info("key sets loaded: ready")
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if cfg.Storage.Backend == "vault" {
+				mgr.Poll(ctx, cfg.Storage.Vault.PollInterval)
+			}
+		}()
 		mgr.Run(ctx)
+		<-done
 	}()
-	defer func() { cancel(); <-scheduler }() // before the store closes
+	defer func() { cancel(); <-background }() // before the store closes
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	var runErr error
 	select {
 	case err := <-served:
 		return fmt.Errorf("http server stopped: %w", err)
+	case runErr = <-fatal:
+		log.Error("fatal", "err", runErr)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
@@ -123,10 +151,34 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	log.Info("stopped")
-	return nil
+	return runErr
 }
 
-func openStore(sc config.Storage, getenv func(string) string) (keystore.Store, error) {
+// retryStart calls mgr.Start with exponential backoff while the store is
+// unavailable.
+func retryStart(ctx context.Context, mgr *rotation.Manager, log *slog.Logger) error {
+	backoff := time.Second
+	for {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		err := mgr.Start(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, keystore.ErrUnavailable) {
+			return err
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		log.Warn("key store still unavailable; retrying", "retry_in", backoff, "err", err)
+	}
+}
+
+func openStore(sc config.Storage, getenv func(string) string, log *slog.Logger) (keystore.Store, error) {
 	switch sc.Backend {
 	case "file":
 		key, err := loadMasterKey(sc.File, getenv)
@@ -134,6 +186,19 @@ func openStore(sc config.Storage, getenv func(string) string) (keystore.Store, e
 			return nil, err
 		}
 		return file.Open(file.Options{Path: sc.File.Path, MasterKey: key})
+	case "vault":
+		v := sc.Vault
+		o := vault.Options{
+			Address: v.Address, Mount: v.Mount, Prefix: v.Prefix, Timeout: v.Timeout,
+			CAFile: v.TLS.CAFile, SkipVerify: v.TLS.SkipVerify, Logger: log,
+		}
+		if v.Auth.Method == "approle" {
+			o.RoleID, o.SecretIDFile, o.AppRoleMount = v.Auth.AppRole.RoleID, v.Auth.AppRole.SecretIDFile, v.Auth.AppRole.Mount
+		}
+		if v.TLS.SkipVerify {
+			log.Warn("storage.vault.tls.skip_verify is set: Vault's certificate is not checked")
+		}
+		return vault.Open(o)
 	}
 	return nil, fmt.Errorf("storage.backend: %q is not supported", sc.Backend)
 }

@@ -1,0 +1,394 @@
+// Package vault stores key sets in HashiCorp Vault's KV v2 engine (or any
+// server speaking its API, such as OpenBao), so that several keyd replicas
+// share one store. Vault encrypts the data and replicates it; this package
+// adds compare-and-swap writes on KV v2's version numbers.
+//
+// Each key set is one secret at <mount>/data/<prefix>/<name>. Every write
+// passes check-and-set with the version it was based on (0 to create), so a
+// write from a stale read fails with keystore.ErrConflict and is retried on
+// fresh state. On creation the secret's metadata is set to cas_required and
+// max_versions 1: Vault then refuses writes without check-and-set and keeps
+// no old versions, so a destroyed key is gone from Vault too.
+//
+// Open does no network I/O: a background loop authenticates (token or
+// AppRole), renews the token before it expires with the api package's
+// lifetime watcher, and logs in again when renewal ends. Until Vault is
+// reachable, operations fail with keystore.ErrUnavailable.
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+
+	"github.com/keyd-dev/keyd/internal/storecodec"
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Options configure Open.
+type Options struct {
+	Address string // Vault's address; empty: VAULT_ADDR
+	Mount   string // KV v2 mount, e.g. "secret"
+	Prefix  string // path prefix for key sets, e.g. "keyd"
+
+	// Token auth: Token, or VAULT_TOKEN when empty. AppRole auth instead
+	// when RoleID is set: the secret id is read from SecretIDFile.
+	Token        string
+	RoleID       string
+	SecretIDFile string
+	// AppRoleMount is the AppRole auth mount; default "approle".
+	AppRoleMount string
+
+	CAFile     string // PEM CA bundle for Vault's TLS certificate
+	SkipVerify bool   // never in production
+
+	Timeout time.Duration // per request; default 10s
+	Logger  *slog.Logger
+}
+
+// Store is a keystore.Store on Vault KV v2.
+type Store struct {
+	client *vault.Client
+	kv     *vault.KVv2
+	mount  string
+	prefix string
+	log    *slog.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	authErr error // last authentication failure, nil once logged in
+}
+
+var _ keystore.Store = (*Store)(nil)
+
+// Open makes a client and starts authenticating in the background.
+func Open(o Options) (*Store, error) {
+	cfg := vault.DefaultConfig() // reads VAULT_ADDR and friends
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("vault client config: %w", cfg.Error)
+	}
+	if o.Address != "" {
+		cfg.Address = o.Address
+	}
+	cfg.Timeout = o.Timeout
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if o.CAFile != "" || o.SkipVerify {
+		if err := cfg.ConfigureTLS(&vault.TLSConfig{CACert: o.CAFile, Insecure: o.SkipVerify}); err != nil {
+			return nil, fmt.Errorf("vault TLS: %w", err)
+		}
+	}
+	client, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Store{
+		client: client, kv: client.KVv2(o.Mount), mount: strings.Trim(o.Mount, "/"),
+		prefix: strings.Trim(o.Prefix, "/"), log: o.Logger, done: make(chan struct{}),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+
+	var login func(context.Context) (*vault.Secret, error)
+	if o.RoleID != "" {
+		mount := o.AppRoleMount
+		if mount == "" {
+			mount = "approle"
+		}
+		auth, err := approle.NewAppRoleAuth(o.RoleID, &approle.SecretID{FromFile: o.SecretIDFile}, approle.WithMountPath(mount))
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("vault AppRole: %w", err)
+		}
+		login = func(ctx context.Context) (*vault.Secret, error) { return client.Auth().Login(ctx, auth) }
+		s.authErr = errors.New("not logged in to Vault yet")
+	} else {
+		if o.Token != "" {
+			client.SetToken(o.Token)
+		}
+		if client.Token() == "" {
+			cancel()
+			return nil, errors.New("vault: no token (set VAULT_TOKEN, or configure AppRole)")
+		}
+		login = s.lookupSelf
+	}
+	go s.maintainAuth(ctx, login, o.RoleID != "")
+	return s, nil
+}
+
+// lookupSelf turns the static token into a secret the lifetime watcher can
+// renew.
+func (s *Store) lookupSelf(ctx context.Context) (*vault.Secret, error) {
+	self, err := s.client.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	renewable, _ := self.TokenIsRenewable()
+	ttl, _ := self.TokenTTL()
+	return &vault.Secret{Auth: &vault.SecretAuth{ClientToken: s.client.Token(), Renewable: renewable, LeaseDuration: int(ttl.Seconds())}}, nil
+}
+
+// maintainAuth logs in (or checks the token), keeps the token renewed, and
+// logs in again when renewal ends, backing off on failures.
+func (s *Store) maintainAuth(ctx context.Context, login func(context.Context) (*vault.Secret, error), canRelogin bool) {
+	defer close(s.done)
+	backoff := time.Second
+	for {
+		secret, err := login(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.setAuthErr(fmt.Errorf("vault login: %w", err))
+			s.log.Warn("vault authentication failed; retrying", "retry_in", backoff, "err", err)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, time.Minute)
+			continue
+		}
+		s.setAuthErr(nil)
+		backoff = time.Second
+		if secret == nil || secret.Auth == nil || !secret.Auth.Renewable {
+			if !canRelogin || secret == nil || secret.Auth == nil || secret.Auth.LeaseDuration == 0 {
+				<-ctx.Done() // a token that never expires, or one we cannot replace
+				return
+			}
+			// A non-renewable AppRole token: log in again shortly before it ends.
+			if !sleep(ctx, time.Duration(secret.Auth.LeaseDuration)*time.Second*4/5) {
+				return
+			}
+			continue
+		}
+		watcher, err := s.client.NewLifetimeWatcher(&vault.LifetimeWatcherInput{Secret: secret})
+		if err != nil {
+			s.log.Error("vault token renewal cannot start", "err", err)
+			<-ctx.Done()
+			return
+		}
+		go watcher.Start()
+		stop := false
+	watch:
+		for {
+			select {
+			case <-ctx.Done():
+				stop = true
+				break watch
+			case err := <-watcher.DoneCh():
+				if err != nil {
+					s.log.Warn("vault token renewal stopped", "err", err)
+				}
+				break watch
+			case <-watcher.RenewCh():
+				s.log.Debug("vault token renewed")
+			}
+		}
+		watcher.Stop()
+		if stop {
+			return
+		}
+		if !canRelogin {
+			s.setAuthErr(errors.New("the Vault token can no longer be renewed; give keyd a new token"))
+			s.log.Error("the Vault token can no longer be renewed and token auth cannot log in again")
+			<-ctx.Done()
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (s *Store) setAuthErr(err error) {
+	s.mu.Lock()
+	s.authErr = err
+	s.mu.Unlock()
+}
+
+func (s *Store) ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.authErr != nil {
+		return fmt.Errorf("%w: %w", keystore.ErrUnavailable, s.authErr)
+	}
+	return nil
+}
+
+// Close stops the authentication loop. It does not revoke the token.
+func (s *Store) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+func (s *Store) path(name string) string { return s.prefix + "/" + name }
+
+// Get implements keystore.Store.
+func (s *Store) Get(ctx context.Context, name string) (*keystore.KeySet, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	sec, err := s.kv.Get(ctx, s.path(name))
+	if errors.Is(err, vault.ErrSecretNotFound) || (err == nil && sec.Data == nil) {
+		return nil, fmt.Errorf("%w: %s", keystore.ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	raw, err := json.Marshal(sec.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", keystore.ErrCorrupt, err)
+	}
+	r, err := storecodec.Unmarshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := r.Decode(storecodec.Plain)
+	if err != nil {
+		return nil, err
+	}
+	if ks.Name != name {
+		return nil, fmt.Errorf("%w: secret %s holds key set %q", keystore.ErrCorrupt, s.path(name), ks.Name)
+	}
+	ks.Version = uint64(sec.VersionMetadata.Version)
+	return ks, nil
+}
+
+// List implements keystore.Store.
+func (s *Store) List(ctx context.Context) ([]*keystore.KeySet, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	sec, err := s.client.Logical().ListWithContext(ctx, s.mount+"/metadata/"+s.prefix)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	var names []string
+	if sec != nil {
+		if keys, ok := sec.Data["keys"].([]any); ok {
+			for _, k := range keys {
+				if name, ok := k.(string); ok && !strings.HasSuffix(name, "/") {
+					names = append(names, name)
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	var out []*keystore.KeySet
+	for _, name := range names {
+		ks, err := s.Get(ctx, name)
+		if errors.Is(err, keystore.ErrNotFound) { // deleted meanwhile
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ks)
+	}
+	return out, nil
+}
+
+// Put implements keystore.Store with KV v2 check-and-set.
+func (s *Store) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet, error) {
+	if err := ks.Check(); err != nil {
+		return nil, err
+	}
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	out := ks.Clone()
+	r, err := storecodec.Encode(ks, storecodec.Plain)
+	if err != nil {
+		return nil, err
+	}
+	r.Version = 0 // Vault keeps the version in its metadata
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return nil, err
+	}
+	sec, err := s.kv.Put(ctx, s.path(ks.Name), data, vault.WithCheckAndSet(int(ks.Version)))
+	if err != nil {
+		if isCASMismatch(err) {
+			return nil, fmt.Errorf("%w: %s changed since version %d", keystore.ErrConflict, ks.Name, ks.Version)
+		}
+		return nil, s.wrap(err)
+	}
+	out.Version = uint64(sec.VersionMetadata.Version)
+	if ks.Version == 0 {
+		// Keep no old versions (destroyed keys are gone) and refuse writes
+		// without check-and-set from anyone. A failure here loses nothing:
+		// the key set is stored; it is logged and tried again next create.
+		err := s.kv.PutMetadata(ctx, s.path(ks.Name), vault.KVMetadataPutInput{CASRequired: true, MaxVersions: 1})
+		if err != nil {
+			s.log.Warn("could not set cas_required and max_versions on the key set's Vault metadata", "keyset", ks.Name, "err", err)
+		}
+	}
+	return out, nil
+}
+
+// isCASMismatch recognises Vault's answer to a stale check-and-set.
+func isCASMismatch(err error) bool {
+	var re *vault.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusBadRequest {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, "check-and-set") {
+			return true
+		}
+	}
+	return false
+}
+
+// wrap marks Vault faults as ErrUnavailable, keeping Vault's reason (it
+// never contains key material: keyd only sends material in write bodies,
+// which Vault does not echo).
+func (s *Store) wrap(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
+	}
+	var re *vault.ResponseError
+	if errors.As(err, &re) {
+		return fmt.Errorf("%w: vault answered %d: %s", keystore.ErrUnavailable, re.StatusCode, strings.Join(re.Errors, "; "))
+	}
+	return fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
+}
+
+// Ping checks that Vault answers and keyd is logged in: for readiness.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if _, err := s.client.Sys().HealthWithContext(ctx); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
