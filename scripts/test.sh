@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# keyd's whole check: formatting, vet, staticcheck, then every test with the
-# race detector. This is the test command the README gives and CI runs.
+# keyd's whole check, the test command the README gives and CI runs:
+# formatting, vet and staticcheck, then every test with the race detector,
+# the Vault tests included, against a real OpenBao server that
+# scripts/dev-vault.sh builds (or reuses from its cache) and the tests start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,4 +14,8 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
-go test -race -count=1 ./...
+
+KEYD_TEST_BAO=$(scripts/dev-vault.sh build)
+export KEYD_TEST_BAO
+export KEYD_REQUIRE_VAULT=1 # a Vault test that cannot find its server fails, never skips
+go test -race -count=1 -timeout 30m ./...

@@ -65,7 +65,7 @@ func (c *cachingVerifier) verify(token string) error {
 	if err != nil {
 		return err
 	}
-	parsed, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	parsed, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/testvault"
+)
+
+var vaultPrefixes atomic.Int64
+
+func writeVaultConfig(t *testing.T, srv *testvault.Server, keysets string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+storage:
+  backend: vault
+  vault:
+    address: %q
+    mount: secret
+    prefix: "keyd-e2e-%d-%d"
+    auth: {method: token}
+    poll_interval: 1s
+    timeout: 1s
+keysets:
+%sauth:
+  tokens:
+    - {name: ops, sha256: %q, scopes: [admin]}
+    - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
+`, srv.Addr, os.Getpid(), vaultPrefixes.Add(1), keysets, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+	path := filepath.Join(dir, "keyd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+var vaultEnv = []string{"VAULT_TOKEN=" + testvault.RootToken, "KEYD_MASTER_KEY="}
+
+type keyInfo struct {
+	KID         string
+	State       string
+	ActivatedAt time.Time `json:"activated_at"`
+}
+
+func keysOf(t *testing.T, rec *recorder, d *daemonProc, name string) []keyInfo {
+	t.Helper()
+	status, body, _ := rec.call(t, "GET", d.addr+"/v1/keysets/"+name, adminToken, "")
+	if status != 200 {
+		t.Fatalf("get %s: %d %s", name, status, body)
+	}
+	var out struct{ Keys []keyInfo }
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Keys
+}
+
+func TestReplicasShareOneVault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three daemons for about 20 seconds")
+	}
+	srv := testvault.Start(t)
+	cfg := writeVaultConfig(t, srv, `  - {name: shared, algorithm: ES256, rotation: "@every 3s", token_ttl: 3s, jwks_max_age: 2s, leeway: 1s}
+`)
+	var replicas []*daemonProc
+	for range 3 {
+		replicas = append(replicas, startDaemon(t, vaultEnv, "--config", cfg))
+	}
+	rec := &recorder{}
+	var verifiers []*cachingVerifier
+	for _, d := range replicas {
+		verifiers = append(verifiers, &cachingVerifier{url: d.addr + "/v1/keysets/shared/jwks.json"})
+	}
+	activated := map[string]time.Time{}
+	failures, tokens, samples, agreed := 0, 0, 0, 0
+	var diverged time.Time
+	longestDivergence := time.Duration(0)
+	start := time.Now()
+	for i := 0; time.Since(start) < 20*time.Second; i++ {
+		d := replicas[i%len(replicas)]
+		tok, kid, _, ok := signToken(t, rec, d, "shared")
+		if !ok {
+			t.Fatalf("replica %d could not sign", i%len(replicas))
+		}
+		tokens++
+		for j, v := range verifiers {
+			if err := v.verify(tok); err != nil {
+				failures++
+				t.Errorf("token of %s signed by replica %d rejected by a verifier caching replica %d's JWKS: %v", kid, i%len(replicas), j, err)
+			}
+		}
+		if i%5 == 0 {
+			for _, k := range keysOf(t, rec, d, "shared") {
+				if !k.ActivatedAt.IsZero() {
+					activated[k.KID] = k.ActivatedAt
+				}
+			}
+			var tags []string
+			for _, r := range replicas {
+				_, _, hdr := rec.call(t, "GET", r.addr+"/v1/keysets/shared/jwks.json", "", "")
+				tags = append(tags, hdr.Get("ETag"))
+			}
+			samples++
+			if tags[0] == tags[1] && tags[1] == tags[2] {
+				agreed++
+				diverged = time.Time{}
+			} else if diverged.IsZero() {
+				diverged = time.Now()
+			} else if d := time.Since(diverged); d > longestDivergence {
+				longestDivergence = d
+			}
+		}
+		time.Sleep(30 * time.Millisecond) // pacing the load loop
+	}
+	if failures > 0 {
+		t.Fatalf("%d verification failures out of %d tokens", failures, tokens)
+	}
+	// Exactly one rotation per tick: activations about 3s apart, never two
+	// at once (a tick rotated twice) and never a gap of two periods (a lost
+	// tick).
+	var times []time.Time
+	for _, at := range activated {
+		times = append(times, at)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	if len(times) < 5 {
+		t.Fatalf("only %d activations seen in 20s of 3s rotations", len(times))
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < 2900*time.Millisecond || gap > 5*time.Second {
+			t.Fatalf("activations %v apart (rotation every 3s): %v", gap, times)
+		}
+	}
+	// Every replica's JWKS converges within the poll interval after a change.
+	if longestDivergence > 2*time.Second {
+		t.Fatalf("replicas served different JWKS documents for %v", longestDivergence)
+	}
+	t.Logf("%d tokens, %d activations, 0 failures; JWKS identical in %d of %d samples, longest divergence %v",
+		tokens, len(times), agreed, samples, longestDivergence)
+	rotationsLogged := 0
+	for _, d := range replicas {
+		rotationsLogged += strings.Count(d.log(), `"msg":"scheduled rotation"`)
+		d.stop()
+	}
+	if rotationsLogged < len(times)-2 || rotationsLogged > len(times)+2 {
+		t.Fatalf("%d rotations logged across replicas for %d activations", rotationsLogged, len(times))
+	}
+
+	// Manual rotate and revoke through one replica reach the others.
+	replicas = replicas[:0]
+	for range 2 {
+		replicas = append(replicas, startDaemon(t, vaultEnv, "--config", cfg))
+	}
+	status, body, _ := rec.call(t, "POST", replicas[0].addr+"/v1/keysets/shared/rotate", adminToken, `{"force": true}`)
+	if status != 200 {
+		t.Fatalf("forced rotate: %d %s", status, body)
+	}
+	var active string
+	for _, k := range keysOf(t, rec, replicas[0], "shared") {
+		if k.State == "active" {
+			active = k.KID
+		}
+	}
+	if status, body, _ = rec.call(t, "POST", replicas[0].addr+"/v1/keysets/shared/keys/"+active+"/revoke", adminToken, ``); status != 200 {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body, _ = rec.call(t, "GET", replicas[1].addr+"/v1/keysets/shared/jwks.json", "", "")
+		if !strings.Contains(string(body), active) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked key %s still served by the other replica after 5s", active)
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process
+	}
+	for _, d := range replicas {
+		d.stop()
+	}
+}
+
+func TestVaultOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("freezes Vault for several seconds")
+	}
+	srv := testvault.Start(t)
+	cfg := writeVaultConfig(t, srv, `  - {name: out, algorithm: EdDSA, rotation: "@every 3s", token_ttl: 3s, jwks_max_age: 2s, leeway: 1s}
+`)
+	rec := &recorder{}
+	d := startDaemon(t, vaultEnv, "--config", cfg)
+	verifier := &cachingVerifier{url: d.addr + "/v1/keysets/out/jwks.json"}
+	signAndVerify := func(phase string) {
+		t.Helper()
+		tok, _, _, ok := signToken(t, rec, d, "out")
+		if !ok {
+			t.Fatalf("%s: sign failed", phase)
+		}
+		if err := verifier.verify(tok); err != nil {
+			t.Fatalf("%s: token rejected: %v", phase, err)
+		}
+	}
+	for range 20 {
+		signAndVerify("before the outage")
+	}
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	outage := time.Now()
+	sawDegraded := false
+	for time.Since(outage) < 6*time.Second {
+		signAndVerify("during the outage")
+		status, body, _ := rec.call(t, "GET", d.addr+"/readyz", "", "")
+		if status == 200 && strings.Contains(string(body), `"store": "unavailable"`) && strings.Contains(string(body), `"reason"`) {
+			sawDegraded = true
+		}
+		time.Sleep(50 * time.Millisecond) // pacing the load loop
+	}
+	if !sawDegraded {
+		t.Fatal("/readyz never reported the store as unavailable during the outage")
+	}
+	// A daemon started during the outage is not ready and says why.
+	late, err := launch(t, vaultEnv, "--config", cfg) // it listens even without its store
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ := rec.call(t, "GET", late.addr+"/readyz", "", "")
+	if status != 503 || !strings.Contains(string(body), "unavailable") {
+		t.Fatalf("readyz of a daemon started during the outage: %d %s", status, body)
+	}
+	if status, _, _ := rec.call(t, "GET", late.addr+"/.well-known/jwks.json", "", ""); status != 503 {
+		t.Fatalf("JWKS of a daemon that has no keys yet: %d", status)
+	}
+
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for _, dd := range []*daemonProc{d, late} {
+		for {
+			status, body, _ := rec.call(t, "GET", dd.addr+"/readyz", "", "")
+			if status == 200 && strings.Contains(string(body), `"status": "ready"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not ready again after Vault returned: %d %s\n%s", status, body, dd.log())
+			}
+			time.Sleep(100 * time.Millisecond) // polling another process
+		}
+	}
+	for range 20 {
+		signAndVerify("after the outage")
+	}
+	checkInvariants(t, rec, d, 0)
+	checkInvariants(t, rec, late, 0)
+	late.stop()
+	d.stop()
+}
