@@ -90,8 +90,26 @@ func (s *Server) output() string {
 }
 
 // Freeze stops the server process (SIGSTOP): connections hang, as in a
-// network outage, and nothing is lost.
-func (s *Server) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+// network outage, and nothing is lost. It returns once the kernel reports
+// the process stopped, since a signal takes effect a moment after kill.
+func (s *Server) Freeze() error {
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid)
+	for range 200 {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return err
+		}
+		// The state follows the parenthesised command name: "pid (bao) T ...".
+		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond) // watching another process's state
+	}
+	return fmt.Errorf("server pid %d did not stop", s.cmd.Process.Pid)
+}
 
 // Thaw resumes a frozen server.
 func (s *Server) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
