@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,5 +113,153 @@ func TestBadTokenIsUnavailableWithReason(t *testing.T) {
 	_, err = s.List(context.Background())
 	if !errors.Is(err, keystore.ErrUnavailable) {
 		t.Fatalf("List with a bad token = %v", err)
+	}
+}
+
+// rootClient talks to the test server as root, to set it up.
+func rootClient(t *testing.T, srv *testvault.Server) *vaultapi.Client {
+	t.Helper()
+	c, err := vaultapi.NewClient(&vaultapi.Config{Address: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(testvault.RootToken)
+	return c
+}
+
+func writePolicy(t *testing.T, c *vaultapi.Client) {
+	t.Helper()
+	policy, err := os.ReadFile("../../configs/vault-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sys().PutPolicy("keyd", string(policy)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The policy the README gives is enough for everything keyd does, and a
+// renewable token limited to it is renewed.
+func TestLeastPrivilegePolicy(t *testing.T) {
+	srv := testvault.Start(t)
+	root := rootClient(t, srv)
+	writePolicy(t, root)
+	tok, err := root.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"keyd"}, TTL: "1h", NoDefaultPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() keystore.Store {
+		s, err := vault.Open(vault.Options{Address: srv.Addr, Token: tok.Auth.ClientToken, Mount: "secret", Prefix: "keyd", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	defer s.Close()
+	ctx := context.Background()
+	ks, err := s.Put(ctx, keystoretest.KeySet(t, "default", keystore.ES256))
+	if err != nil {
+		t.Fatalf("create under the policy: %v", err)
+	}
+	next, _ := keystore.Rotate(ks, keystoretest.NewKey(t, keystore.ES256), time.Now())
+	next.Version = ks.Version
+	if _, err := s.Put(ctx, next); err != nil {
+		t.Fatalf("update under the policy: %v", err)
+	}
+	if sets, err := s.List(ctx); err != nil || len(sets) != 1 {
+		t.Fatalf("list under the policy: %v %v", sets, err)
+	}
+	meta, err := root.KVv2("secret").GetMetadata(ctx, "keyd/default")
+	if err != nil || !meta.CASRequired || meta.MaxVersions != 1 {
+		t.Fatalf("metadata not set under the policy: %+v %v", meta, err)
+	}
+	// Outside its prefix the token can do nothing.
+	other, err := vault.Open(vault.Options{Address: srv.Addr, Token: tok.Auth.ClientToken, Mount: "secret", Prefix: "other", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Put(ctx, keystoretest.KeySet(t, "x", keystore.ES256)); !errors.Is(err, keystore.ErrUnavailable) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("write outside the policy = %v", err)
+	}
+}
+
+func TestAppRoleLogin(t *testing.T) {
+	srv := testvault.Start(t)
+	root := rootClient(t, srv)
+	writePolicy(t, root)
+	if err := root.Sys().EnableAuthWithOptions("approle", &vaultapi.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().Write("auth/approle/role/keyd", map[string]any{"token_policies": "keyd", "token_ttl": "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	roleID, err := root.Logical().Read("auth/approle/role/keyd/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretID, err := root.Logical().Write("auth/approle/role/keyd/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretFile := filepath.Join(t.TempDir(), "secret-id")
+	if err := os.WriteFile(secretFile, []byte(secretID.Data["secret_id"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := vault.Open(vault.Options{
+		Address: srv.Addr, Mount: "secret", Prefix: "keyd", Logger: slog.New(slog.DiscardHandler),
+		RoleID: roleID.Data["role_id"].(string), SecretIDFile: secretFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The login happens in the background: wait for it (a real login over
+	// loopback, not time passing).
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err = s.Put(ctx, keystoretest.KeySet(t, "approle", keystore.EdDSA))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("write after AppRole login: %v", err)
+	}
+}
+
+// A short-lived renewable token keeps working past its TTL because keyd
+// renews it. This runs against Vault's real clock for a few seconds.
+func TestTokenIsRenewed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a few seconds of real time")
+	}
+	srv := testvault.Start(t)
+	root := rootClient(t, srv)
+	writePolicy(t, root)
+	tok, err := root.Auth().Token().Create(&vaultapi.TokenCreateRequest{
+		Policies: []string{"keyd"}, TTL: "2s", ExplicitMaxTTL: "1h", NoDefaultPolicy: true, Renewable: new(true),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := vault.Open(vault.Options{Address: srv.Addr, Token: tok.Auth.ClientToken, Mount: "secret", Prefix: "keyd", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Put(ctx, keystoretest.KeySet(t, "renew", keystore.ES256)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 5*time.Second { // two and a half TTLs of reads
+		if _, err := s.Get(ctx, "renew"); err != nil {
+			t.Fatalf("read %v after start with a 2s token: %v", time.Since(start), err)
+		}
+		time.Sleep(100 * time.Millisecond) // pacing reads while Vault's clock runs
 	}
 }
