@@ -97,3 +97,27 @@ func TestProductionExampleLoads(t *testing.T) {
 		t.Fatalf("production example: %+v", c)
 	}
 }
+
+func TestVaultExampleLoads(t *testing.T) {
+	c, err := config.Load("../../configs/vault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := c.Storage.Vault
+	if v.Auth.Method != "approle" || v.PollInterval != 5*time.Second || c.Policies()[0].PublishDelay != 5*time.Second {
+		t.Fatalf("vault example: %+v", v)
+	}
+}
+
+func TestVaultRules(t *testing.T) {
+	src := `
+storage: {backend: vault, vault: {auth: {method: approle}, poll_interval: 30s}}
+keysets: [{name: a, algorithm: ES256, rotation: "@every 5m", jwks_max_age: 5m}]
+`
+	_, err := config.Parse(strings.NewReader(src), "t")
+	for _, w := range []string{"storage.vault.auth.approle.role_id", "storage.vault.auth.approle.secret_id_file", "keysets[0].rotation", "poll_interval 30s"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not mention %q: %v", w, err)
+		}
+	}
+}
