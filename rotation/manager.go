@@ -274,32 +274,47 @@ func (m *Manager) KeySet(name string) (*keystore.KeySet, keystore.Policy, error)
 // Names lists the configured key sets.
 func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.policies)) }
 
-// Rotate makes the pending key active, retires the active key and
-// publishes a new pending key. Unless force is set, it refuses with a
-// *TooEarlyError while the pending key has been published for less than
-// jwks_max_age.
-func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystore.KeySet, error) {
+// transition applies a manual transition to the key set called name: with
+// this process's transitions serialised, it makes a fresh key (the new
+// pending key, if the transition needs one) before the write, then applies
+// apply to the stored state inside keystore.Update, and publishes the
+// result.
+func (m *Manager) transition(ctx context.Context, name string, apply func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, keystore.Key, error) {
 	p, ok := m.policies[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+		return nil, keystore.Key{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now())
 	if err != nil {
-		return nil, err
+		return nil, keystore.Key{}, err
 	}
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
 		now := m.now()
+		next.CreatedAt = now.UTC()
+		return apply(ks, next, now)
+	})
+	if m.note(err) != nil {
+		return nil, keystore.Key{}, err
+	}
+	return ks, next, m.publish(p, ks)
+}
+
+// Rotate makes the pending key active, retires the active key and
+// publishes a new pending key. Unless force is set, it refuses with a
+// *TooEarlyError while the pending key has been published for less than
+// jwks_max_age (plus the publish delay).
+func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystore.KeySet, error) {
+	ks, next, err := m.transition(ctx, name, func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error) {
 		if pending, ok := ks.Pending(); ok && !force {
-			if safeAt := pending.CreatedAt.Add(p.PublishedFor()); now.Before(safeAt) {
+			if safeAt := pending.CreatedAt.Add(m.policies[name].PublishedFor()); now.Before(safeAt) {
 				return nil, &TooEarlyError{KeySet: name, KID: pending.ID, SafeAt: safeAt}
 			}
 		}
-		next.CreatedAt = now.UTC()
 		return keystore.Rotate(ks, next, now)
 	})
-	if m.note(err) != nil {
+	if err != nil {
 		return nil, err
 	}
 	active, _ := ks.Active()
@@ -308,35 +323,23 @@ func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystor
 	} else {
 		m.log.Info("rotated key set", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID)
 	}
-	return ks, m.publish(p, ks)
+	return ks, nil
 }
 
 // Revoke withdraws a key at once. Revoking the active key promotes the
 // pending key; revoking the active or pending key publishes a new pending
 // key.
 func (m *Manager) Revoke(ctx context.Context, name, kid string) (*keystore.KeySet, error) {
-	p, ok := m.policies[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now())
-	if err != nil {
-		return nil, err
-	}
 	var was keystore.State
-	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
-		now := m.now()
+	ks, _, err := m.transition(ctx, name, func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error) {
 		k, _ := ks.Key(kid)
 		was = k.State
-		next.CreatedAt = now.UTC()
 		out, _, err := keystore.Revoke(ks, kid, next, now)
 		return out, err
 	})
-	if m.note(err) != nil {
+	if err != nil {
 		return nil, err
 	}
 	m.log.Warn("revoked key", "keyset", name, "kid", kid, "was", was)
-	return ks, m.publish(p, ks)
+	return ks, nil
 }

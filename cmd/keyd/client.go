@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/keyd-dev/keyd/internal/api"
 )
 
 const defaultAddr = "http://127.0.0.1:8080"
@@ -82,26 +84,6 @@ func (c *apiClient) do(method, path string, body any, out any) error {
 	return json.Unmarshal(data, out)
 }
 
-type keyView struct {
-	KID         string    `json:"kid"`
-	Alg         string    `json:"alg"`
-	State       string    `json:"state"`
-	Published   bool      `json:"published"`
-	CreatedAt   time.Time `json:"created_at"`
-	ActivatedAt time.Time `json:"activated_at"`
-	RetiredAt   time.Time `json:"retired_at"`
-	RevokedAt   time.Time `json:"revoked_at"`
-	DestroyAt   time.Time `json:"destroy_at"`
-}
-
-type keySetView struct {
-	Name      string    `json:"name"`
-	Algorithm string    `json:"algorithm"`
-	Rotation  string    `json:"rotation"`
-	RotatedAt time.Time `json:"rotated_at"`
-	Keys      []keyView `json:"keys"`
-}
-
 func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	addr := fs.String("addr", envOr("KEYD_ADDR", defaultAddr), "daemon address (KEYD_ADDR)")
@@ -120,14 +102,14 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 	switch cmd {
 	case "keysets":
 		var out struct {
-			KeySets []keySetView `json:"keysets"`
+			KeySets []api.KeySetView `json:"keysets"`
 		}
 		if err := c.do("GET", "/v1/keysets", nil, &out); err != nil {
 			return err
 		}
 		printKeySets(stdout, out.KeySets...)
 	case "rotate":
-		var out keySetView
+		var out api.KeySetView
 		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/rotate", map[string]bool{"force": *force}, &out); err != nil {
 			var ae *apiError
 			if errors.As(err, &ae) && ae.Code == "rotation_too_early" {
@@ -137,7 +119,7 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 		}
 		printKeySets(stdout, out)
 	case "revoke":
-		var out keySetView
+		var out api.KeySetView
 		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/keys/"+url.PathEscape(a[1])+"/revoke", nil, &out); err != nil {
 			return err
 		}
@@ -183,7 +165,7 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 	return nil
 }
 
-func printKeySets(w io.Writer, sets ...keySetView) {
+func printKeySets(w io.Writer, sets ...api.KeySetView) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEYSET\tALG\tKID\tSTATE\tCREATED\tACTIVATED\tRETIRED/REVOKED\tDESTROY AT")
 	for _, ks := range sets {

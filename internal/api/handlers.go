@@ -107,10 +107,6 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if _, _, err := s.Manager.KeySet(name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	v, err := s.Signer.Verify(name, req.Token)
 	if errors.Is(err, signer.ErrInvalidToken) {
 		// An invalid token is an answer, not an error: 200 either way.
@@ -124,9 +120,9 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, verifyResponse{Valid: true, Claims: v.Claims, KID: v.KID})
 }
 
-// keySetView is what the admin API shows of a key set: settings, states
-// and timestamps, never key material.
-type keySetView struct {
+// KeySetView is what the admin API shows of a key set: settings, states
+// and timestamps, never key material. The CLI decodes it too.
+type KeySetView struct {
 	Name       string    `json:"name"`
 	Algorithm  string    `json:"algorithm"`
 	Rotation   string    `json:"rotation"`
@@ -139,10 +135,11 @@ type keySetView struct {
 	// next time, or later if the pending key is still too young then.
 	NextRotation time.Time `json:"next_rotation"`
 	Version      uint64    `json:"version"`
-	Keys         []keyView `json:"keys"`
+	Keys         []KeyView `json:"keys"`
 }
 
-type keyView struct {
+// KeyView is one key in a KeySetView.
+type KeyView struct {
 	KID         string    `json:"kid"`
 	Alg         string    `json:"alg"`
 	State       string    `json:"state"`
@@ -154,20 +151,20 @@ type keyView struct {
 	DestroyAt   time.Time `json:"destroy_at,omitzero"`
 }
 
-func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) keySetView {
+func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {
 	v := viewOf(ks, p)
 	v.NextRotation, _ = s.Manager.NextRotation(ks.Name)
 	return v
 }
 
-func viewOf(ks *keystore.KeySet, p keystore.Policy) keySetView {
-	v := keySetView{
+func viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {
+	v := KeySetView{
 		Name: ks.Name, Algorithm: string(ks.Algorithm), Rotation: p.Rotation,
 		TokenTTL: p.TokenTTL.String(), JWKSMaxAge: p.JWKSMaxAge.String(), Leeway: p.Leeway.String(),
-		Issuer: p.Issuer, RotatedAt: ks.RotatedAt, Version: ks.Version, Keys: []keyView{},
+		Issuer: p.Issuer, RotatedAt: ks.RotatedAt, Version: ks.Version, Keys: []KeyView{},
 	}
 	for _, k := range ks.Keys {
-		v.Keys = append(v.Keys, keyView{
+		v.Keys = append(v.Keys, KeyView{
 			KID: k.ID, Alg: string(k.Algorithm), State: string(k.State), Published: k.Published(),
 			CreatedAt: k.CreatedAt, ActivatedAt: k.ActivatedAt, RetiredAt: k.RetiredAt, RevokedAt: k.RevokedAt,
 			DestroyAt: keystore.DestroyAt(k, p.Grace()),
@@ -177,7 +174,7 @@ func viewOf(ks *keystore.KeySet, p keystore.Policy) keySetView {
 }
 
 func (s *server) listKeySets(w http.ResponseWriter, r *http.Request) {
-	out := []keySetView{}
+	out := []KeySetView{}
 	for _, name := range s.Manager.Names() {
 		ks, p, err := s.Manager.KeySet(name)
 		if err != nil {
@@ -209,10 +206,6 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if _, _, err := s.Manager.KeySet(name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	if req.Force {
 		s.Logger.Warn("forced rotation requested", "keyset", name, "caller", callerName(r))
 	}
@@ -231,10 +224,6 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, kid := r.PathValue("name"), r.PathValue("kid")
-	if _, _, err := s.Manager.KeySet(name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	s.Logger.Warn("revocation requested", "keyset", name, "kid", kid, "caller", callerName(r))
 	ks, err := s.Manager.Revoke(r.Context(), name, kid)
 	if err != nil {
