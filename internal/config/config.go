@@ -77,14 +77,14 @@ type File struct {
 
 // KeySet is one key set's settings.
 type KeySet struct {
-	Name       string        `yaml:"name"`
-	Algorithm  string        `yaml:"algorithm"`
-	RSABits    int           `yaml:"rsa_bits"`
-	Rotation   string        `yaml:"rotation"`
-	TokenTTL   time.Duration `yaml:"token_ttl"`
-	JWKSMaxAge time.Duration `yaml:"jwks_max_age"`
-	Leeway     time.Duration `yaml:"leeway"`
-	Issuer     string        `yaml:"issuer"`
+	Name       string         `yaml:"name"`
+	Algorithm  string         `yaml:"algorithm"`
+	RSABits    int            `yaml:"rsa_bits"`
+	Rotation   string         `yaml:"rotation"`
+	TokenTTL   time.Duration  `yaml:"token_ttl"`
+	JWKSMaxAge time.Duration  `yaml:"jwks_max_age"`
+	Leeway     *time.Duration `yaml:"leeway"` // nil: DefaultLeeway; 0s is allowed
+	Issuer     string         `yaml:"issuer"`
 }
 
 // Auth lists the API tokens.
@@ -204,8 +204,9 @@ func (c *Config) ApplyDefaults() {
 		if ks.JWKSMaxAge == 0 {
 			ks.JWKSMaxAge = DefaultJWKSMaxAge
 		}
-		if ks.Leeway == 0 {
-			ks.Leeway = DefaultLeeway
+		if ks.Leeway == nil {
+			d := DefaultLeeway
+			ks.Leeway = &d
 		}
 		if ks.RSABits == 0 && keystore.Algorithm(ks.Algorithm).Family() == keystore.FamilyRSA {
 			ks.RSABits = keystore.DefaultRSABits
@@ -291,8 +292,8 @@ func (c *Config) Validate() error {
 		} else if ks.JWKSMaxAge%time.Second != 0 {
 			bad(f+".jwks_max_age", "must be whole seconds (it becomes Cache-Control max-age), got %v", ks.JWKSMaxAge)
 		}
-		if ks.Leeway < 0 {
-			bad(f+".leeway", "must not be negative, got %v", ks.Leeway)
+		if ks.Leeway != nil && *ks.Leeway < 0 {
+			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)
 		}
 		sched, err := rotation.ParseSchedule(ks.Rotation)
 		if err != nil {
@@ -368,7 +369,7 @@ func (c *Config) Policies() []keystore.Policy {
 		out[i] = keystore.Policy{
 			Name: ks.Name, Algorithm: keystore.Algorithm(ks.Algorithm), RSABits: ks.RSABits,
 			Rotation: ks.Rotation, TokenTTL: ks.TokenTTL, JWKSMaxAge: ks.JWKSMaxAge,
-			Leeway: ks.Leeway, Issuer: ks.Issuer, PublishDelay: c.publishDelay(),
+			Leeway: *ks.Leeway, Issuer: ks.Issuer, PublishDelay: c.publishDelay(),
 		}
 	}
 	return out

@@ -27,7 +27,7 @@ func TestDefaults(t *testing.T) {
 	}
 	ks := c.KeySets[0]
 	if c.Listen != config.DefaultListen || c.Storage.File.Path != config.DefaultPath || ks.RSABits != 2048 ||
-		ks.Rotation != "@daily" || ks.TokenTTL != 15*time.Minute || ks.Leeway != time.Minute {
+		ks.Rotation != "@daily" || ks.TokenTTL != 15*time.Minute || *ks.Leeway != time.Minute {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	if err := config.Default().Validate(); err != nil {
@@ -119,5 +119,15 @@ keysets: [{name: a, algorithm: ES256, rotation: "@every 5m", jwks_max_age: 5m}]
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("error does not mention %q: %v", w, err)
 		}
+	}
+}
+
+func TestZeroLeewayIsKept(t *testing.T) {
+	c, err := config.Parse(strings.NewReader("keysets: [{name: a, algorithm: ES256, leeway: 0s}]\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Policies()[0].Leeway; l != 0 {
+		t.Fatalf("leeway: 0s became %v", l)
 	}
 }
