@@ -13,9 +13,10 @@ type Policy struct {
 	JWKSMaxAge time.Duration // Cache-Control max-age of the JWKS
 	Leeway     time.Duration // clock skew allowed when verifying exp and nbf
 	Issuer     string        // iss claim added when the caller gives none
-	// PublishDelay is how long a change can take to reach every replica's
-	// JWKS and signer: 0 for a single process, the poll interval for
-	// replicas sharing Vault.
+	// PublishDelay is how long a change can take to reach every JWKS
+	// document and signer keyd serves: a second for a single process (the
+	// write, then the re-render), the poll interval more for replicas
+	// sharing Vault.
 	PublishDelay time.Duration
 }
 

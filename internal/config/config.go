@@ -300,8 +300,8 @@ func (c *Config) Validate() error {
 			bad(f+".rotation", "%q is not a valid cron spec: %v", ks.Rotation, err)
 		} else if gap := rotation.MinGap(sched); gap == 0 {
 			bad(f+".rotation", "%q never fires", ks.Rotation)
-		} else if need := ks.JWKSMaxAge + c.publishDelay(); ks.JWKSMaxAge > 0 && gap < need {
-			bad(f+".rotation", "%q can fire %v apart, less than jwks_max_age %v%s: a pending key must be published for that long before it signs, or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, ks.JWKSMaxAge, c.publishDelayNote())
+		} else if need := ks.JWKSMaxAge + c.pollInterval(); ks.JWKSMaxAge > 0 && gap < need {
+			bad(f+".rotation", "%q can fire %v apart, less than the %v a pending key must be published before it signs (jwks_max_age %v%s), or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, need, ks.JWKSMaxAge, c.publishDelayNote())
 		}
 	}
 
@@ -347,17 +347,28 @@ func checkScope(sc string, keysets map[string]bool) string {
 	return ""
 }
 
-// publishDelay is how long a change can take to reach every replica.
-func (c *Config) publishDelay() time.Duration {
+// PublishMargin covers the moment between a key's creation being stored and
+// the JWKS documents being re-rendered with it, and the whole-second
+// rounding of Cache-Control max-age.
+const PublishMargin = time.Second
+
+// pollInterval is how long a change can take to reach other replicas: 0
+// for a single process.
+func (c *Config) pollInterval() time.Duration {
 	if c.Storage.Backend == "vault" && c.Storage.Vault.PollInterval > 0 {
 		return c.Storage.Vault.PollInterval
 	}
 	return 0
 }
 
+// publishDelay is how long a new key can take to appear in every JWKS
+// keyd serves. The schedule check at start leaves the margin out: a tick
+// that comes that much early only waits for it.
+func (c *Config) publishDelay() time.Duration { return c.pollInterval() + PublishMargin }
+
 func (c *Config) publishDelayNote() string {
-	if d := c.publishDelay(); d > 0 {
-		return fmt.Sprintf(" plus storage.vault.poll_interval %v", d)
+	if d := c.pollInterval(); d > 0 {
+		return fmt.Sprintf(" + storage.vault.poll_interval %v", d)
 	}
 	return ""
 }

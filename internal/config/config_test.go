@@ -104,7 +104,7 @@ func TestVaultExampleLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := c.Storage.Vault
-	if v.Auth.Method != "approle" || v.PollInterval != 5*time.Second || c.Policies()[0].PublishDelay != 5*time.Second {
+	if v.Auth.Method != "approle" || v.PollInterval != 5*time.Second || c.Policies()[0].PublishDelay != 6*time.Second {
 		t.Fatalf("vault example: %+v", v)
 	}
 }
