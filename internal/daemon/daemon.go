@@ -28,6 +28,10 @@ import (
 // EnvMasterKey names the environment variable holding the master key.
 const EnvMasterKey = "KEYD_MASTER_KEY"
 
+// StartTimeout bounds the first attempt to load the key sets before
+// listening; later attempts run in the background.
+const StartTimeout = 15 * time.Second
+
 // ShutdownTimeout bounds how long in-flight requests may finish after a
 // signal.
 const ShutdownTimeout = 10 * time.Second
@@ -75,7 +79,9 @@ func Run(ctx context.Context, o Options) error {
 	// Load the key sets before listening. A store that cannot be reached
 	// (Vault down) is retried in the background while /readyz says why;
 	// any other failure (a corrupt key set, a changed algorithm) is fatal.
-	startErr := mgr.Start(ctx)
+	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
+	startErr := mgr.Start(startCtx)
+	cancelStart()
 	if startErr != nil && !errors.Is(startErr, keystore.ErrUnavailable) {
 		return startErr
 	}
@@ -114,7 +120,9 @@ func Run(ctx context.Context, o Options) error {
 		if startErr != nil {
 			log.Error("key store unavailable at start: not ready; retrying", "err", startErr)
 			if err := retryStart(ctx, mgr, log); err != nil {
-				fatal <- err
+				if ctx.Err() == nil {
+					fatal <- err
+				}
 				return
 			}
 			log.Info("key sets loaded: ready")
@@ -155,7 +163,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // retryStart calls mgr.Start with exponential backoff while the store is
-// unavailable.
+// unavailable. It returns ctx's error when cancelled first.
 func retryStart(ctx context.Context, mgr *rotation.Manager, log *slog.Logger) error {
 	backoff := time.Second
 	for {
@@ -163,12 +171,15 @@ func retryStart(ctx context.Context, mgr *rotation.Manager, log *slog.Logger) er
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return ctx.Err()
 		case <-t.C:
 		}
 		err := mgr.Start(ctx)
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		if !errors.Is(err, keystore.ErrUnavailable) {
 			return err
