@@ -38,7 +38,7 @@ type Document struct {
 
 // Publisher keeps the rendered documents of every loaded key set.
 type Publisher struct {
-	mu   sync.Mutex // serialises Load and Remove; readers never take it
+	mu   sync.Mutex // serialises Load; readers never take it
 	sets map[string]entry
 	docs atomic.Pointer[documents]
 }
@@ -76,14 +76,6 @@ func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
 	}
 	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, keys: keys}
 	return p.rebuild()
-}
-
-// Remove drops a key set from every document.
-func (p *Publisher) Remove(name string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.sets, name)
-	_ = p.rebuild()
 }
 
 // rebuild renders every document from p.sets; the caller holds p.mu.

@@ -160,10 +160,8 @@ func (m *Manager) NextRotation(name string) (time.Time, error) {
 		return time.Time{}, errors.New("manager not started")
 	}
 	due := sched.Next(ks.RotatedAt)
-	if pending, ok := ks.Pending(); ok {
-		if ready := pending.CreatedAt.Add(p.PublishedFor()); ready.After(due) {
-			return ready, nil
-		}
+	if plan := Decide(ks, p, sched, due); !plan.WaitUntil.IsZero() {
+		return plan.WaitUntil, nil
 	}
 	return due, nil
 }

@@ -3,8 +3,6 @@ package signer
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 )
 
 var (
@@ -36,8 +34,4 @@ func invalid(format string, args ...any) error {
 
 func rejected(format string, args ...any) error {
 	return &Error{Kind: ErrInvalidToken, Reason: fmt.Sprintf(format, args...)}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }

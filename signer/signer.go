@@ -32,7 +32,7 @@ import (
 // Signer signs and verifies for every loaded key set.
 type Signer struct {
 	now   func() time.Time
-	mu    sync.Mutex // serialises Load and Remove; readers never take it
+	mu    sync.Mutex // serialises Load; readers never take it
 	rings atomic.Pointer[map[string]*keyring]
 }
 
@@ -88,15 +88,6 @@ func (s *Signer) Load(p keystore.Policy, ks *keystore.KeySet) error {
 	return nil
 }
 
-// Remove forgets a key set.
-func (s *Signer) Remove(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := maps.Clone(*s.rings.Load())
-	delete(next, name)
-	s.rings.Store(&next)
-}
-
 func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring, error) {
 	if err := ks.Check(); err != nil {
 		return nil, err
@@ -139,11 +130,6 @@ func (s *Signer) ring(name string) (*keyring, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
 	return r, nil
-}
-
-// Names returns the loaded key sets' names.
-func (s *Signer) Names() []string {
-	return sortedKeys(*s.rings.Load())
 }
 
 // Sign signs claims with the active key of the key set called name. The

@@ -381,14 +381,3 @@ func (s *Store) wrap(err error) error {
 	}
 	return fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
 }
-
-// Ping checks that Vault answers and keyd is logged in: for readiness.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.ready(); err != nil {
-		return err
-	}
-	if _, err := s.client.Sys().HealthWithContext(ctx); err != nil {
-		return s.wrap(err)
-	}
-	return nil
-}
