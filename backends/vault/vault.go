@@ -345,7 +345,9 @@ func (s *Store) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet,
 	if ks.Version == 0 {
 		// Keep no old versions (destroyed keys are gone) and refuse writes
 		// without check-and-set from anyone. A failure here loses nothing:
-		// the key set is stored; it is logged and tried again next create.
+		// the key set is stored and works; it is logged, and until an
+		// operator sets the metadata by hand Vault keeps its default number
+		// of old versions.
 		err := s.kv.PutMetadata(ctx, s.path(ks.Name), vault.KVMetadataPutInput{CASRequired: true, MaxVersions: 1})
 		if err != nil {
 			s.log.Warn("could not set cas_required and max_versions on the key set's Vault metadata", "keyset", ks.Name, "err", err)
