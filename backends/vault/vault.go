@@ -6,9 +6,10 @@
 // Each key set is one secret at <mount>/data/<prefix>/<name>. Every write
 // passes check-and-set with the version it was based on (0 to create), so a
 // write from a stale read fails with keystore.ErrConflict and is retried on
-// fresh state. On creation the secret's metadata is set to cas_required and
-// max_versions 1: Vault then refuses writes without check-and-set and keeps
-// no old versions, so a destroyed key is gone from Vault too.
+// fresh state. After each write the secret's metadata is set to
+// cas_required and max_versions 1: Vault then refuses writes without
+// check-and-set and keeps no old versions, so a destroyed key is gone from
+// Vault too.
 //
 // Open does no network I/O: a background loop authenticates (token or
 // AppRole), renews the token before it expires with the api package's
@@ -342,16 +343,12 @@ func (s *Store) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet,
 		return nil, s.wrap(err)
 	}
 	out.Version = uint64(sec.VersionMetadata.Version)
-	if ks.Version == 0 {
-		// Keep no old versions (destroyed keys are gone) and refuse writes
-		// without check-and-set from anyone. A failure here loses nothing:
-		// the key set is stored and works; it is logged, and until an
-		// operator sets the metadata by hand Vault keeps its default number
-		// of old versions.
-		err := s.kv.PutMetadata(ctx, s.path(ks.Name), vault.KVMetadataPutInput{CASRequired: true, MaxVersions: 1})
-		if err != nil {
-			s.log.Warn("could not set cas_required and max_versions on the key set's Vault metadata", "keyset", ks.Name, "err", err)
-		}
+	// Keep no old versions (destroyed keys are gone) and refuse writes
+	// without check-and-set from anyone. Set after every write (writes are
+	// rare: creation, rotations, revocations), so a failure here, which
+	// loses nothing, mends itself at the next write; it is logged.
+	if err := s.kv.PutMetadata(ctx, s.path(ks.Name), vault.KVMetadataPutInput{CASRequired: true, MaxVersions: 1}); err != nil {
+		s.log.Warn("could not set cas_required and max_versions on the key set's Vault metadata", "keyset", ks.Name, "err", err)
 	}
 	return out, nil
 }
