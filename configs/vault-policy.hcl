@@ -1,7 +1,7 @@
 # The least privilege keyd needs on Vault, for mount "secret" and prefix
 # "keyd" (storage.vault.mount and .prefix): read and write its key sets, list
-# them, and set their metadata (cas_required, max_versions) when it creates
-# one. No delete: keyd never deletes a key set, and destroyed keys go with
+# them, and set their metadata (cas_required, max_versions) after each write
+# to one. No delete: keyd never deletes a key set, and destroyed keys go with
 # the old versions that max_versions=1 drops.
 #
 #   vault policy write keyd configs/vault-policy.hcl
