@@ -47,6 +47,7 @@ type entry struct {
 	version uint64
 	maxAge  time.Duration
 	keys    []jwk.Key
+	doc     Document // the key set's own document, rendered when loaded
 }
 
 type documents struct {
@@ -69,27 +70,28 @@ func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
 	if err != nil {
 		return err
 	}
+	doc, err := render(keys, pol.JWKSMaxAge)
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if old, ok := p.sets[ks.Name]; ok && ks.Version != 0 && ks.Version < old.version {
 		return nil
 	}
-	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, keys: keys}
+	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, keys: keys, doc: doc}
 	return p.rebuild()
 }
 
-// rebuild renders every document from p.sets; the caller holds p.mu.
+// rebuild renders the global document from p.sets and publishes it with
+// every key set's own document; the caller holds p.mu.
 func (p *Publisher) rebuild() error {
 	docs := &documents{byName: map[string]Document{}}
 	var all []jwk.Key
 	var minAge time.Duration
 	for _, name := range slices.Sorted(maps.Keys(p.sets)) {
 		e := p.sets[name]
-		doc, err := render(e.keys, e.maxAge)
-		if err != nil {
-			return err
-		}
-		docs.byName[name] = doc
+		docs.byName[name] = e.doc
 		all = append(all, e.keys...)
 		if minAge == 0 || e.maxAge < minAge {
 			minAge = e.maxAge

@@ -243,7 +243,7 @@ func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeyS
 }
 
 // publish records ks as current and loads it into every listener, unless
-// that version is already current.
+// that version (or a newer one) is already current. Callers hold m.mu.
 func (m *Manager) publish(p keystore.Policy, ks *keystore.KeySet) error {
 	if old, ok := (*m.current.Load())[ks.Name]; ok && ks.Version != 0 && old.Version >= ks.Version {
 		return nil
@@ -254,9 +254,7 @@ func (m *Manager) publish(p keystore.Policy, ks *keystore.KeySet) error {
 		}
 	}
 	next := maps.Clone(*m.current.Load())
-	if old, ok := next[ks.Name]; !ok || old.Version <= ks.Version {
-		next[ks.Name] = ks
-	}
+	next[ks.Name] = ks
 	m.current.Store(&next)
 	return nil
 }
