@@ -11,13 +11,10 @@ package signer
 import (
 	"bytes"
 	"crypto"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,22 +34,21 @@ type Signer struct {
 }
 
 // keyring is one key set prepared for use; never modified once published.
+// Everything that is the same for every token is computed here, once per
+// version of the key set: the encoded protected header, the signing method
+// bound to the active key, the encoded issuer.
 type keyring struct {
 	policy  keystore.Policy
 	version uint64
-	alg     jwa.SignatureAlgorithm
-	kid     string
-	key     any            // active key: crypto.Signer or HMAC secret
+	alg     keystore.Algorithm
+	jwaAlg  jwa.SignatureAlgorithm
+	kid     string         // the active key's
+	header  []byte         // base64url of {"alg","kid","typ":"JWT"}
+	method  method         // signs with the active key
+	sigSize int            // bytes of a signature, at most
+	issuer  []byte         // the policy's issuer as a JSON string; nil if none
 	verify  map[string]any // kid -> public key or HMAC secret, for keys that verify
 	parsed  map[string]any // kid -> parsed private key, reused by the next Load
-}
-
-// Token is a signed JWT and what the caller needs to know about it.
-type Token struct {
-	Token     string
-	KID       string
-	Alg       keystore.Algorithm
-	ExpiresAt time.Time
 }
 
 // Verified is the result of a successful verification.
@@ -92,11 +88,12 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 	if err := ks.Check(); err != nil {
 		return nil, err
 	}
-	alg, ok := jwa.LookupSignatureAlgorithm(string(ks.Algorithm))
+	jwaAlg, ok := jwa.LookupSignatureAlgorithm(string(ks.Algorithm))
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", keystore.ErrUnsupportedAlgorithm, ks.Algorithm)
 	}
-	r := &keyring{policy: p, version: ks.Version, alg: alg, verify: map[string]any{}, parsed: map[string]any{}}
+	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{}}
+	var active any
 	for _, k := range ks.Keys {
 		if !k.Verifies() {
 			continue
@@ -118,10 +115,39 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 			r.verify[k.ID] = priv
 		}
 		if k.State == keystore.StateActive {
-			r.kid, r.key = k.ID, priv
+			r.kid, active = k.ID, priv
 		}
 	}
-	return r, nil
+	return r, r.prepare(active)
+}
+
+// prepare computes what every token of the keyring shares.
+func (r *keyring) prepare(active any) error {
+	m, err := newMethod(r.alg, active)
+	if err != nil {
+		return err
+	}
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		KID string `json:"kid"`
+		Typ string `json:"typ"`
+	}{string(r.alg), r.kid, "JWT"})
+	if err != nil {
+		return err
+	}
+	// One signature tells the size; ECDSA's and RSA's never vary, and
+	// this proves the key signs before any caller depends on it.
+	sig, err := m([]byte("keyd"))
+	if err != nil {
+		return fmt.Errorf("key set %s: active key %s does not sign: %w", r.policy.Name, r.kid, err)
+	}
+	r.method, r.sigSize, r.header = m, len(sig), b64.AppendEncode(nil, header)
+	if r.policy.Issuer != "" {
+		if r.issuer, err = json.Marshal(r.policy.Issuer); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Signer) ring(name string) (*keyring, error) {
@@ -130,81 +156,6 @@ func (s *Signer) ring(name string) (*keyring, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
 	return r, nil
-}
-
-// Sign signs claims with the active key of the key set called name. The
-// token lives for ttl (0: the key set's token_ttl, which is also the
-// maximum) unless claims carry an exp within that limit. iat is always now;
-// jti is random and iss is the key set's issuer unless the claims give
-// them.
-func (s *Signer) Sign(name string, claims map[string]any, ttl time.Duration) (*Token, error) {
-	r, err := s.ring(name)
-	if err != nil {
-		return nil, err
-	}
-	now := s.now().Truncate(time.Second)
-	out := make(map[string]any, len(claims)+4)
-	maps.Copy(out, claims)
-
-	maxTTL := r.policy.TokenTTL
-	var exp time.Time
-	if raw, given := claims["exp"]; given {
-		if ttl != 0 {
-			return nil, invalid("give either ttl or claims.exp, not both")
-		}
-		secs, ok := numericDate(raw)
-		if !ok {
-			return nil, invalid("claims.exp must be a NumericDate (whole seconds since the epoch)")
-		}
-		exp = time.Unix(secs, 0)
-		if !exp.After(now) {
-			return nil, invalid("claims.exp is not in the future")
-		}
-		if exp.Sub(now) > maxTTL {
-			return nil, invalid("claims.exp is %v from now, beyond the key set's token_ttl of %v", exp.Sub(now), maxTTL)
-		}
-	} else {
-		if ttl < 0 {
-			return nil, invalid("ttl must be positive")
-		}
-		if ttl > maxTTL {
-			return nil, invalid("ttl %v exceeds the key set's token_ttl of %v", ttl, maxTTL)
-		}
-		if ttl == 0 {
-			ttl = maxTTL
-		}
-		if ttl < time.Second {
-			return nil, invalid("ttl must be at least 1s")
-		}
-		exp = now.Add(ttl)
-	}
-	if raw, given := claims["nbf"]; given {
-		if _, ok := numericDate(raw); !ok {
-			return nil, invalid("claims.nbf must be a NumericDate (whole seconds since the epoch)")
-		}
-	}
-	out["exp"] = exp.Unix()
-	out["iat"] = now.Unix()
-	if _, given := claims["jti"]; !given {
-		out["jti"] = randomID()
-	}
-	if _, given := claims["iss"]; !given && r.policy.Issuer != "" {
-		out["iss"] = r.policy.Issuer
-	}
-	payload, err := json.Marshal(out)
-	if err != nil {
-		return nil, invalid("claims do not encode as JSON")
-	}
-	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.KeyIDKey, r.kid)
-	_ = hdr.Set(jws.TypeKey, "JWT")
-	signed, err := jws.Sign(payload, jws.WithKey(r.alg, r.key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		// jwx's sign errors describe algorithms and key types, never key
-		// bytes; still, keep them out of what callers see.
-		return nil, fmt.Errorf("%w: sign with %s key %s failed", ErrInternal, r.alg, r.kid)
-	}
-	return &Token{Token: string(signed), KID: r.kid, Alg: keystore.Algorithm(r.alg.String()), ExpiresAt: exp.UTC()}, nil
 }
 
 // Verify checks token against the key set called name: one signature, by a
@@ -223,7 +174,7 @@ func (s *Signer) Verify(name, token string) (*Verified, error) {
 	}
 	hdr := msg.Signatures()[0].ProtectedHeaders()
 	alg, _ := hdr.Algorithm()
-	if alg.String() != r.alg.String() {
+	if alg.String() != string(r.alg) {
 		return nil, rejected("algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
 	}
 	kid, _ := hdr.KeyID()
@@ -231,7 +182,7 @@ func (s *Signer) Verify(name, token string) (*Verified, error) {
 	if !ok {
 		return nil, rejected("unknown or revoked key id %q", kid)
 	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(r.alg, key))
+	payload, err := jws.Verify([]byte(token), jws.WithKey(r.jwaAlg, key))
 	if err != nil {
 		return nil, rejected("invalid signature")
 	}
@@ -257,29 +208,4 @@ func (s *Signer) Verify(name, token string) (*Verified, error) {
 		return nil, rejected("invalid claims")
 	}
 	return &Verified{KID: kid, Claims: claims}, nil
-}
-
-// numericDate accepts a JSON number holding whole seconds.
-func numericDate(v any) (int64, bool) {
-	switch n := v.(type) {
-	case json.Number:
-		i, err := n.Int64()
-		return i, err == nil
-	case float64:
-		if n != math.Trunc(n) || math.Abs(n) > 1<<53 {
-			return 0, false
-		}
-		return int64(n), true
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	}
-	return 0, false
-}
-
-func randomID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
-	return base64.RawURLEncoding.EncodeToString(b)
 }

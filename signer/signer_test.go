@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -52,12 +53,12 @@ func TestSignEveryAlgorithmVerifiesWithGoJose(t *testing.T) {
 	for _, alg := range keystore.Algorithms {
 		t.Run(string(alg), func(t *testing.T) {
 			s, c, ks, _ := setup(t, alg)
-			tok, err := s.Sign("s", map[string]any{"sub": "alice", "n": json.Number("42")}, 5*time.Minute)
+			tok, err := s.Sign("s", claimsOf(map[string]any{"sub": "alice", "n": json.Number("42")}), 5*time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
 			active, _ := ks.Active()
-			if tok.KID != active.ID || tok.Alg != alg || !tok.ExpiresAt.Equal(c.t.Add(5*time.Minute)) {
+			if tok.KID != active.ID || tok.Alg != string(alg) || !tok.ExpiresAt.Equal(c.t.Add(5*time.Minute)) {
 				t.Fatalf("token meta = %+v", tok)
 			}
 			parsed, err := josejwt.ParseSigned(tok.Token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
@@ -93,7 +94,7 @@ func TestTTLRules(t *testing.T) {
 	now := c.t.Unix()
 	cases := []struct {
 		name   string
-		claims map[string]any
+		claims signer.Claims
 		ttl    time.Duration
 		ok     bool
 		exp    int64
@@ -102,12 +103,12 @@ func TestTTLRules(t *testing.T) {
 		{"shorter ttl", nil, time.Minute, true, now + 60},
 		{"ttl over the limit", nil, 16 * time.Minute, false, 0},
 		{"negative ttl", nil, -time.Second, false, 0},
-		{"exp within the limit", map[string]any{"exp": json.Number(itoa(now + 120))}, 0, true, now + 120},
-		{"exp beyond the limit", map[string]any{"exp": json.Number(itoa(now + 901))}, 0, false, 0},
-		{"exp in the past", map[string]any{"exp": json.Number(itoa(now - 1))}, 0, false, 0},
-		{"exp not a number", map[string]any{"exp": "tomorrow"}, 0, false, 0},
-		{"exp and ttl", map[string]any{"exp": json.Number(itoa(now + 60))}, time.Minute, false, 0},
-		{"nbf not a number", map[string]any{"nbf": "soon"}, 0, false, 0},
+		{"exp within the limit", claimsOf(map[string]any{"exp": json.Number(itoa(now + 120))}), 0, true, now + 120},
+		{"exp beyond the limit", claimsOf(map[string]any{"exp": json.Number(itoa(now + 901))}), 0, false, 0},
+		{"exp in the past", claimsOf(map[string]any{"exp": json.Number(itoa(now - 1))}), 0, false, 0},
+		{"exp not a number", claimsOf(map[string]any{"exp": "tomorrow"}), 0, false, 0},
+		{"exp and ttl", claimsOf(map[string]any{"exp": json.Number(itoa(now + 60))}), time.Minute, false, 0},
+		{"nbf not a number", claimsOf(map[string]any{"nbf": "soon"}), 0, false, 0},
 	}
 	for _, tc := range cases {
 		tok, err := s.Sign("s", tc.claims, tc.ttl)
@@ -131,7 +132,7 @@ func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestGivenClaimsWin(t *testing.T) {
 	s, c, _, _ := setup(t, keystore.HS256)
-	tok, err := s.Sign("s", map[string]any{"jti": "mine", "iss": "other", "iat": 1}, 0)
+	tok, err := s.Sign("s", claimsOf(map[string]any{"jti": "mine", "iss": "other", "iat": 1}), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestGivenClaimsWin(t *testing.T) {
 
 func TestVerifyRejects(t *testing.T) {
 	s, c, ks, p := setup(t, keystore.ES256)
-	good, err := s.Sign("s", map[string]any{"sub": "x"}, time.Minute)
+	good, err := s.Sign("s", claimsOf(map[string]any{"sub": "x"}), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,7 @@ func TestVerifyRejects(t *testing.T) {
 	expect("expired past leeway", good.Token, "expired")
 
 	c.t = c.t.Add(-time.Hour)
-	future, _ := s.Sign("s", map[string]any{"nbf": json.Number(itoa(c.t.Add(10 * time.Minute).Unix()))}, 0)
+	future, _ := s.Sign("s", claimsOf(map[string]any{"nbf": json.Number(itoa(c.t.Add(10 * time.Minute).Unix()))}), 0)
 	expect("nbf in the future", future.Token, "nbf")
 
 	// Revoking the signing key makes its tokens fail at once.
@@ -236,5 +237,105 @@ func TestRotationKeepsOldTokensValid(t *testing.T) {
 	}
 	if again, _ := s.Sign("s", nil, 0); again.KID != pending.ID {
 		t.Fatalf("stale Load rolled back to %s", again.KID)
+	}
+}
+
+// claimsOf encodes each value as the sign endpoint would receive it.
+func claimsOf(m map[string]any) signer.Claims {
+	out := signer.Claims{}
+	for k, v := range m {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		out[k] = raw
+	}
+	return out
+}
+
+func TestClaimsAreSignedExactly(t *testing.T) {
+	s, c, _, _ := setup(t, keystore.EdDSA)
+	given := signer.Claims{
+		"big":    json.RawMessage(`123456789012345678901234567890`),
+		"frac":   json.RawMessage(`0.1000`),
+		"nested": json.RawMessage(`{ "b": [1, 2, {"c": null}], "a": "x" }`),
+		"ünï":    json.RawMessage(`"\u00e9\"quoted\""`),
+		"iat":    json.RawMessage(`1`),
+	}
+	before := maps.Clone(given)
+	tok, err := s.Sign("s", given, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.EqualFunc(given, before, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
+		t.Fatalf("Sign modified the caller's claims: %v", given)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(tok.Token, ".")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"big":123456789012345678901234567890`, `"frac":0.1000`, `"nested":{"b":[1,2,{"c":null}],"a":"x"}`} {
+		if !strings.Contains(string(payload), want) {
+			t.Errorf("payload %s lacks %s", payload, want)
+		}
+	}
+	if strings.Count(string(payload), `"iat"`) != 1 {
+		t.Errorf("payload %s: iat must appear once", payload)
+	}
+	var decoded map[string]any
+	if err := json.Unmarshal(payload, &decoded); err != nil {
+		t.Fatalf("payload is not JSON: %v", err)
+	}
+	if decoded["ünï"] != `é"quoted"` || decoded["iat"] != float64(c.t.Unix()) || decoded["jti"] != tok.JTI || tok.JTI == "" {
+		t.Fatalf("payload = %v, jti %q", decoded, tok.JTI)
+	}
+	if _, err := s.Sign("s", signer.Claims{"x": json.RawMessage(`{bad`)}, 0); !errors.Is(err, signer.ErrInvalidRequest) {
+		t.Fatalf("invalid raw claim: %v", err)
+	}
+}
+
+// TestECDSASignaturesAreFixedSize signs enough tokens that some R or S
+// values have leading zero bytes (1 in 128 per token), which the JWS form
+// must keep as padding; go-jose rejects any other length.
+func TestECDSASignaturesAreFixedSize(t *testing.T) {
+	for _, alg := range []keystore.Algorithm{keystore.ES256, keystore.ES512} {
+		s, _, ks, _ := setup(t, alg)
+		active, _ := ks.Active()
+		key := verificationKey(t, active)
+		for range 400 {
+			tok, err := s.Sign("s", nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.Token, ".")[2])
+			if want := map[keystore.Algorithm]int{keystore.ES256: 64, keystore.ES512: 132}[alg]; len(sig) != want {
+				t.Fatalf("%s signature is %d bytes, want %d", alg, len(sig), want)
+			}
+			parsed, err := josejwt.ParseSigned(tok.Token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := parsed.Claims(key, &josejwt.Claims{}); err != nil {
+				t.Fatalf("go-jose rejects %s token: %v", alg, err)
+			}
+		}
+	}
+}
+
+// TestSignAllocations bounds the allocations of one token, so that a change
+// that makes the hot path allocate more fails here. The bounds are today's
+// counts: claims encoding, the token buffer, the signature and jti.
+func TestSignAllocations(t *testing.T) {
+	claims := claimsOf(map[string]any{"sub": "alice", "aud": "billing"})
+	for alg, max := range map[keystore.Algorithm]float64{keystore.HS256: 15, keystore.EdDSA: 15} {
+		s, _, _, _ := setup(t, alg)
+		got := testing.AllocsPerRun(200, func() {
+			if _, err := s.Sign("s", claims, 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if got > max {
+			t.Errorf("%s: %v allocations per token, want at most %v", alg, got, max)
+		}
 	}
 }

@@ -308,7 +308,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("revoked key still in the JWKS")
 	}
 	_, body, _ = rec.call(t, "POST", d.addr+"/v1/keysets/es384/verify", serviceToken, `{"token": "`+es.token+`"}`)
-	if !strings.Contains(string(body), `"valid": false`) {
+	if !strings.Contains(string(body), `"valid":false`) {
 		t.Fatalf("token of a revoked key: %s", body)
 	}
 	logs := d.log()
@@ -448,7 +448,7 @@ func checkErrors(t *testing.T, rec *recorder, d *daemonProc) {
 	}
 	// An invalid token is a 200 with valid: false.
 	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/hs256/verify", serviceToken, `{"token": "eyJhbGciOiJub25lIn0.e30."}`)
-	if status != 200 || !strings.Contains(string(body), `"valid": false`) {
+	if status != 200 || !strings.Contains(string(body), `"valid":false`) {
 		t.Errorf("alg none token: %d %s", status, body)
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -552,8 +552,8 @@ func TestEmbeddedDefault(t *testing.T) {
 	}
 	rec := &recorder{}
 	status, body, _ := rec.call(t, "GET", d.addr+"/v1/keysets/default", strings.TrimSpace(string(tok)), "")
-	if status != 200 || !strings.Contains(string(body), `"algorithm": "ES256"`) || !strings.Contains(string(body), `"rotation": "@daily"`) ||
-		!strings.Contains(string(body), `"token_ttl": "15m0s"`) || !strings.Contains(string(body), `"jwks_max_age": "5m0s"`) {
+	if status != 200 || !strings.Contains(string(body), `"algorithm":"ES256"`) || !strings.Contains(string(body), `"rotation":"@daily"`) ||
+		!strings.Contains(string(body), `"token_ttl":"15m0s"`) || !strings.Contains(string(body), `"jwks_max_age":"5m0s"`) {
 		t.Fatalf("default key set: %d %s", status, body)
 	}
 	_, _, hdr := rec.call(t, "GET", d.addr+"/.well-known/jwks.json", "", "")

@@ -223,7 +223,7 @@ func TestCrashDuringRotationLeavesAConsistentStore(t *testing.T) {
 		for _, it := range live {
 			if time.Until(it.exp) > 200*time.Millisecond {
 				_, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/"+it.keyset+"/verify", serviceToken, `{"token": "`+it.token+`"}`)
-				if !strings.Contains(string(body), `"valid": true`) {
+				if !strings.Contains(string(body), `"valid":true`) {
 					t.Fatalf("round %d: token of %s/%s (valid %v more) rejected after a crash: %s", round, it.keyset, it.kid, time.Until(it.exp), body)
 				}
 				_, jwksBody, _ := rec.call(t, "GET", d.addr+"/v1/keysets/"+it.keyset+"/jwks.json", "", "")

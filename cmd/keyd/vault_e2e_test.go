@@ -264,7 +264,7 @@ func TestVaultOutage(t *testing.T) {
 			t.Fatalf("JWKS answered %d during the outage", status)
 		}
 		status, body, _ := rec.call(t, "GET", d.addr+"/readyz", "", "")
-		if status == 200 && strings.Contains(string(body), `"store": "unavailable"`) && strings.Contains(string(body), `"reason"`) {
+		if status == 200 && strings.Contains(string(body), `"store":"unavailable"`) && strings.Contains(string(body), `"reason"`) {
 			sawDegraded = true
 		}
 		time.Sleep(50 * time.Millisecond) // pacing the load loop
@@ -296,7 +296,7 @@ func TestVaultOutage(t *testing.T) {
 	for _, dd := range []*daemonProc{d, late} {
 		for {
 			status, body, _ := rec.call(t, "GET", dd.addr+"/readyz", "", "")
-			if status == 200 && strings.Contains(string(body), `"status": "ready"`) {
+			if status == 200 && strings.Contains(string(body), `"status":"ready"`) {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/keyd-dev/keyd/internal/config"
@@ -62,6 +63,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /.well-known/jwks.json", s.loaded(s.jwksAll))
 	mux.HandleFunc("GET /v1/keysets/{name}/jwks.json", s.loaded(s.jwksKeySet))
 	mux.HandleFunc("POST /v1/keysets/{name}/sign", s.loaded(s.scoped(config.ScopeSign, s.sign)))
+	mux.HandleFunc("POST /v1/keysets/{name}/sign-batch", s.loaded(s.scoped(config.ScopeSign, s.signBatch)))
 	mux.HandleFunc("POST /v1/keysets/{name}/verify", s.loaded(s.scoped(config.ScopeVerify, s.verify)))
 	mux.HandleFunc("GET /v1/keysets", s.loaded(s.admin(s.listKeySets)))
 	mux.HandleFunc("GET /v1/keysets/{name}", s.loaded(s.admin(s.getKeySet)))
@@ -115,14 +117,25 @@ func toAPIError(err error) *apiError {
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, s.problem(r, err))
+}
+
+// problem maps err for the caller and logs it in full when it is a fault.
+func (s *server) problem(r *http.Request, err error) *apiError {
 	e := toAPIError(err)
 	if e.status >= 500 {
 		s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeError(w, e)
+	return e
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
+	if e.extra == nil {
+		writeJSON(w, e.status, struct {
+			Error ErrorBody `json:"error"`
+		}{ErrorBody{Code: e.code, Message: e.message}})
+		return
+	}
 	body := map[string]any{"code": e.code, "message": e.message}
 	for k, v := range e.extra {
 		body[k] = v
@@ -130,14 +143,27 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, map[string]any{"error": body})
 }
 
+// writeJSON answers v as compact JSON (clients that show it to people,
+// such as the keyd CLI, indent it themselves).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	body, err := json.Marshal(v)
+	if err != nil { // only keyd's own types get here; a bug, not input
+		body, status = []byte(`{"error":{"code":"internal","message":"internal error"}}`), http.StatusInternalServerError
+	}
+	body = append(body, '\n')
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	h["Cache-Control"] = noStore
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(body)
 }
+
+// Header values shared by every answer (net/http only reads them).
+var (
+	contentTypeJSON = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)
 
 // --- request decoding --------------------------------------------------------
 
@@ -191,8 +217,6 @@ func jsonProblem(err error) string {
 
 // --- middleware ---------------------------------------------------------------
 
-type principalKey struct{}
-
 // loaded answers 503 until the key sets are loaded: an empty JWKS cached by
 // a verifier, or a 404 for a key set that exists, would be worse.
 func (s *server) loaded(next http.HandlerFunc) http.HandlerFunc {
@@ -220,9 +244,9 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 			return
 		}
 		if rec, ok := w.(*statusRecorder); ok {
-			rec.principal = p.Name
+			rec.principal = p
 		}
-		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		next(w, r)
 	}
 }
 
@@ -234,10 +258,20 @@ func (s *server) admin(next http.HandlerFunc) http.HandlerFunc {
 	return s.authenticated(func(*http.Request) string { return config.ScopeAdmin }, next)
 }
 
+// statusRecorder is what every handler writes to: it keeps the status for
+// the request log and the authenticated caller for the handler.
 type statusRecorder struct {
 	http.ResponseWriter
 	status    int
-	principal string
+	principal *Principal
+}
+
+// caller names the authenticated caller of the request w answers, or "".
+func caller(w http.ResponseWriter) string {
+	if rec, ok := w.(*statusRecorder); ok && rec.principal != nil {
+		return rec.principal.Name
+	}
+	return ""
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -267,8 +301,10 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		if rec.status >= 500 {
 			level = slog.LevelWarn
 		}
-		s.Logger.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"duration", time.Since(start), "caller", rec.principal)
+		if s.Logger.Enabled(r.Context(), level) { // spare the hot path the arguments
+			s.Logger.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+				"duration", time.Since(start), "caller", caller(rec))
+		}
 	})
 }
 

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/api"
@@ -94,5 +98,100 @@ func TestSignHandlerLeavesNoSecretInErrors(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "NumericDate") || rec.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("bad exp: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func call(t testing.TB, h http.Handler, method, path, token, body string) (int, []byte) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.Bytes()
+}
+
+func TestSignBatch(t *testing.T) {
+	h := newHandler(t, keystore.ES256)
+	_, raw := call(t, h, "GET", "/v1/keysets/bench/jwks.json", "", "")
+	var jwks jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &jwks); err != nil {
+		t.Fatal(err)
+	}
+	code, body := call(t, h, "POST", "/v1/keysets/bench/sign-batch", "svc-token", `{"items": [
+		{"claims": {"sub": "a"}},
+		{"claims": {"sub": "b"}, "ttl": "soon"},
+		{"claims": {"sub": "c"}, "ttl": "1h"},
+		{"claims": {"sub": "d"}, "ttl": "1m"}]}`)
+	if code != 200 {
+		t.Fatalf("batch: %d %s", code, body)
+	}
+	var out struct {
+		Results []struct {
+			Token string `json:"token"`
+			KID   string `json:"kid"`
+			Error *struct{ Code, Message string }
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || len(out.Results) != 4 {
+		t.Fatalf("batch answer %s: %v", body, err)
+	}
+	for i, sub := range []string{"a", "", "", "d"} {
+		res := out.Results[i]
+		if sub == "" {
+			if res.Error == nil || res.Error.Code != "bad_request" || res.Token != "" {
+				t.Errorf("item %d: want its own bad_request, got %+v", i, res)
+			}
+			continue
+		}
+		if res.Error != nil || res.KID != out.Results[0].KID {
+			t.Fatalf("item %d: %+v", i, res)
+		}
+		parsed, err := josejwt.ParseSigned(res.Token, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims josejwt.Claims
+		if err := parsed.Claims(jwks.Key(res.KID)[0].Key, &claims); err != nil || claims.Subject != sub {
+			t.Fatalf("item %d: go-jose: %v, sub %q", i, err, claims.Subject)
+		}
+	}
+	if !strings.Contains(string(body), "soon") || !strings.Contains(string(body), "token_ttl") {
+		t.Errorf("item errors do not say what is wrong: %s", body)
+	}
+
+	items := strings.Repeat(`{"claims":{}},`, api.MaxBatchItems)
+	code, body = call(t, h, "POST", "/v1/keysets/bench/sign-batch", "svc-token", `{"items":[`+items+`{"claims":{}}]}`)
+	if code != 400 || !strings.Contains(string(body), "1000") {
+		t.Fatalf("oversized batch: %d %s", code, body)
+	}
+	for _, bad := range []string{`{}`, `{"items": []}`, `{"items": {}}`, `{"items": [{"claims": 1}]}`} {
+		if code, body := call(t, h, "POST", "/v1/keysets/bench/sign-batch", "svc-token", bad); code != 400 {
+			t.Errorf("%s: %d %s", bad, code, body)
+		}
+	}
+	if code, _ := call(t, h, "POST", "/v1/keysets/nope/sign-batch", "svc-token", `{"items":[{}]}`); code != 404 {
+		t.Errorf("unknown key set: %d", code)
+	}
+	if code, _ := call(t, h, "POST", "/v1/keysets/bench/sign-batch", "", `{"items":[{}]}`); code != 401 {
+		t.Errorf("no token: %d", code)
+	}
+}
+
+// TestSignHandlerAllocations bounds what one sign request allocates in the
+// handler, the request's own construction (httptest) included, so that a
+// change that makes the hot path allocate more fails here.
+func TestSignHandlerAllocations(t *testing.T) {
+	h := newHandler(t, keystore.HS256)
+	body := `{"claims": {"sub": "alice", "aud": "billing"}, "ttl": "5m"}`
+	got := testing.AllocsPerRun(200, func() {
+		if code, out := call(t, h, "POST", "/v1/keysets/bench/sign", "svc-token", body); code != 200 {
+			t.Fatalf("%d %s", code, out)
+		}
+	})
+	const max = 67
+	if got > max {
+		t.Errorf("%v allocations per sign request, want at most %d", got, max)
 	}
 }

@@ -12,18 +12,13 @@ import (
 // Authenticator checks bearer tokens against the configured SHA-256
 // hashes. The daemon never holds the tokens themselves.
 type Authenticator struct {
-	tokens []tokenEntry
+	tokens []Principal
 }
 
-type tokenEntry struct {
-	name   string
-	hash   []byte
-	scopes map[string]bool
-}
-
-// Principal is an authenticated caller.
+// Principal is an authenticated caller: a configured token.
 type Principal struct {
 	Name   string
+	hash   []byte
 	scopes map[string]bool
 }
 
@@ -32,7 +27,7 @@ func NewAuthenticator(tokens []config.Token) *Authenticator {
 	a := &Authenticator{}
 	for _, t := range tokens {
 		h, _ := hex.DecodeString(t.SHA256) // validated by config
-		e := tokenEntry{name: t.Name, hash: h, scopes: map[string]bool{}}
+		e := Principal{Name: t.Name, hash: h, scopes: map[string]bool{}}
 		for _, s := range t.Scopes {
 			e.scopes[s] = true
 		}
@@ -50,16 +45,13 @@ func (a *Authenticator) Authenticate(header string) (*Principal, bool) {
 		return nil, false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	var found *tokenEntry
+	var found *Principal
 	for i := range a.tokens {
 		if subtle.ConstantTimeCompare(sum[:], a.tokens[i].hash) == 1 {
 			found = &a.tokens[i]
 		}
 	}
-	if found == nil {
-		return nil, false
-	}
-	return &Principal{Name: found.name, scopes: found.scopes}, true
+	return found, found != nil
 }
 
 // Can reports whether p holds scope ("admin", or "sign:<keyset>" which

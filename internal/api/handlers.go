@@ -48,11 +48,13 @@ func (s *server) jwksKeySet(w http.ResponseWriter, r *http.Request) {
 }
 
 type signRequest struct {
-	Claims map[string]any `json:"claims"`
-	TTL    string         `json:"ttl"`
+	Claims signer.Claims `json:"claims"`
+	TTL    string        `json:"ttl"`
 }
 
-type signResponse struct {
+// SignResponse is a signed token; sign-batch answers one per item. The CLI
+// decodes it too.
+type SignResponse struct {
 	Token     string    `json:"token"`
 	KID       string    `json:"kid"`
 	Alg       string    `json:"alg"`
@@ -65,24 +67,92 @@ func (s *server) sign(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		var err error
-		if ttl, err = time.ParseDuration(req.TTL); err != nil {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "ttl %q is not a duration such as \"5m\" or \"90s\"", req.TTL))
-			return
-		}
-		if ttl <= 0 {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "ttl must be positive"))
-			return
-		}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	tok, err := s.Signer.Sign(r.PathValue("name"), req.Claims, ttl)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, signResponse{Token: tok.Token, KID: tok.KID, Alg: string(tok.Alg), ExpiresAt: tok.ExpiresAt})
+	writeJSON(w, http.StatusOK, SignResponse{Token: tok.Token, KID: tok.KID, Alg: tok.Alg, ExpiresAt: tok.ExpiresAt})
+}
+
+// parseTTL reads a request's optional ttl ("5m"); "" is 0, the default.
+func parseTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	ttl, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "bad_request", "ttl %q is not a duration such as \"5m\" or \"90s\"", s)
+	}
+	if ttl <= 0 {
+		return 0, errorf(http.StatusBadRequest, "bad_request", "ttl must be positive")
+	}
+	return ttl, nil
+}
+
+// MaxBatchItems is the most tokens one sign-batch request may ask for.
+const MaxBatchItems = 1000
+
+type signBatchRequest struct {
+	Items []signRequest `json:"items"`
+}
+
+// BatchResult is one item's outcome in a sign-batch answer: the token's
+// fields, or an error for that item alone.
+type BatchResult struct {
+	*SignResponse
+	Error *ErrorBody `json:"error,omitempty"`
+}
+
+// ErrorBody is the body of every error answer, and of a failed batch item.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// signBatch signs every item with the same active key; an item that
+// cannot be signed gets its own error and the others are still signed.
+func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
+	var req signBatchRequest
+	if err := decode(w, r, &req, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch n := len(req.Items); {
+	case n == 0:
+		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "items is required: a list of 1 to %d sign requests", MaxBatchItems))
+		return
+	case n > MaxBatchItems:
+		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "%d items exceed the limit of %d per batch", n, MaxBatchItems))
+		return
+	}
+	batch, err := s.Signer.Batch(r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	results := make([]BatchResult, len(req.Items))
+	tokens := make([]SignResponse, len(req.Items))
+	for i, item := range req.Items {
+		ttl, err := parseTTL(item.TTL)
+		var tok *signer.Token
+		if err == nil {
+			tok, err = batch.Sign(item.Claims, ttl)
+		}
+		if err != nil {
+			e := s.problem(r, err)
+			results[i].Error = &ErrorBody{Code: e.code, Message: e.message}
+			continue
+		}
+		tokens[i] = SignResponse{Token: tok.Token, KID: tok.KID, Alg: tok.Alg, ExpiresAt: tok.ExpiresAt}
+		results[i].SignResponse = &tokens[i]
+	}
+	writeJSON(w, http.StatusOK, map[string][]BatchResult{"results": results})
 }
 
 type verifyRequest struct {
@@ -207,7 +277,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	if req.Force {
-		s.Logger.Warn("forced rotation requested", "keyset", name, "caller", callerName(r))
+		s.Logger.Warn("forced rotation requested", "keyset", name, "caller", caller(w))
 	}
 	ks, err := s.Manager.Rotate(r.Context(), name, req.Force)
 	if err != nil {
@@ -224,7 +294,7 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, kid := r.PathValue("name"), r.PathValue("kid")
-	s.Logger.Warn("revocation requested", "keyset", name, "kid", kid, "caller", callerName(r))
+	s.Logger.Warn("revocation requested", "keyset", name, "kid", kid, "caller", caller(w))
 	ks, err := s.Manager.Revoke(r.Context(), name, kid)
 	if err != nil {
 		s.fail(w, r, err)
@@ -232,11 +302,4 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	_, p, _ := s.Manager.KeySet(name)
 	writeJSON(w, http.StatusOK, s.viewOf(ks, p))
-}
-
-func callerName(r *http.Request) string {
-	if p, ok := r.Context().Value(principalKey{}).(*Principal); ok {
-		return p.Name
-	}
-	return ""
 }
