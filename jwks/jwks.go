@@ -157,19 +157,21 @@ func render(keys []jwk.Key, maxAge time.Duration) (Document, error) {
 }
 
 // Write serves doc: 200 with the body, or 304 when the request's
-// If-None-Match names its ETag. Both carry Cache-Control and ETag.
-func Write(w http.ResponseWriter, r *http.Request, doc Document) {
+// If-None-Match names its ETag. Both carry Cache-Control and ETag. It
+// reports whether it answered 304.
+func Write(w http.ResponseWriter, r *http.Request, doc Document) (notModified bool) {
 	h := w.Header()
 	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(doc.MaxAge/time.Second)))
 	h.Set("ETag", doc.ETag)
 	if match(r.Header.Values("If-None-Match"), doc.ETag) {
 		w.WriteHeader(http.StatusNotModified)
-		return
+		return true
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(doc.Body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(doc.Body)
+	return false
 }
 
 // match applies If-None-Match's weak comparison (RFC 9110 13.1.2).

@@ -61,6 +61,9 @@ type Options struct {
 	Now       func() time.Time   // default time.Now
 	Logger    *slog.Logger       // default slog.Default()
 	Listeners []Listener
+	// Events are told about every change this process makes, after it is
+	// stored; they must be quick (they run under the manager's lock).
+	Events []func(Event)
 	// After waits for a duration; default time.After. Tests replace it.
 	After func(time.Duration) <-chan time.Time
 }
@@ -73,6 +76,7 @@ type Manager struct {
 	now       func() time.Time
 	log       *slog.Logger
 	listeners []Listener
+	events    []func(Event)
 
 	after     func(time.Duration) <-chan time.Time
 	schedules map[string]cron.Schedule // set by Start, read-only after
@@ -91,7 +95,7 @@ type Manager struct {
 func NewManager(o Options) *Manager {
 	m := &Manager{
 		store: o.Store, policies: map[string]keystore.Policy{}, gen: o.Generator, now: o.Now, log: o.Logger,
-		listeners: o.Listeners, after: o.After, schedules: map[string]cron.Schedule{}, waitLogged: map[string]string{},
+		listeners: o.Listeners, events: o.Events, after: o.After, schedules: map[string]cron.Schedule{}, waitLogged: map[string]string{},
 	}
 	if m.after == nil {
 		m.after = time.After
@@ -239,6 +243,7 @@ func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeyS
 		return nil, err
 	}
 	m.log.Info("created key set", "keyset", p.Name, "algorithm", p.Algorithm, "active_kid", first.ID, "pending_kid", next.ID)
+	m.emit(Event{Kind: EventCreated, KeySet: p.Name, KID: first.ID, Pending: next.ID, Actor: actorOf(ctx)})
 	return stored, nil
 }
 
@@ -316,11 +321,14 @@ func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystor
 		return nil, err
 	}
 	active, _ := ks.Active()
+	trigger := TriggerManual
 	if force {
+		trigger = TriggerForced
 		m.log.Warn("forced rotation: the new active key may be missing from verifiers' cached JWKS", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID)
 	} else {
 		m.log.Info("rotated key set", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID)
 	}
+	m.emit(Event{Kind: EventRotated, KeySet: name, KID: active.ID, Pending: next.ID, Trigger: trigger, Actor: actorOf(ctx)})
 	return ks, nil
 }
 
@@ -329,7 +337,7 @@ func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystor
 // key.
 func (m *Manager) Revoke(ctx context.Context, name, kid string) (*keystore.KeySet, error) {
 	var was keystore.State
-	ks, _, err := m.transition(ctx, name, func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error) {
+	ks, next, err := m.transition(ctx, name, func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error) {
 		k, _ := ks.Key(kid)
 		was = k.State
 		out, _, err := keystore.Revoke(ks, kid, next, now)
@@ -339,5 +347,10 @@ func (m *Manager) Revoke(ctx context.Context, name, kid string) (*keystore.KeySe
 		return nil, err
 	}
 	m.log.Warn("revoked key", "keyset", name, "kid", kid, "was", was)
+	e := Event{Kind: EventRevoked, KeySet: name, KID: kid, Trigger: TriggerRevoke, Actor: actorOf(ctx)}
+	if _, ok := ks.Key(next.ID); ok {
+		e.Pending = next.ID
+	}
+	m.emit(e)
 	return ks, nil
 }

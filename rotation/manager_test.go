@@ -36,7 +36,7 @@ func policy(alg keystore.Algorithm) keystore.Policy {
 
 func start(t *testing.T, store keystore.Store, c *clock, p keystore.Policy) (*rotation.Manager, *signer.Signer) {
 	t.Helper()
-	sg := signer.New(c.now)
+	sg := signer.New(c.now, nil)
 	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Generator: keystoretest.FastGenerator, Now: c.now, Listeners: []rotation.Listener{sg}})
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)

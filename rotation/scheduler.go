@@ -88,9 +88,11 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	if applied.Rotate {
 		active, _ := ks.Active()
 		m.log.Info("scheduled rotation", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID, "due_at", applied.DueAt)
+		m.emit(Event{Kind: EventRotated, KeySet: name, KID: active.ID, Pending: next.ID, Trigger: TriggerScheduled, Actor: actorOf(ctx)})
 	}
 	for _, kid := range applied.Destroy {
 		m.log.Info("destroyed key after its grace period", "keyset", name, "kid", kid)
+		m.emit(Event{Kind: EventDestroyed, KeySet: name, KID: kid, Actor: actorOf(ctx)})
 	}
 	return applied, m.publish(p, ks)
 }

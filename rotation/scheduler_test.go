@@ -51,7 +51,7 @@ func newHarness(t *testing.T, p keystore.Policy, path string) *harness {
 // restart builds a fresh manager (as a new process would) on the same store.
 func (h *harness) restart() {
 	h.t.Helper()
-	h.sg = signer.New(h.clock.now)
+	h.sg = signer.New(h.clock.now, nil)
 	h.pub = jwks.New()
 	h.m = rotation.NewManager(rotation.Options{
 		Store: h.store, Policies: []keystore.Policy{h.p}, Generator: keystoretest.FastGenerator, Now: h.clock.now,

@@ -18,10 +18,29 @@ var (
 	ErrInternal = errors.New("internal signing error")
 )
 
+// Why a token did not verify: stable codes that API answers, metrics and
+// audit records carry, so callers can tell "expired, refresh it" from
+// "forged, alert someone". Checks run in this order (structure, algorithm,
+// key, signature, claims), so a forged token learns nothing of its claims.
+const (
+	CodeMalformed      = "malformed_token"       // not a compact JWS of one signature with JSON claims
+	CodeAlgorithm      = "algorithm_not_allowed" // alg is not the key set's
+	CodeUnknownKey     = "unknown_key"           // no key of the set has that kid, or it is revoked
+	CodeSignature      = "invalid_signature"     // the signature does not match
+	CodeExpired        = "token_expired"         // exp has passed (beyond the leeway)
+	CodeNotYetValid    = "token_not_yet_valid"   // nbf is in the future (beyond the leeway)
+	CodeIssuedInFuture = "issued_in_future"      // iat is in the future (beyond the leeway)
+	CodeMissingClaim   = "missing_claim"         // a required claim (exp) is absent
+)
+
+// VerifyCodes lists every verification failure code.
+var VerifyCodes = []string{CodeMalformed, CodeAlgorithm, CodeUnknownKey, CodeSignature, CodeExpired, CodeNotYetValid, CodeIssuedInFuture, CodeMissingClaim}
+
 // Error carries a message that is safe to show to API callers, wrapping one
-// of the sentinels above.
+// of the sentinels above. Code is set for ErrInvalidToken.
 type Error struct {
 	Kind   error
+	Code   string
 	Reason string
 }
 
@@ -32,6 +51,15 @@ func invalid(format string, args ...any) error {
 	return &Error{Kind: ErrInvalidRequest, Reason: fmt.Sprintf(format, args...)}
 }
 
-func rejected(format string, args ...any) error {
-	return &Error{Kind: ErrInvalidToken, Reason: fmt.Sprintf(format, args...)}
+func rejected(code, format string, args ...any) error {
+	return &Error{Kind: ErrInvalidToken, Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Code returns the verification failure code of err, or "".
+func Code(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
 }

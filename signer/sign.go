@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -63,9 +64,23 @@ func (b *Batch) Sign(claims Claims, ttl time.Duration) (*Token, error) {
 	return b.ring.sign(b.now(), claims, ttl)
 }
 
-// sign makes the token: the claims encoded once, appended to the header
-// encoded when the keyring was made, signed by the keyring's method.
+// sign makes a token and tells the observer how it went.
 func (r *keyring) sign(now time.Time, claims Claims, ttl time.Duration) (*Token, error) {
+	tok, err := r.make(now, claims, ttl)
+	switch {
+	case err == nil:
+		r.obs.Signed()
+	case errors.Is(err, ErrInvalidRequest):
+		r.obs.SignFailed("bad_request")
+	default:
+		r.obs.SignFailed("internal")
+	}
+	return tok, err
+}
+
+// make makes the token: the claims encoded once, appended to the header
+// encoded when the keyring was made, signed by the keyring's method.
+func (r *keyring) make(now time.Time, claims Claims, ttl time.Duration) (*Token, error) {
 	now = now.Truncate(time.Second)
 	exp, err := r.expiry(now, claims, ttl)
 	if err != nil {

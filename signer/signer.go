@@ -29,9 +29,35 @@ import (
 // Signer signs and verifies for every loaded key set.
 type Signer struct {
 	now   func() time.Time
+	obs   Observer
 	mu    sync.Mutex // serialises Load; readers never take it
 	rings atomic.Pointer[map[string]*keyring]
 }
+
+// Observer is told the outcome of every sign and verify: metrics count
+// them. KeySet is called when a key set is first loaded, so that the
+// per-token calls find their counters without a lookup.
+type Observer interface {
+	KeySet(name string) KeySetObserver
+}
+
+// KeySetObserver counts one key set's outcomes. It must be safe for
+// concurrent use and cheap: it runs on every request.
+type KeySetObserver interface {
+	Signed()
+	// SignFailed is told the API code of a refused sign request:
+	// "bad_request" or "internal".
+	SignFailed(code string)
+	// Verified is told "" for a valid token, else the failure code.
+	Verified(code string)
+}
+
+type noObserver struct{}
+
+func (noObserver) KeySet(string) KeySetObserver { return noObserver{} }
+func (noObserver) Signed()                      {}
+func (noObserver) SignFailed(string)            {}
+func (noObserver) Verified(string)              {}
 
 // keyring is one key set prepared for use; never modified once published.
 // Everything that is the same for every token is computed here, once per
@@ -49,6 +75,7 @@ type keyring struct {
 	issuer  []byte         // the policy's issuer as a JSON string; nil if none
 	verify  map[string]any // kid -> public key or HMAC secret, for keys that verify
 	parsed  map[string]any // kid -> parsed private key, reused by the next Load
+	obs     KeySetObserver
 }
 
 // Verified is the result of a successful verification.
@@ -57,9 +84,13 @@ type Verified struct {
 	Claims map[string]any
 }
 
-// New returns an empty Signer reading time from now.
-func New(now func() time.Time) *Signer {
-	s := &Signer{now: now}
+// New returns an empty Signer reading time from now and telling obs (nil:
+// nobody) the outcomes.
+func New(now func() time.Time, obs Observer) *Signer {
+	if obs == nil {
+		obs = noObserver{}
+	}
+	s := &Signer{now: now, obs: obs}
 	s.rings.Store(&map[string]*keyring{})
 	return s
 }
@@ -77,6 +108,11 @@ func (s *Signer) Load(p keystore.Policy, ks *keystore.KeySet) error {
 	ring, err := newKeyring(p, ks, old)
 	if err != nil {
 		return err
+	}
+	if old != nil {
+		ring.obs = old.obs
+	} else {
+		ring.obs = s.obs.KeySet(ks.Name)
 	}
 	next := maps.Clone(*s.rings.Load())
 	next[ks.Name] = ring
@@ -168,44 +204,50 @@ func (s *Signer) Verify(name, token string) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
+	v, err := r.verifyToken(name, token, s.now)
+	r.obs.Verified(Code(err))
+	return v, err
+}
+
+func (r *keyring) verifyToken(name, token string, now func() time.Time) (*Verified, error) {
 	msg, err := jws.Parse([]byte(token))
 	if err != nil || len(msg.Signatures()) != 1 {
-		return nil, rejected("malformed token")
+		return nil, rejected(CodeMalformed, "malformed token")
 	}
 	hdr := msg.Signatures()[0].ProtectedHeaders()
 	alg, _ := hdr.Algorithm()
 	if alg.String() != string(r.alg) {
-		return nil, rejected("algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
+		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
 	}
 	kid, _ := hdr.KeyID()
 	key, ok := r.verify[kid]
 	if !ok {
-		return nil, rejected("unknown or revoked key id %q", kid)
+		return nil, rejected(CodeUnknownKey, "unknown or revoked key id %q", kid)
 	}
 	payload, err := jws.Verify([]byte(token), jws.WithKey(r.jwaAlg, key))
 	if err != nil {
-		return nil, rejected("invalid signature")
+		return nil, rejected(CodeSignature, "invalid signature")
 	}
 	_, err = jwt.Parse(payload, jwt.WithVerify(false), jwt.WithValidate(true),
-		jwt.WithClock(jwt.ClockFunc(s.now)), jwt.WithAcceptableSkew(r.policy.Leeway),
+		jwt.WithClock(jwt.ClockFunc(now)), jwt.WithAcceptableSkew(r.policy.Leeway),
 		jwt.WithRequiredClaim("exp"))
 	switch {
 	case errors.Is(err, jwt.TokenExpiredError()):
-		return nil, rejected("token expired")
+		return nil, rejected(CodeExpired, "token expired")
 	case errors.Is(err, jwt.TokenNotYetValidError()):
-		return nil, rejected("token not valid yet (nbf)")
+		return nil, rejected(CodeNotYetValid, "token not valid yet (nbf)")
 	case errors.Is(err, jwt.InvalidIssuedAtError()):
-		return nil, rejected("token issued in the future (iat)")
+		return nil, rejected(CodeIssuedInFuture, "token issued in the future (iat)")
 	case errors.Is(err, jwt.MissingRequiredClaimError()):
-		return nil, rejected("token has no exp")
+		return nil, rejected(CodeMissingClaim, "token has no exp")
 	case err != nil:
-		return nil, rejected("invalid claims")
+		return nil, rejected(CodeMalformed, "invalid claims")
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	var claims map[string]any
 	if err := dec.Decode(&claims); err != nil {
-		return nil, rejected("invalid claims")
+		return nil, rejected(CodeMalformed, "invalid claims")
 	}
 	return &Verified{KID: kid, Claims: claims}, nil
 }

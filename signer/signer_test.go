@@ -25,7 +25,7 @@ func (c *clock) now() time.Time { return c.t }
 func setup(t testing.TB, alg keystore.Algorithm) (*signer.Signer, *clock, *keystore.KeySet, keystore.Policy) {
 	t.Helper()
 	c := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
-	s := signer.New(c.now)
+	s := signer.New(c.now, nil)
 	ks := keystoretest.KeySet(t, "s", alg)
 	ks.Version = 1
 	p := keystore.Policy{Name: "s", Algorithm: alg, TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Issuer: "https://keyd.test"}

@@ -19,11 +19,13 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/metrics"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -38,6 +40,10 @@ type Options struct {
 	Manager *rotation.Manager
 	Auth    *Authenticator
 	Logger  *slog.Logger
+	// Metrics counts requests (nil: no metrics). MetricsRoute serves them
+	// at GET /metrics unless they have an address of their own.
+	Metrics      *metrics.Metrics
+	MetricsRoute bool
 	// Health reports whether the key sets are loaded (until then every
 	// endpoint but /healthz and /readyz answers 503) and the last store
 	// failure (nil when the store answers).
@@ -46,6 +52,7 @@ type Options struct {
 
 type server struct {
 	Options
+	unmatched *metrics.Route
 }
 
 // New returns the API handler.
@@ -56,20 +63,39 @@ func New(o Options) http.Handler {
 	if o.Health == nil {
 		o.Health = func() (bool, error) { return true, nil }
 	}
-	s := &server{o}
+	s := &server{Options: o, unmatched: o.Metrics.Route("")}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /.well-known/jwks.json", s.loaded(s.jwksAll))
-	mux.HandleFunc("GET /v1/keysets/{name}/jwks.json", s.loaded(s.jwksKeySet))
-	mux.HandleFunc("POST /v1/keysets/{name}/sign", s.loaded(s.scoped(config.ScopeSign, s.sign)))
-	mux.HandleFunc("POST /v1/keysets/{name}/sign-batch", s.loaded(s.scoped(config.ScopeSign, s.signBatch)))
-	mux.HandleFunc("POST /v1/keysets/{name}/verify", s.loaded(s.scoped(config.ScopeVerify, s.verify)))
-	mux.HandleFunc("GET /v1/keysets", s.loaded(s.admin(s.listKeySets)))
-	mux.HandleFunc("GET /v1/keysets/{name}", s.loaded(s.admin(s.getKeySet)))
-	mux.HandleFunc("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
-	mux.HandleFunc("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
+	handle := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.routed(pattern, h))
+	}
+	handle("GET /healthz", s.healthz)
+	handle("GET /readyz", s.readyz)
+	if o.Metrics != nil && o.MetricsRoute {
+		handle("GET /metrics", o.Metrics.Handler().ServeHTTP)
+	}
+	handle("GET /.well-known/jwks.json", s.loaded(s.jwksAll))
+	handle("GET /v1/keysets/{name}/jwks.json", s.loaded(s.jwksKeySet))
+	handle("POST /v1/keysets/{name}/sign", s.loaded(s.scoped(config.ScopeSign, s.sign)))
+	handle("POST /v1/keysets/{name}/sign-batch", s.loaded(s.scoped(config.ScopeSign, s.signBatch)))
+	handle("POST /v1/keysets/{name}/verify", s.loaded(s.scoped(config.ScopeVerify, s.verify)))
+	handle("GET /v1/keysets", s.loaded(s.admin(s.listKeySets)))
+	handle("GET /v1/keysets/{name}", s.loaded(s.admin(s.getKeySet)))
+	handle("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
+	handle("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
 	return s.recoverer(s.logRequests(jsonFallback(mux)))
+}
+
+// routed tells the request's recorder which route answers it, for the
+// route's metrics, resolved here once.
+func (s *server) routed(pattern string, next http.HandlerFunc) http.Handler {
+	_, path, _ := strings.Cut(pattern, " ")
+	route := s.Metrics.Route(path)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.route = route
+		}
+		next(w, r)
+	})
 }
 
 // --- errors -----------------------------------------------------------------
@@ -233,13 +259,20 @@ func (s *server) loaded(next http.HandlerFunc) http.HandlerFunc {
 // authenticated runs next for a caller whose token holds scope(r).
 func (s *server) authenticated(scope func(*http.Request) string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, ok := s.Auth.Authenticate(r.Header.Get("Authorization"))
+		header := r.Header.Get("Authorization")
+		p, ok := s.Auth.Authenticate(header)
 		if !ok {
+			if header == "" {
+				s.Metrics.AuthFailure("missing")
+			} else {
+				s.Metrics.AuthFailure("unknown_token")
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyd"`)
 			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token"))
 			return
 		}
 		if want := scope(r); !p.Can(want) {
+			s.Metrics.AuthFailure("forbidden")
 			writeError(w, errorf(http.StatusForbidden, "forbidden", "token %q lacks scope %q", p.Name, want))
 			return
 		}
@@ -264,6 +297,7 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status    int
 	principal *Principal
+	route     *metrics.Route // nil until a route matched
 }
 
 // caller names the authenticated caller of the request w answers, or "".
@@ -293,8 +327,9 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &statusRecorder{ResponseWriter: w, route: s.unmatched}
 		next.ServeHTTP(rec, r)
+		rec.route.Observe(rec.status, time.Since(start))
 		// Debug: sign and verify are the hot path. Rotations and
 		// revocations log themselves at info or warn.
 		level := slog.LevelDebug

@@ -21,6 +21,7 @@ import (
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
+	"github.com/keyd-dev/keyd/metrics"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -50,13 +51,21 @@ func TestScopes(t *testing.T) {
 }
 
 func newHandler(tb testing.TB, alg keystore.Algorithm) http.Handler {
+	return newHandlerWith(tb, alg, nil)
+}
+
+func newHandlerWith(tb testing.TB, alg keystore.Algorithm, met *metrics.Metrics) http.Handler {
 	tb.Helper()
 	store, err := file.Open(file.Options{Path: filepath.Join(tb.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = store.Close() })
-	sg := signer.New(time.Now)
+	var obs signer.Observer
+	if met != nil {
+		obs = met
+	}
+	sg := signer.New(time.Now, obs)
 	pub := jwks.New()
 	p := keystore.Policy{Name: "bench", Algorithm: alg, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute}
 	mgr := rotation.NewManager(rotation.Options{Logger: slog.New(slog.DiscardHandler), Store: store, Policies: []keystore.Policy{p}, Generator: keystoretest.FastGenerator, Listeners: []rotation.Listener{sg, pub}})
@@ -64,15 +73,23 @@ func newHandler(tb testing.TB, alg keystore.Algorithm) http.Handler {
 		tb.Fatal(err)
 	}
 	auth := api.NewAuthenticator([]config.Token{{Name: "svc", SHA256: daemon.TokenHash("svc-token"), Scopes: []string{"sign:*"}}})
-	return api.New(api.Options{Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler)})
+	return api.New(api.Options{Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler), Metrics: met})
 }
 
 // BenchmarkSignHandler measures a sign request through the whole HTTP
 // handler (auth, decoding, signing, encoding), without the network.
 func BenchmarkSignHandler(b *testing.B) {
-	for _, alg := range []keystore.Algorithm{keystore.HS256, keystore.RS256, keystore.ES256, keystore.EdDSA} {
-		b.Run(string(alg), func(b *testing.B) {
-			h := newHandler(b, alg)
+	for _, bc := range []struct {
+		alg     keystore.Algorithm
+		metrics bool
+	}{{keystore.HS256, false}, {keystore.HS256, true}, {keystore.RS256, true}, {keystore.ES256, false}, {keystore.ES256, true}, {keystore.EdDSA, true}} {
+		name := string(bc.alg) + "/metrics=off"
+		var met *metrics.Metrics
+		if bc.metrics {
+			name, met = string(bc.alg)+"/metrics=on", metrics.New()
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newHandlerWith(b, bc.alg, met)
 			body := `{"claims": {"sub": "alice", "aud": "billing"}, "ttl": "5m"}`
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

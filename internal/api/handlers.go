@@ -7,6 +7,7 @@ import (
 
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
 
@@ -35,7 +36,7 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *server) jwksAll(w http.ResponseWriter, r *http.Request) {
-	jwks.Write(w, r, s.JWKS.All())
+	s.Metrics.JWKSServed(jwks.Write(w, r, s.JWKS.All()))
 }
 
 func (s *server) jwksKeySet(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +45,7 @@ func (s *server) jwksKeySet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "keyset_not_found", "unknown key set %q", r.PathValue("name")))
 		return
 	}
-	jwks.Write(w, r, doc)
+	s.Metrics.JWKSServed(jwks.Write(w, r, doc))
 }
 
 type signRequest struct {
@@ -163,7 +164,8 @@ type verifyResponse struct {
 	Valid  bool           `json:"valid"`
 	Claims map[string]any `json:"claims,omitempty"`
 	KID    string         `json:"kid,omitempty"`
-	Error  string         `json:"error,omitempty"`
+	Code   string         `json:"code,omitempty"`  // why not, when not valid
+	Error  string         `json:"error,omitempty"` // the same in words
 }
 
 func (s *server) verify(w http.ResponseWriter, r *http.Request) {
@@ -180,7 +182,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 	v, err := s.Signer.Verify(name, req.Token)
 	if errors.Is(err, signer.ErrInvalidToken) {
 		// An invalid token is an answer, not an error: 200 either way.
-		writeJSON(w, http.StatusOK, verifyResponse{Valid: false, Error: err.Error()})
+		writeJSON(w, http.StatusOK, verifyResponse{Valid: false, Code: signer.Code(err), Error: err.Error()})
 		return
 	}
 	if err != nil {
@@ -279,7 +281,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 	if req.Force {
 		s.Logger.Warn("forced rotation requested", "keyset", name, "caller", caller(w))
 	}
-	ks, err := s.Manager.Rotate(r.Context(), name, req.Force)
+	ks, err := s.Manager.Rotate(rotation.WithActor(r.Context(), caller(w)), name, req.Force)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -295,7 +297,7 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	name, kid := r.PathValue("name"), r.PathValue("kid")
 	s.Logger.Warn("revocation requested", "keyset", name, "kid", kid, "caller", caller(w))
-	ks, err := s.Manager.Revoke(r.Context(), name, kid)
+	ks, err := s.Manager.Revoke(rotation.WithActor(r.Context(), caller(w)), name, kid)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -30,6 +30,23 @@ type Config struct {
 	Storage Storage  `yaml:"storage"`
 	KeySets []KeySet `yaml:"keysets"`
 	Auth    Auth     `yaml:"auth"`
+	Metrics Metrics  `yaml:"metrics"`
+	Audit   Audit    `yaml:"audit"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Enabled *bool  `yaml:"enabled"` // nil: true
+	Listen  string `yaml:"listen"`  // own address for /metrics; "": served on listen
+}
+
+// On reports whether metrics are collected.
+func (m Metrics) On() bool { return m.Enabled == nil || *m.Enabled }
+
+// Audit configures the audit trail.
+type Audit struct {
+	Path     string `yaml:"path"`     // a file, "-" for stdout, "": no audit trail
+	Required bool   `yaml:"required"` // fail closed: no token without its record on disk
 }
 
 // Storage chooses and configures the backend.
@@ -230,6 +247,16 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port (%v)", c.Listen, err)
+	}
+	if c.Metrics.Listen != "" {
+		if !c.Metrics.On() {
+			bad("metrics.listen", "is set but metrics.enabled is false")
+		} else if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%q is not host:port (%v)", c.Metrics.Listen, err)
+		}
+	}
+	if c.Audit.Required && c.Audit.Path == "" {
+		bad("audit.required", "needs audit.path: there is nowhere to write the records")
 	}
 	switch c.Storage.Backend {
 	case "file":

@@ -21,6 +21,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/metrics"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -70,12 +71,20 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 
-	sg := signer.New(o.Now)
+	var met *metrics.Metrics
+	var obs signer.Observer
+	var events []func(rotation.Event)
+	if cfg.Metrics.On() {
+		met = metrics.New()
+		obs, events = met, append(events, met.Event)
+	}
+	sg := signer.New(o.Now, obs)
 	pub := jwks.New()
 	mgr := rotation.NewManager(rotation.Options{
-		Store: store, Policies: cfg.Policies(), Generator: o.Generator, Now: o.Now,
-		Logger: log, Listeners: []rotation.Listener{sg, pub},
+		Store: met.Store(store), Policies: cfg.Policies(), Generator: o.Generator, Now: o.Now,
+		Logger: log, Listeners: []rotation.Listener{sg, pub}, Events: events,
 	})
+	met.WatchKeySets(mgr, o.Now)
 	// Load the key sets before listening. A store that cannot be reached
 	// (Vault down) is retried in the background while /readyz says why;
 	// any other failure (a corrupt key set, a changed algorithm) is fatal.
@@ -91,20 +100,27 @@ func Run(ctx context.Context, o Options) error {
 
 	handler := api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: api.NewAuthenticator(cfg.Auth.Tokens), Logger: log,
-		Health: mgr.Health,
+		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "",
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	srv := newServer(handler, log)
+	servers := []*http.Server{srv}
+	served := make(chan error, 2)
+	if met != nil && cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics.listen on %s: %w", cfg.Metrics.Listen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", met.Handler())
+		msrv := newServer(mux, log)
+		servers = append(servers, msrv)
+		log.Info("metrics listening", "addr", mln.Addr().String())
+		go func() { served <- msrv.Serve(mln) }()
 	}
 	log.Info("keyd listening", "addr", ln.Addr().String(), "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
 
@@ -139,7 +155,6 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	defer func() { cancel(); <-background }() // before the store closes
 
-	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	var runErr error
 	select {
@@ -152,14 +167,28 @@ func Run(ctx context.Context, o Options) error {
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			return fmt.Errorf("graceful shutdown: %w", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // retryStart calls mgr.Start with exponential backoff while the store is

@@ -1,0 +1,275 @@
+// Package metrics is keyd's Prometheus instrumentation: every collector
+// keyd exports, registered on a registry of its own (never the global
+// default), with the Go and process collectors and keyd_build_info.
+//
+// The parts that count take small interfaces (signer.Observer, the
+// rotation events, the store wrapper) that this package implements, so the
+// domain packages do not depend on Prometheus. Label children on the hot
+// paths are resolved once: per key set when the signer first loads it, per
+// route when the API registers it; a request pays for atomic adds and a
+// histogram observation, never a lookup by string. Label values are
+// known key set names, route patterns, status codes and fixed words,
+// never anything a caller sent.
+//
+// A nil *Metrics is valid and counts nothing (metrics disabled).
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyd-dev/keyd/rotation"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+// Version is keyd's version as keyd_build_info reports it.
+var Version = "dev"
+
+// Metrics holds every collector keyd exports.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	signed        *prometheus.CounterVec
+	signErrors    *prometheus.CounterVec
+	verifications *prometheus.CounterVec
+
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+	jwksRequests *prometheus.CounterVec
+	jwksOK       prometheus.Counter
+	jwks304      prometheus.Counter
+
+	rotations *prometheus.CounterVec
+	destroyed *prometheus.CounterVec
+
+	storeDuration *prometheus.HistogramVec
+	storeErrors   *prometheus.CounterVec
+
+	auditRecords prometheus.Counter
+}
+
+// New returns the collectors, registered on a new registry with the Go and
+// process collectors and keyd_build_info.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		signed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_tokens_signed_total", Help: "Tokens signed, by key set.",
+		}, []string{"keyset"}),
+		signErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_sign_errors_total", Help: "Sign requests the signer refused, by key set and API error code.",
+		}, []string{"keyset", "code"}),
+		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_verifications_total", Help: "Verifications by key set and result: valid, or the failure code.",
+		}, []string{"keyset", "result"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_http_requests_total", Help: "HTTP requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "keyd_http_request_duration_seconds", Help: "Time to answer HTTP requests, by route pattern.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_auth_failures_total", Help: "Refused API callers: missing credentials, unknown_token, or forbidden (lacking the scope).",
+		}, []string{"reason"}),
+		jwksRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_jwks_requests_total", Help: "JWKS documents served (200) and revalidated (304).",
+		}, []string{"result"}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_rotations_total", Help: "Key transitions this process made, by key set and trigger: scheduled, manual, forced, revoke.",
+		}, []string{"keyset", "trigger"}),
+		destroyed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_keys_destroyed_total", Help: "Keys this process destroyed after their grace period, by key set.",
+		}, []string{"keyset"}),
+		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "keyd_store_operation_duration_seconds", Help: "Time of key store operations (get, list, put).",
+			Buckets: prometheus.ExponentialBuckets(.0005, 2.5, 10),
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_store_errors_total", Help: "Key store operations that failed (not-found and version conflicts are answers, not errors).",
+		}, []string{"op"}),
+		auditRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyd_audit_records_total", Help: "Audit records written.",
+		}),
+	}
+	m.jwksOK = m.jwksRequests.WithLabelValues("200")
+	m.jwks304 = m.jwksRequests.WithLabelValues("304")
+	for _, r := range []string{"missing", "unknown_token", "forbidden"} {
+		m.authFailures.WithLabelValues(r) // exported at 0 from the start, for rate()
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "keyd_build_info", Help: "Always 1; the labels say which keyd runs.",
+		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo, m.signed, m.signErrors, m.verifications, m.httpRequests, m.httpDuration, m.authFailures,
+		m.jwksRequests, m.rotations, m.destroyed, m.storeDuration, m.storeErrors, m.auditRecords,
+	)
+	return m
+}
+
+// Registry is where every keyd collector is registered.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// --- signer -------------------------------------------------------------------
+
+// KeySet implements signer.Observer: it resolves the key set's counters
+// once.
+func (m *Metrics) KeySet(name string) signer.KeySetObserver {
+	if m == nil {
+		return nop{}
+	}
+	k := &keySetCounters{m: m, name: name, signed: m.signed.WithLabelValues(name), valid: m.verifications.WithLabelValues(name, "valid")}
+	k.badRequest = m.signErrors.WithLabelValues(name, "bad_request")
+	for _, code := range signer.VerifyCodes {
+		k.failures = append(k.failures, codeCounter{code, m.verifications.WithLabelValues(name, code)})
+	}
+	return k
+}
+
+type nop struct{}
+
+func (nop) Signed()           {}
+func (nop) SignFailed(string) {}
+func (nop) Verified(string)   {}
+
+type codeCounter struct {
+	code string
+	c    prometheus.Counter
+}
+
+type keySetCounters struct {
+	m          *Metrics
+	name       string
+	signed     prometheus.Counter
+	badRequest prometheus.Counter
+	valid      prometheus.Counter
+	failures   []codeCounter // one per signer.VerifyCodes, in order
+}
+
+func (k *keySetCounters) Signed() { k.signed.Inc() }
+
+func (k *keySetCounters) SignFailed(code string) {
+	if code == "bad_request" {
+		k.badRequest.Inc()
+		return
+	}
+	k.m.signErrors.WithLabelValues(k.name, code).Inc() // rare: faults
+}
+
+func (k *keySetCounters) Verified(code string) {
+	if code == "" {
+		k.valid.Inc()
+		return
+	}
+	for _, f := range k.failures { // a handful of constant strings
+		if f.code == code {
+			f.c.Inc()
+			return
+		}
+	}
+	k.m.verifications.WithLabelValues(k.name, code).Inc()
+}
+
+// --- rotation -----------------------------------------------------------------
+
+// Event counts a rotation event (rotation.Options.Events).
+func (m *Metrics) Event(e rotation.Event) {
+	if m == nil {
+		return
+	}
+	switch e.Kind {
+	case rotation.EventRotated, rotation.EventRevoked:
+		m.rotations.WithLabelValues(e.KeySet, e.Trigger).Inc()
+	case rotation.EventDestroyed:
+		m.destroyed.WithLabelValues(e.KeySet).Inc()
+	}
+}
+
+// --- HTTP ---------------------------------------------------------------------
+
+// Route holds one route's HTTP collectors, resolved when the route is
+// registered. A nil *Route counts nothing.
+type Route struct {
+	requests *prometheus.CounterVec
+	pattern  string
+	duration prometheus.Observer
+	codes    [600]atomic.Pointer[prometheus.Counter] // by status code, resolved on first use
+}
+
+// Route returns the collectors of the route registered as pattern; "" is
+// for requests that matched no route.
+func (m *Metrics) Route(pattern string) *Route {
+	if m == nil {
+		return nil
+	}
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	return &Route{requests: m.httpRequests, pattern: pattern, duration: m.httpDuration.WithLabelValues(pattern)}
+}
+
+// Observe counts one answered request.
+func (r *Route) Observe(status int, d time.Duration) {
+	if r == nil {
+		return
+	}
+	if status == 0 { // the handler wrote nothing: net/http answers 200
+		status = http.StatusOK
+	}
+	r.duration.Observe(d.Seconds())
+	if status < 100 || status >= len(r.codes) {
+		r.requests.WithLabelValues(r.pattern, strconv.Itoa(status)).Inc()
+		return
+	}
+	c := r.codes[status].Load()
+	if c == nil {
+		counter := r.requests.WithLabelValues(r.pattern, strconv.Itoa(status))
+		c = &counter
+		r.codes[status].Store(c)
+	}
+	(*c).Inc()
+}
+
+// AuthFailure counts a refused caller: "missing", "unknown_token" or
+// "forbidden".
+func (m *Metrics) AuthFailure(reason string) {
+	if m != nil {
+		m.authFailures.WithLabelValues(reason).Inc()
+	}
+}
+
+// JWKSServed counts a JWKS answer: the document, or 304.
+func (m *Metrics) JWKSServed(notModified bool) {
+	switch {
+	case m == nil:
+	case notModified:
+		m.jwks304.Inc()
+	default:
+		m.jwksOK.Inc()
+	}
+}
+
+// --- audit --------------------------------------------------------------------
+
+// AuditRecorded counts n audit records written.
+func (m *Metrics) AuditRecorded(n int) {
+	if m != nil {
+		m.auditRecords.Add(float64(n))
+	}
+}
