@@ -42,6 +42,7 @@ type Error struct {
 	Kind   error
 	Code   string
 	Reason string
+	KID    string // the token's kid, when verification got that far
 }
 
 func (e *Error) Error() string { return e.Reason }
@@ -53,6 +54,16 @@ func invalid(format string, args ...any) error {
 
 func rejected(code, format string, args ...any) error {
 	return &Error{Kind: ErrInvalidToken, Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// KeyID returns the kid of the token a verification failure is about, or
+// "" when the token was refused before its key was looked up.
+func KeyID(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.KID
+	}
+	return ""
 }
 
 // Code returns the verification failure code of err, or "".

@@ -209,7 +209,14 @@ func (s *Signer) Verify(name, token string) (*Verified, error) {
 	return v, err
 }
 
-func (r *keyring) verifyToken(name, token string, now func() time.Time) (*Verified, error) {
+func (r *keyring) verifyToken(name, token string, now func() time.Time) (_ *Verified, err error) {
+	var kid string
+	defer func() {
+		var e *Error
+		if kid != "" && errors.As(err, &e) {
+			e.KID = kid
+		}
+	}()
 	msg, err := jws.Parse([]byte(token))
 	if err != nil || len(msg.Signatures()) != 1 {
 		return nil, rejected(CodeMalformed, "malformed token")
@@ -219,7 +226,7 @@ func (r *keyring) verifyToken(name, token string, now func() time.Time) (*Verifi
 	if alg.String() != string(r.alg) {
 		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
 	}
-	kid, _ := hdr.KeyID()
+	kid, _ = hdr.KeyID()
 	key, ok := r.verify[kid]
 	if !ok {
 		return nil, rejected(CodeUnknownKey, "unknown or revoked key id %q", kid)

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
 )
@@ -35,6 +36,10 @@ Client commands (against a running daemon; KEYD_ADDR and KEYD_TOKEN, or
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
+
+  keyd audit verify FILE...
+      Check the hash chain of audit files, oldest first (rotated files
+      before the current one). Exits 1 naming the first broken line.
 `
 
 func main() {
@@ -54,6 +59,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = client(cmd, rest, stdin, stdout)
 	case "token":
 		err = token(rest, stdout)
+	case "audit":
+		err = auditCmd(rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -117,7 +124,19 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log})
+	return daemon.Run(ctx, daemon.Options{Config: cfg, ConfigPath: *configPath, Logger: log})
+}
+
+func auditCmd(args []string, stdout io.Writer) error {
+	if len(args) < 2 || args[0] != "verify" {
+		return errors.New("usage: keyd audit verify FILE...")
+	}
+	res, err := audit.Verify(args[1:]...)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ok: %d records in %d file(s), chain intact\n", res.Records, res.Files)
+	return nil
 }
 
 func token(args []string, stdout io.Writer) error {

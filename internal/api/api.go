@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
@@ -44,6 +45,8 @@ type Options struct {
 	// at GET /metrics unless they have an address of their own.
 	Metrics      *metrics.Metrics
 	MetricsRoute bool
+	// Audit records security events (nil: no audit trail).
+	Audit *audit.Log
 	// Health reports whether the key sets are loaded (until then every
 	// endpoint but /healthz and /readyz answers 503) and the last store
 	// failure (nil when the store answers).
@@ -134,6 +137,8 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
 	case errors.As(err, &se) && errors.Is(err, signer.ErrInvalidRequest):
 		return errorf(http.StatusBadRequest, "bad_request", "%s", se.Reason)
+	case errors.Is(err, audit.ErrUnavailable):
+		return errorf(http.StatusServiceUnavailable, "audit_unavailable", "the audit trail cannot be written, and audit.required refuses to sign without it")
 	case errors.Is(err, keystore.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the key store is unavailable; try again")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -262,17 +267,19 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 		header := r.Header.Get("Authorization")
 		p, ok := s.Auth.Authenticate(header)
 		if !ok {
+			reason := "unknown_token"
 			if header == "" {
-				s.Metrics.AuthFailure("missing")
-			} else {
-				s.Metrics.AuthFailure("unknown_token")
+				reason = "missing"
 			}
+			s.Metrics.AuthFailure(reason)
+			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: reason, Route: r.Pattern, Remote: r.RemoteAddr})
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyd"`)
 			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token"))
 			return
 		}
 		if want := scope(r); !p.Can(want) {
 			s.Metrics.AuthFailure("forbidden")
+			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: "forbidden", Caller: p.Name, Scope: want, Route: r.Pattern, Remote: r.RemoteAddr})
 			writeError(w, errorf(http.StatusForbidden, "forbidden", "token %q lacks scope %q", p.Name, want))
 			return
 		}

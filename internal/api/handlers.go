@@ -2,6 +2,8 @@ package api
 
 import (
 	"errors"
+
+	"github.com/keyd-dev/keyd/audit"
 	"net/http"
 	"time"
 
@@ -73,12 +75,31 @@ func (s *server) sign(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	tok, err := s.Signer.Sign(r.PathValue("name"), req.Claims, ttl)
+	name := r.PathValue("name")
+	tok, err := s.Signer.Sign(name, req.Claims, ttl)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	// With audit.required the token is only handed out once its record
+	// is on disk.
+	if s.Audit != nil {
+		if err := s.Audit.Record(signedRecord(w, r, name, req.Claims, tok)); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, SignResponse{Token: tok.Token, KID: tok.KID, Alg: tok.Alg, ExpiresAt: tok.ExpiresAt})
+}
+
+// signedRecord is the audit record of a token handed out: who asked, for
+// which subject and audience, never the token or other claim values.
+func signedRecord(w http.ResponseWriter, r *http.Request, keyset string, claims signer.Claims, tok *signer.Token) audit.Record {
+	return audit.Record{
+		Event: audit.EventTokenSigned, KeySet: keyset, KID: tok.KID, JTI: tok.JTI,
+		Sub: audit.Claim(claims["sub"]), Aud: audit.Claim(claims["aud"]), Exp: tok.ExpiresAt.Unix(),
+		Caller: caller(w), Remote: r.RemoteAddr,
+	}
 }
 
 // parseTTL reads a request's optional ttl ("5m"); "" is 0, the default.
@@ -132,13 +153,18 @@ func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "%d items exceed the limit of %d per batch", n, MaxBatchItems))
 		return
 	}
-	batch, err := s.Signer.Batch(r.PathValue("name"))
+	name := r.PathValue("name")
+	batch, err := s.Signer.Batch(name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	results := make([]BatchResult, len(req.Items))
 	tokens := make([]SignResponse, len(req.Items))
+	var records []audit.Record
+	if s.Audit != nil {
+		records = make([]audit.Record, 0, len(req.Items))
+	}
 	for i, item := range req.Items {
 		ttl, err := parseTTL(item.TTL)
 		var tok *signer.Token
@@ -152,6 +178,13 @@ func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		tokens[i] = SignResponse{Token: tok.Token, KID: tok.KID, Alg: tok.Alg, ExpiresAt: tok.ExpiresAt}
 		results[i].SignResponse = &tokens[i]
+		if s.Audit != nil {
+			records = append(records, signedRecord(w, r, name, item.Claims, tok))
+		}
+	}
+	if err := s.Audit.RecordAll(records...); err != nil { // one write, one sync
+		s.fail(w, r, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string][]BatchResult{"results": results})
 }
@@ -181,6 +214,8 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	v, err := s.Signer.Verify(name, req.Token)
 	if errors.Is(err, signer.ErrInvalidToken) {
+		s.Audit.Note(audit.Record{Event: audit.EventVerifyFailed, KeySet: name, Reason: signer.Code(err),
+			KID: signer.KeyID(err), Caller: caller(w), Remote: r.RemoteAddr})
 		// An invalid token is an answer, not an error: 200 either way.
 		writeJSON(w, http.StatusOK, verifyResponse{Valid: false, Code: signer.Code(err), Error: err.Error()})
 		return

@@ -13,8 +13,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/internal/api"
@@ -39,11 +43,12 @@ const ShutdownTimeout = 10 * time.Second
 
 // Options configure Run.
 type Options struct {
-	Config    *config.Config
-	Logger    *slog.Logger
-	Generator keystore.Generator  // default keystore.GenerateMaterial
-	Now       func() time.Time    // default time.Now
-	Getenv    func(string) string // default os.Getenv
+	Config     *config.Config
+	ConfigPath string // the file Config came from; "" for the embedded default
+	Logger     *slog.Logger
+	Generator  keystore.Generator  // default keystore.GenerateMaterial
+	Now        func() time.Time    // default time.Now
+	Getenv     func(string) string // default os.Getenv
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully. It
@@ -78,6 +83,19 @@ func Run(ctx context.Context, o Options) error {
 		met = metrics.New()
 		obs, events = met, append(events, met.Event)
 	}
+	auditLog, err := openAudit(cfg.Audit, met, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := auditLog.Close(); err != nil {
+			log.Error("closing the audit trail", "err", err)
+		}
+	}()
+	if auditLog != nil {
+		events = append(events, auditLog.RotationEvent)
+		auditLog.Note(audit.Record{Event: audit.EventConfigLoaded, Detail: configDetail(o.ConfigPath, cfg)})
+	}
 	sg := signer.New(o.Now, obs)
 	pub := jwks.New()
 	mgr := rotation.NewManager(rotation.Options{
@@ -100,7 +118,7 @@ func Run(ctx context.Context, o Options) error {
 
 	handler := api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: api.NewAuthenticator(cfg.Auth.Tokens), Logger: log,
-		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "",
+		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "", Audit: auditLog,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -157,12 +175,23 @@ func Run(ctx context.Context, o Options) error {
 
 	go func() { served <- srv.Serve(ln) }()
 	var runErr error
-	select {
-	case err := <-served:
-		return fmt.Errorf("http server stopped: %w", err)
-	case runErr = <-fatal:
-		log.Error("fatal", "err", runErr)
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("http server stopped: %w", err)
+		case runErr = <-fatal:
+			log.Error("fatal", "err", runErr)
+			break wait
+		case <-hup:
+			log.Info("SIGHUP: reopening the audit trail")
+			auditLog.Reopen()
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
@@ -177,6 +206,35 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// openAudit opens the audit trail the config asks for, or returns nil.
+func openAudit(ac config.Audit, met *metrics.Metrics, log *slog.Logger) (*audit.Log, error) {
+	if ac.Path == "" {
+		return nil, nil
+	}
+	l, err := audit.Open(audit.Options{
+		Path: ac.Path, Required: ac.Required, Written: met.AuditRecorded,
+		Failed: func(err error) { log.Error("audit records could not be written", "err", err, "required", ac.Required) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("audit trail", "path", ac.Path, "required", ac.Required)
+	return l, nil
+}
+
+// configDetail describes a loaded config for the audit trail: where it
+// came from and what it serves, nothing secret.
+func configDetail(path string, cfg *config.Config) string {
+	if path == "" {
+		path = "embedded default"
+	}
+	names := make([]string, len(cfg.KeySets))
+	for i, ks := range cfg.KeySets {
+		names[i] = ks.Name
+	}
+	return fmt.Sprintf("%s; keysets %s; %d API tokens; backend %s", path, strings.Join(names, ","), len(cfg.Auth.Tokens), cfg.Storage.Backend)
 }
 
 func newServer(h http.Handler, log *slog.Logger) *http.Server {

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keyd-dev/keyd/backends/file"
+)
+
+// TestAuditTrail runs the real daemon with a required audit trail, makes
+// every kind of security event, and checks the file with `keyd audit
+// verify`: intact, then with one byte flipped.
+func TestAuditTrail(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir)
+	auditPath := filepath.Join(dir, "audit.log")
+	appendConfig(t, cfgPath, fmt.Sprintf("audit: {path: %q, required: true}\n", auditPath))
+	masterKey, err := file.NewMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"KEYD_MASTER_KEY=" + masterKey}
+	rec := &recorder{}
+	d := startDaemon(t, env, "--config", cfgPath)
+
+	var jtis, tokens []string
+	for _, ks := range []string{"es256", "hs256", "eddsa"} {
+		status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/"+ks+"/sign", serviceToken,
+			`{"claims": {"sub": "alice", "aud": ["billing", "ledger"], "secret_claim": "do-not-record"}, "ttl": "5m"}`)
+		if status != 200 {
+			t.Fatalf("sign %s: %d %s", ks, status, body)
+		}
+		var out struct{ Token string }
+		_ = json.Unmarshal(body, &out)
+		tokens = append(tokens, out.Token)
+		jtis = append(jtis, jtiOf(t, out.Token))
+	}
+	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es256/sign-batch", serviceToken, `{"items": [{"claims": {"sub": "b1"}}, {"claims": {"sub": "b2"}}]}`)
+	if status != 200 {
+		t.Fatalf("sign-batch: %d %s", status, body)
+	}
+	var batch struct{ Results []struct{ Token string } }
+	_ = json.Unmarshal(body, &batch)
+	for _, r := range batch.Results {
+		tokens = append(tokens, r.Token)
+		jtis = append(jtis, jtiOf(t, r.Token))
+	}
+	rec.call(t, "POST", d.addr+"/v1/keysets/es256/verify", serviceToken, `{"token": "not-a-token"}`)
+	rec.call(t, "POST", d.addr+"/v1/keysets/es256/sign", "", `{}`)
+	rec.call(t, "POST", d.addr+"/v1/keysets/es256/sign", "wrong-token", `{}`)
+	rec.call(t, "POST", d.addr+"/v1/keysets/es256/sign", adminToken, `{}`)
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es256/rotate", adminToken, `{"force": true}`); status != 200 {
+		t.Fatalf("rotate: %d %s", status, body)
+	}
+	var view struct{ Keys []struct{ KID, State string } }
+	_, body, _ = rec.call(t, "GET", d.addr+"/v1/keysets/es256", adminToken, "")
+	_ = json.Unmarshal(body, &view)
+	var pending string
+	for _, k := range view.Keys {
+		if k.State == "pending" {
+			pending = k.KID
+		}
+	}
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es256/keys/"+pending+"/revoke", adminToken, ``); status != 200 {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	d.stop()
+
+	code, out := runKeyd(t, nil, "", "audit", "verify", auditPath)
+	if code != 0 || !strings.Contains(out, "chain intact") {
+		t.Fatalf("audit verify: exit %d: %s", code, out)
+	}
+	data, err := os.ReadFile(auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(auditPath); fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit file mode %v", fi.Mode().Perm())
+	}
+	events := map[string]int{}
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var r struct{ Event, Reason, Trigger, Caller string }
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("audit line is not JSON: %s", line)
+		}
+		events[r.Event]++
+		if r.Event == "auth_failed" {
+			events["auth_failed:"+r.Reason]++
+		}
+		if r.Event == "rotated" {
+			events["rotated:"+r.Trigger+":"+r.Caller]++
+		}
+	}
+	for event, want := range map[string]int{
+		"config_loaded": 1, "keyset_created": 13, "token_signed": 5, "verify_failed": 1, "rotated": 1, "revoked": 1,
+		"auth_failed:missing": 1, "auth_failed:unknown_token": 1, "auth_failed:forbidden": 1,
+	} {
+		if events[event] != want {
+			t.Errorf("%d %s records, want %d (%v)", events[event], event, want, events)
+		}
+	}
+	for _, jti := range jtis {
+		if !bytes.Contains(data, []byte(`"jti":"`+jti+`"`)) {
+			t.Errorf("the audit trail lacks token %s", jti)
+		}
+	}
+	if !bytes.Contains(data, []byte(`"sub":"alice","aud":["billing","ledger"]`)) || !bytes.Contains(data, []byte(`"caller":"svc"`)) {
+		t.Errorf("token records lack sub, aud or the caller's name:\n%s", data)
+	}
+	for _, secret := range append(tokens, serviceToken, adminToken, "wrong-token", "do-not-record", masterKey) {
+		if bytes.Contains(data, []byte(secret)) {
+			t.Fatalf("the audit trail holds a secret: %.30s...", secret)
+		}
+	}
+	noSecretsAnywhere(t, filepath.Join(dir, "keyd.db"), masterKey, []string{string(data)})
+
+	// One flipped byte in line 3 is found and named.
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	off := len(lines[0]) + len(lines[1]) + len(lines[2]) - 10
+	data[off] ^= 0x01
+	if err := os.WriteFile(auditPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out = runKeyd(t, nil, "", "audit", "verify", auditPath)
+	if code == 0 || !strings.Contains(out, "audit.log:3:") {
+		t.Fatalf("audit verify of an altered file: exit %d: %s", code, out)
+	}
+}
+
+// TestRequiredAuditRefusesToSign points a required audit trail at a full
+// disk (/dev/full): signing answers 503 audit_unavailable and hands out no
+// token, while the JWKS is still served.
+func TestRequiredAuditRefusesToSign(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir)
+	appendConfig(t, cfgPath, "audit: {path: /dev/full, required: true}\n")
+	masterKey, _ := file.NewMasterKey()
+	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
+	rec := &recorder{}
+	for _, path := range []string{"/v1/keysets/es256/sign", "/v1/keysets/es256/sign-batch"} {
+		body := `{"claims": {"sub": "alice"}}`
+		if strings.HasSuffix(path, "batch") {
+			body = `{"items": [` + body + `]}`
+		}
+		status, out, _ := rec.call(t, "POST", d.addr+path, serviceToken, body)
+		if status != 503 || !strings.Contains(string(out), `"code":"audit_unavailable"`) || strings.Contains(string(out), "eyJ") {
+			t.Errorf("%s with the audit trail unwritable: %d %s", path, status, out)
+		}
+	}
+	if status, _, _ := rec.call(t, "GET", d.addr+"/.well-known/jwks.json", "", ""); status != 200 {
+		t.Errorf("JWKS: %d", status)
+	}
+	if !strings.Contains(d.log(), "audit records could not be written") {
+		t.Errorf("the failure was not logged:\n%s", d.log())
+	}
+	d.stop()
+}
+
+func appendConfig(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jtiOf(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", token)
+	}
+	var claims struct{ JTI string }
+	raw, err := decodeSegment(parts[1])
+	if err != nil || json.Unmarshal(raw, &claims) != nil || claims.JTI == "" {
+		t.Fatalf("no jti in %q", token)
+	}
+	return claims.JTI
+}
+
+func decodeSegment(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
