@@ -38,21 +38,24 @@ type Document struct {
 
 // Publisher keeps the rendered documents of every loaded key set.
 type Publisher struct {
-	mu   sync.Mutex // serialises Load; readers never take it
-	sets map[string]entry
-	docs atomic.Pointer[documents]
+	mu     sync.Mutex // serialises Load; readers never take it
+	sets   map[string]entry
+	issuer string
+	docs   atomic.Pointer[documents]
 }
 
 type entry struct {
 	version uint64
 	maxAge  time.Duration
+	alg     keystore.Algorithm
 	keys    []jwk.Key
 	doc     Document // the key set's own document, rendered when loaded
 }
 
 type documents struct {
-	all    Document
-	byName map[string]Document
+	all       Document
+	byName    map[string]Document
+	discovery *Document // nil without an issuer URL
 }
 
 // New returns a Publisher with no key sets: its global document is empty.
@@ -79,7 +82,17 @@ func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
 	if old, ok := p.sets[ks.Name]; ok && ks.Version != 0 && ks.Version < old.version {
 		return nil
 	}
-	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, keys: keys, doc: doc}
+	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, alg: ks.Algorithm, keys: keys, doc: doc}
+	return p.rebuild()
+}
+
+// SetIssuer serves an OpenID Connect discovery document for issuerURL
+// (e.g. https://keys.example.com), whose jwks_uri is the global JWKS under
+// it; "" serves none.
+func (p *Publisher) SetIssuer(issuerURL string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.issuer = strings.TrimSuffix(issuerURL, "/")
 	return p.rebuild()
 }
 
@@ -102,8 +115,50 @@ func (p *Publisher) rebuild() error {
 		return err
 	}
 	docs.all = doc
+	if p.issuer != "" {
+		d, err := p.renderDiscovery(minAge)
+		if err != nil {
+			return err
+		}
+		docs.discovery = &d
+	}
 	p.docs.Store(docs)
 	return nil
+}
+
+// renderDiscovery renders the OpenID Connect discovery document: the
+// fields verifiers that discover keys from an issuer read (the ones
+// Kubernetes' service account issuer discovery serves too). Only
+// algorithms whose keys are published are listed: HMAC keys never are.
+func (p *Publisher) renderDiscovery(maxAge time.Duration) (Document, error) {
+	algs := []string{}
+	for _, e := range p.sets {
+		if !e.alg.Symmetric() && !slices.Contains(algs, string(e.alg)) {
+			algs = append(algs, string(e.alg))
+		}
+	}
+	slices.Sort(algs)
+	body, err := json.Marshal(map[string]any{
+		"issuer":                                p.issuer,
+		"jwks_uri":                              p.issuer + "/.well-known/jwks.json",
+		"response_types_supported":              []string{"id_token"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": algs,
+	})
+	if err != nil {
+		return Document{}, fmt.Errorf("render discovery: %w", err)
+	}
+	return document(body, maxAge), nil
+}
+
+// Discovery returns the OpenID Connect discovery document, if an issuer
+// URL is set.
+func (p *Publisher) Discovery() (Document, bool) {
+	d := p.docs.Load().discovery
+	if d == nil {
+		return Document{}, false
+	}
+	return *d, true
 }
 
 // All returns the document with every key set's published keys; its max
@@ -152,8 +207,12 @@ func render(keys []jwk.Key, maxAge time.Duration) (Document, error) {
 	if err != nil {
 		return Document{}, fmt.Errorf("render JWKS: %w", err)
 	}
+	return document(body, maxAge), nil
+}
+
+func document(body []byte, maxAge time.Duration) Document {
 	sum := sha256.Sum256(body)
-	return Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, MaxAge: maxAge}, nil
+	return Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, MaxAge: maxAge}
 }
 
 // Write serves doc: 200 with the body, or 304 when the request's

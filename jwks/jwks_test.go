@@ -151,3 +151,36 @@ func TestEmpty(t *testing.T) {
 		t.Fatalf("empty JWKS = %s", got)
 	}
 }
+
+func TestDiscoveryDocument(t *testing.T) {
+	p := jwks.New()
+	if _, ok := p.Discovery(); ok {
+		t.Fatal("a discovery document without an issuer")
+	}
+	for _, alg := range []keystore.Algorithm{keystore.ES256, keystore.RS256, keystore.HS256} {
+		if err := p.Load(policy(string(alg), 2*time.Minute), keystoretest.KeySet(t, string(alg), alg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.SetIssuer("https://keys.example.com/"); err != nil {
+		t.Fatal(err)
+	}
+	doc, ok := p.Discovery()
+	if !ok || doc.MaxAge != 2*time.Minute || doc.ETag == "" {
+		t.Fatalf("discovery = %+v, %v", doc, ok)
+	}
+	var d struct {
+		Issuer  string   `json:"issuer"`
+		JWKSURI string   `json:"jwks_uri"`
+		Algs    []string `json:"id_token_signing_alg_values_supported"`
+		Types   []string `json:"response_types_supported"`
+		Subject []string `json:"subject_types_supported"`
+	}
+	if err := json.Unmarshal(doc.Body, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Issuer != "https://keys.example.com" || d.JWKSURI != "https://keys.example.com/.well-known/jwks.json" ||
+		!slices.Equal(d.Algs, []string{"ES256", "RS256"}) || !slices.Equal(d.Types, []string{"id_token"}) || !slices.Equal(d.Subject, []string{"public"}) {
+		t.Fatalf("discovery = %s", doc.Body)
+	}
+}

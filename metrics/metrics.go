@@ -78,7 +78,7 @@ func New() *Metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keyd_auth_failures_total", Help: "Refused API callers: missing credentials, unknown_token, or forbidden (lacking the scope).",
+			Name: "keyd_auth_failures_total", Help: "Refused API callers: missing credentials, unknown_token, unknown_client (a certificate naming no client), or forbidden (lacking the scope).",
 		}, []string{"reason"}),
 		jwksRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyd_jwks_requests_total", Help: "JWKS documents served (200) and revalidated (304).",
@@ -102,7 +102,7 @@ func New() *Metrics {
 	}
 	m.jwksOK = m.jwksRequests.WithLabelValues("200")
 	m.jwks304 = m.jwksRequests.WithLabelValues("304")
-	for _, r := range []string{"missing", "unknown_token", "forbidden"} {
+	for _, r := range []string{"missing", "unknown_token", "unknown_client", "forbidden"} {
 		m.authFailures.WithLabelValues(r) // exported at 0 from the start, for rate()
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -246,8 +246,8 @@ func (r *Route) Observe(status int, d time.Duration) {
 	(*c).Inc()
 }
 
-// AuthFailure counts a refused caller: "missing", "unknown_token" or
-// "forbidden".
+// AuthFailure counts a refused caller: "missing", "unknown_token",
+// "unknown_client" or "forbidden".
 func (m *Metrics) AuthFailure(reason string) {
 	if m != nil {
 		m.authFailures.WithLabelValues(reason).Inc()

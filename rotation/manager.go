@@ -71,15 +71,15 @@ type Options struct {
 // Manager owns the configured key sets' lifecycle in one process.
 type Manager struct {
 	store     keystore.Store
-	policies  map[string]keystore.Policy
+	conf      atomic.Pointer[settings] // replaced whole by Start and Reconfigure
 	gen       keystore.Generator
 	now       func() time.Time
 	log       *slog.Logger
 	listeners []Listener
 	events    []func(Event)
 
-	after     func(time.Duration) <-chan time.Time
-	schedules map[string]cron.Schedule // set by Start, read-only after
+	after func(time.Duration) <-chan time.Time
+	wake  atomic.Pointer[chan struct{}] // closed by Reconfigure: the scheduler looks again
 
 	mu      sync.Mutex // one transition at a time in this process
 	current atomic.Pointer[map[string]*keystore.KeySet]
@@ -94,8 +94,8 @@ type Manager struct {
 // NewManager returns a Manager; call Start before anything else.
 func NewManager(o Options) *Manager {
 	m := &Manager{
-		store: o.Store, policies: map[string]keystore.Policy{}, gen: o.Generator, now: o.Now, log: o.Logger,
-		listeners: o.Listeners, events: o.Events, after: o.After, schedules: map[string]cron.Schedule{}, waitLogged: map[string]string{},
+		store: o.Store, gen: o.Generator, now: o.Now, log: o.Logger,
+		listeners: o.Listeners, events: o.Events, after: o.After, waitLogged: map[string]string{},
 	}
 	if m.after == nil {
 		m.after = time.After
@@ -109,11 +109,27 @@ func NewManager(o Options) *Manager {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	conf := &settings{policies: map[string]keystore.Policy{}, schedules: map[string]cron.Schedule{}}
 	for _, p := range o.Policies {
-		m.policies[p.Name] = p
+		conf.policies[p.Name] = p
 	}
+	m.conf.Store(conf)
+	wake := make(chan struct{})
+	m.wake.Store(&wake)
 	m.current.Store(&map[string]*keystore.KeySet{})
 	return m
+}
+
+// settings are the configured key sets: their policies and parsed
+// schedules, never modified once stored.
+type settings struct {
+	policies  map[string]keystore.Policy
+	schedules map[string]cron.Schedule
+}
+
+func (m *Manager) policy(name string) (keystore.Policy, bool) {
+	p, ok := m.conf.Load().policies[name]
+	return p, ok
 }
 
 // Start loads every configured key set from the store, creating the ones
@@ -123,24 +139,15 @@ func NewManager(o Options) *Manager {
 func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, name := range slices.Sorted(maps.Keys(m.policies)) {
-		p := m.policies[name]
-		sched, err := ParseSchedule(p.Rotation)
+	conf, err := newSettings(slices.Collect(maps.Values(m.conf.Load().policies)))
+	if err != nil {
+		return err
+	}
+	m.conf.Store(conf)
+	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
+		p := conf.policies[name]
+		ks, err := m.load(ctx, p)
 		if err != nil {
-			return fmt.Errorf("key set %s: rotation %q: %w", name, p.Rotation, err)
-		}
-		m.schedules[name] = sched
-		ks, err := m.store.Get(ctx, name)
-		if errors.Is(err, keystore.ErrNotFound) {
-			ks, err = m.create(ctx, p)
-		}
-		if err != nil {
-			return fmt.Errorf("key set %s: %w", name, err)
-		}
-		if ks.Algorithm != p.Algorithm {
-			return fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", name, p.Algorithm, ks.Algorithm)
-		}
-		if err := ks.Check(); err != nil {
 			return err
 		}
 		if err := m.publish(p, ks); err != nil {
@@ -152,11 +159,106 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	for _, ks := range stored {
-		if _, ok := m.policies[ks.Name]; !ok {
+		if _, ok := conf.policies[ks.Name]; !ok {
 			m.log.Warn("key set is in the store but not in the config; it is not served", "keyset", ks.Name)
 		}
 	}
 	m.started.Store(true)
+	return nil
+}
+
+func newSettings(policies []keystore.Policy) (*settings, error) {
+	conf := &settings{policies: map[string]keystore.Policy{}, schedules: map[string]cron.Schedule{}}
+	for _, p := range policies {
+		sched, err := ParseSchedule(p.Rotation)
+		if err != nil {
+			return nil, fmt.Errorf("key set %s: rotation %q: %w", p.Name, p.Rotation, err)
+		}
+		conf.policies[p.Name], conf.schedules[p.Name] = p, sched
+	}
+	return conf, nil
+}
+
+// load reads the key set of p from the store, creating it when it does not
+// exist yet, and checks it. Callers hold m.mu.
+func (m *Manager) load(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
+	ks, err := m.store.Get(ctx, p.Name)
+	if errors.Is(err, keystore.ErrNotFound) {
+		ks, err = m.create(ctx, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key set %s: %w", p.Name, err)
+	}
+	if ks.Algorithm != p.Algorithm {
+		return nil, fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", p.Name, p.Algorithm, ks.Algorithm)
+	}
+	if err := ks.Check(); err != nil {
+		return nil, err
+	}
+	return ks, nil
+}
+
+// Reconfigure applies new key set settings while running (a config
+// reload): changed timings, issuer and schedules of existing key sets, and
+// new key sets, created in the store as at start. It refuses, changing
+// nothing in memory, a change of algorithm, the removal of a key set, or a
+// new key set it cannot load or create; a new key set created before such
+// a refusal stays in the store, unserved, as any stored key set missing
+// from the config does.
+func (m *Manager) Reconfigure(ctx context.Context, policies []keystore.Policy) error {
+	conf, err := newSettings(policies)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.conf.Load()
+	for name, p := range old.policies {
+		np, ok := conf.policies[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("key set %s: removing a key set needs a restart (its tokens may still be in use)", name)
+		case np.Algorithm != p.Algorithm:
+			return fmt.Errorf("key set %s: the algorithm cannot change from %s to %s; use a new key set name", name, p.Algorithm, np.Algorithm)
+		}
+	}
+	loaded := map[string]*keystore.KeySet{}
+	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
+		if _, ok := old.policies[name]; ok {
+			loaded[name] = (*m.current.Load())[name]
+			continue
+		}
+		ks, err := m.load(ctx, conf.policies[name])
+		if m.note(err) != nil {
+			return err
+		}
+		loaded[name] = ks
+	}
+	m.conf.Store(conf)
+	for name, ks := range loaded {
+		if ks == nil { // not loaded yet (start-up still retrying)
+			continue
+		}
+		if err := m.reload(conf.policies[name], ks); err != nil {
+			return err
+		}
+	}
+	wake := make(chan struct{})
+	close(*m.wake.Swap(&wake))
+	return nil
+}
+
+// reload hands ks to every listener with policy p even when that version
+// is loaded already (its settings changed). Callers hold m.mu.
+func (m *Manager) reload(p keystore.Policy, ks *keystore.KeySet) error {
+	for _, l := range m.listeners {
+		if err := l.Load(p, ks); err != nil {
+			return fmt.Errorf("load key set %s: %w", ks.Name, err)
+		}
+	}
+	next := maps.Clone(*m.current.Load())
+	next[ks.Name] = ks
+	m.current.Store(&next)
 	return nil
 }
 
@@ -189,7 +291,8 @@ func (m *Manager) Refresh(ctx context.Context) error {
 			return err
 		}
 		m.mu.Lock()
-		err = m.publish(m.policies[name], ks)
+		p, _ := m.policy(name)
+		err = m.publish(p, ks)
 		m.mu.Unlock()
 		if err != nil {
 			return err
@@ -271,11 +374,12 @@ func (m *Manager) KeySet(name string) (*keystore.KeySet, keystore.Policy, error)
 	if !ok {
 		return nil, keystore.Policy{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
-	return ks, m.policies[name], nil
+	p, _ := m.policy(name)
+	return ks, p, nil
 }
 
 // Names lists the configured key sets.
-func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.policies)) }
+func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.conf.Load().policies)) }
 
 // transition applies a manual transition to the key set called name: with
 // this process's transitions serialised, it makes a fresh key (the new
@@ -283,7 +387,7 @@ func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.policies))
 // apply to the stored state inside keystore.Update, and publishes the
 // result.
 func (m *Manager) transition(ctx context.Context, name string, apply func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, keystore.Key, error) {
-	p, ok := m.policies[name]
+	p, ok := m.policy(name)
 	if !ok {
 		return nil, keystore.Key{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
@@ -311,7 +415,8 @@ func (m *Manager) transition(ctx context.Context, name string, apply func(ks *ke
 func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystore.KeySet, error) {
 	ks, next, err := m.transition(ctx, name, func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error) {
 		if pending, ok := ks.Pending(); ok && !force {
-			if safeAt := pending.CreatedAt.Add(m.policies[name].PublishedFor()); now.Before(safeAt) {
+			p, _ := m.policy(name)
+			if safeAt := pending.CreatedAt.Add(p.PublishedFor()); now.Before(safeAt) {
 				return nil, &TooEarlyError{KeySet: name, KID: pending.ID, SafeAt: safeAt}
 			}
 		}

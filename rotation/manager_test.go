@@ -159,3 +159,53 @@ func TestRevoke(t *testing.T) {
 		t.Fatalf("store at version %d, manager at %d", stored.Version, out.Version)
 	}
 }
+
+func TestReconfigure(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	store := openStore(t, filepath.Join(t.TempDir(), "keyd.db"))
+	defer store.Close()
+	p := policy(keystore.ES256)
+	m, sg := start(t, store, c, p)
+	ctx := context.Background()
+
+	// A longer token_ttl and a new key set.
+	longer := p
+	longer.TokenTTL = time.Hour
+	extra := policy(keystore.EdDSA)
+	extra.Name = "extra"
+	if err := m.Reconfigure(ctx, []keystore.Policy{longer, extra}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sg.Sign("default", nil, 30*time.Minute); err != nil {
+		t.Fatalf("the new token_ttl is not in force: %v", err)
+	}
+	if _, err := sg.Sign("extra", nil, 0); err != nil {
+		t.Fatalf("the new key set does not sign: %v", err)
+	}
+	if _, err := store.Get(ctx, "extra"); err != nil {
+		t.Fatalf("the new key set is not stored: %v", err)
+	}
+	if got := m.Names(); len(got) != 2 {
+		t.Fatalf("Names = %v", got)
+	}
+
+	// Refused whole: an algorithm change, a removal, a bad schedule.
+	changed := longer
+	changed.Algorithm = keystore.ES384
+	badSchedule := extra
+	badSchedule.Rotation = "not cron"
+	for name, ps := range map[string][]keystore.Policy{
+		"algorithm":       {changed, extra},
+		"removing":        {longer},
+		"not cron":        {longer, badSchedule},
+		"new key set bad": {longer, extra, {Name: "rsa", Algorithm: keystore.RS256, Rotation: "@daily", RSABits: 1000}},
+	} {
+		if err := m.Reconfigure(ctx, ps); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	_, got, _ := m.KeySet("default")
+	if got.TokenTTL != time.Hour || len(m.Names()) != 2 {
+		t.Fatalf("a refused reconfiguration changed the settings: %+v %v", got, m.Names())
+	}
+}

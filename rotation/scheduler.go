@@ -28,13 +28,14 @@ const (
 // restart or from several replicas never rotate twice. The new key is made
 // before the write; signing goes on meanwhile.
 func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
-	p, ok := m.policies[name]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	conf := m.conf.Load() // under m.mu: Reconfigure cannot change it meanwhile
+	p, ok := conf.policies[name]
 	if !ok {
 		return Plan{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
-	sched := m.schedules[name]
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	sched := conf.schedules[name]
 
 	cur, err := m.store.Get(ctx, name)
 	if m.note(err) != nil {
@@ -114,12 +115,25 @@ func (m *Manager) logWait(name string, ks *keystore.KeySet, plan Plan) {
 // missed while keyd was down) and then whenever its plan says something
 // becomes due, until ctx is cancelled. Failed ticks are retried with
 // exponential backoff and logged. It returns when every loop has stopped.
+// Key sets added by Reconfigure get a loop of their own when they appear.
 func (m *Manager) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, name := range m.Names() {
-		wg.Go(func() { m.loop(ctx, name) })
+	defer wg.Wait()
+	looping := map[string]bool{}
+	for {
+		wake := *m.wake.Load()
+		for _, name := range m.Names() {
+			if !looping[name] {
+				looping[name] = true
+				wg.Go(func() { m.loop(ctx, name) })
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		}
 	}
-	wg.Wait()
 }
 
 func (m *Manager) loop(ctx context.Context, name string) {
@@ -145,6 +159,7 @@ func (m *Manager) loop(ctx context.Context, name string) {
 		case <-ctx.Done():
 			return
 		case <-m.after(wait):
+		case <-*m.wake.Load(): // settings changed: decide again
 		}
 	}
 }
@@ -157,7 +172,7 @@ func (m *Manager) NextRotation(name string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	sched, ok := m.schedules[name]
+	sched, ok := m.conf.Load().schedules[name]
 	if !ok {
 		return time.Time{}, errors.New("manager not started")
 	}

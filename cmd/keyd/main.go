@@ -96,7 +96,9 @@ func serve(args []string, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	hopts := &slog.HandlerOptions{Level: level}
+	levelVar := new(slog.LevelVar)
+	levelVar.Set(level)
+	hopts := &slog.HandlerOptions{Level: levelVar}
 	var handler slog.Handler
 	switch *logFormat {
 	case "text":
@@ -119,17 +121,14 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return daemon.Run(ctx, daemon.Options{Config: cfg, ConfigPath: *configPath, Logger: log})
+	return daemon.Run(ctx, daemon.Options{Config: cfg, ConfigPath: *configPath, Listen: *listen, Logger: log, LogLevel: levelVar})
 }
 
 func auditCmd(args []string, stdout io.Writer) error {
 	if len(args) < 2 || args[0] != "verify" {
-		return errors.New("usage: keyd audit verify FILE...")
+		return errors.New("usage: keyd audit verify FILE [FILE]... (oldest first)")
 	}
 	res, err := audit.Verify(args[1:]...)
 	if err != nil {

@@ -47,6 +47,8 @@ type Options struct {
 	MetricsRoute bool
 	// Audit records security events (nil: no audit trail).
 	Audit *audit.Log
+	// Reload re-reads the config file (POST /v1/reload); nil: not offered.
+	Reload func(context.Context) error
 	// Health reports whether the key sets are loaded (until then every
 	// endpoint but /healthz and /readyz answers 503) and the last store
 	// failure (nil when the store answers).
@@ -85,6 +87,10 @@ func New(o Options) http.Handler {
 	handle("GET /v1/keysets/{name}", s.loaded(s.admin(s.getKeySet)))
 	handle("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
 	handle("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
+	handle("GET /.well-known/openid-configuration", s.loaded(s.discovery))
+	if o.Reload != nil {
+		handle("POST /v1/reload", s.admin(s.reload))
+	}
 	return s.recoverer(s.logRequests(jsonFallback(mux)))
 }
 
@@ -264,23 +270,22 @@ func (s *server) loaded(next http.HandlerFunc) http.HandlerFunc {
 // authenticated runs next for a caller whose token holds scope(r).
 func (s *server) authenticated(scope func(*http.Request) string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		header := r.Header.Get("Authorization")
-		p, ok := s.Auth.Authenticate(header)
-		if !ok {
-			reason := "unknown_token"
-			if header == "" {
-				reason = "missing"
-			}
+		p, reason := s.Auth.AuthenticateRequest(r)
+		if p == nil {
 			s.Metrics.AuthFailure(reason)
 			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: reason, Route: r.Pattern, Remote: r.RemoteAddr})
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyd"`)
-			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token"))
+			msg := "missing or unknown bearer token"
+			if reason == ReasonUnknownClient {
+				msg = "the client certificate names no configured client"
+			}
+			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "%s", msg))
 			return
 		}
 		if want := scope(r); !p.Can(want) {
-			s.Metrics.AuthFailure("forbidden")
-			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: "forbidden", Caller: p.Name, Scope: want, Route: r.Pattern, Remote: r.RemoteAddr})
-			writeError(w, errorf(http.StatusForbidden, "forbidden", "token %q lacks scope %q", p.Name, want))
+			s.Metrics.AuthFailure(ReasonForbidden)
+			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: ReasonForbidden, Caller: p.Name, Scope: want, Route: r.Pattern, Remote: r.RemoteAddr})
+			writeError(w, errorf(http.StatusForbidden, "forbidden", "caller %q lacks scope %q", p.Name, want))
 			return
 		}
 		if rec, ok := w.(*statusRecorder); ok {

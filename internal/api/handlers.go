@@ -41,6 +41,31 @@ func (s *server) jwksAll(w http.ResponseWriter, r *http.Request) {
 	s.Metrics.JWKSServed(jwks.Write(w, r, s.JWKS.All()))
 }
 
+// discovery serves OpenID Connect discovery when issuer_url is set.
+func (s *server) discovery(w http.ResponseWriter, r *http.Request) {
+	doc, ok := s.JWKS.Discovery()
+	if !ok {
+		writeError(w, errorf(http.StatusNotFound, "not_found", "no issuer_url is configured, so there is no discovery document"))
+		return
+	}
+	jwks.Write(w, r, doc)
+}
+
+// reload re-reads the config file; a refused config changes nothing and
+// the answer says why.
+func (s *server) reload(w http.ResponseWriter, r *http.Request) {
+	if err := decode(w, r, &struct{}{}, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("config reload requested", "caller", caller(w))
+	if err := s.Reload(r.Context()); err != nil {
+		s.fail(w, r, errorf(http.StatusUnprocessableEntity, "reload_refused", "%s", err.Error()))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+}
+
 func (s *server) jwksKeySet(w http.ResponseWriter, r *http.Request) {
 	doc, ok := s.JWKS.KeySet(r.PathValue("name"))
 	if !ok {

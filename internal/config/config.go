@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -32,7 +34,21 @@ type Config struct {
 	Auth    Auth     `yaml:"auth"`
 	Metrics Metrics  `yaml:"metrics"`
 	Audit   Audit    `yaml:"audit"`
+	TLS     TLS      `yaml:"tls"`
+	// IssuerURL, when set, serves OpenID Connect discovery for it.
+	IssuerURL string `yaml:"issuer_url"`
+	LogLevel  string `yaml:"log_level"` // debug, info, warn, error; "" keeps --log-level
 }
+
+// TLS serves HTTPS, and optionally authenticates clients by certificate.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"` // CA bundle for client certificates (auth.clients)
+}
+
+// On reports whether HTTPS is configured.
+func (t TLS) On() bool { return t.CertFile != "" }
 
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
@@ -104,9 +120,19 @@ type KeySet struct {
 	Issuer     string         `yaml:"issuer"`
 }
 
-// Auth lists the API tokens.
+// Auth lists the API's callers: bearer tokens, and clients that present a
+// certificate (with tls.client_ca_file).
 type Auth struct {
-	Tokens []Token `yaml:"tokens"`
+	Tokens  []Token  `yaml:"tokens"`
+	Clients []Client `yaml:"clients"`
+}
+
+// Client is a caller identified by its TLS client certificate: a SAN URI
+// (e.g. a SPIFFE ID, spiffe://example.org/billing) or DNS name.
+type Client struct {
+	Name    string   `yaml:"name"`
+	Subject string   `yaml:"subject"`
+	Scopes  []string `yaml:"scopes"`
 }
 
 // Token is one API token: its name (for logs), the hex SHA-256 of the
@@ -255,6 +281,26 @@ func (c *Config) Validate() error {
 			bad("metrics.listen", "%q is not host:port (%v)", c.Metrics.Listen, err)
 		}
 	}
+	switch t := c.TLS; {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		bad("tls", "cert_file and key_file go together")
+	case t.ClientCAFile != "" && t.CertFile == "":
+		bad("tls.client_ca_file", "needs tls.cert_file and tls.key_file: client certificates need HTTPS")
+	}
+	if len(c.Auth.Clients) > 0 && c.TLS.ClientCAFile == "" {
+		bad("auth.clients", "needs tls.client_ca_file to verify the clients' certificates")
+	}
+	if c.IssuerURL != "" {
+		if u, err := url.Parse(c.IssuerURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "" {
+			bad("issuer_url", "%q must be an absolute URL (https in production) without query or fragment (OpenID Connect Discovery)", c.IssuerURL)
+		}
+	}
+	if c.LogLevel != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+			bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
+		}
+	}
 	if c.Audit.Required && c.Audit.Path == "" {
 		bad("audit.required", "needs audit.path: there is nowhere to write the records")
 	}
@@ -352,6 +398,30 @@ func (c *Config) Validate() error {
 			bad(f+".scopes", "is empty: the token could do nothing")
 		}
 		for j, sc := range tok.Scopes {
+			if reason := checkScope(sc, names); reason != "" {
+				bad(fmt.Sprintf("%s.scopes[%d]", f, j), "%s", reason)
+			}
+		}
+	}
+	subjects := map[string]bool{}
+	for i, cl := range c.Auth.Clients {
+		f := fmt.Sprintf("auth.clients[%d]", i)
+		if cl.Name == "" {
+			bad(f+".name", "is required")
+		} else if tokenNames[cl.Name] {
+			bad(f+".name", "%q is used by another token or client", cl.Name)
+		}
+		tokenNames[cl.Name] = true
+		if u, err := url.Parse(cl.Subject); cl.Subject == "" || err != nil || (u.Scheme == "" && strings.ContainsAny(cl.Subject, "/:@ ")) {
+			bad(f+".subject", "%q must be a URI SAN (spiffe://domain/path) or a DNS name of the client's certificate", cl.Subject)
+		} else if subjects[cl.Subject] {
+			bad(f+".subject", "%q is used by another client", cl.Subject)
+		}
+		subjects[cl.Subject] = true
+		if len(cl.Scopes) == 0 {
+			bad(f+".scopes", "is empty: the client could do nothing")
+		}
+		for j, sc := range cl.Scopes {
 			if reason := checkScope(sc, names); reason != "" {
 				bad(fmt.Sprintf("%s.scopes[%d]", f, j), "%s", reason)
 			}

@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/tlsconf"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/metrics"
@@ -45,10 +47,14 @@ const ShutdownTimeout = 10 * time.Second
 type Options struct {
 	Config     *config.Config
 	ConfigPath string // the file Config came from; "" for the embedded default
+	Listen     string // overrides Config.Listen (keyd serve --listen)
 	Logger     *slog.Logger
-	Generator  keystore.Generator  // default keystore.GenerateMaterial
-	Now        func() time.Time    // default time.Now
-	Getenv     func(string) string // default os.Getenv
+	// LogLevel is the level of Logger's handler, which the config's
+	// log_level sets at start and on reload; nil: not adjustable.
+	LogLevel  *slog.LevelVar
+	Generator keystore.Generator  // default keystore.GenerateMaterial
+	Now       func() time.Time    // default time.Now
+	Getenv    func(string) string // default os.Getenv
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully. It
@@ -63,8 +69,25 @@ func Run(ctx context.Context, o Options) error {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
+	if o.LogLevel == nil {
+		o.LogLevel = new(slog.LevelVar)
+	}
 	log := o.Logger
 	cfg := o.Config
+	if cfg.LogLevel != "" {
+		_ = o.LogLevel.UnmarshalText([]byte(cfg.LogLevel)) // validated
+	}
+	listen := cfg.Listen
+	if o.Listen != "" {
+		listen = o.Listen
+	}
+	var tlsSrv *tlsconf.Server
+	if cfg.TLS.On() {
+		tlsSrv = &tlsconf.Server{}
+		if err := tlsSrv.Load(cfg.TLS); err != nil {
+			return err
+		}
+	}
 
 	store, err := openStore(cfg.Storage, o.Getenv, log)
 	if err != nil {
@@ -98,6 +121,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	sg := signer.New(o.Now, obs)
 	pub := jwks.New()
+	if err := pub.SetIssuer(cfg.IssuerURL); err != nil {
+		return err
+	}
 	mgr := rotation.NewManager(rotation.Options{
 		Store: met.Store(store), Policies: cfg.Policies(), Generator: o.Generator, Now: o.Now,
 		Logger: log, Listeners: []rotation.Listener{sg, pub}, Events: events,
@@ -112,19 +138,30 @@ func Run(ctx context.Context, o Options) error {
 	if startErr != nil && !errors.Is(startErr, keystore.ErrUnavailable) {
 		return startErr
 	}
-	if len(cfg.Auth.Tokens) == 0 {
-		log.Warn("no API tokens configured: only the JWKS and health endpoints can be used")
+	if len(cfg.Auth.Tokens) == 0 && len(cfg.Auth.Clients) == 0 {
+		log.Warn("no API tokens or clients configured: only the JWKS and health endpoints can be used")
 	}
 
+	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
+	rl := &reloader{path: o.ConfigPath, log: log, level: o.LogLevel, auth: auth, tls: tlsSrv, mgr: mgr, pub: pub, audit: auditLog, cur: cfg}
 	handler := api.New(api.Options{
-		Signer: sg, JWKS: pub, Manager: mgr, Auth: api.NewAuthenticator(cfg.Auth.Tokens), Logger: log,
+		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: log,
 		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "", Audit: auditLog,
+		Reload: rl.Reload,
 	})
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
 	srv := newServer(handler, log)
+	scheme := "http"
+	if tlsSrv != nil {
+		scheme = "https"
+		srv.TLSConfig, _ = tlsSrv.Config()
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	} else if !isLoopback(ln.Addr()) {
+		log.Warn("listening beyond loopback without TLS: API tokens and tokens cross the network in clear; set tls.cert_file and tls.key_file", "addr", ln.Addr().String())
+	}
 	servers := []*http.Server{srv}
 	served := make(chan error, 2)
 	if met != nil && cfg.Metrics.Listen != "" {
@@ -140,7 +177,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Info("metrics listening", "addr", mln.Addr().String())
 		go func() { served <- msrv.Serve(mln) }()
 	}
-	log.Info("keyd listening", "addr", ln.Addr().String(), "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
+	log.Info("keyd listening", "addr", ln.Addr().String(), "scheme", scheme, "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
 
 	// Background work (finishing start-up, the rotation scheduler and, for
 	// a shared store, polling for other replicas' changes) stops with the
@@ -187,8 +224,9 @@ wait:
 			log.Error("fatal", "err", runErr)
 			break wait
 		case <-hup:
-			log.Info("SIGHUP: reopening the audit trail")
+			log.Info("SIGHUP: reloading the config and reopening the audit trail")
 			auditLog.Reopen()
+			_ = rl.Reload(ctx) // logs and audits the outcome itself
 		case <-ctx.Done():
 			break wait
 		}
@@ -235,6 +273,11 @@ func configDetail(path string, cfg *config.Config) string {
 		names[i] = ks.Name
 	}
 	return fmt.Sprintf("%s; keysets %s; %d API tokens; backend %s", path, strings.Join(names, ","), len(cfg.Auth.Tokens), cfg.Storage.Backend)
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 func newServer(h http.Handler, log *slog.Logger) *http.Server {
