@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -302,6 +304,21 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 	if value(after, "keyd_store_up", nil) != 1 {
 		t.Error("keyd_store_up is not 1")
+	}
+
+	// Every keyd metric the shipped alert rules use exists.
+	rules, err := os.ReadFile("../configs/prometheus-alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`keyd_[a-z_]+`).FindAllString(string(rules), -1)
+	if len(names) < 5 {
+		t.Fatalf("found only %v in the alert rules", names)
+	}
+	for _, name := range names {
+		if _, ok := after[name]; !ok {
+			t.Errorf("configs/prometheus-alerts.yaml uses %s, which keyd does not export", name)
+		}
 	}
 
 	// No label value carries what a caller sent.

@@ -14,6 +14,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+scripts/check-ops-files.sh
 
 KEYD_TEST_BAO=$(scripts/dev-vault.sh build)
 export KEYD_TEST_BAO

@@ -156,7 +156,14 @@ func (s *Store) maintainAuth(ctx context.Context, login func(context.Context) (*
 			return
 		}
 		if err != nil {
-			s.setAuthErr(fmt.Errorf("vault login: %w", err))
+			// A static token that Vault could not be asked about (a
+			// timeout, Vault down) may well be fine: requests say for
+			// themselves whether Vault answers. Only an answer (a bad
+			// token), or a failed login, stops them here.
+			var answered *vault.ResponseError
+			if canRelogin || errors.As(err, &answered) {
+				s.setAuthErr(fmt.Errorf("vault login: %w", err))
+			}
 			s.log.Warn("vault authentication failed; retrying", "retry_in", backoff, "err", err)
 			if !sleep(ctx, backoff) {
 				return

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -90,16 +92,36 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 	tok := fs.String("token", os.Getenv("KEYD_TOKEN"), "API token (KEYD_TOKEN)")
 	force := fs.Bool("force", false, "rotate: rotate even if the pending key has not been published for jwks_max_age (emergency)")
 	ttl := fs.String("ttl", "", "sign: token lifetime, e.g. 5m (default: the key set's token_ttl)")
+	caFile := fs.String("ca-file", os.Getenv("KEYD_CA_FILE"), "PEM CA bundle to trust for an https KEYD_ADDR (KEYD_CA_FILE; default: the system's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c := &apiClient{addr: *addr, token: strings.TrimSpace(*tok), http: &http.Client{Timeout: 60 * time.Second}}
-	want := map[string]int{"keysets": 0, "rotate": 1, "revoke": 2, "sign": 1, "verify": 1}[cmd]
+	hc := &http.Client{Timeout: 60 * time.Second}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca-file: %s holds no PEM certificate", *caFile)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	c := &apiClient{addr: *addr, token: strings.TrimSpace(*tok), http: hc}
+	want := map[string]int{"keysets": 0, "rotate": 1, "revoke": 2, "sign": 1, "verify": 1, "status": 0, "reload": 0}[cmd]
 	if fs.NArg() != want {
 		return fmt.Errorf("want %d argument(s), got %d (see keyd help)", want, fs.NArg())
 	}
 	a := fs.Args()
 	switch cmd {
+	case "status":
+		return status(c, stdout)
+	case "reload":
+		if err := c.do("POST", "/v1/reload", nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "reloaded")
 	case "keysets":
 		var out struct {
 			KeySets []api.KeySetView `json:"keysets"`
@@ -163,6 +185,56 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 		}
 	}
 	return nil
+}
+
+// status prints what an operator looks at first: readiness and the store,
+// then each key set's active key, its age and the next rotation.
+func status(c *apiClient, w io.Writer) error {
+	var ready map[string]string
+	err := c.do("GET", "/readyz", nil, &ready)
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae): // 503 while starting carries no error body of this shape
+		return err
+	case err != nil && !strings.Contains(err.Error(), "HTTP 503"):
+		return err
+	case err != nil:
+		ready = map[string]string{"status": "starting", "store": "unavailable"}
+	}
+	fmt.Fprintf(w, "keyd at %s: %s, store %s", c.addr, ready["status"], ready["store"])
+	if ready["reason"] != "" {
+		fmt.Fprintf(w, " (%s)", ready["reason"])
+	}
+	fmt.Fprintln(w)
+	if ready["status"] == "starting" {
+		return nil
+	}
+	var out struct {
+		KeySets []api.KeySetView `json:"keysets"`
+	}
+	if err := c.do("GET", "/v1/keysets", nil, &out); err != nil {
+		return err
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nKEYSET\tALG\tACTIVE KID\tACTIVE FOR\tNEXT ROTATION\tKEYS (P/A/R/X)")
+	for _, ks := range out.KeySets {
+		counts := map[string]int{}
+		active, age := "-", "-"
+		for _, k := range ks.Keys {
+			counts[k.State]++
+			if k.State == "active" {
+				active, age = k.KID, now.Sub(k.ActivatedAt).Round(time.Second).String()
+			}
+		}
+		next := stamp(ks.NextRotation)
+		if !ks.NextRotation.IsZero() {
+			next += " (in " + ks.NextRotation.Sub(now).Round(time.Second).String() + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d\n", ks.Name, ks.Algorithm, active, age, next,
+			counts["pending"], counts["active"], counts["retired"], counts["revoked"])
+	}
+	return tw.Flush()
 }
 
 func printKeySets(w io.Writer, sets ...api.KeySetView) {

@@ -27,12 +27,14 @@ Usage:
       key and admin token in the data folder).
 
 Client commands (against a running daemon; KEYD_ADDR and KEYD_TOKEN, or
---addr and --token):
+--addr and --token; KEYD_CA_FILE or --ca-file to trust a private CA):
+  keyd status                  readiness, store, each key set's active key and next rotation
   keyd keysets                 list key sets and their keys
   keyd rotate [--force] KEYSET rotate now (--force: even if the pending key is too young)
   keyd revoke KEYSET KID       revoke a key at once
   keyd sign [--ttl 5m] KEYSET  sign the claims JSON read from stdin; prints the token
   keyd verify KEYSET           verify the token read from stdin
+  keyd reload                  make the daemon re-read its config file (as SIGHUP)
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
@@ -55,7 +57,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = serve(rest, stderr)
-	case "keysets", "rotate", "revoke", "sign", "verify":
+	case "keysets", "rotate", "revoke", "sign", "verify", "status", "reload":
 		err = client(cmd, rest, stdin, stdout)
 	case "token":
 		err = token(rest, stdout)

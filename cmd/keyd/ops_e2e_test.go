@@ -197,6 +197,16 @@ keysets:
 		t.Fatalf("discovery: %d %s", code, body)
 	}
 
+	// keyd status, over HTTPS with the CA given to the CLI.
+	cli := []string{"--addr", base, "--token", adminToken, "--ca-file", filepath.Join(dir, "clients-ca.pem")}
+	code, out := runKeyd(t, nil, "", append([]string{"status"}, cli...)...)
+	if code != 0 || !strings.Contains(out, "ready, store ok") || !strings.Contains(out, "es256") || !strings.Contains(out, "1/1/0/0") {
+		t.Fatalf("keyd status: exit %d:\n%s", code, out)
+	}
+	if code, out := runKeyd(t, nil, "", "status", "--addr", base, "--token", adminToken); code == 0 || !strings.Contains(out, "certificate") {
+		t.Fatalf("keyd status without the CA: exit %d: %s", code, out)
+	}
+
 	// Renew the certificate, add a token and a key set, raise the log
 	// level; SIGHUP applies all of it.
 	certPEM, keyPEM, _ = ca.issue(t, 101, true, "")
@@ -225,6 +235,10 @@ keysets:
 	}
 	do(t, anon, "GET", base+"/healthz", "", "")
 	waitFor(t, "debug logging", func() bool { return strings.Contains(d.log(), `"level":"DEBUG"`) })
+
+	if code, out := runKeyd(t, nil, "", append([]string{"reload"}, cli...)...); code != 0 || !strings.Contains(out, "reloaded") {
+		t.Fatalf("keyd reload: exit %d: %s", code, out)
+	}
 
 	// Broken configs are refused whole, by SIGHUP and by the API.
 	writeFile(t, cfgPath, []byte(config(lateKeySet, lateEntry, "ES256")+"keysets_typo: []\n"))
