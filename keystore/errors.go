@@ -34,4 +34,8 @@ var (
 	// ErrNoChange may be returned by an Update function to leave the key
 	// set as it is; Update then returns the current key set and no error.
 	ErrNoChange = errors.New("no change")
+
+	// ErrInvalidPolicy is returned when a request would widen a key set's
+	// configured verify policy.
+	ErrInvalidPolicy = errors.New("invalid verify policy")
 )

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +208,27 @@ func TestPrivateKeyRejectsWrongCurve(t *testing.T) {
 	r.Algorithm = keystore.ES256
 	if _, err := r.PrivateKey(); !errors.Is(err, keystore.ErrCorrupt) {
 		t.Fatalf("RSA key parsed as ES256: %v", err)
+	}
+}
+
+func TestVerifyPolicyNarrow(t *testing.T) {
+	vp := keystore.VerifyPolicy{Audience: []string{"a", "b"}, Issuer: "https://i", RequiredClaims: []string{"sub"}}
+	got, err := vp.Narrow([]string{"b"}, "https://i", []string{"scope"})
+	if err != nil || !slices.Equal(got.Audience, []string{"b"}) || got.Issuer != "https://i" || !slices.Equal(got.RequiredClaims, []string{"sub", "scope"}) {
+		t.Fatalf("Narrow = %+v, %v", got, err)
+	}
+	if got, _ := vp.Narrow(nil, "", nil); !slices.Equal(got.Audience, vp.Audience) || got.Issuer != vp.Issuer {
+		t.Fatalf("an empty request dropped the defaults: %+v", got)
+	}
+	for _, bad := range []func() error{
+		func() error { _, err := vp.Narrow([]string{"c"}, "", nil); return err },
+		func() error { _, err := vp.Narrow(nil, "https://other", nil); return err },
+	} {
+		if err := bad(); !errors.Is(err, keystore.ErrInvalidPolicy) {
+			t.Errorf("widening accepted: %v", err)
+		}
+	}
+	if got, err := (keystore.VerifyPolicy{}).Narrow([]string{"x"}, "https://y", nil); err != nil || got.Audience[0] != "x" || got.Issuer != "https://y" {
+		t.Fatalf("no defaults: %+v %v", got, err)
 	}
 }

@@ -1,6 +1,10 @@
 package keystore
 
-import "time"
+import (
+	"fmt"
+	"slices"
+	"time"
+)
 
 // Policy is a key set's configured settings: what keys it makes, when it
 // rotates, and the timings every lifecycle decision derives from.
@@ -18,6 +22,8 @@ type Policy struct {
 	// write, then the re-render), the poll interval more for replicas
 	// sharing Vault.
 	PublishDelay time.Duration
+	// Verify is what the verify endpoint requires of every token.
+	Verify VerifyPolicy
 }
 
 // PublishedFor is how long a pending key must have existed before it may
@@ -31,3 +37,40 @@ func (p Policy) PublishedFor() time.Duration { return p.JWKSMaxAge + p.PublishDe
 // not seen the rotation yet still signs with it) and every cached JWKS has
 // been refreshed (jwks_max_age).
 func (p Policy) Grace() time.Duration { return p.TokenTTL + p.JWKSMaxAge + p.Leeway + p.PublishDelay }
+
+// VerifyPolicy is what a key set's verify endpoint requires of every token
+// (config: keysets[].verify). A request may narrow it, never drop it.
+type VerifyPolicy struct {
+	Audience       []string // the token's aud must contain one of these
+	Issuer         string   // the token's iss must be this
+	RequiredClaims []string // these claims must be present
+}
+
+// Narrow merges a verify request's own demands into the key set's policy:
+// the request may pick among the allowed audiences (not add others), must
+// agree with the configured issuer, and may require more claims. It
+// returns an error, wrapping ErrInvalidPolicy and naming the field, when
+// the request would widen the policy.
+func (vp VerifyPolicy) Narrow(audience []string, issuer string, required []string) (VerifyPolicy, error) {
+	out := VerifyPolicy{Audience: vp.Audience, Issuer: vp.Issuer, RequiredClaims: vp.RequiredClaims}
+	if len(audience) > 0 {
+		if len(vp.Audience) > 0 {
+			for _, a := range audience {
+				if !slices.Contains(vp.Audience, a) {
+					return VerifyPolicy{}, fmt.Errorf("%w: audience %q is not one the key set accepts (%q)", ErrInvalidPolicy, a, vp.Audience)
+				}
+			}
+		}
+		out.Audience = audience
+	}
+	if issuer != "" {
+		if vp.Issuer != "" && issuer != vp.Issuer {
+			return VerifyPolicy{}, fmt.Errorf("%w: issuer %q differs from the key set's %q", ErrInvalidPolicy, issuer, vp.Issuer)
+		}
+		out.Issuer = issuer
+	}
+	if len(required) > 0 {
+		out.RequiredClaims = append(slices.Clone(vp.RequiredClaims), required...)
+	}
+	return out, nil
+}

@@ -113,9 +113,12 @@ func (f *fixture) sign(claims string, ttl string) string {
 	return out.Token
 }
 
-func (f *fixture) verify(token, wantCode string) {
+func (f *fixture) verify(token, wantCode string) { f.t.Helper(); f.verifyWith(token, "", wantCode) }
+
+// verifyWith verifies with extra request fields (`,"issuer":"x"`).
+func (f *fixture) verifyWith(token, extra, wantCode string) {
 	f.t.Helper()
-	code, body := f.call("POST", "/v1/keysets/hs/verify", "svc-token", `{"token":"`+token+`"}`)
+	code, body := f.call("POST", "/v1/keysets/hs/verify", "svc-token", `{"token":"`+token+`"`+extra+`}`)
 	var out struct {
 		Valid bool
 		Code  string
@@ -213,6 +216,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	future := f.sign(`{}`, "1m")
 	f.clock.add(-2 * time.Minute)
 	f.verify(future, signer.CodeIssuedInFuture)
+	f.verifyWith(good, `,"issuer":"someone"`, signer.CodeIssuer)
+	f.verifyWith(good, `,"audience":["x","y"]`, signer.CodeAudience)
+	f.verifyWith(good, `,"subject":"bob"`, signer.CodeSubject)
+	f.verifyWith(good, `,"typ":"at+jwt"`, signer.CodeType)
 	f.clock.add(2 * time.Minute)
 	f.verify(good, signer.CodeExpired)
 
@@ -265,6 +272,9 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	delta(t, before, after, "keyd_sign_errors_total", map[string]string{"keyset": "hs", "code": "bad_request"}, 2)
 	delta(t, before, after, "keyd_verifications_total", map[string]string{"keyset": "hs", "result": "valid"}, 1)
 	for _, code := range signer.VerifyCodes {
+		if code == signer.CodeRevoked {
+			continue // no revocations yet
+		}
 		delta(t, before, after, "keyd_verifications_total", map[string]string{"keyset": "hs", "result": code}, 1)
 	}
 	delta(t, before, after, "keyd_auth_failures_total", map[string]string{"reason": "missing"}, 1)
@@ -283,7 +293,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	delta(t, before, after, "keyd_http_requests_total", map[string]string{"route": "/v1/keysets/{name}/sign", "code": "400"}, 2)
 	delta(t, before, after, "keyd_http_requests_total", map[string]string{"route": "/v1/keysets/{name}/sign", "code": "401"}, 2)
 	delta(t, before, after, "keyd_http_requests_total", map[string]string{"route": "/v1/keysets/{name}/sign", "code": "403"}, 1)
-	delta(t, before, after, "keyd_http_request_duration_seconds", map[string]string{"route": "/v1/keysets/{name}/verify"}, 9)
+	delta(t, before, after, "keyd_http_request_duration_seconds", map[string]string{"route": "/v1/keysets/{name}/verify"}, 13)
 	if value(after, "keyd_store_operation_duration_seconds", map[string]string{"op": "put"}) == 0 {
 		t.Error("no store put observed")
 	}

@@ -65,7 +65,7 @@ func TestStartCreatesThenReloads(t *testing.T) {
 	m2, sg2 := start(t, store, c, policy(keystore.ES256))
 	ks2, _, _ := m2.KeySet("default")
 	keystoretest.RequireSameKeys(t, ks2, ks)
-	if _, err := sg2.Verify("default", tok.Token); err != nil {
+	if _, err := sg2.Verify("default", tok.Token, signer.Expect{}); err != nil {
 		t.Fatalf("token from before the restart: %v", err)
 	}
 
@@ -145,7 +145,7 @@ func TestRevoke(t *testing.T) {
 	if _, ok := out.Pending(); !ok {
 		t.Fatal("no new pending key after revoking the active one")
 	}
-	if _, err := sg.Verify("default", tok.Token); !errors.Is(err, signer.ErrInvalidToken) {
+	if _, err := sg.Verify("default", tok.Token, signer.Expect{}); !errors.Is(err, signer.ErrInvalidToken) {
 		t.Fatalf("token of a revoked key still verifies: %v", err)
 	}
 	if _, err := m.Revoke(context.Background(), "default", active.ID); !errors.Is(err, keystore.ErrInvalidTransition) {

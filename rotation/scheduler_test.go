@@ -151,7 +151,7 @@ func TestLifecycleOnSchedule(t *testing.T) {
 	if plan := h.tick(); !plan.Idle() || !h.published()[a.ID] {
 		t.Fatalf("A destroyed before its grace ended: %+v", plan)
 	}
-	if _, err := h.sg.Verify("default", tokA.Token); err == nil {
+	if _, err := h.sg.Verify("default", tokA.Token, signer.Expect{}); err == nil {
 		t.Fatal("token A verified after exp + leeway") // 0:45 + 1m leeway < 1:21
 	}
 	h.at(time.Hour + 21*time.Minute)

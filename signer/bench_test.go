@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/signer"
 )
 
 // BenchmarkSign measures in-process signing per algorithm: claims in, compact
@@ -37,7 +38,7 @@ func BenchmarkVerify(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := s.Verify("s", tok.Token); err != nil {
+				if _, err := s.Verify("s", tok.Token, signer.Expect{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -30,11 +30,17 @@ const (
 	CodeExpired        = "token_expired"         // exp has passed (beyond the leeway)
 	CodeNotYetValid    = "token_not_yet_valid"   // nbf is in the future (beyond the leeway)
 	CodeIssuedInFuture = "issued_in_future"      // iat is in the future (beyond the leeway)
-	CodeMissingClaim   = "missing_claim"         // a required claim (exp) is absent
+	CodeMissingClaim   = "missing_claim"         // a required claim (exp, or one the policy names) is absent
+	CodeIssuer         = "invalid_issuer"        // iss is not the expected issuer
+	CodeAudience       = "invalid_audience"      // aud holds none of the expected audiences
+	CodeSubject        = "invalid_subject"       // sub is not the expected subject
+	CodeType           = "invalid_type"          // the header's typ is not the expected one
+	CodeRevoked        = "token_revoked"         // the token (its jti, or its subject before a cut-off) is revoked
 )
 
 // VerifyCodes lists every verification failure code.
-var VerifyCodes = []string{CodeMalformed, CodeAlgorithm, CodeUnknownKey, CodeSignature, CodeExpired, CodeNotYetValid, CodeIssuedInFuture, CodeMissingClaim}
+var VerifyCodes = []string{CodeMalformed, CodeAlgorithm, CodeUnknownKey, CodeSignature, CodeExpired, CodeNotYetValid,
+	CodeIssuedInFuture, CodeMissingClaim, CodeIssuer, CodeAudience, CodeSubject, CodeType, CodeRevoked}
 
 // Error carries a message that is safe to show to API callers, wrapping one
 // of the sentinels above. Code is set for ErrInvalidToken.

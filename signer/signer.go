@@ -9,10 +9,8 @@
 package signer
 
 import (
-	"bytes"
 	"crypto"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -20,8 +18,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/lestrrat-go/jwx/v3/jws"
-	"github.com/lestrrat-go/jwx/v3/jwt"
 
 	"github.com/keyd-dev/keyd/keystore"
 )
@@ -76,12 +72,6 @@ type keyring struct {
 	verify  map[string]any // kid -> public key or HMAC secret, for keys that verify
 	parsed  map[string]any // kid -> parsed private key, reused by the next Load
 	obs     KeySetObserver
-}
-
-// Verified is the result of a successful verification.
-type Verified struct {
-	KID    string
-	Claims map[string]any
 }
 
 // New returns an empty Signer reading time from now and telling obs (nil:
@@ -192,69 +182,4 @@ func (s *Signer) ring(name string) (*keyring, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
 	return r, nil
-}
-
-// Verify checks token against the key set called name: one signature, by a
-// key of the set that still verifies (published, or HMAC, and not revoked),
-// with the key set's algorithm, and a valid exp (required), nbf and iat,
-// allowing the key set's leeway. Failures wrap ErrInvalidToken and say why
-// in words safe to show the caller.
-func (s *Signer) Verify(name, token string) (*Verified, error) {
-	r, err := s.ring(name)
-	if err != nil {
-		return nil, err
-	}
-	v, err := r.verifyToken(name, token, s.now)
-	r.obs.Verified(Code(err))
-	return v, err
-}
-
-func (r *keyring) verifyToken(name, token string, now func() time.Time) (_ *Verified, err error) {
-	var kid string
-	defer func() {
-		var e *Error
-		if kid != "" && errors.As(err, &e) {
-			e.KID = kid
-		}
-	}()
-	msg, err := jws.Parse([]byte(token))
-	if err != nil || len(msg.Signatures()) != 1 {
-		return nil, rejected(CodeMalformed, "malformed token")
-	}
-	hdr := msg.Signatures()[0].ProtectedHeaders()
-	alg, _ := hdr.Algorithm()
-	if alg.String() != string(r.alg) {
-		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
-	}
-	kid, _ = hdr.KeyID()
-	key, ok := r.verify[kid]
-	if !ok {
-		return nil, rejected(CodeUnknownKey, "unknown or revoked key id %q", kid)
-	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(r.jwaAlg, key))
-	if err != nil {
-		return nil, rejected(CodeSignature, "invalid signature")
-	}
-	_, err = jwt.Parse(payload, jwt.WithVerify(false), jwt.WithValidate(true),
-		jwt.WithClock(jwt.ClockFunc(now)), jwt.WithAcceptableSkew(r.policy.Leeway),
-		jwt.WithRequiredClaim("exp"))
-	switch {
-	case errors.Is(err, jwt.TokenExpiredError()):
-		return nil, rejected(CodeExpired, "token expired")
-	case errors.Is(err, jwt.TokenNotYetValidError()):
-		return nil, rejected(CodeNotYetValid, "token not valid yet (nbf)")
-	case errors.Is(err, jwt.InvalidIssuedAtError()):
-		return nil, rejected(CodeIssuedInFuture, "token issued in the future (iat)")
-	case errors.Is(err, jwt.MissingRequiredClaimError()):
-		return nil, rejected(CodeMissingClaim, "token has no exp")
-	case err != nil:
-		return nil, rejected(CodeMalformed, "invalid claims")
-	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var claims map[string]any
-	if err := dec.Decode(&claims); err != nil {
-		return nil, rejected(CodeMalformed, "invalid claims")
-	}
-	return &Verified{KID: kid, Claims: claims}, nil
 }

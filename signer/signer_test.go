@@ -81,7 +81,7 @@ func TestSignEveryAlgorithmVerifiesWithGoJose(t *testing.T) {
 				claims.IssuedAt.Time().Unix() != c.t.Unix() || claims.Expiry.Time().Unix() != c.t.Add(5*time.Minute).Unix() {
 				t.Fatalf("claims = %+v %v", claims, extra)
 			}
-			v, err := s.Verify("s", tok.Token)
+			v, err := s.Verify("s", tok.Token, signer.Expect{})
 			if err != nil || v.KID != active.ID || v.Claims["sub"] != "alice" {
 				t.Fatalf("Verify = %+v, %v", v, err)
 			}
@@ -136,7 +136,7 @@ func TestGivenClaimsWin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := s.Verify("s", tok.Token)
+	v, err := s.Verify("s", tok.Token, signer.Expect{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +145,8 @@ func TestGivenClaimsWin(t *testing.T) {
 	}
 	a, _ := s.Sign("s", nil, 0)
 	b, _ := s.Sign("s", nil, 0)
-	va, _ := s.Verify("s", a.Token)
-	vb, _ := s.Verify("s", b.Token)
+	va, _ := s.Verify("s", a.Token, signer.Expect{})
+	vb, _ := s.Verify("s", b.Token, signer.Expect{})
 	if va.Claims["jti"] == vb.Claims["jti"] || va.Claims["iss"] != "https://keyd.test" {
 		t.Fatalf("jti not random or iss missing: %v %v", va.Claims, vb.Claims)
 	}
@@ -165,7 +165,7 @@ func TestVerifyRejects(t *testing.T) {
 
 	expect := func(name, token, reason string) {
 		t.Helper()
-		_, err := s.Verify("s", token)
+		_, err := s.Verify("s", token, signer.Expect{})
 		if !errors.Is(err, signer.ErrInvalidToken) || !strings.Contains(err.Error(), reason) {
 			t.Errorf("%s: err = %v, want ErrInvalidToken mentioning %q", name, err, reason)
 		}
@@ -180,7 +180,7 @@ func TestVerifyRejects(t *testing.T) {
 	expect("another key set's key", foreign.Token, "unknown")
 
 	c.t = c.t.Add(time.Minute + p.Leeway - time.Second) // a second before exp + leeway: still fine
-	if _, err := s.Verify("s", good.Token); err != nil {
+	if _, err := s.Verify("s", good.Token, signer.Expect{}); err != nil {
 		t.Errorf("token rejected within leeway: %v", err)
 	}
 	c.t = c.t.Add(time.Second)
@@ -204,7 +204,7 @@ func TestVerifyRejects(t *testing.T) {
 	}
 	expect("revoked key", fresh.Token, "revoked")
 
-	if _, err := s.Verify("nope", good.Token); !errors.Is(err, signer.ErrUnknownKeySet) {
+	if _, err := s.Verify("nope", good.Token, signer.Expect{}); !errors.Is(err, signer.ErrUnknownKeySet) {
 		t.Errorf("unknown key set: %v", err)
 	}
 	if _, err := s.Sign("nope", nil, 0); !errors.Is(err, signer.ErrUnknownKeySet) {
@@ -228,7 +228,7 @@ func TestRotationKeepsOldTokensValid(t *testing.T) {
 	if after.KID != pending.ID {
 		t.Fatalf("after rotation signs with %s, want the old pending key %s", after.KID, pending.ID)
 	}
-	if _, err := s.Verify("s", before.Token); err != nil {
+	if _, err := s.Verify("s", before.Token, signer.Expect{}); err != nil {
 		t.Fatalf("token of the retired key rejected: %v", err)
 	}
 	// An older version arriving late does not roll the signer back.
@@ -341,4 +341,104 @@ func TestSignAllocations(t *testing.T) {
 			t.Errorf("%s: %v allocations per token, want at most %v", alg, got, max)
 		}
 	}
+}
+
+// TestVerifyCodes gives the verifier one token per failure, with a
+// controlled clock, and checks the code of each.
+func TestVerifyCodes(t *testing.T) {
+	s, c, ks, _ := setup(t, keystore.HS256)
+	active, _ := ks.Active()
+	secret := []byte(active.Material)
+	now := c.t.Unix()
+	// forge signs claims with the real secret and the given header fields.
+	forge := func(claims map[string]any, typ string) string {
+		opts := (&jose.SignerOptions{}).WithHeader("kid", active.ID)
+		if typ != "" {
+			opts = opts.WithType(jose.ContentType(typ))
+		}
+		sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := josejwt.Signed(sig).Claims(claims).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	base := func(extra map[string]any) map[string]any {
+		m := map[string]any{"exp": now + 60, "iat": now, "sub": "alice", "iss": "https://keyd.test", "aud": []string{"billing", "ledger"}}
+		for k, v := range extra {
+			if v == nil {
+				delete(m, k)
+			} else {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	good := forge(base(nil), "at+jwt")
+	full := signer.Expect{Audience: []string{"ledger", "other"}, Issuer: "https://keyd.test", Subject: "alice", Type: "AT+JWT", RequiredClaims: []string{"sub"}}
+	if v, err := s.Verify("s", good, full); err != nil || v.Claims["sub"] != "alice" {
+		t.Fatalf("good token: %v", err)
+	}
+	parts := strings.Split(good, ".")
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  signer.Expect
+		code  string
+	}{
+		{"two dots missing", "abc", full, signer.CodeMalformed},
+		{"JSON serialization", `{"payload":"e30","signatures":[]}`, full, signer.CodeMalformed},
+		{"claims not an object", forgeRaw(t, secret, active.ID, `[1,2]`), full, signer.CodeMalformed},
+		{"exp a string", forge(base(map[string]any{"exp": "soon"}), ""), signer.Expect{}, signer.CodeMalformed},
+		{"alg none", base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." + parts[1] + ".", full, signer.CodeAlgorithm},
+		{"unknown kid", forgeKID(t, secret, "nope", base(nil)), full, signer.CodeUnknownKey},
+		{"bad signature", parts[0] + "." + parts[1] + "." + parts[2][:10] + "AAAA" + parts[2][14:], full, signer.CodeSignature},
+		{"no exp", forge(base(map[string]any{"exp": nil}), ""), signer.Expect{}, signer.CodeMissingClaim},
+		{"required claim", forge(base(map[string]any{"sub": nil}), ""), signer.Expect{RequiredClaims: []string{"sub"}}, signer.CodeMissingClaim},
+		{"expired beyond leeway", forge(base(map[string]any{"exp": now - 61}), ""), signer.Expect{}, signer.CodeExpired},
+		{"nbf beyond leeway", forge(base(map[string]any{"nbf": now + 61}), ""), signer.Expect{}, signer.CodeNotYetValid},
+		{"iat beyond leeway", forge(base(map[string]any{"iat": now + 61}), ""), signer.Expect{}, signer.CodeIssuedInFuture},
+		{"issuer", good, signer.Expect{Issuer: "https://other"}, signer.CodeIssuer},
+		{"audience", good, signer.Expect{Audience: []string{"other"}}, signer.CodeAudience},
+		{"audience not strings", forge(base(map[string]any{"aud": []int{1}}), ""), signer.Expect{Audience: []string{"billing"}}, signer.CodeAudience},
+		{"subject", good, signer.Expect{Subject: "bob"}, signer.CodeSubject},
+		{"type", good, signer.Expect{Type: "JWT"}, signer.CodeType},
+		// Order: a forged token is a bad signature whatever its claims.
+		{"forged and expired", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":1}`)) + "." + parts[2], full, signer.CodeSignature},
+		// Order: expiry is reported before audience.
+		{"expired and wrong audience", forge(base(map[string]any{"exp": now - 3600, "aud": "x"}), ""), full, signer.CodeExpired},
+	} {
+		_, err := s.Verify("s", tc.token, tc.want)
+		if !errors.Is(err, signer.ErrInvalidToken) || signer.Code(err) != tc.code {
+			t.Errorf("%s: err = %v (code %q), want code %q", tc.name, err, signer.Code(err), tc.code)
+		}
+	}
+	// Within the leeway (60s) each time claim passes.
+	if _, err := s.Verify("s", forge(base(map[string]any{"exp": now - 59, "nbf": now + 59, "iat": now + 59}), ""), signer.Expect{}); err != nil {
+		t.Errorf("within leeway: %v", err)
+	}
+}
+
+func forgeKID(t *testing.T, secret []byte, kid string, claims map[string]any) string {
+	t.Helper()
+	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret}, (&jose.SignerOptions{}).WithHeader("kid", kid))
+	tok, err := josejwt.Signed(sig).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func forgeRaw(t *testing.T, secret []byte, kid, payload string) string {
+	t.Helper()
+	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret}, (&jose.SignerOptions{}).WithHeader("kid", kid))
+	obj, err := sig.Sign([]byte(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := obj.CompactSerialize()
+	return tok
 }

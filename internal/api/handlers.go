@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -215,7 +216,29 @@ func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 type verifyRequest struct {
-	Token string `json:"token"`
+	Token          string    `json:"token"`
+	Audience       stringSet `json:"audience"`
+	Issuer         string    `json:"issuer"`
+	Subject        string    `json:"subject"`
+	Typ            string    `json:"typ"`
+	RequiredClaims []string  `json:"required_claims"`
+}
+
+// stringSet is a JSON string or list of strings.
+type stringSet []string
+
+func (a *stringSet) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*a = stringSet{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("must be a string or a list of strings")
+	}
+	*a = many
+	return nil
 }
 
 type verifyResponse struct {
@@ -237,7 +260,20 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	v, err := s.Signer.Verify(name, req.Token)
+	_, p, err := s.Manager.KeySet(name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	policy, err := p.Verify.Narrow(req.Audience, req.Issuer, req.RequiredClaims)
+	if err != nil {
+		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "%s", err.Error()))
+		return
+	}
+	v, err := s.Signer.Verify(name, req.Token, signer.Expect{
+		Audience: policy.Audience, Issuer: policy.Issuer, RequiredClaims: policy.RequiredClaims,
+		Subject: req.Subject, Type: req.Typ,
+	})
 	if errors.Is(err, signer.ErrInvalidToken) {
 		s.Audit.Note(audit.Record{Event: audit.EventVerifyFailed, KeySet: name, Reason: signer.Code(err),
 			KID: signer.KeyID(err), Caller: caller(w), Remote: r.RemoteAddr})

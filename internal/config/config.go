@@ -118,6 +118,15 @@ type KeySet struct {
 	JWKSMaxAge time.Duration  `yaml:"jwks_max_age"`
 	Leeway     *time.Duration `yaml:"leeway"` // nil: DefaultLeeway; 0s is allowed
 	Issuer     string         `yaml:"issuer"`
+	Verify     Verify         `yaml:"verify"`
+}
+
+// Verify is a key set's verify policy: what every token presented to its
+// verify endpoint must satisfy. A request can narrow it, never drop it.
+type Verify struct {
+	Audience       []string `yaml:"audience"`
+	Issuer         string   `yaml:"issuer"`
+	RequiredClaims []string `yaml:"required_claims"`
 }
 
 // Auth lists the API's callers: bearer tokens, and clients that present a
@@ -365,6 +374,16 @@ func (c *Config) Validate() error {
 		} else if ks.JWKSMaxAge%time.Second != 0 {
 			bad(f+".jwks_max_age", "must be whole seconds (it becomes Cache-Control max-age), got %v", ks.JWKSMaxAge)
 		}
+		for j, a := range ks.Verify.Audience {
+			if a == "" {
+				bad(fmt.Sprintf("%s.verify.audience[%d]", f, j), "is empty")
+			}
+		}
+		for j, c := range ks.Verify.RequiredClaims {
+			if c == "" {
+				bad(fmt.Sprintf("%s.verify.required_claims[%d]", f, j), "is empty")
+			}
+		}
 		if ks.Leeway != nil && *ks.Leeway < 0 {
 			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)
 		}
@@ -478,6 +497,7 @@ func (c *Config) Policies() []keystore.Policy {
 			Name: ks.Name, Algorithm: keystore.Algorithm(ks.Algorithm), RSABits: ks.RSABits,
 			Rotation: ks.Rotation, TokenTTL: ks.TokenTTL, JWKSMaxAge: ks.JWKSMaxAge,
 			Leeway: *ks.Leeway, Issuer: ks.Issuer, PublishDelay: c.publishDelay(),
+			Verify: keystore.VerifyPolicy{Audience: ks.Verify.Audience, Issuer: ks.Verify.Issuer, RequiredClaims: ks.Verify.RequiredClaims},
 		}
 	}
 	return out

@@ -1,0 +1,173 @@
+package signer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jws"
+)
+
+// Verified is the result of a successful verification.
+type Verified struct {
+	KID    string
+	Claims map[string]any
+}
+
+// Expect is what a verification requires of a token beyond a valid
+// signature and lifetime: the verify request's policy, already merged with
+// the key set's defaults (keystore.VerifyPolicy.Narrow).
+type Expect struct {
+	Audience       []string // the token's aud must contain one of these
+	Issuer         string
+	Subject        string
+	Type           string   // the header's typ, compared case-insensitively
+	RequiredClaims []string // names that must be present (exp always is)
+}
+
+// Verify checks token against the key set called name, in a fixed order
+// so that a forged token learns nothing of its claims: structure (one
+// compact JWS signature, JSON claims), algorithm (exactly the key set's),
+// key (a kid of the set that still verifies, never a revoked one),
+// signature, then the claims: required claims (exp always), exp, nbf and
+// iat with the key set's leeway, iss, aud, sub, and the header's typ.
+// Failures wrap ErrInvalidToken, carry one of the Code constants, and say
+// why in words safe to show the caller.
+func (s *Signer) Verify(name, token string, want Expect) (*Verified, error) {
+	r, err := s.ring(name)
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.verifyToken(name, token, s.now(), want)
+	r.obs.Verified(Code(err))
+	return v, err
+}
+
+func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_ *Verified, err error) {
+	var kid string
+	defer func() {
+		var e *Error
+		if kid != "" && errors.As(err, &e) {
+			e.KID = kid
+		}
+	}()
+	msg, err := jws.Parse([]byte(token))
+	if err != nil || len(msg.Signatures()) != 1 || strings.Count(token, ".") != 2 {
+		return nil, rejected(CodeMalformed, "malformed token: not a compact JWS with one signature")
+	}
+	hdr := msg.Signatures()[0].ProtectedHeaders()
+	alg, _ := hdr.Algorithm()
+	if alg.String() != string(r.alg) {
+		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
+	}
+	kid, _ = hdr.KeyID()
+	key, ok := r.verify[kid]
+	if !ok {
+		return nil, rejected(CodeUnknownKey, "unknown or revoked key id %q", kid)
+	}
+	payload, err := jws.Verify([]byte(token), jws.WithKey(r.jwaAlg, key))
+	if err != nil {
+		return nil, rejected(CodeSignature, "invalid signature")
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, rejected(CodeMalformed, "the claims are not a JSON object")
+	}
+	if err := checkClaims(claims, now, r.policy.Leeway, want); err != nil {
+		return nil, err
+	}
+	if want.Type != "" {
+		typ, _ := hdr.Type()
+		if !strings.EqualFold(typ, want.Type) {
+			return nil, rejected(CodeType, "typ %q is not %q", typ, want.Type)
+		}
+	}
+	return &Verified{KID: kid, Claims: claims}, nil
+}
+
+// checkClaims applies the claim rules in their fixed order.
+func checkClaims(claims map[string]any, now time.Time, leeway time.Duration, want Expect) error {
+	for _, name := range append([]string{"exp"}, want.RequiredClaims...) {
+		if _, ok := claims[name]; !ok {
+			return rejected(CodeMissingClaim, "the token has no %s claim", name)
+		}
+	}
+	secs := func(name string) (float64, bool, error) {
+		raw, ok := claims[name]
+		if !ok {
+			return 0, false, nil
+		}
+		n, isNum := raw.(json.Number)
+		f, err := n.Float64()
+		if !isNum || err != nil || math.IsInf(f, 0) {
+			return 0, true, rejected(CodeMalformed, "the %s claim is not a NumericDate", name)
+		}
+		return f, true, nil
+	}
+	t := float64(now.UnixNano()) / 1e9
+	lw := leeway.Seconds()
+	exp, _, err := secs("exp")
+	if err != nil {
+		return err
+	}
+	if exp <= t-lw {
+		return rejected(CodeExpired, "token expired at %s", unix(exp))
+	}
+	if nbf, ok, err := secs("nbf"); err != nil {
+		return err
+	} else if ok && nbf > t+lw {
+		return rejected(CodeNotYetValid, "token not valid before %s (nbf)", unix(nbf))
+	}
+	if iat, ok, err := secs("iat"); err != nil {
+		return err
+	} else if ok && iat > t+lw {
+		return rejected(CodeIssuedInFuture, "token issued in the future, at %s (iat)", unix(iat))
+	}
+	if want.Issuer != "" {
+		if iss, _ := claims["iss"].(string); iss != want.Issuer {
+			return rejected(CodeIssuer, "iss is not %q", want.Issuer)
+		}
+	}
+	if len(want.Audience) > 0 {
+		auds, ok := audiences(claims["aud"])
+		if !ok || !slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(want.Audience, a) }) {
+			return rejected(CodeAudience, "aud does not contain any of %q", want.Audience)
+		}
+	}
+	if want.Subject != "" {
+		if sub, _ := claims["sub"].(string); sub != want.Subject {
+			return rejected(CodeSubject, "sub is not %q", want.Subject)
+		}
+	}
+	return nil
+}
+
+// audiences reads aud: a string or a list of strings (RFC 7519 4.1.3).
+func audiences(v any) ([]string, bool) {
+	switch a := v.(type) {
+	case string:
+		return []string{a}, true
+	case []any:
+		out := make([]string, 0, len(a))
+		for _, x := range a {
+			s, ok := x.(string)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func unix(secs float64) string {
+	return time.Unix(int64(secs), 0).UTC().Format(time.RFC3339)
+}
+
