@@ -170,4 +170,3 @@ func audiences(v any) ([]string, bool) {
 func unix(secs float64) string {
 	return time.Unix(int64(secs), 0).UTC().Format(time.RFC3339)
 }
-
