@@ -210,6 +210,10 @@ func render(keys []jwk.Key, maxAge time.Duration) (Document, error) {
 	return document(body, maxAge), nil
 }
 
+// NewDocument makes a Document of body, with a strong ETag, to serve with
+// Write: for other cacheable documents than the JWKS.
+func NewDocument(body []byte, maxAge time.Duration) Document { return document(body, maxAge) }
+
 func document(body []byte, maxAge time.Duration) Document {
 	sum := sha256.Sum256(body)
 	return Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, MaxAge: maxAge}
@@ -219,6 +223,11 @@ func document(body []byte, maxAge time.Duration) Document {
 // If-None-Match names its ETag. Both carry Cache-Control and ETag. It
 // reports whether it answered 304.
 func Write(w http.ResponseWriter, r *http.Request, doc Document) (notModified bool) {
+	return WriteAs(w, r, doc, "application/json")
+}
+
+// WriteAs is Write with another Content-Type.
+func WriteAs(w http.ResponseWriter, r *http.Request, doc Document, contentType string) (notModified bool) {
 	h := w.Header()
 	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(doc.MaxAge/time.Second)))
 	h.Set("ETag", doc.ETag)
@@ -226,7 +235,7 @@ func Write(w http.ResponseWriter, r *http.Request, doc Document) (notModified bo
 		w.WriteHeader(http.StatusNotModified)
 		return true
 	}
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", contentType)
 	h.Set("Content-Length", strconv.Itoa(len(doc.Body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(doc.Body)

@@ -38,4 +38,8 @@ var (
 	// ErrInvalidPolicy is returned when a request would widen a key set's
 	// configured verify policy.
 	ErrInvalidPolicy = errors.New("invalid verify policy")
+
+	// ErrRevocationLimit is returned when a key set already has as many
+	// revocations in force as it may hold.
+	ErrRevocationLimit = errors.New("revocation limit reached")
 )

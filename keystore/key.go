@@ -105,16 +105,18 @@ func (k Key) PrivateKey() (any, error) {
 // KeySet is a named group of keys sharing one algorithm. Version is the
 // store's version of this key set (0: never stored); Put compares it.
 type KeySet struct {
-	Name      string
-	Algorithm Algorithm
-	Keys      []Key     // oldest first
-	RotatedAt time.Time // last rotation, or creation
-	Version   uint64
+	Name        string
+	Algorithm   Algorithm
+	Keys        []Key     // oldest first
+	RotatedAt   time.Time // last rotation, or creation
+	Revocations Revocations
+	Version     uint64
 }
 
 // Clone returns a deep copy that shares nothing with ks.
 func (ks *KeySet) Clone() *KeySet {
 	c := *ks
+	c.Revocations = ks.Revocations.clone()
 	c.Keys = make([]Key, len(ks.Keys))
 	for i, k := range ks.Keys {
 		k.Material = slices.Clone(k.Material)

@@ -24,6 +24,9 @@ type Policy struct {
 	PublishDelay time.Duration
 	// Verify is what the verify endpoint requires of every token.
 	Verify VerifyPolicy
+	// MaxRevocations bounds the token revocations in force; 0 means
+	// DefaultMaxRevocations.
+	MaxRevocations int
 }
 
 // PublishedFor is how long a pending key must have existed before it may

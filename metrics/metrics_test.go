@@ -220,6 +220,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	f.verifyWith(good, `,"audience":["x","y"]`, signer.CodeAudience)
 	f.verifyWith(good, `,"subject":"bob"`, signer.CodeSubject)
 	f.verifyWith(good, `,"typ":"at+jwt"`, signer.CodeType)
+	revoked := f.sign(`{"sub":"zed"}`, "5m")
+	if code, body := f.call("POST", "/v1/keysets/hs/revocations", "ops-token", `{"token":"`+revoked+`"}`); code != 200 {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	f.verify(revoked, signer.CodeRevoked)
 	f.clock.add(2 * time.Minute)
 	f.verify(good, signer.CodeExpired)
 
@@ -268,13 +273,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 
 	after := f.scrape()
 	hs := map[string]string{"keyset": "hs"}
-	delta(t, before, after, "keyd_tokens_signed_total", hs, 5+2) // and the nbf and iat tokens
+	delta(t, before, after, "keyd_tokens_signed_total", hs, 5+3) // and the nbf, iat and revoked tokens
 	delta(t, before, after, "keyd_sign_errors_total", map[string]string{"keyset": "hs", "code": "bad_request"}, 2)
 	delta(t, before, after, "keyd_verifications_total", map[string]string{"keyset": "hs", "result": "valid"}, 1)
 	for _, code := range signer.VerifyCodes {
-		if code == signer.CodeRevoked {
-			continue // no revocations yet
-		}
 		delta(t, before, after, "keyd_verifications_total", map[string]string{"keyset": "hs", "result": code}, 1)
 	}
 	delta(t, before, after, "keyd_auth_failures_total", map[string]string{"reason": "missing"}, 1)
@@ -289,11 +291,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		t.Errorf("keyd_keys_destroyed_total = %v, want at least 1", got)
 	}
 	route := map[string]string{"route": "/v1/keysets/{name}/sign", "code": "200"}
-	delta(t, before, after, "keyd_http_requests_total", route, 7)
+	delta(t, before, after, "keyd_http_requests_total", route, 8)
 	delta(t, before, after, "keyd_http_requests_total", map[string]string{"route": "/v1/keysets/{name}/sign", "code": "400"}, 2)
 	delta(t, before, after, "keyd_http_requests_total", map[string]string{"route": "/v1/keysets/{name}/sign", "code": "401"}, 2)
 	delta(t, before, after, "keyd_http_requests_total", map[string]string{"route": "/v1/keysets/{name}/sign", "code": "403"}, 1)
-	delta(t, before, after, "keyd_http_request_duration_seconds", map[string]string{"route": "/v1/keysets/{name}/verify"}, 13)
+	delta(t, before, after, "keyd_http_request_duration_seconds", map[string]string{"route": "/v1/keysets/{name}/verify"}, 14)
 	if value(after, "keyd_store_operation_duration_seconds", map[string]string{"op": "put"}) == 0 {
 		t.Error("no store put observed")
 	}

@@ -36,6 +36,9 @@ type Event struct {
 	Pending string // the new pending key, when one was made
 	Trigger string // rotated and revoked: one of the Trigger constants
 	Actor   string // who asked: the API caller's name (WithActor), or "scheduler"
+	JTI     string // token_revoked: the token's jti
+	Subject string // subject_revoked: the subject (audit records keep it, metrics never)
+	Reason  string // revocations: the reason given
 }
 
 type actorKey struct{}

@@ -78,6 +78,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 			out = rotated
 		}
 		out, _ = keystore.Prune(out, now, p.Grace())
+		out.Revocations = out.Revocations.InForce(now, p.Leeway) // writing anyway: drop what no longer matters
 		return out, nil
 	})
 	if m.note(err) != nil {

@@ -14,6 +14,9 @@ var (
 	// ErrInvalidToken means a token did not verify; the message says why
 	// and is safe to show the caller.
 	ErrInvalidToken = errors.New("invalid token")
+	// ErrNoRevocationList means the key set publishes no revocation list
+	// (HMAC key sets).
+	ErrNoRevocationList = errors.New("no revocation list")
 	// ErrInternal is a fault on keyd's side.
 	ErrInternal = errors.New("internal signing error")
 )

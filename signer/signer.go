@@ -72,6 +72,12 @@ type keyring struct {
 	verify  map[string]any // kid -> public key or HMAC secret, for keys that verify
 	parsed  map[string]any // kid -> parsed private key, reused by the next Load
 	obs     KeySetObserver
+
+	// Revocations, for a lookup per verification, never a store read.
+	revokedJTI map[string]struct{}
+	revokedSub map[string]int64 // sub -> tokens with iat at or before this (Unix) are revoked
+	revs       keystore.Revocations
+	list       atomic.Pointer[cachedList] // the signed revocation list, re-signed as it ages
 }
 
 // New returns an empty Signer reading time from now and telling obs (nil:
@@ -118,7 +124,15 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", keystore.ErrUnsupportedAlgorithm, ks.Algorithm)
 	}
-	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{}}
+	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{},
+		revokedJTI: make(map[string]struct{}, len(ks.Revocations.Tokens)), revokedSub: make(map[string]int64, len(ks.Revocations.Subjects)),
+		revs: ks.Revocations}
+	for _, t := range ks.Revocations.Tokens {
+		r.revokedJTI[t.JTI] = struct{}{}
+	}
+	for _, s := range ks.Revocations.Subjects {
+		r.revokedSub[s.Subject] = s.Before.Unix()
+	}
 	var active any
 	for _, k := range ks.Keys {
 		if !k.Verifies() {

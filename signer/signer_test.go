@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -441,4 +442,55 @@ func forgeRaw(t *testing.T, secret []byte, kid, payload string) string {
 	}
 	tok, _ := obj.CompactSerialize()
 	return tok
+}
+
+func TestRevokedTokensAreRejectedFromMemory(t *testing.T) {
+	s, c, ks, p := setup(t, keystore.EdDSA)
+	alice1, _ := s.Sign("s", claimsOf(map[string]any{"sub": "alice"}), 0)
+	bob, _ := s.Sign("s", claimsOf(map[string]any{"sub": "bob"}), 0)
+	other, _ := s.Sign("s", claimsOf(map[string]any{"sub": "carol"}), 0)
+	c.t = c.t.Add(time.Second)
+	ks.Revocations = keystore.Revocations{
+		Tokens:   []keystore.TokenRevocation{{JTI: other.JTI, Expires: c.t.Add(time.Hour)}},
+		Subjects: []keystore.SubjectRevocation{{Subject: "alice", Before: c.t.Add(-time.Second), Until: c.t.Add(time.Hour)}},
+	}
+	ks.Version = 2
+	if err := s.Load(p, ks); err != nil {
+		t.Fatal(err)
+	}
+	c.t = c.t.Add(time.Second)
+	alice2, _ := s.Sign("s", claimsOf(map[string]any{"sub": "alice"}), 0) // signed after the cut-off
+	for tok, code := range map[string]string{alice1.Token: signer.CodeRevoked, other.Token: signer.CodeRevoked, bob.Token: "", alice2.Token: ""} {
+		_, err := s.Verify("s", tok, signer.Expect{})
+		if signer.Code(err) != code {
+			t.Errorf("token of %s: err %v, want code %q", tok[len(tok)-8:], err, code)
+		}
+	}
+}
+
+// BenchmarkVerifyRevocations shows that verification does not slow down
+// with the number of revocations in force (a map lookup per token).
+func BenchmarkVerifyRevocations(b *testing.B) {
+	for _, n := range []int{0, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("ES256/revoked=%d", n), func(b *testing.B) {
+			s, c, ks, p := setup(b, keystore.ES256)
+			tok, _ := s.Sign("s", claimsOf(map[string]any{"sub": "alice"}), 0)
+			for i := range n {
+				ks.Revocations.Tokens = append(ks.Revocations.Tokens, keystore.TokenRevocation{JTI: fmt.Sprint("jti-", i), Expires: c.t.Add(time.Hour)})
+				if i%10 == 0 {
+					ks.Revocations.Subjects = append(ks.Revocations.Subjects, keystore.SubjectRevocation{Subject: fmt.Sprint("sub-", i), Before: c.t, Until: c.t.Add(time.Hour)})
+				}
+			}
+			ks.Version = 2
+			if err := s.Load(p, ks); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Verify("s", tok.Token, signer.Expect{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -47,6 +47,17 @@ func (s *Signer) Verify(name, token string, want Expect) (*Verified, error) {
 	return v, err
 }
 
+// Inspect verifies as Verify does without telling the observer: for
+// keyd's own checks of a token (revoking it), which are not a service's
+// verification.
+func (s *Signer) Inspect(name, token string) (*Verified, error) {
+	r, err := s.ring(name)
+	if err != nil {
+		return nil, err
+	}
+	return r.verifyToken(name, token, s.now(), Expect{})
+}
+
 func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_ *Verified, err error) {
 	var kid string
 	defer func() {
@@ -88,7 +99,31 @@ func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_
 			return nil, rejected(CodeType, "typ %q is not %q", typ, want.Type)
 		}
 	}
+	if err := r.checkRevoked(claims); err != nil {
+		return nil, err
+	}
 	return &Verified{KID: kid, Claims: claims}, nil
+}
+
+// checkRevoked looks the token up in the key set's revocations: its jti,
+// and its subject's cut-off (a token of a revoked subject without iat
+// cannot show it came later, so it is revoked too).
+func (r *keyring) checkRevoked(claims map[string]any) error {
+	if jti, ok := claims["jti"].(string); ok {
+		if _, revoked := r.revokedJTI[jti]; revoked {
+			return rejected(CodeRevoked, "the token has been revoked")
+		}
+	}
+	if sub, ok := claims["sub"].(string); ok {
+		if before, revoked := r.revokedSub[sub]; revoked {
+			n, isNum := claims["iat"].(json.Number)
+			iat, err := n.Float64()
+			if !isNum || err != nil || iat <= float64(before) {
+				return rejected(CodeRevoked, "every token of this subject issued until %s has been revoked", time.Unix(before, 0).UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return nil
 }
 
 // checkClaims applies the claim rules in their fixed order.

@@ -88,6 +88,9 @@ func New(o Options) http.Handler {
 	handle("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
 	handle("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
 	handle("GET /.well-known/openid-configuration", s.loaded(s.discovery))
+	handle("POST /v1/keysets/{name}/revocations", s.loaded(s.admin(s.addRevocation)))
+	handle("GET /v1/keysets/{name}/revocations", s.loaded(s.admin(s.listRevocations)))
+	handle("GET /v1/keysets/{name}/revocations.jwt", s.loaded(s.revocationList))
 	if o.Reload != nil {
 		handle("POST /v1/reload", s.admin(s.reload))
 	}
@@ -139,6 +142,8 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusNotFound, "keyset_not_found", "%s", err.Error())
 	case errors.Is(err, keystore.ErrKeyNotFound):
 		return errorf(http.StatusNotFound, "key_not_found", "%s", err.Error())
+	case errors.Is(err, keystore.ErrRevocationLimit):
+		return errorf(http.StatusConflict, "revocation_limit", "%s; entries leave as the tokens they cover expire. Revoke the key instead, or raise keysets[].max_revocations", err.Error())
 	case errors.Is(err, keystore.ErrInvalidTransition):
 		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
 	case errors.As(err, &se) && errors.Is(err, signer.ErrInvalidRequest):

@@ -119,6 +119,8 @@ type KeySet struct {
 	Leeway     *time.Duration `yaml:"leeway"` // nil: DefaultLeeway; 0s is allowed
 	Issuer     string         `yaml:"issuer"`
 	Verify     Verify         `yaml:"verify"`
+	// MaxRevocations bounds the token revocations in force (0: default).
+	MaxRevocations int `yaml:"max_revocations"`
 }
 
 // Verify is a key set's verify policy: what every token presented to its
@@ -384,6 +386,9 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("%s.verify.required_claims[%d]", f, j), "is empty")
 			}
 		}
+		if ks.MaxRevocations < 0 || ks.MaxRevocations > 1_000_000 {
+			bad(f+".max_revocations", "must be between 1 and 1000000 (0: the default %d), got %d", keystore.DefaultMaxRevocations, ks.MaxRevocations)
+		}
 		if ks.Leeway != nil && *ks.Leeway < 0 {
 			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)
 		}
@@ -497,7 +502,8 @@ func (c *Config) Policies() []keystore.Policy {
 			Name: ks.Name, Algorithm: keystore.Algorithm(ks.Algorithm), RSABits: ks.RSABits,
 			Rotation: ks.Rotation, TokenTTL: ks.TokenTTL, JWKSMaxAge: ks.JWKSMaxAge,
 			Leeway: *ks.Leeway, Issuer: ks.Issuer, PublishDelay: c.publishDelay(),
-			Verify: keystore.VerifyPolicy{Audience: ks.Verify.Audience, Issuer: ks.Verify.Issuer, RequiredClaims: ks.Verify.RequiredClaims},
+			Verify:         keystore.VerifyPolicy{Audience: ks.Verify.Audience, Issuer: ks.Verify.Issuer, RequiredClaims: ks.Verify.RequiredClaims},
+			MaxRevocations: ks.MaxRevocations,
 		}
 	}
 	return out

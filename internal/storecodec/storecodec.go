@@ -20,6 +20,27 @@ type Record struct {
 	RotatedAt time.Time   `json:"rotated_at"`
 	Version   uint64      `json:"version,omitempty"` // bbolt keeps it here; Vault in its metadata
 	Keys      []KeyRecord `json:"keys"`
+	// Revoked tokens and subjects; absent in records from before they
+	// existed.
+	RevokedTokens   []RevokedToken   `json:"revoked_tokens,omitempty"`
+	RevokedSubjects []RevokedSubject `json:"revoked_subjects,omitempty"`
+}
+
+// RevokedToken is a stored keystore.TokenRevocation.
+type RevokedToken struct {
+	JTI       string    `json:"jti"`
+	Expires   time.Time `json:"exp"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// RevokedSubject is a stored keystore.SubjectRevocation.
+type RevokedSubject struct {
+	Subject   string    `json:"sub"`
+	Before    time.Time `json:"before"`
+	Until     time.Time `json:"until"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
 }
 
 // KeyRecord is a stored key.
@@ -51,6 +72,12 @@ func AAD(name, kid string) []byte { return []byte("keyd/v1/" + name + "/" + kid)
 // Encode turns ks into its record, sealing each key's material.
 func Encode(ks *keystore.KeySet, seal Seal) (*Record, error) {
 	r := &Record{Name: ks.Name, Algorithm: string(ks.Algorithm), RotatedAt: ks.RotatedAt.UTC(), Version: ks.Version, Keys: []KeyRecord{}}
+	for _, t := range ks.Revocations.Tokens {
+		r.RevokedTokens = append(r.RevokedTokens, RevokedToken(t))
+	}
+	for _, s := range ks.Revocations.Subjects {
+		r.RevokedSubjects = append(r.RevokedSubjects, RevokedSubject(s))
+	}
 	for _, k := range ks.Keys {
 		sealed, err := seal(k.Material, AAD(ks.Name, k.ID))
 		if err != nil {
@@ -70,6 +97,12 @@ func Encode(ks *keystore.KeySet, seal Seal) (*Record, error) {
 // Errors wrap keystore.ErrCorrupt and never include material.
 func (r *Record) Decode(open Open) (*keystore.KeySet, error) {
 	ks := &keystore.KeySet{Name: r.Name, Algorithm: keystore.Algorithm(r.Algorithm), RotatedAt: r.RotatedAt, Version: r.Version}
+	for _, t := range r.RevokedTokens {
+		ks.Revocations.Tokens = append(ks.Revocations.Tokens, keystore.TokenRevocation(t))
+	}
+	for _, s := range r.RevokedSubjects {
+		ks.Revocations.Subjects = append(ks.Revocations.Subjects, keystore.SubjectRevocation(s))
+	}
 	for _, kr := range r.Keys {
 		m, err := open(kr.Material, AAD(r.Name, kr.ID))
 		if err != nil {

@@ -67,6 +67,28 @@ func Run(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 		}
 	})
 
+	t.Run("RevocationsRoundTrip", func(t *testing.T) {
+		s := open(t)
+		now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+		ks := KeySet(t, "revoked", keystore.ES256)
+		ks.Revocations = keystore.Revocations{
+			Tokens:   []keystore.TokenRevocation{{JTI: "j1", Expires: now.Add(time.Hour), RevokedAt: now, Reason: "stolen"}},
+			Subjects: []keystore.SubjectRevocation{{Subject: "alice", Before: now, Until: now.Add(2 * time.Hour), RevokedAt: now}},
+		}
+		if _, err := s.Put(ctx, ks); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "revoked")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Revocations.Tokens) != 1 || len(got.Revocations.Subjects) != 1 ||
+			got.Revocations.Tokens[0].JTI != "j1" || !got.Revocations.Tokens[0].Expires.Equal(now.Add(time.Hour)) || got.Revocations.Tokens[0].Reason != "stolen" ||
+			got.Revocations.Subjects[0].Subject != "alice" || !got.Revocations.Subjects[0].Before.Equal(now) || !got.Revocations.Subjects[0].Until.Equal(now.Add(2*time.Hour)) {
+			t.Fatalf("revocations after a round trip: %+v", got.Revocations)
+		}
+	})
+
 	t.Run("CreateTwiceConflicts", func(t *testing.T) {
 		s := open(t)
 		ks := KeySet(t, "twice", keystore.ES256)

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/rotation"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+// revokeRequest names what to revoke: one token by jti and exp, one token
+// given whole, or every token of a subject.
+type revokeRequest struct {
+	JTI    string      `json:"jti"`
+	Exp    json.Number `json:"exp"`
+	Token  string      `json:"token"`
+	Sub    string      `json:"sub"`
+	Reason string      `json:"reason"`
+}
+
+// RevocationView is what the revocation endpoints show. The CLI decodes
+// it too.
+type RevocationView struct {
+	KeySet   string               `json:"keyset"`
+	Tokens   []RevokedTokenView   `json:"tokens"`
+	Subjects []RevokedSubjectView `json:"subjects"`
+}
+
+// RevokedTokenView is one revoked token.
+type RevokedTokenView struct {
+	JTI       string    `json:"jti"`
+	Exp       time.Time `json:"exp"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// RevokedSubjectView is one revoked subject.
+type RevokedSubjectView struct {
+	Sub          string    `json:"sub"`
+	IssuedBefore time.Time `json:"issued_before"` // tokens with iat at or before it are revoked
+	Until        time.Time `json:"until"`         // when the entry is dropped
+	RevokedAt    time.Time `json:"revoked_at"`
+	Reason       string    `json:"reason,omitempty"`
+}
+
+const maxReason = 256
+
+func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
+	var req revokeRequest
+	if err := decode(w, r, &req, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	_, p, err := s.Manager.KeySet(name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	given := 0
+	for _, set := range []bool{req.JTI != "" || req.Exp != "", req.Token != "", req.Sub != ""} {
+		if set {
+			given++
+		}
+	}
+	switch {
+	case given != 1:
+		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", `give exactly one of {"jti", "exp"}, {"token"} or {"sub"}`))
+		return
+	case len(req.Reason) > maxReason:
+		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "reason is longer than %d bytes", maxReason))
+		return
+	}
+	ctx := rotation.WithActor(r.Context(), caller(w))
+	now := s.Manager.Now()
+	if req.Sub != "" {
+		_, before, err := s.Manager.RevokeSubject(ctx, name, req.Sub, req.Reason)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.writeRevocations(w, r, name, map[string]any{"sub": req.Sub, "issued_before": before})
+		return
+	}
+	jti, exp := req.JTI, time.Time{}
+	if req.Token != "" {
+		// Only a token keyd would accept may be listed, so nobody can fill
+		// the list with junk.
+		v, err := s.Signer.Inspect(name, req.Token)
+		switch {
+		case signer.Code(err) == signer.CodeRevoked:
+			s.writeRevocations(w, r, name, map[string]any{"already": "revoked"})
+			return
+		case errors.Is(err, signer.ErrInvalidToken):
+			s.fail(w, r, errorf(http.StatusBadRequest, "invalid_token", "the token does not verify (%s: %s); only a valid token can be revoked", signer.Code(err), err.Error()))
+			return
+		case err != nil:
+			s.fail(w, r, err)
+			return
+		}
+		var ok bool
+		if jti, ok = v.Claims["jti"].(string); !ok || jti == "" {
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "the token has no jti: revoke its subject or its key instead"))
+			return
+		}
+		secs, _ := v.Claims["exp"].(json.Number).Float64() // verified: a number
+		exp = time.Unix(int64(secs), 0)
+	} else {
+		secs, err := strconv.ParseInt(req.Exp.String(), 10, 64)
+		switch {
+		case jti == "" || req.Exp == "":
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "jti and exp go together"))
+			return
+		case err != nil:
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp must be the token's exp, whole seconds since the epoch"))
+			return
+		}
+		exp = time.Unix(secs, 0)
+		if exp.Add(p.Leeway).Before(now) {
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s has passed: the token is expired already", exp.UTC().Format(time.RFC3339)))
+			return
+		}
+		if exp.After(now.Add(p.TokenTTL + p.Leeway)) {
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s is beyond token_ttl from now: no token of this key set lives that long", exp.UTC().Format(time.RFC3339)))
+			return
+		}
+	}
+	if _, err := s.Manager.RevokeToken(ctx, name, jti, exp, req.Reason); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeRevocations(w, r, name, map[string]any{"jti": jti, "exp": exp.UTC()})
+}
+
+// writeRevocations answers what was revoked and how many revocations the
+// key set has in force now.
+func (s *server) writeRevocations(w http.ResponseWriter, r *http.Request, name string, revoked map[string]any) {
+	view, err := s.revocations(name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked, "in_force": len(view.Tokens) + len(view.Subjects)})
+}
+
+func (s *server) listRevocations(w http.ResponseWriter, r *http.Request) {
+	view, err := s.revocations(r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, view)
+}
+
+func (s *server) revocations(name string) (RevocationView, error) {
+	ks, p, err := s.Manager.KeySet(name)
+	if err != nil {
+		return RevocationView{}, err
+	}
+	in := ks.Revocations.InForce(s.Manager.Now(), p.Leeway)
+	v := RevocationView{KeySet: name, Tokens: []RevokedTokenView{}, Subjects: []RevokedSubjectView{}}
+	for _, t := range in.Tokens {
+		v.Tokens = append(v.Tokens, RevokedTokenView{JTI: t.JTI, Exp: t.Expires, RevokedAt: t.RevokedAt, Reason: t.Reason})
+	}
+	for _, sr := range in.Subjects {
+		v.Subjects = append(v.Subjects, RevokedSubjectView{Sub: sr.Subject, IssuedBefore: sr.Before, Until: sr.Until, RevokedAt: sr.RevokedAt, Reason: sr.Reason})
+	}
+	return v, nil
+}
+
+// revocationList serves the key set's signed revocation list, cacheable
+// like the JWKS.
+func (s *server) revocationList(w http.ResponseWriter, r *http.Request) {
+	list, err := s.Signer.RevocationList(r.PathValue("name"))
+	if errors.Is(err, signer.ErrNoRevocationList) {
+		writeError(w, errorf(http.StatusNotFound, "not_found", "%s", err.Error()))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	doc := jwks.NewDocument([]byte(list.Token), list.MaxAge)
+	jwks.WriteAs(w, r, doc, "application/jwt")
+}

@@ -1,0 +1,94 @@
+package signer
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// RevocationListAudience is the aud of a revocation list, so that no
+// verifier that checks aud (every verifier should) takes a list for an
+// access token.
+const RevocationListAudience = "keyd-revocations"
+
+// RevocationList is a key set's revocations as a JWT signed by its active
+// key, for services that verify tokens locally: they fetch it, verify it
+// through the same JWKS, cache it for MaxAge and reject listed tokens.
+type RevocationList struct {
+	Token  string
+	MaxAge time.Duration // how long a verifier may cache it: jwks_max_age
+}
+
+// revocationList is what a cached list claims.
+type revocationListClaims struct {
+	Issuer   string           `json:"iss,omitempty"`
+	Audience string           `json:"aud"`
+	KeySet   string           `json:"keyset"`
+	IssuedAt int64            `json:"iat"`
+	Expires  int64            `json:"exp"`
+	Tokens   []revokedToken   `json:"revoked_jti"`
+	Subjects []revokedSubject `json:"revoked_sub"`
+}
+
+type revokedToken struct {
+	JTI string `json:"jti"`
+	Exp int64  `json:"exp"`
+}
+
+type revokedSubject struct {
+	Sub    string `json:"sub"`
+	Before int64  `json:"iat_before"` // tokens with iat <= this are revoked
+}
+
+type cachedList struct {
+	list   RevocationList
+	signed time.Time
+}
+
+// RevocationList returns the key set's current revocation list, signed
+// again once half its cache lifetime has passed (its exp is two
+// lifetimes after it was signed). HMAC key sets have none: their tokens
+// are verified by keyd, which checks revocations itself.
+func (s *Signer) RevocationList(name string) (RevocationList, error) {
+	r, err := s.ring(name)
+	if err != nil {
+		return RevocationList{}, err
+	}
+	if r.alg.Symmetric() {
+		return RevocationList{}, fmt.Errorf("%w: key set %s signs with HMAC: verify its tokens through keyd, which checks revocations", ErrNoRevocationList, name)
+	}
+	now := s.now()
+	maxAge := r.policy.JWKSMaxAge
+	if c := r.list.Load(); c != nil && now.Sub(c.signed) < maxAge/2 && !now.Before(c.signed) {
+		return c.list, nil
+	}
+	in := r.revs.InForce(now, r.policy.Leeway)
+	claims := revocationListClaims{
+		Issuer: r.policy.Issuer, Audience: RevocationListAudience, KeySet: name,
+		IssuedAt: now.Unix(), Expires: now.Add(2 * maxAge).Unix(),
+		Tokens: []revokedToken{}, Subjects: []revokedSubject{},
+	}
+	for _, t := range in.Tokens {
+		claims.Tokens = append(claims.Tokens, revokedToken{t.JTI, t.Expires.Unix()})
+	}
+	for _, sr := range in.Subjects {
+		claims.Subjects = append(claims.Subjects, revokedSubject{sr.Subject, sr.Before.Unix()})
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return RevocationList{}, err
+	}
+	header, _ := json.Marshal(map[string]string{"alg": string(r.alg), "kid": r.kid, "typ": "revocations+jwt"})
+	buf := b64.AppendEncode(nil, header)
+	buf = append(buf, '.')
+	buf = b64.AppendEncode(buf, payload)
+	sig, err := r.method(buf)
+	if err != nil {
+		return RevocationList{}, fmt.Errorf("%w: signing the revocation list of %s", ErrInternal, name)
+	}
+	buf = append(buf, '.')
+	buf = b64.AppendEncode(buf, sig)
+	list := RevocationList{Token: string(buf), MaxAge: maxAge}
+	r.list.Store(&cachedList{list: list, signed: now})
+	return list, nil
+}
