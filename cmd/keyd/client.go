@@ -92,6 +92,10 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 	tok := fs.String("token", os.Getenv("KEYD_TOKEN"), "API token (KEYD_TOKEN)")
 	force := fs.Bool("force", false, "rotate: rotate even if the pending key has not been published for jwks_max_age (emergency)")
 	ttl := fs.String("ttl", "", "sign: token lifetime, e.g. 5m (default: the key set's token_ttl)")
+	reason := fs.String("reason", "", "revoke-token: why (kept in the list and the audit trail)")
+	jti := fs.String("jti", "", "revoke-token: the token's jti (with --exp), instead of the token on stdin")
+	exp := fs.Int64("exp", 0, "revoke-token: the token's exp, Unix seconds (with --jti)")
+	sub := fs.String("sub", "", "revoke-token: revoke every token of this subject issued until now")
 	caFile := fs.String("ca-file", os.Getenv("KEYD_CA_FILE"), "PEM CA bundle to trust for an https KEYD_ADDR (KEYD_CA_FILE; default: the system's)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -109,7 +113,7 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
 	c := &apiClient{addr: *addr, token: strings.TrimSpace(*tok), http: hc}
-	want := map[string]int{"keysets": 0, "rotate": 1, "revoke": 2, "sign": 1, "verify": 1, "status": 0, "reload": 0}[cmd]
+	want := map[string]int{"keysets": 0, "rotate": 1, "revoke": 2, "sign": 1, "verify": 1, "status": 0, "reload": 0, "revoke-token": 1, "revocations": 1}[cmd]
 	if fs.NArg() != want {
 		return fmt.Errorf("want %d argument(s), got %d (see keyd help)", want, fs.NArg())
 	}
@@ -122,6 +126,43 @@ func client(cmd string, args []string, stdin io.Reader, stdout io.Writer) error 
 			return err
 		}
 		fmt.Fprintln(stdout, "reloaded")
+	case "revoke-token":
+		body := map[string]any{}
+		switch {
+		case *sub != "":
+			body["sub"] = *sub
+		case *jti != "":
+			body["jti"], body["exp"] = *jti, *exp
+		default:
+			raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+			if err != nil {
+				return err
+			}
+			body["token"] = strings.TrimSpace(string(raw))
+		}
+		if *reason != "" {
+			body["reason"] = *reason
+		}
+		var out map[string]any
+		if err := c.do("POST", "/v1/keysets/"+url.PathEscape(a[0])+"/revocations", body, &out); err != nil {
+			return err
+		}
+		pretty, _ := json.MarshalIndent(out, "", "  ")
+		fmt.Fprintln(stdout, string(pretty))
+	case "revocations":
+		var out api.RevocationView
+		if err := c.do("GET", "/v1/keysets/"+url.PathEscape(a[0])+"/revocations", nil, &out); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tJTI / SUBJECT\tCOVERS\tDROPPED AFTER\tREVOKED AT\tREASON")
+		for _, t := range out.Tokens {
+			fmt.Fprintf(tw, "token\t%s\tthe token\t%s\t%s\t%s\n", t.JTI, stamp(t.Exp), stamp(t.RevokedAt), t.Reason)
+		}
+		for _, s := range out.Subjects {
+			fmt.Fprintf(tw, "subject\t%s\tissued until %s\t%s\t%s\t%s\n", s.Sub, stamp(s.IssuedBefore), stamp(s.Until), stamp(s.RevokedAt), s.Reason)
+		}
+		_ = tw.Flush()
 	case "keysets":
 		var out struct {
 			KeySets []api.KeySetView `json:"keysets"`

@@ -35,6 +35,10 @@ Client commands (against a running daemon; KEYD_ADDR and KEYD_TOKEN, or
   keyd sign [--ttl 5m] KEYSET  sign the claims JSON read from stdin; prints the token
   keyd verify KEYSET           verify the token read from stdin
   keyd reload                  make the daemon re-read its config file (as SIGHUP)
+  keyd revoke-token [--reason R] KEYSET
+                               revoke the token read from stdin; or --jti J --exp UNIX;
+                               or --sub S: every token of that subject issued until now
+  keyd revocations KEYSET      list the revocations in force
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
@@ -57,7 +61,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = serve(rest, stderr)
-	case "keysets", "rotate", "revoke", "sign", "verify", "status", "reload":
+	case "keysets", "rotate", "revoke", "sign", "verify", "status", "reload", "revoke-token", "revocations":
 		err = client(cmd, rest, stdin, stdout)
 	case "token":
 		err = token(rest, stdout)

@@ -1,0 +1,27 @@
+"""keyd's revocation list for services that verify tokens locally with PyJWT.
+
+    jwks = jwt.PyJWKClient("https://keys.example.com/.well-known/jwks.json")
+    revocations = RevocationList("https://keys.example.com", "default", jwks, "ES256")
+    claims = jwt.decode(token, jwks.get_signing_key_from_jwt(token).key, algorithms=["ES256"], audience="billing")
+    if revocations.is_revoked(claims): reject(401)
+"""
+import re, time, urllib.request
+import jwt
+
+
+class RevocationList:
+    def __init__(self, keyd_url, keyset, jwks_client, algorithm):
+        self.url = f"{keyd_url}/v1/keysets/{keyset}/revocations.jwt"
+        self.jwks, self.alg, self.jtis, self.subs, self.expires = jwks_client, algorithm, set(), {}, 0.0
+
+    def is_revoked(self, claims):
+        if time.time() >= self.expires:  # fetch again once the cached copy is stale
+            with urllib.request.urlopen(self.url, timeout=5) as resp:
+                token, cc = resp.read().decode(), resp.headers.get("Cache-Control", "")
+            key = self.jwks.get_signing_key_from_jwt(token).key  # the list is signed like the tokens
+            lst = jwt.decode(token, key, algorithms=[self.alg], audience="keyd-revocations")
+            self.jtis = {r["jti"] for r in lst["revoked_jti"]}
+            self.subs = {r["sub"]: r["iat_before"] for r in lst["revoked_sub"]}
+            self.expires = time.time() + int((re.search(r"max-age=(\d+)", cc) or [0, 60])[1])
+        cutoff = self.subs.get(claims.get("sub"))
+        return claims.get("jti") in self.jtis or (cutoff is not None and claims.get("iat", 0) <= cutoff)
