@@ -71,6 +71,7 @@ const (
 	EventConfigLoaded   = "config_loaded"
 	EventConfigReloaded = "config_reloaded"
 	EventReloadFailed   = "config_reload_failed"
+	EventRefreshReused  = "refresh_token_reused" // a spent refresh token came back: its login is revoked
 )
 
 // MaxClaimBytes caps the sub and aud a record keeps; longer values are

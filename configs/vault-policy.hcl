@@ -1,8 +1,9 @@
 # The least privilege keyd needs on Vault, for mount "secret" and prefix
 # "keyd" (storage.vault.mount and .prefix): read and write its key sets, list
 # them, and set their metadata (cas_required, max_versions) after each write
-# to one. No delete: keyd never deletes a key set, and destroyed keys go with
-# the old versions that max_versions=1 drops.
+# to one. No delete of key sets: keyd never deletes one, and destroyed keys go
+# with the old versions that max_versions=1 drops. Records (refresh token
+# families, under <prefix>/records/) are listed, and deleted once expired.
 #
 #   vault policy write keyd configs/vault-policy.hcl
 path "secret/data/keyd/*" {
@@ -29,4 +30,8 @@ path "auth/token/lookup-self" {
 
 path "auth/token/renew-self" {
   capabilities = ["update"]
+}
+
+path "secret/metadata/keyd/records/*" {
+  capabilities = ["create", "read", "update", "list", "delete"]
 }

@@ -27,6 +27,9 @@ type Policy struct {
 	// MaxRevocations bounds the token revocations in force; 0 means
 	// DefaultMaxRevocations.
 	MaxRevocations int
+	// RefreshTTL, when set, enables access + refresh token pairs: how long
+	// a login's refresh tokens work.
+	RefreshTTL time.Duration
 }
 
 // PublishedFor is how long a pending key must have existed before it may

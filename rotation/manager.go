@@ -127,6 +127,9 @@ type settings struct {
 	schedules map[string]cron.Schedule
 }
 
+// Policy returns the current settings of a configured key set.
+func (m *Manager) Policy(name string) (keystore.Policy, bool) { return m.policy(name) }
+
 func (m *Manager) policy(name string) (keystore.Policy, bool) {
 	p, ok := m.conf.Load().policies[name]
 	return p, ok

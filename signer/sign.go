@@ -24,6 +24,7 @@ type Token struct {
 	KID       string
 	Alg       string
 	JTI       string // the token's jti, given or generated
+	IssuedAt  time.Time
 	ExpiresAt time.Time
 }
 
@@ -109,7 +110,7 @@ func (r *keyring) make(now time.Time, claims Claims, ttl time.Duration) (*Token,
 	buf = b64.AppendEncode(buf, sig)
 	// buf is never written again: the string may share its bytes.
 	tok := unsafe.String(unsafe.SliceData(buf), len(buf))
-	return &Token{Token: tok, KID: r.kid, Alg: string(r.alg), JTI: jti, ExpiresAt: exp.UTC()}, nil
+	return &Token{Token: tok, KID: r.kid, Alg: string(r.alg), JTI: jti, IssuedAt: now.UTC(), ExpiresAt: exp.UTC()}, nil
 }
 
 // expiry applies the lifetime rules: claims.exp or ttl, never both, never

@@ -48,6 +48,7 @@ const DefaultLockTimeout = time.Second
 var (
 	bucketMeta    = []byte("meta")
 	bucketKeySets = []byte("keysets")
+	bucketRecords = []byte("records") // holds one bucket per record kind
 	keyFormat     = []byte("format")
 	keyCheck      = []byte("master_key_check")
 )
@@ -70,7 +71,10 @@ type Store struct {
 	aead cipher.AEAD
 }
 
-var _ keystore.Store = (*Store)(nil)
+var (
+	_ keystore.Store       = (*Store)(nil)
+	_ keystore.RecordStore = (*Store)(nil)
+)
 
 // ParseMasterKey decodes a base64 (standard or URL alphabet, padding
 // optional, surrounding white space ignored) 32-byte master key.
@@ -145,6 +149,9 @@ func (s *Store) init() error {
 			return err
 		}
 		if _, err := tx.CreateBucketIfNotExists(bucketKeySets); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
 			return err
 		}
 		if f := meta.Get(keyFormat); f != nil && string(f) != formatVersion {

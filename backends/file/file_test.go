@@ -38,6 +38,17 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestRecordConformance(t *testing.T) {
+	keystoretest.RunRecords(t, func(t *testing.T) keystore.RecordStore {
+		s, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: masterKey(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
 func TestFileModeAndEncryptionAtRest(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data", "keyd.db")
 	s, err := file.Open(file.Options{Path: path, MasterKey: masterKey(t)})

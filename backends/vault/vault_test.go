@@ -46,6 +46,15 @@ func TestConformance(t *testing.T) {
 	keystoretest.Run(t, func(t *testing.T) keystore.Store { return open(t, srv, 0) })
 }
 
+func TestRecordConformance(t *testing.T) {
+	srv := testvault.Start(t)
+	keystoretest.RunRecords(t, func(t *testing.T) keystore.RecordStore {
+		s := open(t, srv, 0)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
 func TestMetadataRequiresCASAndKeepsOneVersion(t *testing.T) {
 	srv := testvault.Start(t)
 	s, prefix := openAt(t, srv, 0)
@@ -166,6 +175,20 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 	}
 	if sets, err := s.List(ctx); err != nil || len(sets) != 1 {
 		t.Fatalf("list under the policy: %v %v", sets, err)
+	}
+	rs := s.(keystore.RecordStore)
+	r, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "fam", Data: []byte("x")})
+	if err != nil {
+		t.Fatalf("record create under the policy: %v", err)
+	}
+	if _, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "fam", Data: []byte("y"), Version: r.Version}); err != nil {
+		t.Fatalf("record update under the policy: %v", err)
+	}
+	if list, err := rs.ListRecords(ctx, "refresh"); err != nil || len(list) != 1 {
+		t.Fatalf("record list under the policy: %v %v", list, err)
+	}
+	if err := rs.DeleteRecord(ctx, "refresh", "fam"); err != nil {
+		t.Fatalf("record delete under the policy: %v", err)
 	}
 	meta, err := root.KVv2("secret").GetMetadata(ctx, "keyd/default")
 	if err != nil || !meta.CASRequired || meta.MaxVersions != 1 {

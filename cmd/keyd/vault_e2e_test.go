@@ -368,3 +368,94 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	}
 	t.Logf("every replica enforced the revocations %v after they were made", time.Since(start).Round(10*time.Millisecond))
 }
+
+// TestRefreshAcrossReplicas: token pairs on three replicas sharing a real
+// Vault. A refresh token works at any replica, once; raced at two replicas
+// it yields exactly one new pair and one refresh_token_reused, and the
+// reuse revokes the login everywhere.
+func TestRefreshAcrossReplicas(t *testing.T) {
+	srv := testvault.Start(t)
+	cfg := writeVaultConfig(t, srv, "  - {name: app, algorithm: EdDSA, rotation: \"@daily\", token_ttl: 5m, jwks_max_age: 5s, refresh: {ttl: 24h}}\n"+
+		"  - {name: plain, algorithm: ES256, rotation: \"@daily\", token_ttl: 5m, jwks_max_age: 5s}\n")
+	var replicas []*daemonProc
+	for range 3 {
+		replicas = append(replicas, startDaemon(t, vaultEnv, "--config", cfg))
+	}
+	rec := &recorder{}
+	type pair struct {
+		AccessToken      string `json:"access_token"`
+		RefreshToken     string `json:"refresh_token"`
+		TokenType        string `json:"token_type"`
+		ExpiresIn        int64  `json:"expires_in"`
+		RefreshExpiresIn int64  `json:"refresh_expires_in"`
+	}
+	call := func(d *daemonProc, path, body string) (int, pair, string) {
+		status, out, _ := rec.call(t, "POST", d.addr+path, serviceToken, body)
+		var p pair
+		_ = json.Unmarshal(out, &p)
+		return status, p, string(out)
+	}
+	status, login, body := call(replicas[0], "/v1/keysets/app/token-pair", `{"claims":{"sub":"alice","scope":"read"}}`)
+	if status != 200 || login.TokenType != "Bearer" || login.ExpiresIn != 300 || login.RefreshExpiresIn < 86390 || login.RefreshToken == "" {
+		t.Fatalf("token-pair: %d %s", status, body)
+	}
+	// The access token verifies; the refresh token is no access token.
+	for tok, valid := range map[string]bool{login.AccessToken: true, login.RefreshToken: false} {
+		_, out, _ := rec.call(t, "POST", replicas[2].addr+"/v1/keysets/app/verify", serviceToken, `{"token":"`+tok+`"}`)
+		if strings.Contains(string(out), `"valid":true`) != valid {
+			t.Fatalf("verify: %s", out)
+		}
+	}
+	// Refreshed at another replica.
+	status, second, body := call(replicas[1], "/v1/keysets/app/refresh", `{"refresh_token":"`+login.RefreshToken+`"}`)
+	if status != 200 || second.AccessToken == login.AccessToken || second.RefreshToken == login.RefreshToken {
+		t.Fatalf("refresh at another replica: %d %s", status, body)
+	}
+	_, out, _ := rec.call(t, "POST", replicas[0].addr+"/v1/keysets/app/verify", serviceToken, `{"token":"`+second.AccessToken+`"}`)
+	if !strings.Contains(string(out), `"sub":"alice"`) || !strings.Contains(string(out), `"scope":"read"`) {
+		t.Fatalf("refreshed access token claims: %s", out)
+	}
+	// The race: the same refresh token at two replicas at once.
+	type result struct {
+		status int
+		body   string
+	}
+	results := make(chan result, 2)
+	for _, d := range replicas[1:] {
+		go func() {
+			status, _, body := call(d, "/v1/keysets/app/refresh", `{"refresh_token":"`+second.RefreshToken+`"}`)
+			results <- result{status, body}
+		}()
+	}
+	won, reused := 0, 0
+	var winner pair
+	for range 2 {
+		r := <-results
+		switch {
+		case r.status == 200:
+			won++
+			_ = json.Unmarshal([]byte(r.body), &winner)
+		case r.status == 401 && strings.Contains(r.body, `"code":"refresh_token_reused"`):
+			reused++
+		default:
+			t.Fatalf("racing refresh: %d %s", r.status, r.body)
+		}
+	}
+	if won != 1 || reused != 1 {
+		t.Fatalf("race: %d pairs and %d reuses, want one of each", won, reused)
+	}
+	// The reuse revoked the login: the winner's refresh token is dead too,
+	// whichever replica sees it.
+	if status, _, body := call(replicas[0], "/v1/keysets/app/refresh", `{"refresh_token":"`+winner.RefreshToken+`"}`); status != 401 || !strings.Contains(body, "refresh_token_revoked") {
+		t.Fatalf("the winner's token after the reuse: %d %s", status, body)
+	}
+	for _, tc := range []struct{ path, body, code string }{
+		{"/v1/keysets/app/refresh", `{"refresh_token":"krt_garbage"}`, "refresh_token_invalid"},
+		{"/v1/keysets/plain/token-pair", `{"claims":{}}`, "refresh_not_enabled"},
+		{"/v1/keysets/app/token-pair", `{"claims":{"jti":"mine"}}`, "bad_request"},
+	} {
+		if _, _, body := call(replicas[2], tc.path, tc.body); !strings.Contains(body, tc.code) {
+			t.Errorf("%s %s: %s, want %s", tc.path, tc.body, body, tc.code)
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/metrics"
+	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -47,6 +48,8 @@ type Options struct {
 	MetricsRoute bool
 	// Audit records security events (nil: no audit trail).
 	Audit *audit.Log
+	// Refresh issues and refreshes token pairs (nil: not offered).
+	Refresh *refresh.Service
 	// Reload re-reads the config file (POST /v1/reload); nil: not offered.
 	Reload func(context.Context) error
 	// Health reports whether the key sets are loaded (until then every
@@ -91,6 +94,10 @@ func New(o Options) http.Handler {
 	handle("POST /v1/keysets/{name}/revocations", s.loaded(s.admin(s.addRevocation)))
 	handle("GET /v1/keysets/{name}/revocations", s.loaded(s.admin(s.listRevocations)))
 	handle("GET /v1/keysets/{name}/revocations.jwt", s.loaded(s.revocationList))
+	if o.Refresh != nil {
+		handle("POST /v1/keysets/{name}/token-pair", s.loaded(s.scoped(config.ScopeSign, s.tokenPair)))
+		handle("POST /v1/keysets/{name}/refresh", s.loaded(s.scoped(config.ScopeSign, s.refresh)))
+	}
 	if o.Reload != nil {
 		handle("POST /v1/reload", s.admin(s.reload))
 	}
@@ -142,6 +149,18 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusNotFound, "keyset_not_found", "%s", err.Error())
 	case errors.Is(err, keystore.ErrKeyNotFound):
 		return errorf(http.StatusNotFound, "key_not_found", "%s", err.Error())
+	case errors.Is(err, refresh.ErrReused):
+		return errorf(http.StatusUnauthorized, "refresh_token_reused", "%s", err.Error())
+	case errors.Is(err, refresh.ErrExpired):
+		return errorf(http.StatusUnauthorized, "refresh_token_expired", "%s", err.Error())
+	case errors.Is(err, refresh.ErrRevoked):
+		return errorf(http.StatusUnauthorized, "refresh_token_revoked", "%s", err.Error())
+	case errors.Is(err, refresh.ErrInvalid):
+		return errorf(http.StatusUnauthorized, "refresh_token_invalid", "%s", err.Error())
+	case errors.Is(err, refresh.ErrDisabled):
+		return errorf(http.StatusNotFound, "refresh_not_enabled", "%s: set keysets[].refresh.ttl", err.Error())
+	case errors.Is(err, refresh.ErrClaims):
+		return errorf(http.StatusBadRequest, "bad_request", "%s", err.Error())
 	case errors.Is(err, keystore.ErrRevocationLimit):
 		return errorf(http.StatusConflict, "revocation_limit", "%s; entries leave as the tokens they cover expire. Revoke the key instead, or raise keysets[].max_revocations", err.Error())
 	case errors.Is(err, keystore.ErrInvalidTransition):

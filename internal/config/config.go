@@ -121,6 +121,13 @@ type KeySet struct {
 	Verify     Verify         `yaml:"verify"`
 	// MaxRevocations bounds the token revocations in force (0: default).
 	MaxRevocations int `yaml:"max_revocations"`
+	// Refresh enables access + refresh token pairs.
+	Refresh Refresh `yaml:"refresh"`
+}
+
+// Refresh configures a key set's token pairs.
+type Refresh struct {
+	TTL time.Duration `yaml:"ttl"` // how long a login's refresh tokens work; 0: no pairs
 }
 
 // Verify is a key set's verify policy: what every token presented to its
@@ -386,6 +393,9 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("%s.verify.required_claims[%d]", f, j), "is empty")
 			}
 		}
+		if ks.Refresh.TTL < 0 || (ks.Refresh.TTL > 0 && ks.Refresh.TTL < ks.TokenTTL) {
+			bad(f+".refresh.ttl", "must be at least token_ttl (%v), got %v", ks.TokenTTL, ks.Refresh.TTL)
+		}
 		if ks.MaxRevocations < 0 || ks.MaxRevocations > 1_000_000 {
 			bad(f+".max_revocations", "must be between 1 and 1000000 (0: the default %d), got %d", keystore.DefaultMaxRevocations, ks.MaxRevocations)
 		}
@@ -504,6 +514,7 @@ func (c *Config) Policies() []keystore.Policy {
 			Leeway: *ks.Leeway, Issuer: ks.Issuer, PublishDelay: c.publishDelay(),
 			Verify:         keystore.VerifyPolicy{Audience: ks.Verify.Audience, Issuer: ks.Verify.Issuer, RequiredClaims: ks.Verify.RequiredClaims},
 			MaxRevocations: ks.MaxRevocations,
+			RefreshTTL:     ks.Refresh.TTL,
 		}
 	}
 	return out

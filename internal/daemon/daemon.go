@@ -28,6 +28,7 @@ import (
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/metrics"
+	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -142,12 +143,19 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("no API tokens or clients configured: only the JWKS and health endpoints can be used")
 	}
 
+	var pairs *refresh.Service
+	if records, ok := store.(keystore.RecordStore); ok { // both backends are
+		pairs = refresh.New(records, sg, o.Now, func(name string) (refresh.Settings, bool) {
+			p, ok := mgr.Policy(name)
+			return refresh.Settings{TTL: p.RefreshTTL}, ok
+		})
+	}
 	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
 	rl := &reloader{path: o.ConfigPath, log: log, level: o.LogLevel, auth: auth, tls: tlsSrv, mgr: mgr, pub: pub, audit: auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: log,
 		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "", Audit: auditLog,
-		Reload: rl.Reload,
+		Reload: rl.Reload, Refresh: pairs,
 	})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -205,8 +213,11 @@ func Run(ctx context.Context, o Options) error {
 				mgr.Poll(ctx, cfg.Storage.Vault.PollInterval)
 			}
 		}()
+		pruned := make(chan struct{})
+		go func() { defer close(pruned); prunePairs(ctx, pairs, log) }()
 		mgr.Run(ctx)
 		<-done
+		<-pruned
 	}()
 	defer func() { cancel(); <-background }() // before the store closes
 
@@ -244,6 +255,27 @@ wait:
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// prunePairs deletes expired refresh token families hourly.
+func prunePairs(ctx context.Context, pairs *refresh.Service, log *slog.Logger) {
+	if pairs == nil {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := pairs.Prune(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("pruning expired refresh token families failed; retrying in an hour", "err", err)
+		} else if n > 0 {
+			log.Info("pruned expired refresh token families", "count", n)
+		}
+	}
 }
 
 // openAudit opens the audit trail the config asks for, or returns nil.

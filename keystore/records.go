@@ -1,0 +1,33 @@
+package keystore
+
+import "context"
+
+// Record is a small piece of state that is not a key set (a refresh token
+// family), stored by kind and id with its own compare-and-swap version.
+type Record struct {
+	ID      string
+	Data    []byte // opaque to the store; sealed at rest where the store seals key material
+	Version uint64 // 0: not stored yet
+}
+
+// RecordStore is an optional capability of a Store, found by type
+// assertion: records that change often and independently of each other,
+// so they must not share a key set's single compare-and-swap version.
+// Implementations follow Store's contract: safe for concurrent use (and by
+// several processes where shared), honour ctx, wrap backend faults in
+// ErrUnavailable, and return copies the caller owns.
+type RecordStore interface {
+	// GetRecord returns the record, or an error wrapping ErrNotFound.
+	GetRecord(ctx context.Context, kind, id string) (*Record, error)
+
+	// PutRecord writes r if the stored version equals r.Version (0: the
+	// record must not exist), returning it with its new, greater version,
+	// or an error wrapping ErrConflict having written nothing.
+	PutRecord(ctx context.Context, kind string, r *Record) (*Record, error)
+
+	// DeleteRecord removes the record; a missing record is not an error.
+	DeleteRecord(ctx context.Context, kind, id string) error
+
+	// ListRecords returns every record of a kind.
+	ListRecords(ctx context.Context, kind string) ([]*Record, error)
+}

@@ -1,0 +1,217 @@
+package refresh_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/keystore/keystoretest"
+	"github.com/keyd-dev/keyd/refresh"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func setup(t testing.TB) (*refresh.Service, *signer.Signer, *clock, *file.Store) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	sg := signer.New(c.now, nil)
+	for _, name := range []string{"app", "other"} {
+		ks := keystoretest.KeySet(t, name, keystore.ES256)
+		ks.Version = 1
+		if err := sg.Load(keystore.Policy{Name: name, Algorithm: keystore.ES256, TokenTTL: 5 * time.Minute, JWKSMaxAge: time.Minute}, ks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settings := func(name string) (refresh.Settings, bool) {
+		switch name {
+		case "app", "other":
+			return refresh.Settings{TTL: 24 * time.Hour}, true
+		case "off":
+			return refresh.Settings{}, true
+		}
+		return refresh.Settings{}, false
+	}
+	return refresh.New(store, sg, c.now, settings), sg, c, store
+}
+
+var claims = signer.Claims{"sub": json.RawMessage(`"alice"`), "scope": json.RawMessage(`"read"`)}
+
+func TestRotationAndReuseDetection(t *testing.T) {
+	svc, sg, c, _ := setup(t)
+	ctx := context.Background()
+	first, err := svc.Issue(ctx, "app", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(first.RefreshToken, "krt_") || strings.Count(first.RefreshToken, ".") != 0 {
+		t.Fatalf("refresh token %q looks like a JWT", first.RefreshToken)
+	}
+	// The refresh token is no access token.
+	if _, err := sg.Verify("app", first.RefreshToken, signer.Expect{}); signer.Code(err) != signer.CodeMalformed {
+		t.Fatalf("verify accepted a refresh token: %v", err)
+	}
+	c.add(time.Minute)
+	second, err := svc.Refresh(ctx, "app", first.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sg.Verify("app", second.Access.Token, signer.Expect{})
+	if err != nil || v.Claims["sub"] != "alice" || v.Claims["scope"] != "read" || second.Access.JTI == first.Access.JTI ||
+		!second.Access.ExpiresAt.Equal(c.now().Add(5*time.Minute)) || !second.RefreshExpires.Equal(first.RefreshExpires) {
+		t.Fatalf("refreshed pair: %+v %v", second, err)
+	}
+	third, err := svc.Refresh(ctx, "app", second.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first token again: theft. The whole family goes, the newest too.
+	if _, err := svc.Refresh(ctx, "app", first.RefreshToken); !errors.Is(err, refresh.ErrReused) {
+		t.Fatalf("reuse: %v", err)
+	}
+	if _, err := svc.Refresh(ctx, "app", third.RefreshToken); !errors.Is(err, refresh.ErrRevoked) {
+		t.Fatalf("the newest token after reuse: %v", err)
+	}
+	// Another login is not affected.
+	other, _ := svc.Issue(ctx, "app", claims)
+	if _, err := svc.Refresh(ctx, "app", other.RefreshToken); err != nil {
+		t.Fatalf("another login: %v", err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	svc, _, c, store := setup(t)
+	ctx := context.Background()
+	p, _ := svc.Issue(ctx, "app", claims)
+	for name, tok := range map[string]string{
+		"garbage":     "krt_AAAA",
+		"not ours":    "eyJhbGciOiJFUzI1NiJ9.e30.sig",
+		"flipped mac": p.RefreshToken[:len(p.RefreshToken)-2] + flip(p.RefreshToken[len(p.RefreshToken)-2:]),
+	} {
+		if _, err := svc.Refresh(ctx, "app", tok); !errors.Is(err, refresh.ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := svc.Refresh(ctx, "other", p.RefreshToken); !errors.Is(err, refresh.ErrInvalid) {
+		t.Errorf("another key set's token: %v", err)
+	}
+	if _, err := svc.Issue(ctx, "off", claims); !errors.Is(err, refresh.ErrDisabled) {
+		t.Errorf("refresh off: %v", err)
+	}
+	if _, err := svc.Issue(ctx, "nope", claims); !errors.Is(err, signer.ErrUnknownKeySet) {
+		t.Errorf("unknown key set: %v", err)
+	}
+	if _, err := svc.Issue(ctx, "app", signer.Claims{"jti": json.RawMessage(`"x"`)}); !errors.Is(err, refresh.ErrClaims) {
+		t.Errorf("jti in pair claims: %v", err)
+	}
+	// A flipped MAC did not revoke the family: only keyd's own tokens can.
+	c.add(24 * time.Hour)
+	if _, err := svc.Refresh(ctx, "app", p.RefreshToken); !errors.Is(err, refresh.ErrExpired) {
+		t.Fatalf("after the family's ttl: %v", err)
+	}
+	if n, err := svc.Prune(ctx); err != nil || n != 0 {
+		t.Fatalf("pruning a family expired for less than a day: %d %v", n, err)
+	}
+	c.add(25 * time.Hour)
+	if n, err := svc.Prune(ctx); err != nil || n != 1 {
+		t.Fatalf("prune: %d %v", n, err)
+	}
+	if recs, _ := store.ListRecords(ctx, refresh.Kind); len(recs) != 0 {
+		t.Fatalf("%d families left", len(recs))
+	}
+}
+
+// TestRaceHasOneWinner presents one refresh token to two services sharing
+// a store (two replicas) at once, many times: each time exactly one new
+// pair, and the other is reuse.
+func TestRaceHasOneWinner(t *testing.T) {
+	a, _, c, store := setup(t)
+	b := refresh.New(store, signerOf(t, c.now), c.now, func(string) (refresh.Settings, bool) { return refresh.Settings{TTL: time.Hour}, true })
+	ctx := context.Background()
+	for range 20 {
+		p, err := a.Issue(ctx, "app", claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, svc := range []*refresh.Service{a, b} {
+			wg.Go(func() { _, errs[i] = svc.Refresh(ctx, "app", p.RefreshToken) })
+		}
+		wg.Wait()
+		ok, reused := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, refresh.ErrReused):
+				reused++
+			default:
+				t.Fatalf("racing refresh: %v", err)
+			}
+		}
+		if ok != 1 || reused != 1 {
+			t.Fatalf("race: %d pairs, %d reuses", ok, reused)
+		}
+	}
+}
+
+func signerOf(t testing.TB, now func() time.Time) *signer.Signer {
+	sg := signer.New(now, nil)
+	ks := keystoretest.KeySet(t, "app", keystore.EdDSA)
+	ks.Version = 1
+	if err := sg.Load(keystore.Policy{Name: "app", Algorithm: keystore.EdDSA, TokenTTL: 5 * time.Minute}, ks); err != nil {
+		t.Fatal(err)
+	}
+	return sg
+}
+
+func flip(s string) string {
+	if s[0] == 'A' {
+		return "B" + s[1:]
+	}
+	return "A" + s[1:]
+}
+
+// BenchmarkRefresh measures refreshes on bbolt: each spends a token and
+// writes its family (one fsynced transaction), then signs (ES256).
+func BenchmarkRefresh(b *testing.B) {
+	svc, _, _, _ := setup(b)
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		p, err := svc.Issue(ctx, "app", claims)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok := p.RefreshToken
+		for pb.Next() {
+			p, err := svc.Refresh(ctx, "app", tok)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tok = p.RefreshToken
+		}
+	})
+}
