@@ -26,6 +26,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
+	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -83,6 +84,37 @@ func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
 		return nil
 	}
 	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, alg: ks.Algorithm, keys: keys, doc: doc}
+	return p.rebuild()
+}
+
+// LoadAll loads many key sets at once (rotation.BatchListener): each key
+// set's document is rendered on every processor, the global one once.
+func (p *Publisher) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
+	entries := make([]entry, len(sets))
+	err := parallel.Do(len(sets), func(i int) error {
+		ks := sets[i]
+		keys, err := PublicKeys(ks)
+		if err != nil {
+			return err
+		}
+		doc, err := render(keys, ps[i].JWKSMaxAge)
+		if err != nil {
+			return err
+		}
+		entries[i] = entry{version: ks.Version, maxAge: ps[i].JWKSMaxAge, alg: ks.Algorithm, keys: keys, doc: doc}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, ks := range sets {
+		if old, ok := p.sets[ks.Name]; ok && ks.Version != 0 && ks.Version < old.version {
+			continue
+		}
+		p.sets[ks.Name] = entries[i]
+	}
 	return p.rebuild()
 }
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -147,24 +148,43 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	m.conf.Store(conf)
-	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
-		p := conf.policies[name]
-		ks, err := m.load(ctx, p)
-		if err != nil {
-			return err
-		}
-		if err := m.publish(p, ks); err != nil {
-			return err
-		}
-	}
+	// One read for every stored key set, then the missing ones made
+	// concurrently, then every listener loaded once: a thousand key sets
+	// start in seconds, not one store round trip and one re-render each.
 	stored, err := m.store.List(ctx)
 	if err != nil {
 		return err
 	}
+	byName := map[string]*keystore.KeySet{}
 	for _, ks := range stored {
 		if _, ok := conf.policies[ks.Name]; !ok {
 			m.log.Warn("key set is in the store but not in the config; it is not served", "keyset", ks.Name)
+			continue
 		}
+		byName[ks.Name] = ks
+	}
+	var missing []keystore.Policy
+	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
+		if _, ok := byName[name]; !ok {
+			missing = append(missing, conf.policies[name])
+		}
+	}
+	created, err := m.createAll(ctx, missing)
+	if err != nil {
+		return err
+	}
+	maps.Copy(byName, created)
+	var ps []keystore.Policy
+	var sets []*keystore.KeySet
+	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
+		p, ks := conf.policies[name], byName[name]
+		if err := checkStored(p, ks); err != nil {
+			return err
+		}
+		ps, sets = append(ps, p), append(sets, ks)
+	}
+	if err := m.publishAll(ps, sets); err != nil {
+		return err
 	}
 	m.started.Store(true)
 	return nil
@@ -192,13 +212,116 @@ func (m *Manager) load(ctx context.Context, p keystore.Policy) (*keystore.KeySet
 	if err != nil {
 		return nil, fmt.Errorf("key set %s: %w", p.Name, err)
 	}
+	return ks, checkStored(p, ks)
+}
+
+// checkStored refuses a stored key set that does not match its config or
+// breaks the invariants.
+func checkStored(p keystore.Policy, ks *keystore.KeySet) error {
 	if ks.Algorithm != p.Algorithm {
-		return nil, fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", p.Name, p.Algorithm, ks.Algorithm)
+		return fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", p.Name, p.Algorithm, ks.Algorithm)
 	}
-	if err := ks.Check(); err != nil {
-		return nil, err
+	return ks.Check()
+}
+
+// createAll makes the key sets of policies: keys are generated on as many
+// goroutines as there are processors (CPU work), and each key set is
+// written as soon as it is made, many writes in flight at once, so that
+// the store shares commits between them (bbolt batches concurrent writes
+// into one fsync; Vault's requests overlap). It stops at the first
+// failure; key sets written before it stay in the store and are found at
+// the next attempt.
+func (m *Manager) createAll(ctx context.Context, policies []keystore.Policy) (map[string]*keystore.KeySet, error) {
+	out := make(map[string]*keystore.KeySet, len(policies))
+	if len(policies) == 0 {
+		return out, nil
 	}
-	return ks, nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var firstErr error
+	fail := func(name string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = fmt.Errorf("key set %s: %w", name, err)
+			cancel()
+		}
+	}
+	work := make(chan keystore.Policy)
+	writes := make(chan struct{}, maxCreateWrites) // writes in flight
+	var gen, put sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(policies)) {
+		gen.Go(func() {
+			for p := range work {
+				ks, err := m.generate(ctx, p)
+				if err != nil {
+					fail(p.Name, err)
+					continue
+				}
+				writes <- struct{}{}
+				put.Go(func() {
+					defer func() { <-writes }()
+					stored, err := m.storeNew(ctx, ks)
+					if err != nil {
+						fail(p.Name, err)
+						return
+					}
+					mu.Lock()
+					out[p.Name] = stored
+					mu.Unlock()
+				})
+			}
+		})
+	}
+	for _, p := range policies {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- p
+	}
+	close(work)
+	gen.Wait()
+	put.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return out, firstErr
+}
+
+// maxCreateWrites bounds the key set writes in flight while creating.
+const maxCreateWrites = 64
+
+// BatchListener is a Listener that can take many key sets in one call (at
+// start), building its state once instead of once per key set.
+type BatchListener interface {
+	Listener
+	LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error
+}
+
+// publishAll loads every key set into every listener, in one call where
+// the listener takes batches, and records them as current. Callers hold
+// m.mu.
+func (m *Manager) publishAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
+	for _, l := range m.listeners {
+		if bl, ok := l.(BatchListener); ok {
+			if err := bl.LoadAll(ps, sets); err != nil {
+				return err
+			}
+			continue
+		}
+		for i := range sets {
+			if err := l.Load(ps[i], sets[i]); err != nil {
+				return fmt.Errorf("load key set %s: %w", sets[i].Name, err)
+			}
+		}
+	}
+	next := maps.Clone(*m.current.Load())
+	for _, ks := range sets {
+		next[ks.Name] = ks
+	}
+	m.current.Store(&next)
+	return nil
 }
 
 // Reconfigure applies new key set settings while running (a config
@@ -328,6 +451,19 @@ func (m *Manager) Poll(ctx context.Context, interval time.Duration) {
 }
 
 func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
+	ks, err := m.generate(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return m.storeNew(ctx, ks)
+}
+
+// generate makes a new key set's first two keys (CPU work: seconds for
+// RSA 4096).
+func (m *Manager) generate(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	now := m.now()
 	first, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, now)
 	if err != nil {
@@ -337,19 +473,23 @@ func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeyS
 	if err != nil {
 		return nil, err
 	}
-	ks, err := keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
-	if err != nil {
-		return nil, err
-	}
+	return keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
+}
+
+// storeNew writes a new key set; if another replica created it first, its
+// key set is the one kept.
+func (m *Manager) storeNew(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet, error) {
 	stored, err := m.store.Put(ctx, ks)
-	if errors.Is(err, keystore.ErrConflict) { // another replica created it first
-		return m.store.Get(ctx, p.Name)
+	if errors.Is(err, keystore.ErrConflict) {
+		return m.store.Get(ctx, ks.Name)
 	}
 	if err != nil {
 		return nil, err
 	}
-	m.log.Info("created key set", "keyset", p.Name, "algorithm", p.Algorithm, "active_kid", first.ID, "pending_kid", next.ID)
-	m.emit(Event{Kind: EventCreated, KeySet: p.Name, KID: first.ID, Pending: next.ID, Actor: actorOf(ctx)})
+	active, _ := ks.Active()
+	pending, _ := ks.Pending()
+	m.log.Info("created key set", "keyset", ks.Name, "algorithm", ks.Algorithm, "active_kid", active.ID, "pending_kid", pending.ID)
+	m.emit(Event{Kind: EventCreated, KeySet: ks.Name, KID: active.ID, Pending: pending.ID, Actor: actorOf(ctx)})
 	return stored, nil
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 
+	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -112,6 +113,41 @@ func (s *Signer) Load(p keystore.Policy, ks *keystore.KeySet) error {
 	}
 	next := maps.Clone(*s.rings.Load())
 	next[ks.Name] = ring
+	s.rings.Store(&next)
+	return nil
+}
+
+// LoadAll loads many key sets at once (rotation.BatchListener): keys are
+// parsed on every processor, and the map of keyrings is copied once, not
+// once per key set.
+func (s *Signer) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := maps.Clone(*s.rings.Load())
+	rings := make([]*keyring, len(sets))
+	err := parallel.Do(len(sets), func(i int) error {
+		ks, old := sets[i], next[sets[i].Name]
+		if old != nil && ks.Version != 0 && ks.Version < old.version {
+			return nil
+		}
+		r, err := newKeyring(ps[i], ks, old)
+		rings[i] = r
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i, r := range rings {
+		if r == nil {
+			continue
+		}
+		if old := next[sets[i].Name]; old != nil {
+			r.obs = old.obs
+		} else {
+			r.obs = s.obs.KeySet(sets[i].Name)
+		}
+		next[sets[i].Name] = r
+	}
 	s.rings.Store(&next)
 	return nil
 }

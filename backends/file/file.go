@@ -4,7 +4,9 @@
 // The file is created with mode 0600 and held under bbolt's exclusive lock,
 // so a second process on the same file fails fast with ErrLocked. Each Put is
 // one bbolt transaction, fsynced before it returns, so a crash at any moment
-// leaves either the old or the new key set, never a mix. A check value
+// leaves either the old or the new key set, never a mix. Concurrent writes
+// are batched into one transaction (bbolt's Batch), each still all or
+// nothing. A check value
 // sealed under the master key when the file is created makes a wrong master
 // key a clear error (ErrWrongMasterKey) at Open, not garbage keys later.
 package file
@@ -132,6 +134,10 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("chmod %s: %w", opts.Path, err)
 	}
+	// Concurrent writes (key sets created at start, refreshes) share one
+	// transaction and one fsync; a lone write waits at most this long for
+	// company.
+	db.MaxBatchDelay = time.Millisecond
 	s := &Store{db: db, aead: aead}
 	if err := s.init(); err != nil {
 		_ = db.Close()
@@ -226,7 +232,9 @@ func (s *Store) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet,
 		return nil, err
 	}
 	out := ks.Clone()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	// Batch may run fn again, alone, if another write of its batch fails:
+	// it reads the version inside, so running it again is safe.
+	err := s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKeySets)
 		var current uint64
 		if raw := b.Get([]byte(ks.Name)); raw != nil {

@@ -47,7 +47,7 @@ func (s *Store) PutRecord(ctx context.Context, kind string, r *keystore.Record) 
 		return nil, errors.New("a record needs a kind and an id")
 	}
 	out := &keystore.Record{ID: r.ID, Data: append([]byte(nil), r.Data...)}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Batch(func(tx *bolt.Tx) error { // as Put: safe to run again
 		b, err := tx.Bucket(bucketRecords).CreateBucketIfNotExists([]byte(kind))
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyd-dev/keyd/keystore"
@@ -361,6 +362,15 @@ func (c *Config) Validate() error {
 		bad("keysets", "at least one key set is required")
 	}
 	names := map[string]bool{}
+	gaps := map[string]time.Duration{} // a thousand key sets share a few schedules
+	minGap := func(spec string, sched cron.Schedule) time.Duration {
+		gap, ok := gaps[spec]
+		if !ok {
+			gap = rotation.MinGap(sched)
+			gaps[spec] = gap
+		}
+		return gap
+	}
 	for i, ks := range c.KeySets {
 		f := fmt.Sprintf("keysets[%d]", i)
 		if !nameRE.MatchString(ks.Name) {
@@ -405,7 +415,7 @@ func (c *Config) Validate() error {
 		sched, err := rotation.ParseSchedule(ks.Rotation)
 		if err != nil {
 			bad(f+".rotation", "%q is not a valid cron spec: %v", ks.Rotation, err)
-		} else if gap := rotation.MinGap(sched); gap == 0 {
+		} else if gap := minGap(ks.Rotation, sched); gap == 0 {
 			bad(f+".rotation", "%q never fires", ks.Rotation)
 		} else if need := ks.JWKSMaxAge + c.pollInterval(); ks.JWKSMaxAge > 0 && gap < need {
 			bad(f+".rotation", "%q can fire %v apart, less than the %v a pending key must be published before it signs (jwks_max_age %v%s), or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, need, ks.JWKSMaxAge, c.publishDelayNote())

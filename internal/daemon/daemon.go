@@ -136,7 +136,10 @@ func Run(ctx context.Context, o Options) error {
 	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
 	startErr := mgr.Start(startCtx)
 	cancelStart()
-	if startErr != nil && !errors.Is(startErr, keystore.ErrUnavailable) {
+	// A start that ran out of time while creating many key sets goes on in
+	// the background like one waiting for the store: /readyz says
+	// "starting" until it is done; what it made so far is in the store.
+	if startErr != nil && !errors.Is(startErr, keystore.ErrUnavailable) && !errors.Is(startErr, context.DeadlineExceeded) {
 		return startErr
 	}
 	if len(cfg.Auth.Tokens) == 0 && len(cfg.Auth.Clients) == 0 {
@@ -197,7 +200,11 @@ func Run(ctx context.Context, o Options) error {
 	go func() {
 		defer close(background)
 		if startErr != nil {
-			log.Error("key store unavailable at start: not ready; retrying", "err", startErr)
+			if errors.Is(startErr, context.DeadlineExceeded) {
+				log.Info("still loading and creating key sets: not ready yet", "after", StartTimeout)
+			} else {
+				log.Error("key store unavailable at start: not ready; retrying", "err", startErr)
+			}
 			if err := retryStart(ctx, mgr, log); err != nil {
 				if ctx.Err() == nil {
 					fatal <- err
