@@ -70,7 +70,15 @@ func New() *Publisher {
 // key set's previous version in every document. A key set older than the
 // loaded one is ignored.
 func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
-	keys, err := PublicKeys(ks)
+	p.mu.Lock()
+	known := map[string]jwk.Key{} // keys already rendered: parsing RSA-4096 costs milliseconds
+	for _, k := range p.sets[ks.Name].keys {
+		if kid, ok := k.KeyID(); ok {
+			known[kid] = k
+		}
+	}
+	p.mu.Unlock()
+	keys, err := publicKeys(ks, known)
 	if err != nil {
 		return err
 	}
@@ -205,10 +213,18 @@ func (p *Publisher) KeySet(name string) (Document, bool) {
 
 // PublicKeys returns the published keys of ks as JWKs carrying kid, alg and
 // use=sig, built from the public half of each key only.
-func PublicKeys(ks *keystore.KeySet) ([]jwk.Key, error) {
+func PublicKeys(ks *keystore.KeySet) ([]jwk.Key, error) { return publicKeys(ks, nil) }
+
+// publicKeys is PublicKeys reusing the keys of known, by kid (a kid is
+// the key's thumbprint, so the same kid is the same key).
+func publicKeys(ks *keystore.KeySet, known map[string]jwk.Key) ([]jwk.Key, error) {
 	var out []jwk.Key
 	for _, k := range ks.Keys {
 		if !k.Published() {
+			continue
+		}
+		if key, ok := known[k.ID]; ok {
+			out = append(out, key)
 			continue
 		}
 		priv, err := k.PrivateKey()

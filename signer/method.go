@@ -80,6 +80,21 @@ func newMethod(alg keystore.Algorithm, key any) (method, error) {
 	return nil, fmt.Errorf("%w: a %T key cannot sign %s", keystore.ErrCorrupt, key, alg)
 }
 
+// signatureSize is the length of key's JWS signatures, to size token
+// buffers (computed, not measured: an RSA-4096 signature costs
+// milliseconds).
+func signatureSize(key any) int {
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		return 2 * ((k.Curve.Params().BitSize + 7) / 8)
+	case *rsa.PrivateKey:
+		return k.Size()
+	case ed25519.PrivateKey:
+		return ed25519.SignatureSize
+	}
+	return sha512.Size // HMAC: at most SHA-512's
+}
+
 // hashOf is the hash of alg's name: SHA-256 for the *256 algorithms and so
 // on; EdDSA hashes internally (SHA-512, unused here).
 func hashOf(alg keystore.Algorithm) crypto.Hash {

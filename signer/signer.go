@@ -211,13 +211,7 @@ func (r *keyring) prepare(active any) error {
 	if err != nil {
 		return err
 	}
-	// One signature tells the size; ECDSA's and RSA's never vary, and
-	// this proves the key signs before any caller depends on it.
-	sig, err := m([]byte("keyd"))
-	if err != nil {
-		return fmt.Errorf("key set %s: active key %s does not sign: %w", r.policy.Name, r.kid, err)
-	}
-	r.method, r.sigSize, r.header = m, len(sig), b64.AppendEncode(nil, header)
+	r.method, r.sigSize, r.header = m, signatureSize(active), b64.AppendEncode(nil, header)
 	if r.policy.Issuer != "" {
 		if r.issuer, err = json.Marshal(r.policy.Issuer); err != nil {
 			return err

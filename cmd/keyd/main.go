@@ -16,6 +16,7 @@ import (
 	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/keygen"
 )
 
 const usage = `keyd: the key daemon.
@@ -67,6 +68,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = token(rest, stdout)
 	case "audit":
 		err = auditCmd(rest, stdout)
+	case keygenCommand: // the low-priority child keyd serve starts to make RSA keys
+		err = keygen.Serve(rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -129,8 +132,15 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return daemon.Run(ctx, daemon.Options{Config: cfg, ConfigPath: *configPath, Listen: *listen, Logger: log, LogLevel: levelVar})
+	o := daemon.Options{Config: cfg, ConfigPath: *configPath, Listen: *listen, Logger: log, LogLevel: levelVar}
+	if self, err := os.Executable(); err == nil {
+		o.Generator = keygen.Subprocess(self, keygenCommand)
+	}
+	return daemon.Run(ctx, o)
 }
+
+// keygenCommand is the hidden command of the key generation child.
+const keygenCommand = "internal-keygen"
 
 func auditCmd(args []string, stdout io.Writer) error {
 	if len(args) < 2 || args[0] != "verify" {
