@@ -4,15 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,84 +17,29 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/api"
-	"github.com/keyd-dev/keyd/internal/config"
-	"github.com/keyd-dev/keyd/internal/daemon"
-	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/keystore"
-	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/metrics"
-	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type fixture struct {
-	t     *testing.T
-	url   string
-	clock *clock
-	mgr   *rotation.Manager
-	store keystore.Store
+	*apitest.Server
+	t *testing.T
 }
 
-// newFixture wires the real parts as the daemon does, with metrics on, and
-// serves them on loopback.
+// newFixture serves the real parts, wired as the daemon wires them, with
+// metrics on, on loopback.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
-	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	met := metrics.New()
-	sg := signer.New(c.now, met)
-	pub := jwks.New()
 	p := keystore.Policy{Name: "hs", Algorithm: keystore.HS256, Rotation: "@daily", TokenTTL: 10 * time.Minute, JWKSMaxAge: time.Minute, Leeway: 30 * time.Second}
-	instrumented := met.Store(store)
-	mgr := rotation.NewManager(rotation.Options{
-		Store: instrumented, Policies: []keystore.Policy{p}, Generator: keystoretest.FastGenerator, Now: c.now,
-		Logger: slog.New(slog.DiscardHandler), Listeners: []rotation.Listener{sg, pub}, Events: []func(rotation.Event){met.Event},
-	})
-	if err := mgr.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	met.WatchKeySets(mgr, c.now)
-	auth := api.NewAuthenticator([]config.Token{
-		{Name: "svc", SHA256: daemon.TokenHash("svc-token"), Scopes: []string{"sign:*", "verify:*"}},
-		{Name: "ops", SHA256: daemon.TokenHash("ops-token"), Scopes: []string{"admin"}},
-	})
-	h := api.New(api.Options{Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler), Metrics: met, MetricsRoute: true, Health: mgr.Health})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return &fixture{t: t, url: srv.URL, clock: c, mgr: mgr, store: store}
+	return &fixture{Server: apitest.Serve(t, metrics.New(), p), t: t}
 }
 
 func (f *fixture) call(method, path, token, body string) (int, []byte) {
 	f.t.Helper()
-	req, _ := http.NewRequest(method, f.url+path, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
+	code, out := f.Call(method, path, token, body)
+	return code, []byte(out)
 }
 
 func (f *fixture) sign(claims string, ttl string) string {
@@ -210,11 +150,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	f.verify(headerAlg(t, "HS384", parts), signer.CodeAlgorithm)
 	f.verify(signWith(t, f, map[string]any{"sub": "x"}, "unknown-kid"), signer.CodeUnknownKey)
 	f.verify(signWith(t, f, map[string]any{"sub": "x"}, ""), signer.CodeMissingClaim)
-	now := f.clock.now().Unix()
+	now := f.Clock.Now().Unix()
 	f.verify(f.sign(`{"nbf":`+itoa(now+300)+`}`, "9m"), signer.CodeNotYetValid)
-	f.clock.add(2 * time.Minute)
+	f.Clock.Add(2 * time.Minute)
 	future := f.sign(`{}`, "1m")
-	f.clock.add(-2 * time.Minute)
+	f.Clock.Add(-2 * time.Minute)
 	f.verify(future, signer.CodeIssuedInFuture)
 	f.verifyWith(good, `,"issuer":"someone"`, signer.CodeIssuer)
 	f.verifyWith(good, `,"audience":["x","y"]`, signer.CodeAudience)
@@ -225,7 +165,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		t.Fatalf("revoke: %d %s", code, body)
 	}
 	f.verify(revoked, signer.CodeRevoked)
-	f.clock.add(2 * time.Minute)
+	f.Clock.Add(2 * time.Minute)
 	f.verify(good, signer.CodeExpired)
 
 	// Authentication failures.
@@ -235,12 +175,12 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 
 	// JWKS: a document, then a revalidation.
 	_, _ = f.call("GET", "/.well-known/jwks.json", "", "")
-	resp, err := http.Get(f.url + "/.well-known/jwks.json")
+	resp, err := http.Get(f.URL + "/.well-known/jwks.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	req, _ := http.NewRequest("GET", f.url+"/.well-known/jwks.json", nil)
+	req, _ := http.NewRequest("GET", f.URL+"/.well-known/jwks.json", nil)
 	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 304 {
 		t.Fatalf("revalidation: %v %v", resp, err)
@@ -249,21 +189,21 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 
 	// A rotation of each trigger, and a destruction.
-	ks, _, _ := f.mgr.KeySet("hs")
-	f.clock.add(2 * time.Minute) // the pending key is old enough
+	ks, _, _ := f.Manager.KeySet("hs")
+	f.Clock.Add(2 * time.Minute) // the pending key is old enough
 	if code, body := f.call("POST", "/v1/keysets/hs/rotate", "ops-token", ``); code != 200 {
 		t.Fatalf("rotate: %d %s", code, body)
 	}
 	if code, body := f.call("POST", "/v1/keysets/hs/rotate", "ops-token", `{"force":true}`); code != 200 {
 		t.Fatalf("forced rotate: %d %s", code, body)
 	}
-	ks2, _, _ := f.mgr.KeySet("hs")
+	ks2, _, _ := f.Manager.KeySet("hs")
 	pending, _ := ks2.Pending()
 	if code, body := f.call("POST", "/v1/keysets/hs/keys/"+pending.ID+"/revoke", "ops-token", ``); code != 200 {
 		t.Fatalf("revoke: %d %s", code, body)
 	}
-	f.clock.add(25 * time.Hour) // the schedule is due, and every retired key's grace is over
-	if _, err := f.mgr.Tick(context.Background(), "hs"); err != nil {
+	f.Clock.Add(25 * time.Hour) // the schedule is due, and every retired key's grace is over
+	if _, err := f.Manager.Tick(context.Background(), "hs"); err != nil {
 		t.Fatal(err)
 	}
 	first, _ := ks.Active()
@@ -301,7 +241,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 
 	// Gauges read from the key set at scrape time.
-	now2 := f.clock.now()
+	now2 := f.Clock.Now()
 	cur := mustKeySet(t, f)
 	active, _ := cur.Active()
 	if got := value(after, "keyd_active_key_age_seconds", hs); got != now2.Sub(active.ActivatedAt).Seconds() {
@@ -310,7 +250,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	if got := value(after, "keyd_keys", map[string]string{"keyset": "hs", "state": "active"}); got != 1 {
 		t.Errorf("active keys = %v", got)
 	}
-	next, _ := f.mgr.NextRotation("hs")
+	next, _ := f.Manager.NextRotation("hs")
 	if got := value(after, "keyd_next_rotation_timestamp_seconds", hs); got != float64(next.Unix()) {
 		t.Errorf("next rotation = %v, want %v", got, next.Unix())
 	}
@@ -344,7 +284,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 
 func mustKeySet(t *testing.T, f *fixture) *keystore.KeySet {
 	t.Helper()
-	ks, err := f.store.Get(context.Background(), "hs")
+	ks, err := f.Store.Get(context.Background(), "hs")
 	if err != nil {
 		t.Fatal(err)
 	}

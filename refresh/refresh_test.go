@@ -17,27 +17,15 @@ import (
 	"github.com/keyd-dev/keyd/signer"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func setup(t testing.TB) (*refresh.Service, *signer.Signer, *clock, *file.Store) {
+func setup(t testing.TB) (*refresh.Service, *signer.Signer, *keystoretest.Clock, *file.Store) {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	c := keystoretest.NewClock(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	sg := signer.New(c.now, nil)
+	sg := signer.New(c.Now, nil)
 	for _, name := range []string{"app", "other"} {
 		ks := keystoretest.KeySet(t, name, keystore.ES256)
 		ks.Version = 1
@@ -54,7 +42,7 @@ func setup(t testing.TB) (*refresh.Service, *signer.Signer, *clock, *file.Store)
 		}
 		return refresh.Settings{}, false
 	}
-	return refresh.New(store, sg, c.now, settings), sg, c, store
+	return refresh.New(store, sg, c.Now, settings), sg, c, store
 }
 
 var claims = signer.Claims{"sub": json.RawMessage(`"alice"`), "scope": json.RawMessage(`"read"`)}
@@ -73,14 +61,14 @@ func TestRotationAndReuseDetection(t *testing.T) {
 	if _, err := sg.Verify("app", first.RefreshToken, signer.Expect{}); signer.Code(err) != signer.CodeMalformed {
 		t.Fatalf("verify accepted a refresh token: %v", err)
 	}
-	c.add(time.Minute)
+	c.Add(time.Minute)
 	second, err := svc.Refresh(ctx, "app", first.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	v, err := sg.Verify("app", second.Access.Token, signer.Expect{})
 	if err != nil || v.Claims["sub"] != "alice" || v.Claims["scope"] != "read" || second.Access.JTI == first.Access.JTI ||
-		!second.Access.ExpiresAt.Equal(c.now().Add(5*time.Minute)) || !second.RefreshExpires.Equal(first.RefreshExpires) {
+		!second.Access.ExpiresAt.Equal(c.Now().Add(5*time.Minute)) || !second.RefreshExpires.Equal(first.RefreshExpires) {
 		t.Fatalf("refreshed pair: %+v %v", second, err)
 	}
 	third, err := svc.Refresh(ctx, "app", second.RefreshToken)
@@ -127,14 +115,14 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("jti in pair claims: %v", err)
 	}
 	// A flipped MAC did not revoke the family: only keyd's own tokens can.
-	c.add(24 * time.Hour)
+	c.Add(24 * time.Hour)
 	if _, err := svc.Refresh(ctx, "app", p.RefreshToken); !errors.Is(err, refresh.ErrExpired) {
 		t.Fatalf("after the family's ttl: %v", err)
 	}
 	if n, err := svc.Prune(ctx); err != nil || n != 0 {
 		t.Fatalf("pruning a family expired for less than a day: %d %v", n, err)
 	}
-	c.add(25 * time.Hour)
+	c.Add(25 * time.Hour)
 	if n, err := svc.Prune(ctx); err != nil || n != 1 {
 		t.Fatalf("prune: %d %v", n, err)
 	}
@@ -148,7 +136,7 @@ func TestRefusals(t *testing.T) {
 // pair, and the other is reuse.
 func TestRaceHasOneWinner(t *testing.T) {
 	a, _, c, store := setup(t)
-	b := refresh.New(store, signerOf(t, c.now), c.now, func(string) (refresh.Settings, bool) { return refresh.Settings{TTL: time.Hour}, true })
+	b := refresh.New(store, signerOf(t, c.Now), c.Now, func(string) (refresh.Settings, bool) { return refresh.Settings{TTL: time.Hour}, true })
 	ctx := context.Background()
 	for range 20 {
 		p, err := a.Issue(ctx, "app", claims)

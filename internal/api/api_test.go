@@ -95,22 +95,26 @@ func BenchmarkSignHandler(b *testing.B) {
 			name, met = string(bc.alg)+"/metrics=on", metrics.New()
 		}
 		b.Run(name, func(b *testing.B) {
-			h := newHandlerWith(b, bc.alg, met)
-			body := `{"claims": {"sub": "alice", "aud": "billing"}, "ttl": "5m"}`
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					req := httptest.NewRequest("POST", "/v1/keysets/bench/sign", strings.NewReader(body))
-					req.Header.Set("Authorization", "Bearer svc-token")
-					rec := httptest.NewRecorder()
-					h.ServeHTTP(rec, req)
-					if rec.Code != 200 {
-						b.Fatalf("status %d: %s", rec.Code, rec.Body)
-					}
-				}
-			})
+			benchSign(b, newHandlerWith(b, bc.alg, met))
 		})
 	}
+}
+
+// benchSign sends sign requests to h from parallel goroutines.
+func benchSign(b *testing.B, h http.Handler) {
+	body := `{"claims": {"sub": "alice", "aud": "billing"}, "ttl": "5m"}`
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "/v1/keysets/bench/sign", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer svc-token")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+		}
+	})
 }
 
 // BenchmarkSignHandlerAudit measures signing with the audit trail off, on
@@ -131,21 +135,8 @@ func BenchmarkSignHandlerAudit(b *testing.B) {
 				}
 				defer log.Close()
 			}
-			h := newHandlerAudited(b, keystore.ES256, nil, log)
-			body := `{"claims": {"sub": "alice", "aud": "billing"}, "ttl": "5m"}`
-			b.ReportAllocs()
 			b.SetParallelism(64)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					req := httptest.NewRequest("POST", "/v1/keysets/bench/sign", strings.NewReader(body))
-					req.Header.Set("Authorization", "Bearer svc-token")
-					rec := httptest.NewRecorder()
-					h.ServeHTTP(rec, req)
-					if rec.Code != 200 {
-						b.Fatalf("status %d: %s", rec.Code, rec.Body)
-					}
-				}
-			})
+			benchSign(b, newHandlerAudited(b, keystore.ES256, nil, log))
 		})
 	}
 }

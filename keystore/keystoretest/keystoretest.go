@@ -329,3 +329,26 @@ func FastGenerator(alg keystore.Algorithm, rsaBits int) (keystore.Material, erro
 	rsaPool.next[rsaBits]++
 	return slices.Clone(rsaPool.keys[rsaBits][i]), nil
 }
+
+// Clock is a clock tests move by hand, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a Clock showing t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Add moves the clock by d.
+func (c *Clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}

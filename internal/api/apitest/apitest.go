@@ -1,0 +1,101 @@
+// Package apitest serves keyd's API over loopback for tests, wired from
+// real parts as the daemon wires them (a bbolt store in a temporary
+// folder, the rotation manager, the signer, the JWKS publisher), with a
+// clock the test moves and two callers: "svc-token" (sign:*, verify:*) and
+// "ops-token" (admin).
+package apitest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/api"
+	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/keystore/keystoretest"
+	"github.com/keyd-dev/keyd/metrics"
+	"github.com/keyd-dev/keyd/rotation"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+// Tokens of the two callers.
+const (
+	ServiceToken = "svc-token"
+	AdminToken   = "ops-token"
+)
+
+// Server is a running API.
+type Server struct {
+	t       testing.TB
+	URL     string
+	Clock   *keystoretest.Clock
+	Store   *file.Store
+	Manager *rotation.Manager
+}
+
+// Serve starts the API for the key sets of policies; met, when not nil,
+// counts everything and is served at /metrics.
+func Serve(t testing.TB, met *metrics.Metrics, policies ...keystore.Policy) *Server {
+	t.Helper()
+	c := keystoretest.NewClock(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	var obs signer.Observer
+	var events []func(rotation.Event)
+	if met != nil {
+		obs, events = met, []func(rotation.Event){met.Event}
+	}
+	sg := signer.New(c.Now, obs)
+	pub := jwks.New()
+	mgr := rotation.NewManager(rotation.Options{
+		Store: met.Store(store), Policies: policies, Generator: keystoretest.FastGenerator, Now: c.Now,
+		Logger: slog.New(slog.DiscardHandler), Listeners: []rotation.Listener{sg, pub}, Events: events,
+	})
+	if err := mgr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	met.WatchKeySets(mgr, c.Now)
+	auth := api.NewAuthenticator([]config.Token{
+		{Name: "svc", SHA256: daemon.TokenHash(ServiceToken), Scopes: []string{"sign:*", "verify:*"}},
+		{Name: "ops", SHA256: daemon.TokenHash(AdminToken), Scopes: []string{"admin"}},
+	})
+	srv := httptest.NewServer(api.New(api.Options{
+		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler),
+		Health: mgr.Health, Metrics: met, MetricsRoute: met != nil,
+	}))
+	t.Cleanup(srv.Close)
+	return &Server{t: t, URL: srv.URL, Clock: c, Store: store, Manager: mgr}
+}
+
+// Call sends a request with token as bearer ("" for none) and returns the
+// status and body.
+func (s *Server) Call(method, path, token, body string) (int, string) {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.URL+path, strings.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out)
+}
