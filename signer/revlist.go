@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -35,9 +36,18 @@ type revokedToken struct {
 	Exp int64  `json:"exp"`
 }
 
+// revokedSubject names a subject by the SHA-256 of its sub (base64url):
+// the list is public, and subjects are user identifiers.
 type revokedSubject struct {
-	Sub    string `json:"sub"`
-	Before int64  `json:"iat_before"` // tokens with iat <= this are revoked
+	SubSHA256 string `json:"sub_sha256"`
+	Before    int64  `json:"iat_before"` // tokens with iat <= this are revoked
+}
+
+// SubjectHash is how a revocation list names a subject: the base64url
+// SHA-256 of its sub.
+func SubjectHash(sub string) string {
+	sum := sha256.Sum256([]byte(sub))
+	return b64.EncodeToString(sum[:])
 }
 
 type cachedList struct {
@@ -72,7 +82,7 @@ func (s *Signer) RevocationList(name string) (RevocationList, error) {
 		claims.Tokens = append(claims.Tokens, revokedToken{t.JTI, t.Expires.Unix()})
 	}
 	for _, sr := range in.Subjects {
-		claims.Subjects = append(claims.Subjects, revokedSubject{sr.Subject, sr.Before.Unix()})
+		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectHash(sr.Subject), sr.Before.Unix()})
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {

@@ -5,7 +5,7 @@
     claims = jwt.decode(token, jwks.get_signing_key_from_jwt(token).key, algorithms=["ES256"], audience="billing")
     if revocations.is_revoked(claims): reject(401)
 """
-import re, time, urllib.request
+import base64, hashlib, re, time, urllib.request
 import jwt
 
 
@@ -21,7 +21,8 @@ class RevocationList:
             key = self.jwks.get_signing_key_from_jwt(token).key  # the list is signed like the tokens
             lst = jwt.decode(token, key, algorithms=[self.alg], audience="keyd-revocations")
             self.jtis = {r["jti"] for r in lst["revoked_jti"]}
-            self.subs = {r["sub"]: r["iat_before"] for r in lst["revoked_sub"]}
+            self.subs = {r["sub_sha256"]: r["iat_before"] for r in lst["revoked_sub"]}
             self.expires = time.time() + int((re.search(r"max-age=(\d+)", cc) or [0, 60])[1])
-        cutoff = self.subs.get(claims.get("sub"))
+        sub = base64.urlsafe_b64encode(hashlib.sha256(str(claims.get("sub")).encode()).digest()).rstrip(b"=").decode()
+        cutoff = self.subs.get(sub)  # the public list names subjects by their SHA-256
         return claims.get("jti") in self.jtis or (cutoff is not None and claims.get("iat", 0) <= cutoff)

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -153,8 +154,8 @@ func TestRevocations(t *testing.T) {
 			Exp int64  `json:"exp"`
 		} `json:"revoked_jti"`
 		Subjects []struct {
-			Sub    string `json:"sub"`
-			Before int64  `json:"iat_before"`
+			SubSHA256 string `json:"sub_sha256"`
+			Before    int64  `json:"iat_before"`
 		} `json:"revoked_sub"`
 	}
 	if err := parsed.Claims(set.Key(parsed.Headers[0].KeyID)[0].Key, &claims); err != nil {
@@ -162,6 +163,11 @@ func TestRevocations(t *testing.T) {
 	}
 	if err := claims.ValidateWithLeeway(josejwt.Expected{AnyAudience: []string{signer.RevocationListAudience}, Time: s.Clock.Now()}, 0); err != nil || len(claims.Tokens) != 2 || len(claims.Subjects) != 2 {
 		t.Fatalf("list claims: %+v, %v", claims, err)
+	}
+	// The list is public: subjects appear hashed, never in clear.
+	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(string(raw), ".")[1])
+	if strings.Contains(string(payload), "alice") || !strings.Contains(string(payload), signer.SubjectHash("alice")) {
+		t.Fatalf("revoked subjects in the public list: %+v", claims.Subjects)
 	}
 	if code, _ := s.Call("GET", "/v1/keysets/hs/revocations.jwt", "", ""); code != 404 {
 		t.Errorf("an HMAC key set's list: %d", code)
