@@ -63,7 +63,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(rest, stderr)
 	case "keysets", "rotate", "revoke", "sign", "verify", "status", "reload", "revoke-token", "revocations":
-		err = client(cmd, rest, stdin, stdout)
+		err = clientCommand(cmd, rest, stdin, stdout)
 	case "token":
 		err = token(rest, stdout)
 	case "audit":

@@ -81,15 +81,6 @@ type signRequest struct {
 	TTL    string        `json:"ttl"`
 }
 
-// SignResponse is a signed token; sign-batch answers one per item. The CLI
-// decodes it too.
-type SignResponse struct {
-	Token     string    `json:"token"`
-	KID       string    `json:"kid"`
-	Alg       string    `json:"alg"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func (s *server) sign(w http.ResponseWriter, r *http.Request) {
 	var req signRequest
 	if err := decode(w, r, &req, false); err != nil {
@@ -150,19 +141,6 @@ type signBatchRequest struct {
 	Items []signRequest `json:"items"`
 }
 
-// BatchResult is one item's outcome in a sign-batch answer: the token's
-// fields, or an error for that item alone.
-type BatchResult struct {
-	*SignResponse
-	Error *ErrorBody `json:"error,omitempty"`
-}
-
-// ErrorBody is the body of every error answer, and of a failed batch item.
-type ErrorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 // signBatch signs every item with the same active key; an item that
 // cannot be signed gets its own error and the others are still signed.
 func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
@@ -203,7 +181,7 @@ func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		tokens[i] = SignResponse{Token: tok.Token, KID: tok.KID, Alg: tok.Alg, ExpiresAt: tok.ExpiresAt}
-		results[i].SignResponse = &tokens[i]
+		results[i].Token = &tokens[i]
 		if s.Audit != nil {
 			records = append(records, signedRecord(w, r, name, item.Claims, tok))
 		}
@@ -239,14 +217,6 @@ func (a *stringSet) UnmarshalJSON(b []byte) error {
 	}
 	*a = many
 	return nil
-}
-
-type verifyResponse struct {
-	Valid  bool           `json:"valid"`
-	Claims map[string]any `json:"claims,omitempty"`
-	KID    string         `json:"kid,omitempty"`
-	Code   string         `json:"code,omitempty"`  // why not, when not valid
-	Error  string         `json:"error,omitempty"` // the same in words
 }
 
 func (s *server) verify(w http.ResponseWriter, r *http.Request) {
@@ -286,37 +256,6 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, verifyResponse{Valid: true, Claims: v.Claims, KID: v.KID})
-}
-
-// KeySetView is what the admin API shows of a key set: settings, states
-// and timestamps, never key material. The CLI decodes it too.
-type KeySetView struct {
-	Name       string    `json:"name"`
-	Algorithm  string    `json:"algorithm"`
-	Rotation   string    `json:"rotation"`
-	TokenTTL   string    `json:"token_ttl"`
-	JWKSMaxAge string    `json:"jwks_max_age"`
-	Leeway     string    `json:"leeway"`
-	Issuer     string    `json:"issuer,omitempty"`
-	RotatedAt  time.Time `json:"rotated_at"`
-	// NextRotation is when the scheduler will rotate next: the schedule's
-	// next time, or later if the pending key is still too young then.
-	NextRotation time.Time `json:"next_rotation"`
-	Version      uint64    `json:"version"`
-	Keys         []KeyView `json:"keys"`
-}
-
-// KeyView is one key in a KeySetView.
-type KeyView struct {
-	KID         string    `json:"kid"`
-	Alg         string    `json:"alg"`
-	State       string    `json:"state"`
-	Published   bool      `json:"published"`
-	CreatedAt   time.Time `json:"created_at"`
-	ActivatedAt time.Time `json:"activated_at,omitzero"`
-	RetiredAt   time.Time `json:"retired_at,omitzero"`
-	RevokedAt   time.Time `json:"revoked_at,omitzero"`
-	DestroyAt   time.Time `json:"destroy_at,omitzero"`
 }
 
 func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {

@@ -18,16 +18,6 @@ type refreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
-// PairResponse is an access token and its refresh token (OAuth 2.0's
-// token response fields). The CLI and clients decode it.
-type PairResponse struct {
-	AccessToken      string `json:"access_token"`
-	RefreshToken     string `json:"refresh_token"`
-	TokenType        string `json:"token_type"`
-	ExpiresIn        int64  `json:"expires_in"`
-	RefreshExpiresIn int64  `json:"refresh_expires_in"`
-}
-
 // tokenPair starts a login: an access token and the first refresh token.
 func (s *server) tokenPair(w http.ResponseWriter, r *http.Request) {
 	var req pairRequest

@@ -22,31 +22,6 @@ type revokeRequest struct {
 	Reason string      `json:"reason"`
 }
 
-// RevocationView is what the revocation endpoints show. The CLI decodes
-// it too.
-type RevocationView struct {
-	KeySet   string               `json:"keyset"`
-	Tokens   []RevokedTokenView   `json:"tokens"`
-	Subjects []RevokedSubjectView `json:"subjects"`
-}
-
-// RevokedTokenView is one revoked token.
-type RevokedTokenView struct {
-	JTI       string    `json:"jti"`
-	Exp       time.Time `json:"exp"`
-	RevokedAt time.Time `json:"revoked_at"`
-	Reason    string    `json:"reason,omitempty"`
-}
-
-// RevokedSubjectView is one revoked subject.
-type RevokedSubjectView struct {
-	Sub          string    `json:"sub"`
-	IssuedBefore time.Time `json:"issued_before"` // tokens with iat at or before it are revoked
-	Until        time.Time `json:"until"`         // when the entry is dropped
-	RevokedAt    time.Time `json:"revoked_at"`
-	Reason       string    `json:"reason,omitempty"`
-}
-
 const maxReason = 256
 
 func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/metrics"
+	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -41,6 +43,9 @@ type Server struct {
 	Clock   *keystoretest.Clock
 	Store   *file.Store
 	Manager *rotation.Manager
+	// NotReady makes the next that many readiness checks answer "not
+	// loaded yet" (every endpoint but the health ones answers 503).
+	NotReady atomic.Int32
 }
 
 // Serve starts the API for the key sets of policies; met, when not nil,
@@ -72,12 +77,25 @@ func Serve(t testing.TB, met *metrics.Metrics, policies ...keystore.Policy) *Ser
 		{Name: "svc", SHA256: daemon.TokenHash(ServiceToken), Scopes: []string{"sign:*", "verify:*"}},
 		{Name: "ops", SHA256: daemon.TokenHash(AdminToken), Scopes: []string{"admin"}},
 	})
+	s := &Server{t: t, Clock: c, Store: store, Manager: mgr}
+	pairs := refresh.New(store, sg, c.Now, func(name string) (refresh.Settings, bool) {
+		p, ok := mgr.Policy(name)
+		return refresh.Settings{TTL: p.RefreshTTL}, ok
+	})
 	srv := httptest.NewServer(api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler),
-		Health: mgr.Health, Metrics: met, MetricsRoute: met != nil,
+		Health: func() (bool, error) {
+			if s.NotReady.Load() > 0 {
+				s.NotReady.Add(-1)
+				return false, nil
+			}
+			return mgr.Health()
+		},
+		Metrics: met, MetricsRoute: met != nil, Refresh: pairs,
 	}))
 	t.Cleanup(srv.Close)
-	return &Server{t: t, URL: srv.URL, Clock: c, Store: store, Manager: mgr}
+	s.URL = srv.URL
+	return s
 }
 
 // Call sends a request with token as bearer ("" for none) and returns the
