@@ -90,7 +90,7 @@ func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_
 	if err := dec.Decode(&claims); err != nil || claims == nil {
 		return nil, rejected(CodeMalformed, "the claims are not a JSON object")
 	}
-	if err := checkClaims(claims, now, r.policy.Leeway, want); err != nil {
+	if err := CheckClaims(claims, now, r.policy.Leeway, want); err != nil {
 		return nil, err
 	}
 	if want.Type != "" {
@@ -126,8 +126,11 @@ func (r *keyring) checkRevoked(claims map[string]any) error {
 	return nil
 }
 
-// checkClaims applies the claim rules in their fixed order.
-func checkClaims(claims map[string]any, now time.Time, leeway time.Duration, want Expect) error {
+// CheckClaims applies keyd's claim rules, in their fixed order, to claims
+// decoded with numbers as json.Number: required claims (exp always), exp,
+// nbf and iat with leeway, iss, aud, sub. The verify package uses it too,
+// so local verification applies exactly the verify endpoint's rules.
+func CheckClaims(claims map[string]any, now time.Time, leeway time.Duration, want Expect) error {
 	for _, name := range append([]string{"exp"}, want.RequiredClaims...) {
 		if _, ok := claims[name]; !ok {
 			return rejected(CodeMissingClaim, "the token has no %s claim", name)
