@@ -79,6 +79,7 @@ type keyring struct {
 	revokedSub map[string]int64 // sub -> tokens with iat at or before this (Unix) are revoked
 	revs       keystore.Revocations
 	list       atomic.Pointer[cachedList] // the signed revocation list, re-signed as it ages
+	loadedAt   time.Time                  // when this version was loaded
 }
 
 // New returns an empty Signer reading time from now and telling obs (nil:
@@ -106,6 +107,7 @@ func (s *Signer) Load(p keystore.Policy, ks *keystore.KeySet) error {
 	if err != nil {
 		return err
 	}
+	ring.loadedAt = s.now().UTC()
 	if old != nil {
 		ring.obs = old.obs
 	} else {
@@ -131,6 +133,9 @@ func (s *Signer) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 			return nil
 		}
 		r, err := newKeyring(ps[i], ks, old)
+		if r != nil {
+			r.loadedAt = s.now().UTC()
+		}
 		rings[i] = r
 		return err
 	})

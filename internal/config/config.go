@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -36,9 +37,19 @@ type Config struct {
 	Metrics Metrics  `yaml:"metrics"`
 	Audit   Audit    `yaml:"audit"`
 	TLS     TLS      `yaml:"tls"`
+	// Kubernetes serves the ExternalJWTSigner gRPC service for
+	// kube-apiserver on a Unix socket.
+	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// IssuerURL, when set, serves OpenID Connect discovery for it.
 	IssuerURL string `yaml:"issuer_url"`
 	LogLevel  string `yaml:"log_level"` // debug, info, warn, error; "" keeps --log-level
+}
+
+// Kubernetes makes a key set the cluster's service account token signer.
+type Kubernetes struct {
+	Socket string `yaml:"socket"` // e.g. /run/keyd/kube.sock; "": off
+	KeySet string `yaml:"keyset"`
+	Group  string `yaml:"group"` // group that may dial the socket (mode 0660); "": owner only (0600)
 }
 
 // TLS serves HTTPS, and optionally authenticates clients by certificate.
@@ -320,6 +331,9 @@ func (c *Config) Validate() error {
 			bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
 		}
 	}
+	if k := c.Kubernetes; k.Socket != "" || k.KeySet != "" {
+		c.validateKubernetes(bad)
+	}
 	if c.Audit.Required && c.Audit.Path == "" {
 		bad("audit.required", "needs audit.path: there is nowhere to write the records")
 	}
@@ -472,6 +486,32 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateKubernetes checks the key set kube-apiserver would use: it must
+// exist, use an algorithm kube-apiserver accepts, and allow tokens of at
+// least 600s (kube-apiserver's floor for max_token_expiration_seconds).
+func (c *Config) validateKubernetes(bad func(field, format string, args ...any)) {
+	k := c.Kubernetes
+	if k.Socket == "" || !filepath.IsAbs(k.Socket) {
+		bad("kubernetes.socket", "must be an absolute path, e.g. /run/keyd/kube.sock")
+	} else if len(k.Socket) > 100 {
+		bad("kubernetes.socket", "%q is longer than a Unix socket path may be", k.Socket)
+	}
+	i := slices.IndexFunc(c.KeySets, func(ks KeySet) bool { return ks.Name == k.KeySet })
+	if i < 0 {
+		bad("kubernetes.keyset", "%q is not a configured key set", k.KeySet)
+		return
+	}
+	ks := c.KeySets[i]
+	switch keystore.Algorithm(ks.Algorithm) {
+	case keystore.RS256, keystore.ES256, keystore.ES384, keystore.ES512:
+	default:
+		bad(fmt.Sprintf("keysets[%d].algorithm", i), "%s cannot sign service account tokens: kube-apiserver accepts RS256, ES256, ES384 and ES512 (kubernetes.keyset is %s)", ks.Algorithm, ks.Name)
+	}
+	if ks.TokenTTL < 600*time.Second {
+		bad(fmt.Sprintf("keysets[%d].token_ttl", i), "%v is under the 600s kube-apiserver requires of an external signer's max_token_expiration_seconds", ks.TokenTTL)
+	}
 }
 
 func checkScope(sc string, keysets map[string]bool) string {

@@ -131,3 +131,21 @@ func TestZeroLeewayIsKept(t *testing.T) {
 		t.Fatalf("leeway: 0s became %v", l)
 	}
 }
+
+func TestKubernetesRules(t *testing.T) {
+	for _, tc := range []struct{ keysets, kube, want string }{
+		{"{name: sa, algorithm: EdDSA}", "{socket: /run/keyd/kube.sock, keyset: sa}", "keysets[0].algorithm"},
+		{"{name: sa, algorithm: ES256, token_ttl: 5m}", "{socket: /run/keyd/kube.sock, keyset: sa}", "keysets[0].token_ttl"},
+		{"{name: sa, algorithm: ES256}", "{socket: kube.sock, keyset: sa}", "kubernetes.socket"},
+		{"{name: sa, algorithm: ES256}", "{socket: /run/keyd/kube.sock, keyset: other}", "kubernetes.keyset"},
+		{"{name: sa, algorithm: RS256, token_ttl: 1h}", "{socket: /run/keyd/kube.sock, keyset: sa}", ""},
+	} {
+		_, err := config.Parse(strings.NewReader("keysets: ["+tc.keysets+"]\nkubernetes: "+tc.kube+"\n"), "test")
+		if tc.want == "" && err != nil {
+			t.Errorf("%s: %v", tc.keysets, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s / %s: %v, want an error naming %s", tc.keysets, tc.kube, err, tc.want)
+		}
+	}
+}

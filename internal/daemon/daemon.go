@@ -27,6 +27,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/tlsconf"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/kubesigner"
 	"github.com/keyd-dev/keyd/metrics"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
@@ -174,7 +175,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("listening beyond loopback without TLS: API tokens and tokens cross the network in clear; set tls.cert_file and tls.key_file", "addr", ln.Addr().String())
 	}
 	servers := []*http.Server{srv}
-	served := make(chan error, 2)
+	served := make(chan error, 3) // the API, metrics, the kubernetes signer
 	if met != nil && cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -187,6 +188,20 @@ func Run(ctx context.Context, o Options) error {
 		servers = append(servers, msrv)
 		log.Info("metrics listening", "addr", mln.Addr().String())
 		go func() { served <- msrv.Serve(mln) }()
+	}
+	if k := cfg.Kubernetes; k.Socket != "" {
+		kube, err := kubesigner.Listen(kubesigner.Options{
+			Socket: k.Socket, Group: k.Group, KeySet: k.KeySet, Signer: sg, Audit: auditLog, Logger: log, Now: o.Now,
+			Policy: func() (keystore.Policy, bool) { return mgr.Policy(k.KeySet) },
+			Ready:  func() bool { started, _ := mgr.Health(); return started },
+		})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		go func() { served <- kube.Serve() }()
+		defer kube.Stop()
+		log.Info("kubernetes external signer listening", "socket", k.Socket, "keyset", k.KeySet)
 	}
 	log.Info("keyd listening", "addr", ln.Addr().String(), "scheme", scheme, "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
 

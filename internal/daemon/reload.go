@@ -106,6 +106,7 @@ func restartOnly(a, b *config.Config) []string {
 		{"metrics", a.Metrics, b.Metrics},
 		{"audit", a.Audit, b.Audit},
 		{"tls (turning it on or off)", a.TLS.On(), b.TLS.On()},
+		{"kubernetes", a.Kubernetes, b.Kubernetes},
 	} {
 		if !reflect.DeepEqual(f.a, f.b) {
 			out = append(out, f.name)

@@ -1,0 +1,270 @@
+// Package kubesigner makes keyd Kubernetes' external service account token
+// signer: the ExternalJWTSigner gRPC service (KEP-740, k8s.io/externaljwt,
+// API versions v1 and v1alpha1 on one server) on a Unix socket that
+// kube-apiserver dials. Service account tokens are then signed by a keyd
+// key set: its keys rotate on their schedule, are offered to the API
+// server before they sign, live in bbolt or Vault, and never leave keyd.
+//
+// The package owns the socket (its mode, its stale-file cleanup, a refusal
+// when another signer serves it) and the translation of keyd's errors into
+// gRPC status codes; the daemon only wires it.
+package kubesigner
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	v1 "k8s.io/externaljwt/apis/v1"
+	v1alpha1 "k8s.io/externaljwt/apis/v1alpha1"
+
+	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+// Algorithms kube-apiserver accepts from an external signer.
+var Algorithms = []keystore.Algorithm{keystore.RS256, keystore.ES256, keystore.ES384, keystore.ES512}
+
+// MinTokenTTL is the least max_token_expiration_seconds kube-apiserver
+// accepts.
+const MinTokenTTL = 600 * time.Second
+
+// Options configure a Server.
+type Options struct {
+	Socket string // path of the Unix socket
+	Group  string // group that may dial it (mode 0660); "": owner only (0600)
+	KeySet string
+	Signer *signer.Signer
+	// Policy returns the key set's current settings (they change on reload).
+	Policy func() (keystore.Policy, bool)
+	// Ready reports whether the key sets are loaded.
+	Ready  func() bool
+	Audit  *audit.Log
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Server serves ExternalJWTSigner.
+type Server struct {
+	o    Options
+	grpc *grpc.Server
+	ln   net.Listener
+}
+
+// Listen prepares the socket: a stale socket file is removed, a live one
+// (another signer answering on it) is an error, the new one gets mode 0600
+// (0660 and the group with Group).
+func Listen(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if conn, err := net.DialTimeout("unix", o.Socket, time.Second); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("kubernetes.socket %s: another process is serving it (a second keyd?)", o.Socket)
+	}
+	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("kubernetes.socket %s: removing the stale socket: %w", o.Socket, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
+		return nil, fmt.Errorf("kubernetes.socket: %w", err)
+	}
+	ln, err := net.Listen("unix", o.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.socket %s: %w", o.Socket, err)
+	}
+	mode := os.FileMode(0o600)
+	if o.Group != "" {
+		g, err := user.LookupGroup(o.Group)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("kubernetes.group: %w", err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(o.Socket, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("kubernetes.group: %w", err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(o.Socket, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("kubernetes.socket: %w", err)
+	}
+	s := &Server{o: o, ln: ln, grpc: grpc.NewServer()}
+	v1.RegisterExternalJWTSignerServer(s.grpc, v1Server{s: s})
+	v1alpha1.RegisterExternalJWTSignerServer(s.grpc, v1alpha1Server{s: s})
+	return s, nil
+}
+
+// Serve answers until Stop; it removes the socket when it returns.
+func (s *Server) Serve() error {
+	defer os.Remove(s.o.Socket)
+	return s.grpc.Serve(s.ln)
+}
+
+// Stop lets calls in progress finish, then stops.
+func (s *Server) Stop() { s.grpc.GracefulStop() }
+
+// sign signs the claims segment as kube-apiserver built it.
+func (s *Server) sign(claims string) (header, signature string, err error) {
+	p, err := s.policy()
+	if err != nil {
+		return "", "", err
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(claims)
+	if err != nil {
+		return "", "", status.Error(codes.InvalidArgument, "claims is not base64url (unpadded)")
+	}
+	var c struct {
+		Sub string          `json:"sub"`
+		JTI string          `json:"jti"`
+		Aud json.RawMessage `json:"aud"`
+		Exp int64           `json:"exp"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return "", "", status.Error(codes.InvalidArgument, "claims is not a JSON object")
+	}
+	now := s.o.Now()
+	if c.Exp == 0 || time.Unix(c.Exp, 0).After(now.Add(p.TokenTTL+time.Minute)) {
+		return "", "", status.Errorf(codes.InvalidArgument, "exp must be set and within the key set's token_ttl (%v, max_token_expiration_seconds)", p.TokenTTL)
+	}
+	header, signature, kid, err := s.o.Signer.SignSegment(s.o.KeySet, claims)
+	if err != nil {
+		return "", "", toStatus(err)
+	}
+	sub, _ := json.Marshal(c.Sub)
+	if err := s.o.Audit.Record(audit.Record{Event: audit.EventTokenSigned, KeySet: s.o.KeySet, KID: kid, JTI: c.JTI,
+		Sub: audit.Claim(sub), Aud: audit.Claim(c.Aud), Exp: c.Exp, Caller: "kube-apiserver", Remote: "unix:" + s.o.Socket}); err != nil {
+		return "", "", status.Error(codes.Unavailable, "the audit trail cannot be written, and audit.required refuses to sign without it")
+	}
+	return header, signature, nil
+}
+
+type key struct {
+	id   string
+	pkix []byte
+}
+
+// keys returns the keys that verify, when they were loaded, and the
+// refresh hint: jwks_max_age, the time keyd publishes a key before it
+// signs, so kube-apiserver always knows a key before its first token.
+func (s *Server) keys() ([]key, time.Time, int64, error) {
+	p, err := s.policy()
+	if err != nil {
+		return nil, time.Time{}, 0, err
+	}
+	pubs, loaded, err := s.o.Signer.PublicKeys(s.o.KeySet)
+	if err != nil {
+		return nil, time.Time{}, 0, toStatus(err)
+	}
+	out := make([]key, len(pubs))
+	for i, k := range pubs {
+		out[i] = key{k.KID, k.PKIX}
+	}
+	return out, loaded, max(int64(p.JWKSMaxAge/time.Second), 1), nil
+}
+
+func (s *Server) policy() (keystore.Policy, error) {
+	if !s.o.Ready() {
+		return keystore.Policy{}, status.Error(codes.Unavailable, "keyd is starting: the key sets are not loaded yet")
+	}
+	p, ok := s.o.Policy()
+	if !ok {
+		return keystore.Policy{}, status.Errorf(codes.FailedPrecondition, "key set %s is not configured", s.o.KeySet)
+	}
+	return p, nil
+}
+
+// toStatus maps keyd's errors to gRPC codes with messages safe to show.
+func toStatus(err error) error {
+	switch {
+	case errors.Is(err, signer.ErrInvalidRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, signer.ErrUnknownKeySet):
+		return status.Error(codes.Unavailable, "the key set is not loaded")
+	}
+	return status.Error(codes.Internal, "internal error")
+}
+
+type v1Server struct {
+	v1.UnimplementedExternalJWTSignerServer
+	s *Server
+}
+
+func (v v1Server) Sign(_ context.Context, r *v1.SignJWTRequest) (*v1.SignJWTResponse, error) {
+	h, sig, err := v.s.sign(r.GetClaims())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.SignJWTResponse{Header: h, Signature: sig}, nil
+}
+
+func (v v1Server) FetchKeys(context.Context, *v1.FetchKeysRequest) (*v1.FetchKeysResponse, error) {
+	keys, loaded, hint, err := v.s.keys()
+	if err != nil {
+		return nil, err
+	}
+	out := &v1.FetchKeysResponse{DataTimestamp: timestamppb.New(loaded), RefreshHintSeconds: hint}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, &v1.Key{KeyId: k.id, Key: k.pkix})
+	}
+	return out, nil
+}
+
+func (v v1Server) Metadata(context.Context, *v1.MetadataRequest) (*v1.MetadataResponse, error) {
+	p, err := v.s.policy()
+	if err != nil {
+		return nil, err
+	}
+	return &v1.MetadataResponse{MaxTokenExpirationSeconds: int64(p.TokenTTL / time.Second)}, nil
+}
+
+type v1alpha1Server struct {
+	v1alpha1.UnimplementedExternalJWTSignerServer
+	s *Server
+}
+
+func (v v1alpha1Server) Sign(_ context.Context, r *v1alpha1.SignJWTRequest) (*v1alpha1.SignJWTResponse, error) {
+	h, sig, err := v.s.sign(r.GetClaims())
+	if err != nil {
+		return nil, err
+	}
+	return &v1alpha1.SignJWTResponse{Header: h, Signature: sig}, nil
+}
+
+func (v v1alpha1Server) FetchKeys(context.Context, *v1alpha1.FetchKeysRequest) (*v1alpha1.FetchKeysResponse, error) {
+	keys, loaded, hint, err := v.s.keys()
+	if err != nil {
+		return nil, err
+	}
+	out := &v1alpha1.FetchKeysResponse{DataTimestamp: timestamppb.New(loaded), RefreshHintSeconds: hint}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, &v1alpha1.Key{KeyId: k.id, Key: k.pkix})
+	}
+	return out, nil
+}
+
+func (v v1alpha1Server) Metadata(context.Context, *v1alpha1.MetadataRequest) (*v1alpha1.MetadataResponse, error) {
+	p, err := v.s.policy()
+	if err != nil {
+		return nil, err
+	}
+	return &v1alpha1.MetadataResponse{MaxTokenExpirationSeconds: int64(p.TokenTTL / time.Second)}, nil
+}
