@@ -175,6 +175,19 @@ func TestErrorsAndSocket(t *testing.T) {
 		t.Fatalf("stale socket: %v", err)
 	}
 	s2.Stop()
+	// With a group, the group may dial too.
+	grouped := filepath.Join(filepath.Dir(f.socket), "grouped.sock")
+	s3, err := kubesigner.Listen(kubesigner.Options{Socket: grouped, KeySet: "kube-sa", Group: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Stop()
+	if fi, err := os.Stat(grouped); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("grouped socket mode: %v %v", fi.Mode(), err)
+	}
+	if _, err := kubesigner.Listen(kubesigner.Options{Socket: filepath.Join(filepath.Dir(f.socket), "x.sock"), KeySet: "kube-sa", Group: "no-such-group-keyd"}); err == nil || !strings.Contains(err.Error(), "kubernetes.group") {
+		t.Fatalf("unknown group: %v", err)
+	}
 }
 
 // TestRotationReachesTheAPIServerFirst: a new key is offered by FetchKeys
