@@ -27,6 +27,7 @@ import (
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/metrics"
+	"github.com/keyd-dev/keyd/openapi"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
@@ -65,6 +66,18 @@ type server struct {
 
 // New returns the API handler.
 func New(o Options) http.Handler {
+	h, _ := build(o)
+	return h
+}
+
+// Patterns lists the routes New registers for o ("GET /healthz", ...), so
+// that tests can hold them to the OpenAPI document.
+func Patterns(o Options) []string {
+	_, patterns := build(o)
+	return patterns
+}
+
+func build(o Options) (http.Handler, []string) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -73,10 +86,13 @@ func New(o Options) http.Handler {
 	}
 	s := &server{Options: o, unmatched: o.Metrics.Route("")}
 	mux := http.NewServeMux()
+	var patterns []string
 	handle := func(pattern string, h http.HandlerFunc) {
 		mux.Handle(pattern, s.routed(pattern, h))
+		patterns = append(patterns, pattern)
 	}
 	handle("GET /healthz", s.healthz)
+	handle("GET /openapi.json", openapiJSON)
 	handle("GET /readyz", s.readyz)
 	if o.Metrics != nil && o.MetricsRoute {
 		handle("GET /metrics", o.Metrics.Handler().ServeHTTP)
@@ -101,8 +117,17 @@ func New(o Options) http.Handler {
 	if o.Reload != nil {
 		handle("POST /v1/reload", s.admin(s.reload))
 	}
-	return s.recoverer(s.logRequests(jsonFallback(mux)))
+	return s.recoverer(s.logRequests(jsonFallback(mux))), patterns
 }
+
+// openapiJSON serves the OpenAPI document, rendered once.
+var openapiJSON = func() http.HandlerFunc {
+	h, err := openapi.Handler()
+	if err != nil { // the document is embedded and tested: a build fault
+		panic(err)
+	}
+	return h.ServeHTTP
+}()
 
 // routed tells the request's recorder which route answers it, for the
 // route's metrics, resolved here once.
