@@ -1,0 +1,76 @@
+"""Verifying keyd's tokens in a Python service with PyJWT: the JWKS through
+PyJWKClient (cached), the algorithm pinned, aud and iss checked, keyd's
+revocation list honoured, and PyJWT's exceptions mapped to keyd's verify
+codes for the 401 answer. Shared by flask_app.py and fastapi_app.py."""
+import json, os, urllib.request
+import jwt
+from keyd_revocations import RevocationList
+
+KEYD = os.environ.get("KEYD_URL", "http://127.0.0.1:8080")
+KEYSET = os.environ.get("KEYD_KEYSET", "app")
+ALG = os.environ.get("KEYD_ALG", "ES256")
+AUDIENCE = os.environ.get("APP_AUDIENCE", "billing")
+ISSUER = os.environ.get("APP_ISSUER", "https://keyd.example")
+SERVICE_TOKEN = os.environ.get("KEYD_TOKEN", "")  # sign:<keyset>, for login and refresh
+
+jwks = jwt.PyJWKClient(f"{KEYD}/v1/keysets/{KEYSET}/jwks.json", cache_jwk_set=True, lifespan=60)
+revocations = RevocationList(KEYD, KEYSET, jwks, ALG)
+
+# PyJWT's exceptions, most specific first, as keyd's verify codes.
+CODES = [
+    (jwt.ExpiredSignatureError, "token_expired"),
+    (jwt.ImmatureSignatureError, "token_not_yet_valid"),
+    (jwt.InvalidAudienceError, "invalid_audience"),
+    (jwt.InvalidIssuerError, "invalid_issuer"),
+    (jwt.MissingRequiredClaimError, "missing_claim"),
+    (jwt.InvalidAlgorithmError, "algorithm_not_allowed"),
+    (jwt.InvalidSignatureError, "invalid_signature"),
+    (jwt.PyJWKClientError, "unknown_key"),
+    (jwt.DecodeError, "malformed_token"),
+    (jwt.InvalidTokenError, "invalid_token"),
+]
+
+
+class Unauthorized(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def verify(authorization):
+    """Returns the claims of the bearer token in an Authorization header, or raises Unauthorized."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing_token", "an Authorization: Bearer token is required")
+    try:
+        key = jwks.get_signing_key_from_jwt(token).key
+        claims = jwt.decode(token, key, algorithms=[ALG], audience=AUDIENCE, issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub"]})
+    except Exception as e:
+        for exc, code in CODES:
+            if isinstance(e, exc):
+                raise Unauthorized(code, str(e))
+        raise
+    if revocations.is_revoked(claims):
+        raise Unauthorized("token_revoked", "the token has been revoked")
+    return claims
+
+
+def keyd_call(path, body):
+    """POSTs to keyd with the service's token; returns (status, JSON answer)."""
+    req = urllib.request.Request(f"{KEYD}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def login(user):
+    """Asks keyd for a token pair for user (the password check is the service's business)."""
+    return keyd_call(f"/v1/keysets/{KEYSET}/token-pair", {"claims": {"sub": user, "aud": AUDIENCE}})
+
+
+def refresh(refresh_token):
+    return keyd_call(f"/v1/keysets/{KEYSET}/refresh", {"refresh_token": refresh_token})
