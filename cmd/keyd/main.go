@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -130,6 +131,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := daemon.Options{Config: cfg, ConfigPath: *configPath, Listen: *listen, Logger: log, LogLevel: levelVar}
@@ -137,6 +139,21 @@ func serve(args []string, stderr io.Writer) error {
 		o.Generator = keygen.Subprocess(self, keygenCommand)
 	}
 	return daemon.Run(ctx, o)
+}
+
+// tuneGC sets the garbage collector for a signing daemon unless GOGC or
+// GOMEMLIMIT say otherwise: keyd's live heap is small (tens of MiB for a
+// thousand key sets) while every token allocates, so the default GOGC of
+// 100 collects far too often; 400 costs a little memory and saves about a
+// tenth of the CPU per token (keyd-bench). The soft limit keeps a large
+// live heap (many revocations) from growing five-fold before a collection.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(512 << 20)
+	}
 }
 
 // keygenCommand is the hidden command of the key generation child.
