@@ -5,6 +5,7 @@
 # scripts/dev-vault.sh builds (or reuses from its cache) and the tests start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh # installs what is missing, nothing when all is there
 
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
