@@ -452,14 +452,7 @@ func (c *Config) Validate() error {
 			bad(f+".sha256", "is the hash of another token too")
 		}
 		hashes[strings.ToLower(tok.SHA256)] = true
-		if len(tok.Scopes) == 0 {
-			bad(f+".scopes", "is empty: the token could do nothing")
-		}
-		for j, sc := range tok.Scopes {
-			if reason := checkScope(sc, names); reason != "" {
-				bad(fmt.Sprintf("%s.scopes[%d]", f, j), "%s", reason)
-			}
-		}
+		checkScopes(f, tok.Scopes, names, bad)
 	}
 	subjects := map[string]bool{}
 	for i, cl := range c.Auth.Clients {
@@ -476,14 +469,7 @@ func (c *Config) Validate() error {
 			bad(f+".subject", "%q is used by another client", cl.Subject)
 		}
 		subjects[cl.Subject] = true
-		if len(cl.Scopes) == 0 {
-			bad(f+".scopes", "is empty: the client could do nothing")
-		}
-		for j, sc := range cl.Scopes {
-			if reason := checkScope(sc, names); reason != "" {
-				bad(fmt.Sprintf("%s.scopes[%d]", f, j), "%s", reason)
-			}
-		}
+		checkScopes(f, cl.Scopes, names, bad)
 	}
 	return errors.Join(errs...)
 }
@@ -511,6 +497,18 @@ func (c *Config) validateKubernetes(bad func(field, format string, args ...any))
 	}
 	if ks.TokenTTL < 600*time.Second {
 		bad(fmt.Sprintf("keysets[%d].token_ttl", i), "%v is under the 600s kube-apiserver requires of an external signer's max_token_expiration_seconds", ks.TokenTTL)
+	}
+}
+
+// checkScopes checks the scopes of the token or client at field f.
+func checkScopes(f string, scopes []string, keysets map[string]bool, bad func(field, format string, args ...any)) {
+	if len(scopes) == 0 {
+		bad(f+".scopes", "is empty: the caller could do nothing")
+	}
+	for j, sc := range scopes {
+		if reason := checkScope(sc, keysets); reason != "" {
+			bad(fmt.Sprintf("%s.scopes[%d]", f, j), "%s", reason)
+		}
 	}
 }
 
