@@ -147,6 +147,9 @@ func run() error {
 	if err := rotationImpact(keyd, body); err != nil {
 		return err
 	}
+	if err := auditCost(dir, body); err != nil {
+		return err
+	}
 	if *baoBin != "" {
 		if err := transit(dir, body); err != nil {
 			return err
@@ -511,6 +514,39 @@ func rotationImpact(keyd *proc, body []byte) error {
 	<-done
 	fmt.Printf("\nES256 sign while key set %s rotates back to back (%d rotations): p50 %s -> %s, p99 %s -> %s (%+.0f%%)\n",
 		*rotateKS, rotations, base.p50, during.p50, base.p99, during.p99, 100*(float64(during.p99)/float64(base.p99)-1))
+	return nil
+}
+
+// --- audit.required -----------------------------------------------------------------
+
+// auditCost measures ES256 signing with the audit trail off, on, and
+// required (every token waits for its record's group-committed fsync).
+func auditCost(dir string, body []byte) error {
+	fmt.Printf("\nES256 sign with the audit trail (%d connections):", *conns)
+	var base float64
+	for _, mode := range []string{"off", "on", "required"} {
+		sub := filepath.Join(dir, "audit-"+mode)
+		if err := os.MkdirAll(sub, 0o700); err != nil {
+			return err
+		}
+		cfg := fmt.Sprintf("listen: 127.0.0.1:0\nstorage: {backend: file, file: {path: %q}}\n", filepath.Join(sub, "keyd.db")) +
+			"keysets:\n  - {name: es256, algorithm: ES256, rotation: \"@daily\", token_ttl: 15m, jwks_max_age: 5m}\n" +
+			fmt.Sprintf("auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [\"sign:*\"]}\n", daemon.TokenHash(token))
+		if mode != "off" {
+			cfg += fmt.Sprintf("audit: {path: %q, required: %v}\n", filepath.Join(sub, "audit.log"), mode == "required")
+		}
+		p, err := startKeyd(sub, cfg)
+		if err != nil {
+			return err
+		}
+		r := load(p, "POST", "/v1/keysets/es256/sign", body, 1)
+		p.stop()
+		if mode == "off" {
+			base = r.perSec
+		}
+		fmt.Printf(" %s %.0f tok/s (%.2f);", mode, r.perSec, r.perSec/base)
+	}
+	fmt.Println()
 	return nil
 }
 
