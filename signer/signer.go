@@ -75,11 +75,10 @@ type keyring struct {
 	obs     KeySetObserver
 
 	// Revocations, for a lookup per verification, never a store read.
-	revokedJTI map[string]struct{}
-	revokedSub map[string]int64 // sub -> tokens with iat at or before this (Unix) are revoked
-	revs       keystore.Revocations
-	list       atomic.Pointer[cachedList] // the signed revocation list, re-signed as it ages
-	loadedAt   time.Time                  // when this version was loaded
+	revoked  *Revoked
+	revs     keystore.Revocations
+	list     atomic.Pointer[cachedList] // the signed revocation list, re-signed as it ages
+	loadedAt time.Time                  // when this version was loaded
 }
 
 // New returns an empty Signer reading time from now and telling obs (nil:
@@ -166,13 +165,13 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 		return nil, fmt.Errorf("%w: %s", keystore.ErrUnsupportedAlgorithm, ks.Algorithm)
 	}
 	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{},
-		revokedJTI: make(map[string]struct{}, len(ks.Revocations.Tokens)), revokedSub: make(map[string]int64, len(ks.Revocations.Subjects)),
-		revs: ks.Revocations}
+		revs: ks.Revocations, revoked: &Revoked{JTIs: make(map[string]struct{}, len(ks.Revocations.Tokens)),
+			Subjects: make(map[string]int64, len(ks.Revocations.Subjects))}}
 	for _, t := range ks.Revocations.Tokens {
-		r.revokedJTI[t.JTI] = struct{}{}
+		r.revoked.JTIs[t.JTI] = struct{}{}
 	}
 	for _, s := range ks.Revocations.Subjects {
-		r.revokedSub[s.Subject] = s.Before.Unix()
+		r.revoked.Subjects[s.Subject] = s.Before.Unix()
 	}
 	var active any
 	for _, k := range ks.Keys {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jws"
 )
 
@@ -42,7 +43,7 @@ func (s *Signer) Verify(name, token string, want Expect) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := r.verifyToken(name, token, s.now(), want)
+	v, err := r.verifyToken(token, s.now(), want)
 	r.obs.Verified(Code(err))
 	return v, err
 }
@@ -55,10 +56,30 @@ func (s *Signer) Inspect(name, token string) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.verifyToken(name, token, s.now(), Expect{})
+	return r.verifyToken(token, s.now(), Expect{})
 }
 
-func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_ *Verified, err error) {
+func (r *keyring) verifyToken(token string, now time.Time, want Expect) (*Verified, error) {
+	return Check(token, r.jwaAlg, r.key, now, r.policy.Leeway, want, r.revoked.Check)
+}
+
+// key returns the key that verifies tokens of kid: a public key, or the
+// HMAC secret.
+func (r *keyring) key(kid string) (any, bool) {
+	k, ok := r.verify[kid]
+	return k, ok
+}
+
+// Check verifies a compact token by keyd's rules, in keyd's order, so that
+// a forged token learns nothing of its claims: structure (one compact JWS
+// signature, JSON claims), algorithm (exactly alg), key (key looks the kid
+// up among the keys that still verify), signature, the claims
+// (CheckClaims, with leeway), the header's typ, and last revoked (nil:
+// none). It is the one implementation of those rules: the verify endpoint
+// and the verify package both call it. Failures are *Error values wrapping
+// ErrInvalidToken with a Code and, once the kid was read, the KID.
+func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, bool), now time.Time, leeway time.Duration,
+	want Expect, revoked func(claims map[string]any) error) (_ *Verified, err error) {
 	var kid string
 	defer func() {
 		var e *Error
@@ -71,16 +92,15 @@ func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_
 		return nil, rejected(CodeMalformed, "malformed token: not a compact JWS with one signature")
 	}
 	hdr := msg.Signatures()[0].ProtectedHeaders()
-	alg, _ := hdr.Algorithm()
-	if alg.String() != string(r.alg) {
-		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted by key set %s (it signs with %s)", alg.String(), name, r.alg)
+	if got, _ := hdr.Algorithm(); got.String() != alg.String() {
+		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", got.String(), alg)
 	}
 	kid, _ = hdr.KeyID()
-	key, ok := r.verify[kid]
+	k, ok := key(kid)
 	if !ok {
 		return nil, rejected(CodeUnknownKey, "unknown or revoked key id %q", kid)
 	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(r.jwaAlg, key))
+	payload, err := jws.Verify([]byte(token), jws.WithKey(alg, k))
 	if err != nil {
 		return nil, rejected(CodeSignature, "invalid signature")
 	}
@@ -90,7 +110,7 @@ func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_
 	if err := dec.Decode(&claims); err != nil || claims == nil {
 		return nil, rejected(CodeMalformed, "the claims are not a JSON object")
 	}
-	if err := CheckClaims(claims, now, r.policy.Leeway, want); err != nil {
+	if err := CheckClaims(claims, now, leeway, want); err != nil {
 		return nil, err
 	}
 	if want.Type != "" {
@@ -99,28 +119,50 @@ func (r *keyring) verifyToken(name, token string, now time.Time, want Expect) (_
 			return nil, rejected(CodeType, "typ %q is not %q", typ, want.Type)
 		}
 	}
-	if err := r.checkRevoked(claims); err != nil {
-		return nil, err
+	if revoked != nil {
+		if err := revoked(claims); err != nil {
+			return nil, err
+		}
 	}
 	return &Verified{KID: kid, Claims: claims}, nil
 }
 
-// checkRevoked looks the token up in the key set's revocations: its jti,
-// and its subject's cut-off (a token of a revoked subject without iat
-// cannot show it came later, so it is revoked too).
-func (r *keyring) checkRevoked(claims map[string]any) error {
+// Revoked is a set of revoked tokens as a verifier holds it: jtis, and per
+// subject a cut-off (Unix seconds: tokens of that subject with an iat at
+// or before it are revoked).
+type Revoked struct {
+	JTIs     map[string]struct{}
+	Subjects map[string]int64
+	// HashedSubjects: Subjects are keyed by SubjectHash(sub), as a
+	// published revocation list names them, not by sub.
+	HashedSubjects bool
+}
+
+// Check returns a token_revoked *Error when claims are those of a revoked
+// token: its jti is listed, or its subject is, with the token's iat at or
+// before the cut-off (a token without iat cannot show it came later, so
+// it is revoked too). A nil Revoked revokes nothing.
+func (rv *Revoked) Check(claims map[string]any) error {
+	if rv == nil {
+		return nil
+	}
 	if jti, ok := claims["jti"].(string); ok {
-		if _, revoked := r.revokedJTI[jti]; revoked {
+		if _, revoked := rv.JTIs[jti]; revoked {
 			return rejected(CodeRevoked, "the token has been revoked")
 		}
 	}
-	if sub, ok := claims["sub"].(string); ok {
-		if before, revoked := r.revokedSub[sub]; revoked {
-			n, isNum := claims["iat"].(json.Number)
-			iat, err := n.Float64()
-			if !isNum || err != nil || iat <= float64(before) {
-				return rejected(CodeRevoked, "every token of this subject issued until %s has been revoked", time.Unix(before, 0).UTC().Format(time.RFC3339))
-			}
+	sub, ok := claims["sub"].(string)
+	if !ok || len(rv.Subjects) == 0 {
+		return nil
+	}
+	if rv.HashedSubjects {
+		sub = SubjectHash(sub)
+	}
+	if before, revoked := rv.Subjects[sub]; revoked {
+		n, isNum := claims["iat"].(json.Number)
+		iat, err := n.Float64()
+		if !isNum || err != nil || iat <= float64(before) {
+			return rejected(CodeRevoked, "every token of this subject issued until %s has been revoked", time.Unix(before, 0).UTC().Format(time.RFC3339))
 		}
 	}
 	return nil

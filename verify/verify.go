@@ -68,10 +68,10 @@ type Verifier struct {
 	parsed  atomic.Pointer[revocations]
 }
 
+// revocations is the parsed revocation list and the bytes it came from.
 type revocations struct {
-	raw  []byte
-	jtis map[string]struct{}
-	subs map[string]int64 // SHA-256 of sub -> iat cut-off
+	raw     []byte
+	revoked *signer.Revoked
 }
 
 // New returns a Verifier of the key set called keyset at the keyd at
@@ -134,47 +134,19 @@ func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, er
 	if err != nil {
 		return nil, fmt.Errorf("verify: the JWKS is not available: %w", err)
 	}
-	msg, err := jws.Parse([]byte(token))
-	if err != nil || len(msg.Signatures()) != 1 || strings.Count(token, ".") != 2 {
-		return nil, reject(signer.CodeMalformed, "malformed token: not a compact JWS with one signature")
-	}
-	hdr := msg.Signatures()[0].ProtectedHeaders()
-	if alg, _ := hdr.Algorithm(); alg.String() != v.alg.String() {
-		return nil, reject(signer.CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", alg.String(), v.alg)
-	}
-	kid, _ := hdr.KeyID()
-	key, ok := set.LookupKeyID(kid)
-	if !ok {
-		return nil, reject(signer.CodeUnknownKey, "unknown or revoked key id %q", kid)
-	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(v.alg, key))
+	want := signer.Expect{Audience: v.o.Audience, Issuer: v.o.Issuer, Subject: v.o.Subject, Type: v.o.Type, RequiredClaims: v.o.RequiredClaims}
+	key := func(kid string) (any, bool) { return set.LookupKeyID(kid) }
+	revoked := func(claims map[string]any) error { return v.checkRevoked(set, claims) }
+	verified, err := signer.Check(token, v.alg, key, v.o.Now(), v.o.Leeway, want, revoked)
 	if err != nil {
-		return nil, reject(signer.CodeSignature, "invalid signature")
-	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var claims map[string]any
-	if err := dec.Decode(&claims); err != nil || claims == nil {
-		return nil, reject(signer.CodeMalformed, "the claims are not a JSON object")
-	}
-	want := signer.Expect{Audience: v.o.Audience, Issuer: v.o.Issuer, Subject: v.o.Subject, RequiredClaims: v.o.RequiredClaims}
-	if err := signer.CheckClaims(claims, v.o.Now(), v.o.Leeway, want); err != nil {
 		return nil, err
 	}
-	if v.o.Type != "" {
-		if typ, _ := hdr.Type(); !strings.EqualFold(typ, v.o.Type) {
-			return nil, reject(signer.CodeType, "typ %q is not %q", typ, v.o.Type)
-		}
-	}
-	if err := v.checkRevoked(ctx, set, claims); err != nil {
-		return nil, err
-	}
-	return claims, nil
+	return verified.Claims, nil
 }
 
 // checkRevoked consults the cached revocation list, verifying a new copy
 // through the JWKS before believing it.
-func (v *Verifier) checkRevoked(ctx context.Context, set jwk.Set, claims map[string]any) error {
+func (v *Verifier) checkRevoked(set jwk.Set, claims map[string]any) error {
 	if v.revs == nil {
 		return nil
 	}
@@ -187,21 +159,7 @@ func (v *Verifier) checkRevoked(ctx context.Context, set jwk.Set, claims map[str
 		}
 		v.parsed.Store(r)
 	}
-	if jti, ok := claims["jti"].(string); ok {
-		if _, revoked := r.jtis[jti]; revoked {
-			return reject(signer.CodeRevoked, "the token has been revoked")
-		}
-	}
-	if sub, ok := claims["sub"].(string); ok {
-		if before, revoked := r.subs[signer.SubjectHash(sub)]; revoked {
-			n, isNum := claims["iat"].(json.Number)
-			iat, err := n.Float64()
-			if !isNum || err != nil || iat <= float64(before) {
-				return reject(signer.CodeRevoked, "every token of this subject issued until %s has been revoked", time.Unix(before, 0).UTC().Format(time.RFC3339))
-			}
-		}
-	}
-	return nil
+	return r.revoked.Check(claims)
 }
 
 func (v *Verifier) parseList(raw []byte, set jwk.Set) (*revocations, error) {
@@ -229,18 +187,14 @@ func (v *Verifier) parseList(raw []byte, set jwk.Set) (*revocations, error) {
 	if v.o.Now().Unix() > list.Expires {
 		return nil, errors.New("it has expired: keyd has not been reachable for a while")
 	}
-	r := &revocations{raw: raw, jtis: map[string]struct{}{}, subs: map[string]int64{}}
+	rv := &signer.Revoked{JTIs: map[string]struct{}{}, Subjects: map[string]int64{}, HashedSubjects: true}
 	for _, t := range list.Tokens {
-		r.jtis[t.JTI] = struct{}{}
+		rv.JTIs[t.JTI] = struct{}{}
 	}
 	for _, s := range list.Subjects {
-		r.subs[s.SubSHA256] = s.Before
+		rv.Subjects[s.SubSHA256] = s.Before
 	}
-	return r, nil
-}
-
-func reject(code, format string, args ...any) error {
-	return &signer.Error{Kind: signer.ErrInvalidToken, Code: code, Reason: fmt.Sprintf(format, args...)}
+	return &revocations{raw: raw, revoked: rv}, nil
 }
 
 type claimsKey struct{}
