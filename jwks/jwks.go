@@ -70,38 +70,29 @@ func New() *Publisher {
 // key set's previous version in every document. A key set older than the
 // loaded one is ignored.
 func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
+	return p.LoadAll([]keystore.Policy{pol}, []*keystore.KeySet{ks})
+}
+
+// LoadAll loads many key sets at once, as Load does one
+// (rotation.BatchListener): each key set's document is rendered on every
+// processor, reusing the keys its previous version rendered (parsing an
+// RSA-4096 key costs milliseconds), and the global document once.
+func (p *Publisher) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
+	known := make([]map[string]jwk.Key, len(sets)) // by kid: a kid is the key's thumbprint
 	p.mu.Lock()
-	known := map[string]jwk.Key{} // keys already rendered: parsing RSA-4096 costs milliseconds
-	for _, k := range p.sets[ks.Name].keys {
-		if kid, ok := k.KeyID(); ok {
-			known[kid] = k
+	for i, ks := range sets {
+		known[i] = map[string]jwk.Key{}
+		for _, k := range p.sets[ks.Name].keys {
+			if kid, ok := k.KeyID(); ok {
+				known[i][kid] = k
+			}
 		}
 	}
 	p.mu.Unlock()
-	keys, err := publicKeys(ks, known)
-	if err != nil {
-		return err
-	}
-	doc, err := render(keys, pol.JWKSMaxAge)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if old, ok := p.sets[ks.Name]; ok && ks.Version != 0 && ks.Version < old.version {
-		return nil
-	}
-	p.sets[ks.Name] = entry{version: ks.Version, maxAge: pol.JWKSMaxAge, alg: ks.Algorithm, keys: keys, doc: doc}
-	return p.rebuild()
-}
-
-// LoadAll loads many key sets at once (rotation.BatchListener): each key
-// set's document is rendered on every processor, the global one once.
-func (p *Publisher) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 	entries := make([]entry, len(sets))
 	err := parallel.Do(len(sets), func(i int) error {
 		ks := sets[i]
-		keys, err := PublicKeys(ks)
+		keys, err := publicKeys(ks, known[i])
 		if err != nil {
 			return err
 		}

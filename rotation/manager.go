@@ -300,8 +300,8 @@ type BatchListener interface {
 }
 
 // publishAll loads every key set into every listener, in one call where
-// the listener takes batches, and records them as current. Callers hold
-// m.mu.
+// the listener takes batches, and records them as current, whatever
+// version is current already (publish checks that). Callers hold m.mu.
 func (m *Manager) publishAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 	for _, l := range m.listeners {
 		if bl, ok := l.(BatchListener); ok {
@@ -361,30 +361,20 @@ func (m *Manager) Reconfigure(ctx context.Context, policies []keystore.Policy) e
 		loaded[name] = ks
 	}
 	m.conf.Store(conf)
-	for name, ks := range loaded {
-		if ks == nil { // not loaded yet (start-up still retrying)
-			continue
+	// Every key set again, even at a version already loaded: its settings
+	// changed.
+	var ps []keystore.Policy
+	var sets []*keystore.KeySet
+	for _, name := range slices.Sorted(maps.Keys(loaded)) {
+		if ks := loaded[name]; ks != nil { // nil: not loaded yet (start-up still retrying)
+			ps, sets = append(ps, conf.policies[name]), append(sets, ks)
 		}
-		if err := m.reload(conf.policies[name], ks); err != nil {
-			return err
-		}
+	}
+	if err := m.publishAll(ps, sets); err != nil {
+		return err
 	}
 	wake := make(chan struct{})
 	close(*m.wake.Swap(&wake))
-	return nil
-}
-
-// reload hands ks to every listener with policy p even when that version
-// is loaded already (its settings changed). Callers hold m.mu.
-func (m *Manager) reload(p keystore.Policy, ks *keystore.KeySet) error {
-	for _, l := range m.listeners {
-		if err := l.Load(p, ks); err != nil {
-			return fmt.Errorf("load key set %s: %w", ks.Name, err)
-		}
-	}
-	next := maps.Clone(*m.current.Load())
-	next[ks.Name] = ks
-	m.current.Store(&next)
 	return nil
 }
 
@@ -499,15 +489,7 @@ func (m *Manager) publish(p keystore.Policy, ks *keystore.KeySet) error {
 	if old, ok := (*m.current.Load())[ks.Name]; ok && ks.Version != 0 && old.Version >= ks.Version {
 		return nil
 	}
-	for _, l := range m.listeners {
-		if err := l.Load(p, ks); err != nil {
-			return fmt.Errorf("load key set %s: %w", ks.Name, err)
-		}
-	}
-	next := maps.Clone(*m.current.Load())
-	next[ks.Name] = ks
-	m.current.Store(&next)
-	return nil
+	return m.publishAll([]keystore.Policy{p}, []*keystore.KeySet{ks})
 }
 
 // KeySet returns the current version of a configured key set and its

@@ -96,31 +96,12 @@ func New(now func() time.Time, obs Observer) *Signer {
 // the previous version of the key set. Keys already parsed for the previous
 // version are reused. A key set older than the loaded one is ignored.
 func (s *Signer) Load(p keystore.Policy, ks *keystore.KeySet) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := (*s.rings.Load())[ks.Name]
-	if old != nil && ks.Version != 0 && ks.Version < old.version {
-		return nil
-	}
-	ring, err := newKeyring(p, ks, old)
-	if err != nil {
-		return err
-	}
-	ring.loadedAt = s.now().UTC()
-	if old != nil {
-		ring.obs = old.obs
-	} else {
-		ring.obs = s.obs.KeySet(ks.Name)
-	}
-	next := maps.Clone(*s.rings.Load())
-	next[ks.Name] = ring
-	s.rings.Store(&next)
-	return nil
+	return s.LoadAll([]keystore.Policy{p}, []*keystore.KeySet{ks})
 }
 
-// LoadAll loads many key sets at once (rotation.BatchListener): keys are
-// parsed on every processor, and the map of keyrings is copied once, not
-// once per key set.
+// LoadAll loads many key sets at once, as Load does one
+// (rotation.BatchListener): keys are parsed on every processor, and the map
+// of keyrings is copied once, not once per key set.
 func (s *Signer) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
