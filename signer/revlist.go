@@ -89,15 +89,10 @@ func (s *Signer) RevocationList(name string) (RevocationList, error) {
 		return RevocationList{}, err
 	}
 	header, _ := json.Marshal(map[string]string{"alg": string(r.alg), "kid": r.kid, "typ": "revocations+jwt"})
-	buf := b64.AppendEncode(nil, header)
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, payload)
-	sig, err := r.method(buf)
-	if err != nil {
-		return RevocationList{}, fmt.Errorf("%w: signing the revocation list of %s", ErrInternal, name)
+	buf := b64.AppendEncode(append(b64.AppendEncode(nil, header), '.'), payload)
+	if buf, err = r.seal(buf); err != nil {
+		return RevocationList{}, err
 	}
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, sig)
 	list := RevocationList{Token: string(buf), MaxAge: maxAge}
 	r.list.Store(&cachedList{list: list, signed: now})
 	return list, nil

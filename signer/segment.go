@@ -23,15 +23,15 @@ func (s *Signer) SignSegment(name, claims string) (header, signature, kid string
 		r.obs.SignFailed("bad_request")
 		return "", "", "", invalid("the claims segment is not base64url (unpadded)")
 	}
-	buf := make([]byte, 0, len(r.header)+1+len(claims))
-	buf = append(append(append(buf, r.header...), '.'), claims...)
-	sig, err := r.method(buf)
+	input := len(r.header) + 1 + len(claims)
+	buf := make([]byte, 0, input+1+b64.EncodedLen(r.sigSize))
+	buf, err = r.seal(append(append(append(buf, r.header...), '.'), claims...))
 	if err != nil {
 		r.obs.SignFailed("internal")
-		return "", "", "", fmt.Errorf("%w: sign with %s key %s failed", ErrInternal, r.alg, r.kid)
+		return "", "", "", err
 	}
 	r.obs.Signed()
-	return string(r.header), b64.EncodeToString(sig), r.kid, nil
+	return string(r.header), string(buf[input+1:]), r.kid, nil
 }
 
 // PublicKey is a key that verifies a key set's tokens, PKIX DER.

@@ -100,17 +100,26 @@ func (r *keyring) make(now time.Time, claims Claims, ttl time.Duration) (*Token,
 	buf = append(buf, r.header...)
 	buf = append(buf, '.')
 	buf = b64.AppendEncode(buf, payload)
-	sig, err := r.method(buf)
+	buf, err = r.seal(buf)
+	if err != nil {
+		return nil, err
+	}
+	// buf is never written again: the string may share its bytes.
+	tok := unsafe.String(unsafe.SliceData(buf), len(buf))
+	return &Token{Token: tok, KID: r.kid, Alg: string(r.alg), JTI: jti, IssuedAt: now.UTC(), ExpiresAt: exp.UTC()}, nil
+}
+
+// seal signs input (the encoded header, a dot and the encoded payload)
+// with the active key and appends a dot and the encoded signature: the
+// compact JWS, in input's own array when it has room.
+func (r *keyring) seal(input []byte) ([]byte, error) {
+	sig, err := r.method(input)
 	if err != nil {
 		// The crypto's errors describe algorithms and sizes, never key
 		// bytes; still, keep them out of what callers see.
 		return nil, fmt.Errorf("%w: sign with %s key %s failed", ErrInternal, r.alg, r.kid)
 	}
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, sig)
-	// buf is never written again: the string may share its bytes.
-	tok := unsafe.String(unsafe.SliceData(buf), len(buf))
-	return &Token{Token: tok, KID: r.kid, Alg: string(r.alg), JTI: jti, IssuedAt: now.UTC(), ExpiresAt: exp.UTC()}, nil
+	return b64.AppendEncode(append(input, '.'), sig), nil
 }
 
 // expiry applies the lifetime rules: claims.exp or ttl, never both, never
