@@ -1,9 +1,7 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -16,16 +14,12 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/keyd-dev/keyd/audit"
-	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/api"
+	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
-	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
-	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/metrics"
-	"github.com/keyd-dev/keyd/rotation"
-	"github.com/keyd-dev/keyd/signer"
 )
 
 func TestScopes(t *testing.T) {
@@ -53,33 +47,16 @@ func TestScopes(t *testing.T) {
 }
 
 func newHandler(tb testing.TB, alg keystore.Algorithm) http.Handler {
-	return newHandlerWith(tb, alg, nil)
+	return newHandlerAudited(tb, alg, nil, nil)
 }
 
-func newHandlerWith(tb testing.TB, alg keystore.Algorithm, met *metrics.Metrics) http.Handler {
-	return newHandlerAudited(tb, alg, met, nil)
-}
-
+// newHandlerAudited serves one key set called bench through the API's
+// handler, without the network.
 func newHandlerAudited(tb testing.TB, alg keystore.Algorithm, met *metrics.Metrics, log *audit.Log) http.Handler {
 	tb.Helper()
-	store, err := file.Open(file.Options{Path: filepath.Join(tb.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = store.Close() })
-	var obs signer.Observer
-	if met != nil {
-		obs = met
-	}
-	sg := signer.New(time.Now, obs)
-	pub := jwks.New()
-	p := keystore.Policy{Name: "bench", Algorithm: alg, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute}
-	mgr := rotation.NewManager(rotation.Options{Logger: slog.New(slog.DiscardHandler), Store: store, Policies: []keystore.Policy{p}, Generator: keystoretest.FastGenerator, Listeners: []rotation.Listener{sg, pub}})
-	if err := mgr.Start(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	auth := api.NewAuthenticator([]config.Token{{Name: "svc", SHA256: daemon.TokenHash("svc-token"), Scopes: []string{"sign:*"}}})
-	return api.New(api.Options{Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler), Metrics: met, Audit: log})
+	h, _ := apitest.Handler(tb, apitest.Options{Metrics: met, Audit: log},
+		keystore.Policy{Name: "bench", Algorithm: alg, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute})
+	return h
 }
 
 // BenchmarkSignHandler measures a sign request through the whole HTTP
@@ -95,7 +72,7 @@ func BenchmarkSignHandler(b *testing.B) {
 			name, met = string(bc.alg)+"/metrics=on", metrics.New()
 		}
 		b.Run(name, func(b *testing.B) {
-			benchSign(b, newHandlerWith(b, bc.alg, met))
+			benchSign(b, newHandlerAudited(b, bc.alg, met, nil))
 		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/config"
@@ -48,10 +49,28 @@ type Server struct {
 	NotReady atomic.Int32
 }
 
-// Serve starts the API for the key sets of policies; met, when not nil,
-// counts everything and is served at /metrics.
+// Serve starts the API for the key sets of policies on loopback; met, when
+// not nil, counts everything and is served at /metrics.
 func Serve(t testing.TB, met *metrics.Metrics, policies ...keystore.Policy) *Server {
 	t.Helper()
+	h, s := Handler(t, Options{Metrics: met}, policies...)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	s.URL = srv.URL
+	return s
+}
+
+// Options add optional parts to the API.
+type Options struct {
+	Metrics *metrics.Metrics // counts everything, served at /metrics
+	Audit   *audit.Log       // records security events
+}
+
+// Handler wires the API as Serve does and returns its handler, for tests
+// and benchmarks that call it without the network; the Server has no URL.
+func Handler(t testing.TB, o Options, policies ...keystore.Policy) (http.Handler, *Server) {
+	t.Helper()
+	met := o.Metrics
 	c := keystoretest.NewClock(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
 	if err != nil {
@@ -82,7 +101,7 @@ func Serve(t testing.TB, met *metrics.Metrics, policies ...keystore.Policy) *Ser
 		p, ok := mgr.Policy(name)
 		return refresh.Settings{TTL: p.RefreshTTL}, ok
 	})
-	srv := httptest.NewServer(api.New(api.Options{
+	h := api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: slog.New(slog.DiscardHandler),
 		Health: func() (bool, error) {
 			if s.NotReady.Load() > 0 {
@@ -91,11 +110,9 @@ func Serve(t testing.TB, met *metrics.Metrics, policies ...keystore.Policy) *Ser
 			}
 			return mgr.Health()
 		},
-		Metrics: met, MetricsRoute: met != nil, Refresh: pairs,
-	}))
-	t.Cleanup(srv.Close)
-	s.URL = srv.URL
-	return s
+		Metrics: met, MetricsRoute: met != nil, Refresh: pairs, Audit: o.Audit,
+	})
+	return h, s
 }
 
 // Call sends a request with token as bearer ("" for none) and returns the
