@@ -239,10 +239,7 @@ func (l *Log) enqueue(wait bool, recs ...Record) error {
 	b := l.cur
 	b.bodies = append(b.bodies, bodies...)
 	full := len(b.bodies) >= maxQueued
-	select { // under mu: Close cannot close kick meanwhile
-	case l.kick <- struct{}{}:
-	default:
-	}
+	l.wakeLocked()
 	l.mu.Unlock()
 	if !wait && !full {
 		return nil
@@ -265,10 +262,16 @@ func (l *Log) Reopen() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.closed {
-		select {
-		case l.kick <- struct{}{}:
-		default:
-		}
+		l.wakeLocked()
+	}
+}
+
+// wakeLocked tells the writer there is work, without waiting; the caller
+// holds mu, so Close cannot close kick meanwhile.
+func (l *Log) wakeLocked() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
 	}
 }
 
