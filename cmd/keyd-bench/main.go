@@ -67,6 +67,7 @@ var (
 	baoBin   = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
 	rotateKS = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
 	keysets  = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
+	only     = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup (empty: all)")
 )
 
 func main() {
@@ -75,10 +76,23 @@ func main() {
 		return
 	}
 	flag.Parse()
+	for _, s := range strings.Split(*only, ",") {
+		if s != "" && !slices.Contains(sections, s) {
+			fmt.Fprintf(os.Stderr, "keyd-bench: --only: unknown section %q (sections: %s)\n", s, strings.Join(sections, ", "))
+			os.Exit(2)
+		}
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "keyd-bench:", err)
 		os.Exit(1)
 	}
+}
+
+var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup"}
+
+// want says whether --only asks for section.
+func want(section string) bool {
+	return *only == "" || slices.Contains(strings.Split(*only, ","), section)
 }
 
 func run() error {
@@ -101,9 +115,47 @@ func run() error {
 	}
 	defer bare.stop()
 
+	body := []byte(`{"claims":{"sub":"alice","aud":"billing"},"ttl":"5m"}`)
+	if want("sign") {
+		singleSign(keyd, bare, body)
+	}
+	if want("batch") {
+		batchSign(keyd)
+	}
+	if want("jwks") {
+		if err := jwksServing(keyd, bare); err != nil {
+			return err
+		}
+	}
+	if want("rotation") {
+		if err := rotationImpact(keyd, body); err != nil {
+			return err
+		}
+	}
+	if want("audit") {
+		if err := auditCost(dir, body); err != nil {
+			return err
+		}
+	}
+	if *baoBin != "" && want("transit") {
+		if err := transit(dir, body); err != nil {
+			return err
+		}
+	}
+	if *keysets > 0 && want("startup") {
+		keyd.stop()
+		if err := startup(dir, *keysets); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// singleSign measures /sign for each algorithm against the raw signer, and
+// the bare handler that HS256 is held to.
+func singleSign(keyd, bare *proc, body []byte) {
 	fmt.Println("Single sign over HTTP vs an in-process raw signer (CPU per token of the process doing the work):")
 	fmt.Printf("%-6s %12s %12s %9s %9s | %12s %12s | %s\n", "alg", "keyd tok/s", "keyd µs/tok", "p50", "p99", "raw tok/s", "raw µs/tok", "ratio raw/keyd CPU")
-	body := []byte(`{"claims":{"sub":"alice","aud":"billing"},"ttl":"5m"}`)
 	var hsCPU float64
 	for _, alg := range []string{"ES256", "EdDSA", "HS256", "RS256"} {
 		ks := strings.ToLower(alg)
@@ -117,7 +169,10 @@ func run() error {
 	b := load(bare, "POST", "/sign", body, 1)
 	fmt.Printf("\nbare net/http handler (reads the body, writes a token-sized answer): %.0f req/s, %.1f µs CPU/req; keyd HS256 costs %.2fx that\n",
 		b.perSec, b.cpuPer, hsCPU/b.cpuPer)
+}
 
+// batchSign measures sign-batch of 100 ES256 items against the raw signer.
+func batchSign(keyd *proc) {
 	var items bytes.Buffer
 	items.WriteString(`{"items":[`)
 	for i := range 100 {
@@ -131,7 +186,11 @@ func run() error {
 	raw := rawSign("ES256")
 	fmt.Printf("\nbatch sign, 100 ES256 items: %.0f tokens/s, %.1f µs CPU/token; raw signer %.0f tokens/s: ratio %.2f\n",
 		bt.perSec, bt.cpuPer, raw.perSec, bt.perSec/raw.perSec)
+}
 
+// jwksServing measures keyd's JWKS route against the minimal handler
+// writing the same document.
+func jwksServing(keyd, bare *proc) error {
 	doc, err := fetch(keyd.addr + "/.well-known/jwks.json")
 	if err != nil {
 		return err
@@ -143,24 +202,6 @@ func run() error {
 	jb := load(bare, "GET", "/jwks", nil, 1)
 	fmt.Printf("\nJWKS (%d bytes): keyd %.0f req/s (%.1f µs CPU/req), minimal handler %.0f req/s (%.1f µs CPU/req): ratio %.2f\n",
 		len(doc), jk.perSec, jk.cpuPer, jb.perSec, jb.cpuPer, jk.perSec/jb.perSec)
-
-	if err := rotationImpact(keyd, body); err != nil {
-		return err
-	}
-	if err := auditCost(dir, body); err != nil {
-		return err
-	}
-	if *baoBin != "" {
-		if err := transit(dir, body); err != nil {
-			return err
-		}
-	}
-	if *keysets > 0 {
-		keyd.stop()
-		if err := startup(dir, *keysets); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -205,6 +246,22 @@ func (p *proc) cpu() time.Duration {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// machineIdle is the idle time of all CPUs so far, from /proc/stat.
+func machineIdle() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	fields := strings.Fields(line) // cpu user nice system idle iowait ...
+	if len(fields) < 6 {
+		return 0
+	}
+	idle, _ := strconv.ParseInt(fields[4], 10, 64)
+	iowait, _ := strconv.ParseInt(fields[5], 10, 64)
+	return time.Duration(idle+iowait) * time.Second / 100 // USER_HZ
 }
 
 func (p *proc) rss() int64 {
@@ -539,12 +596,15 @@ func auditCost(dir string, body []byte) error {
 		if err != nil {
 			return err
 		}
+		idle0 := machineIdle()
 		r := load(p, "POST", "/v1/keysets/es256/sign", body, 1)
+		idle := machineIdle() - idle0
 		p.stop()
 		if mode == "off" {
 			base = r.perSec
 		}
-		fmt.Printf(" %s %.0f tok/s (%.2f);", mode, r.perSec, r.perSec/base)
+		fmt.Printf("\n  %-8s %8.0f tok/s (%.2f of off), %5.1f µs CPU/tok, p50 %s, p99 %s, machine idle %.0f%%",
+			mode, r.perSec, r.perSec/base, r.cpuPer, r.p50, r.p99, 100*idle.Seconds()/(float64(runtime.NumCPU())*(*duration+300*time.Millisecond).Seconds()))
 	}
 	fmt.Println()
 	return nil

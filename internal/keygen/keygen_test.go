@@ -5,8 +5,12 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"os"
+	"os/exec"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/keyd-dev/keyd/internal/keygen"
 	"github.com/keyd-dev/keyd/keystore"
@@ -64,4 +68,67 @@ func TestServeRefusesBadArguments(t *testing.T) {
 	if _, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(out.Bytes()))); err != nil {
 		t.Fatalf("output is not base64: %v", err)
 	}
+}
+
+// TestThrottlePausesWhileBusy drives Throttle with its own ticks and CPU
+// readings against a real process, and reads the process's state from
+// /proc: paused after a busy tick, resumed at the next, left running after
+// a quiet one and when generation ends.
+func TestThrottlePausesWhileBusy(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	// Throttle reads "keyd"'s CPU time once at its start and once per
+	// tick; the test hands it each reading.
+	readings := make(chan time.Duration)
+	ticks := make(chan time.Time)
+	done := make(chan struct{})
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		keygen.Throttle(cmd.Process, func() time.Duration { return <-readings }, ticks, done)
+	}()
+	var cpu time.Duration
+	readings <- cpu
+	tick := func(used time.Duration) {
+		cpu += used
+		ticks <- time.Time{}
+		readings <- cpu
+	}
+	state := func() byte {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw[bytes.LastIndexByte(raw, ')')+2]
+	}
+	// Signals arrive asynchronously; wait for the state they cause.
+	waitState := func(want byte, why string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for state() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: process state %c, want %c", why, state(), want)
+			}
+			runtime.Gosched()
+		}
+	}
+
+	tick(keygen.Tick / 10) // quiet: keyd used a tenth of a CPU
+	tick(keygen.Tick / 10)
+	if s := state(); s == 'T' {
+		t.Fatal("paused although keyd was quiet")
+	}
+	tick(keygen.Tick) // busy: a whole CPU
+	waitState('T', "after a busy tick")
+	tick(keygen.Tick) // the pause lasts one tick, busy or not
+	waitState('S', "one tick after pausing")
+	tick(keygen.Tick)
+	waitState('T', "after another busy tick")
+	close(done) // generation ended while paused
+	<-returned
+	waitState('S', "after Throttle returned")
 }
