@@ -94,8 +94,9 @@ type Options struct {
 	// Required makes Record wait until its record is written and synced,
 	// and fail when it cannot be.
 	Required bool
-	// Written is told how many records each batch wrote (metrics).
-	Written func(n int)
+	// Written is told how many records each batch wrote and how long the
+	// write took, its fsync included in required mode (metrics).
+	Written func(records int, took time.Duration)
 	// Failed is told when a batch could not be written (the error names the
 	// file, never a record).
 	Failed func(error)
@@ -352,6 +353,7 @@ func (l *Log) write(bodies [][]byte) error {
 	for _, body := range bodies {
 		last = appendLine(&buf, last, body)
 	}
+	start := time.Now()
 	var end int64 = -1
 	if l.f != nil {
 		end, _ = l.f.Seek(0, io.SeekEnd) // where this batch starts, even after an outside truncation
@@ -372,7 +374,7 @@ func (l *Log) write(bodies [][]byte) error {
 	}
 	l.last = last
 	if l.opts.Written != nil {
-		l.opts.Written(len(bodies))
+		l.opts.Written(len(bodies), time.Since(start))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyd-dev/keyd/audit"
 )
@@ -142,7 +143,7 @@ func TestRequiredFailsWhenTheFileCannotBeWritten(t *testing.T) {
 func TestConcurrentRecordsAreGroupCommitted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	var batches, written atomic.Int64
-	l := open(t, audit.Options{Path: path, Required: true, Written: func(n int) { batches.Add(1); written.Add(int64(n)) }})
+	l := open(t, audit.Options{Path: path, Required: true, Written: func(n int, _ time.Duration) { batches.Add(1); written.Add(int64(n)) }})
 	var wg sync.WaitGroup
 	for g := range 16 {
 		wg.Go(func() { write(t, l, 100, fmt.Sprint(g)) })

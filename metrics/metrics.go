@@ -54,6 +54,8 @@ type Metrics struct {
 	storeErrors   *prometheus.CounterVec
 
 	auditRecords prometheus.Counter
+	auditWrites  prometheus.Histogram
+	auditErrors  prometheus.Counter
 }
 
 // New returns the collectors, registered on a new registry with the Go and
@@ -99,6 +101,13 @@ func New() *Metrics {
 		auditRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keyd_audit_records_total", Help: "Audit records written.",
 		}),
+		auditWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "keyd_audit_write_duration_seconds", Help: "Time to write a batch of audit records, its fsync included with audit.required (signing waits for it then).",
+			Buckets: prometheus.ExponentialBuckets(.0001, 2.5, 10),
+		}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyd_audit_write_errors_total", Help: "Batches of audit records that could not be written: lost, or with audit.required refused.",
+		}),
 	}
 	m.jwksOK = m.jwksRequests.WithLabelValues("200")
 	m.jwks304 = m.jwksRequests.WithLabelValues("304")
@@ -114,6 +123,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.signed, m.signErrors, m.verifications, m.httpRequests, m.httpDuration, m.authFailures,
 		m.jwksRequests, m.rotations, m.destroyed, m.storeDuration, m.storeErrors, m.auditRecords,
+		m.auditWrites, m.auditErrors,
 	)
 	return m
 }
@@ -267,9 +277,17 @@ func (m *Metrics) JWKSServed(notModified bool) {
 
 // --- audit --------------------------------------------------------------------
 
-// AuditRecorded counts n audit records written.
-func (m *Metrics) AuditRecorded(n int) {
+// AuditWritten counts a batch of n audit records written in took.
+func (m *Metrics) AuditWritten(n int, took time.Duration) {
 	if m != nil {
 		m.auditRecords.Add(float64(n))
+		m.auditWrites.Observe(took.Seconds())
+	}
+}
+
+// AuditFailed counts a batch of audit records that could not be written.
+func (m *Metrics) AuditFailed() {
+	if m != nil {
+		m.auditErrors.Inc()
 	}
 }

@@ -5,10 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/keyd-dev/keyd/backends/file"
 )
@@ -70,6 +74,19 @@ func TestAuditTrail(t *testing.T) {
 	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es256/keys/"+pending+"/revoke", adminToken, ``); status != 200 {
 		t.Fatalf("revoke: %d %s", status, body)
 	}
+	// The trail's metrics: every token's record counted (each was written
+	// before its token was returned), batches timed, none failed.
+	m := scrape(t, d.addr)
+	counted := m["keyd_audit_records_total"]
+	if counted < float64(len(jtis)) {
+		t.Errorf("keyd_audit_records_total = %v after %d tokens", counted, len(jtis))
+	}
+	if n := m["keyd_audit_write_duration_seconds"]; n < 1 || n > counted {
+		t.Errorf("%v timed batches for %v records", n, counted)
+	}
+	if m["keyd_audit_write_errors_total"] != 0 {
+		t.Errorf("keyd_audit_write_errors_total = %v", m["keyd_audit_write_errors_total"])
+	}
 	d.stop()
 
 	code, out := runKeyd(t, nil, "", "audit", "verify", auditPath)
@@ -79,6 +96,9 @@ func TestAuditTrail(t *testing.T) {
 	data, err := os.ReadFile(auditPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if lines := bytes.Count(data, []byte("\n")); counted > float64(lines) {
+		t.Errorf("keyd_audit_records_total = %v, but the file holds %d records", counted, lines)
 	}
 	if fi, _ := os.Stat(auditPath); fi.Mode().Perm() != 0o600 {
 		t.Errorf("audit file mode %v", fi.Mode().Perm())
@@ -146,6 +166,9 @@ func TestRequiredAuditRefusesToSign(t *testing.T) {
 	masterKey, _ := file.NewMasterKey()
 	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
 	rec := &recorder{}
+	// One refused sign first: the start's own record has failed by then.
+	rec.call(t, "POST", d.addr+"/v1/keysets/es256/sign", serviceToken, `{"claims": {}}`)
+	before := scrape(t, d.addr)
 	for _, path := range []string{"/v1/keysets/es256/sign", "/v1/keysets/es256/sign-batch"} {
 		body := `{"claims": {"sub": "alice"}}`
 		if strings.HasSuffix(path, "batch") {
@@ -155,6 +178,13 @@ func TestRequiredAuditRefusesToSign(t *testing.T) {
 		if status != 503 || !strings.Contains(string(out), `"code":"audit_unavailable"`) || strings.Contains(string(out), "eyJ") {
 			t.Errorf("%s with the audit trail unwritable: %d %s", path, status, out)
 		}
+	}
+	after := scrape(t, d.addr)
+	if got := after["keyd_audit_write_errors_total"] - before["keyd_audit_write_errors_total"]; got != 2 {
+		t.Errorf("keyd_audit_write_errors_total grew by %v for two refused signs, want 2", got)
+	}
+	if after["keyd_audit_records_total"] != 0 {
+		t.Errorf("keyd_audit_records_total = %v on a full disk", after["keyd_audit_records_total"])
 	}
 	if status, _, _ := rec.call(t, "GET", d.addr+"/.well-known/jwks.json", "", ""); status != 200 {
 		t.Errorf("JWKS: %d", status)
@@ -192,3 +222,36 @@ func jtiOf(t *testing.T, token string) string {
 }
 
 func decodeSegment(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+// scrape reads the daemon's /metrics with Prometheus' text parser: each
+// unlabelled family's value (a histogram's sample count).
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	out := map[string]float64{}
+	for name, fam := range fams {
+		for _, m := range fam.GetMetric() {
+			if len(m.GetLabel()) > 0 {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				out[name] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				out[name] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}

@@ -109,7 +109,7 @@ func BenchmarkSignHandlerAudit(b *testing.B) {
 			var log *audit.Log
 			if mode != "off" {
 				var err error
-				log, err = audit.Open(audit.Options{Path: filepath.Join(b.TempDir(), "audit.log"), Required: mode == "required", Written: func(n int) { batches.Add(1) }})
+				log, err = audit.Open(audit.Options{Path: filepath.Join(b.TempDir(), "audit.log"), Required: mode == "required", Written: func(int, time.Duration) { batches.Add(1) }})
 				if err != nil {
 					b.Fatal(err)
 				}

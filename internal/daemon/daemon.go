@@ -306,8 +306,11 @@ func openAudit(ac config.Audit, met *metrics.Metrics, log *slog.Logger) (*audit.
 		return nil, nil
 	}
 	l, err := audit.Open(audit.Options{
-		Path: ac.Path, Required: ac.Required, Written: met.AuditRecorded,
-		Failed: func(err error) { log.Error("audit records could not be written", "err", err, "required", ac.Required) },
+		Path: ac.Path, Required: ac.Required, Written: met.AuditWritten,
+		Failed: func(err error) {
+			met.AuditFailed()
+			log.Error("audit records could not be written", "err", err, "required", ac.Required)
+		},
 	})
 	if err != nil {
 		return nil, err
