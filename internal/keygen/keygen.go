@@ -119,7 +119,8 @@ func selfCPU() time.Duration {
 }
 
 // Serve is the child's side: args are the algorithm and the RSA bits; it
-// writes the material, base64, to stdout (a pipe to the parent only).
+// puts its own process at idle priority, then writes the material, base64,
+// to stdout (a pipe to the parent only).
 func Serve(args []string, stdout io.Writer) error {
 	if len(args) != 2 {
 		return errors.New("usage: ALGORITHM BITS")

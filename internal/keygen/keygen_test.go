@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,47 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "keygen-policy" {
+		// Serve, then report the scheduling policy of every thread.
+		if err := keygen.Serve([]string{"RS256", "2048"}, io.Discard); err != nil {
+			os.Stderr.WriteString(err.Error())
+			os.Exit(1)
+		}
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, task := range tasks {
+			stat, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+			if err != nil {
+				continue // the thread ended
+			}
+			fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+			fmt.Println(fields[38]) // policy: the 41st field of stat
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
+}
+
+// TestChildRunsAtIdlePriority runs Serve as the child does and reads the
+// scheduling policy of each of its threads afterwards: SCHED_IDLE, the
+// threads the runtime started meanwhile included.
+func TestChildRunsAtIdlePriority(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(self, "keygen-policy").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies := strings.Fields(string(out))
+	if len(policies) == 0 {
+		t.Fatal("the child reported no threads")
+	}
+	for _, p := range policies {
+		if p != "5" { // SCHED_IDLE
+			t.Fatalf("child thread policies %v, want all 5 (SCHED_IDLE)", policies)
+		}
+	}
 }
 
 func TestSubprocessMakesRSAKeys(t *testing.T) {
@@ -62,12 +103,11 @@ func TestServeRefusesBadArguments(t *testing.T) {
 			t.Errorf("Serve(%q) accepted", args)
 		}
 	}
-	if err := keygen.Serve([]string{"EdDSA", "0"}, &out); err != nil {
-		t.Fatal(err)
+	if out.Len() != 0 {
+		t.Fatalf("a refused request wrote %q", out.String())
 	}
-	if _, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(out.Bytes()))); err != nil {
-		t.Fatalf("output is not base64: %v", err)
-	}
+	// Serve's success is the child's (TestSubprocessMakesRSAKeys): run here,
+	// it would put this test process at idle priority.
 }
 
 // TestThrottlePausesWhileBusy drives Throttle with its own ticks and CPU
