@@ -130,11 +130,15 @@ var openapiJSON = func() http.HandlerFunc {
 }()
 
 // routed tells the request's recorder which route answers it, for the
-// route's metrics, resolved here once.
+// route's metrics, resolved here once. A route writes past jsonFallback's
+// rewriter, which is for the mux's own answers.
 func (s *server) routed(pattern string, next http.HandlerFunc) http.Handler {
 	_, path, _ := strings.Cut(pattern, " ")
 	route := s.Metrics.Route(path)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if e, ok := w.(*errorRewriter); ok {
+			w = e.ResponseWriter
+		}
 		if rec, ok := w.(*statusRecorder); ok {
 			rec.route = route
 		}
@@ -423,28 +427,43 @@ func (s *server) recoverer(next http.Handler) http.Handler {
 }
 
 // jsonFallback answers the mux's own 404 and 405 in keyd's JSON error
-// format instead of plain text.
+// format instead of plain text. The mux matches each request once: routes
+// write past the rewriter (routed unwraps it), so what reaches it is the
+// mux's own answer.
 func jsonFallback(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
 		mux.ServeHTTP(&errorRewriter{ResponseWriter: w}, r)
 	})
 }
 
-// errorRewriter replaces the body of a mux error page.
+// errorRewriter replaces the body of the mux's error pages (404, 405) and
+// passes its other answers (a redirect to a cleaned path) through.
 type errorRewriter struct {
 	http.ResponseWriter
-	wrote bool
+	state rewriteState
 }
 
+type rewriteState uint8
+
+const (
+	unwritten rewriteState = iota
+	rewritten
+	passed
+)
+
 func (e *errorRewriter) WriteHeader(code int) {
-	if e.wrote {
+	switch {
+	case e.state == passed:
+		e.ResponseWriter.WriteHeader(code)
+		return
+	case e.state == rewritten:
+		return
+	case code != http.StatusNotFound && code != http.StatusMethodNotAllowed:
+		e.state = passed
+		e.ResponseWriter.WriteHeader(code)
 		return
 	}
-	e.wrote = true
+	e.state = rewritten
 	e.Header().Del("X-Content-Type-Options")
 	if code == http.StatusMethodNotAllowed {
 		writeError(e.ResponseWriter, errorf(code, "method_not_allowed", "method not allowed here (the Allow header lists the allowed ones)"))
@@ -454,8 +473,11 @@ func (e *errorRewriter) WriteHeader(code int) {
 }
 
 func (e *errorRewriter) Write(b []byte) (int, error) {
-	if !e.wrote {
+	if e.state == unwritten {
 		e.WriteHeader(http.StatusOK)
+	}
+	if e.state == passed {
+		return e.ResponseWriter.Write(b)
 	}
 	return len(b), nil
 }

@@ -229,3 +229,33 @@ func TestSignHandlerAllocations(t *testing.T) {
 		t.Errorf("%v allocations per sign request, want at most %d", got, max)
 	}
 }
+
+// TestMuxAnswers checks the answers no route gives: the mux's 404 and 405
+// in keyd's JSON error format, its redirect to a cleaned path as it is,
+// and a route's own 404 (an unknown key set) left alone.
+func TestMuxAnswers(t *testing.T) {
+	h := newHandler(t, keystore.HS256)
+	for _, c := range []struct {
+		method, path string
+		status       int
+		want         string
+	}{
+		{"GET", "/nope", 404, `"code":"not_found"`},
+		{"DELETE", "/v1/keysets/bench/sign", 405, `"code":"method_not_allowed"`},
+		{"GET", "/v1//keysets", 307, ``},
+		{"GET", "/v1/keysets/nope/jwks.json", 404, `"code":"keyset_not_found"`},
+	} {
+		req := httptest.NewRequest(c.method, c.path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.status || !strings.Contains(rec.Body.String(), c.want) {
+			t.Errorf("%s %s: %d %s, want %d with %s", c.method, c.path, rec.Code, rec.Body, c.status, c.want)
+		}
+		if c.status == 307 && rec.Header().Get("Location") != "/v1/keysets" {
+			t.Errorf("redirect to %q", rec.Header().Get("Location"))
+		}
+		if c.want != "" && rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: Content-Type %q", c.method, c.path, rec.Header().Get("Content-Type"))
+		}
+	}
+}
