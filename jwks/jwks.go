@@ -30,7 +30,8 @@ import (
 	"github.com/keyd-dev/keyd/keystore"
 )
 
-// Document is a rendered JWKS and its HTTP validators.
+// Document is a rendered JWKS, or another cacheable document, and its HTTP
+// validators.
 type Document struct {
 	Body   []byte
 	ETag   string // strong, quoted
@@ -179,7 +180,7 @@ func (p *Publisher) renderDiscovery(maxAge time.Duration) (Document, error) {
 	if err != nil {
 		return Document{}, fmt.Errorf("render discovery: %w", err)
 	}
-	return document(body, maxAge), nil
+	return NewDocument(body, maxAge), nil
 }
 
 // Discovery returns the OpenID Connect discovery document, if an issuer
@@ -246,14 +247,13 @@ func render(keys []jwk.Key, maxAge time.Duration) (Document, error) {
 	if err != nil {
 		return Document{}, fmt.Errorf("render JWKS: %w", err)
 	}
-	return document(body, maxAge), nil
+	return NewDocument(body, maxAge), nil
 }
 
 // NewDocument makes a Document of body, with a strong ETag, to serve with
-// Write: for other cacheable documents than the JWKS.
-func NewDocument(body []byte, maxAge time.Duration) Document { return document(body, maxAge) }
-
-func document(body []byte, maxAge time.Duration) Document {
+// Write: the JWKS and discovery documents, and other cacheable documents
+// (the signed revocation list).
+func NewDocument(body []byte, maxAge time.Duration) Document {
 	sum := sha256.Sum256(body)
 	return Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, MaxAge: maxAge}
 }

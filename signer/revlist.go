@@ -5,20 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/keyd-dev/keyd/jwks"
 )
 
 // RevocationListAudience is the aud of a revocation list, so that no
 // verifier that checks aud (every verifier should) takes a list for an
 // access token.
 const RevocationListAudience = "keyd-revocations"
-
-// RevocationList is a key set's revocations as a JWT signed by its active
-// key, for services that verify tokens locally: they fetch it, verify it
-// through the same JWKS, cache it for MaxAge and reject listed tokens.
-type RevocationList struct {
-	Token  string
-	MaxAge time.Duration // how long a verifier may cache it: jwks_max_age
-}
 
 // revocationList is what a cached list claims.
 type revocationListClaims struct {
@@ -51,26 +45,30 @@ func SubjectHash(sub string) string {
 }
 
 type cachedList struct {
-	list   RevocationList
+	doc    jwks.Document
 	signed time.Time
 }
 
-// RevocationList returns the key set's current revocation list, signed
-// again once half its cache lifetime has passed (its exp is two
-// lifetimes after it was signed). HMAC key sets have none: their tokens
-// are verified by keyd, which checks revocations itself.
-func (s *Signer) RevocationList(name string) (RevocationList, error) {
+// RevocationList returns the key set's revocations as a JWT signed by its
+// active key, for services that verify tokens locally: they fetch it,
+// verify it through the same JWKS, cache it for the document's MaxAge
+// (jwks_max_age) and reject listed tokens. The document, its ETag
+// included, is made when the list is signed, and signed again once half
+// its cache lifetime has passed (its exp is two lifetimes after it was
+// signed). HMAC key sets have none: their tokens are verified by keyd,
+// which checks revocations itself.
+func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	r, err := s.ring(name)
 	if err != nil {
-		return RevocationList{}, err
+		return jwks.Document{}, err
 	}
 	if r.alg.Symmetric() {
-		return RevocationList{}, fmt.Errorf("%w: key set %s signs with HMAC: verify its tokens through keyd, which checks revocations", ErrNoRevocationList, name)
+		return jwks.Document{}, fmt.Errorf("%w: key set %s signs with HMAC: verify its tokens through keyd, which checks revocations", ErrNoRevocationList, name)
 	}
 	now := s.now()
 	maxAge := r.policy.JWKSMaxAge
 	if c := r.list.Load(); c != nil && now.Sub(c.signed) < maxAge/2 && !now.Before(c.signed) {
-		return c.list, nil
+		return c.doc, nil
 	}
 	in := r.revs.InForce(now, r.policy.Leeway)
 	claims := revocationListClaims{
@@ -86,14 +84,14 @@ func (s *Signer) RevocationList(name string) (RevocationList, error) {
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
-		return RevocationList{}, err
+		return jwks.Document{}, err
 	}
 	header, _ := json.Marshal(map[string]string{"alg": string(r.alg), "kid": r.kid, "typ": "revocations+jwt"})
 	buf := b64.AppendEncode(append(b64.AppendEncode(nil, header), '.'), payload)
 	if buf, err = r.seal(buf); err != nil {
-		return RevocationList{}, err
+		return jwks.Document{}, err
 	}
-	list := RevocationList{Token: string(buf), MaxAge: maxAge}
-	r.list.Store(&cachedList{list: list, signed: now})
-	return list, nil
+	doc := jwks.NewDocument(buf, maxAge)
+	r.list.Store(&cachedList{doc: doc, signed: now})
+	return doc, nil
 }

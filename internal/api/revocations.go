@@ -150,7 +150,7 @@ func (s *server) revocations(name string) (RevocationView, error) {
 // revocationList serves the key set's signed revocation list, cacheable
 // like the JWKS.
 func (s *server) revocationList(w http.ResponseWriter, r *http.Request) {
-	list, err := s.Signer.RevocationList(r.PathValue("name"))
+	doc, err := s.Signer.RevocationList(r.PathValue("name"))
 	if errors.Is(err, signer.ErrNoRevocationList) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "%s", err.Error()))
 		return
@@ -159,6 +159,5 @@ func (s *server) revocationList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	doc := jwks.NewDocument([]byte(list.Token), list.MaxAge)
 	jwks.WriteAs(w, r, doc, "application/jwt")
 }
