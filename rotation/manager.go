@@ -129,9 +129,7 @@ type settings struct {
 }
 
 // Policy returns the current settings of a configured key set.
-func (m *Manager) Policy(name string) (keystore.Policy, bool) { return m.policy(name) }
-
-func (m *Manager) policy(name string) (keystore.Policy, bool) {
+func (m *Manager) Policy(name string) (keystore.Policy, bool) {
 	p, ok := m.conf.Load().policies[name]
 	return p, ok
 }
@@ -407,7 +405,7 @@ func (m *Manager) Refresh(ctx context.Context) error {
 			return err
 		}
 		m.mu.Lock()
-		p, _ := m.policy(name)
+		p, _ := m.Policy(name)
 		err = m.publish(p, ks)
 		m.mu.Unlock()
 		if err != nil {
@@ -499,7 +497,7 @@ func (m *Manager) KeySet(name string) (*keystore.KeySet, keystore.Policy, error)
 	if !ok {
 		return nil, keystore.Policy{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
-	p, _ := m.policy(name)
+	p, _ := m.Policy(name)
 	return ks, p, nil
 }
 
@@ -512,7 +510,7 @@ func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.conf.Load(
 // apply to the stored state inside keystore.Update, and publishes the
 // result.
 func (m *Manager) transition(ctx context.Context, name string, apply func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, keystore.Key, error) {
-	p, ok := m.policy(name)
+	p, ok := m.Policy(name)
 	if !ok {
 		return nil, keystore.Key{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
@@ -540,7 +538,7 @@ func (m *Manager) transition(ctx context.Context, name string, apply func(ks *ke
 func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystore.KeySet, error) {
 	ks, next, err := m.transition(ctx, name, func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error) {
 		if pending, ok := ks.Pending(); ok && !force {
-			p, _ := m.policy(name)
+			p, _ := m.Policy(name)
 			if safeAt := pending.CreatedAt.Add(p.PublishedFor()); now.Before(safeAt) {
 				return nil, &TooEarlyError{KeySet: name, KID: pending.ID, SafeAt: safeAt}
 			}

@@ -51,7 +51,7 @@ func (m *Manager) RevokeSubject(ctx context.Context, name, subject, reason strin
 // revocation applies a revocation to the stored key set with
 // compare-and-swap and publishes the result.
 func (m *Manager) revocation(ctx context.Context, name string, apply func(*keystore.KeySet, keystore.Policy, time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, error) {
-	p, ok := m.policy(name)
+	p, ok := m.Policy(name)
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}

@@ -3,11 +3,10 @@ package api
 import (
 	"encoding/json"
 	"errors"
-
-	"github.com/keyd-dev/keyd/audit"
 	"net/http"
 	"time"
 
+	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
