@@ -152,7 +152,14 @@ func (v *Verifier) checkRevoked(set jwk.Set, claims map[string]any) error {
 	}
 	raw := v.revs.Resource()
 	r := v.parsed.Load()
-	if r == nil || !bytes.Equal(r.raw, raw) {
+	switch {
+	case r != nil && len(r.raw) == len(raw) && (len(raw) == 0 || &r.raw[0] == &raw[0]):
+		// the copy already parsed: no comparison of the whole list per token
+	case r != nil && bytes.Equal(r.raw, raw):
+		// fetched again, unchanged: keep the parsed list for this copy
+		r = &revocations{raw: raw, revoked: r.revoked}
+		v.parsed.Store(r)
+	default:
 		var err error
 		if r, err = v.parseList(raw, set); err != nil {
 			return fmt.Errorf("verify: the revocation list does not verify: %w", err)
