@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,133 +20,343 @@ import (
 
 const defaultAddr = "http://127.0.0.1:8080"
 
-// clientCommand runs one of the client commands through the client
-// package.
-func clientCommand(cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	addr := fs.String("addr", envOr("KEYD_ADDR", defaultAddr), "daemon address (KEYD_ADDR)")
-	tok := fs.String("token", os.Getenv("KEYD_TOKEN"), "API token (KEYD_TOKEN)")
-	force := fs.Bool("force", false, "rotate: rotate even if the pending key has not been published for jwks_max_age (emergency)")
-	ttl := fs.Duration("ttl", 0, "sign: token lifetime, e.g. 5m (default: the key set's token_ttl)")
-	reason := fs.String("reason", "", "revoke-token: why (kept in the list and the audit trail)")
-	jti := fs.String("jti", "", "revoke-token: the token's jti (with --exp), instead of the token on stdin")
-	exp := fs.Int64("exp", 0, "revoke-token: the token's exp, Unix seconds (with --jti)")
-	sub := fs.String("sub", "", "revoke-token: revoke every token of this subject issued until now")
-	caFile := fs.String("ca-file", os.Getenv("KEYD_CA_FILE"), "PEM CA bundle to trust for an https KEYD_ADDR (KEYD_CA_FILE; default: the system's)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	opts := []client.Option{client.WithToken(*tok), client.WithTimeout(60 * time.Second)}
-	if *caFile != "" {
-		opts = append(opts, client.WithCAFile(*caFile))
-	}
-	c, err := client.New(*addr, opts...)
-	if err != nil {
-		return err
-	}
-	want := map[string]int{"keysets": 0, "rotate": 1, "revoke": 2, "sign": 1, "verify": 1, "status": 0, "reload": 0, "revoke-token": 1, "revocations": 1}[cmd]
-	if fs.NArg() != want {
-		return fmt.Errorf("want %d argument(s), got %d (see keyd help)", want, fs.NArg())
-	}
-	a := fs.Args()
-	ctx := context.Background()
-	err = func() error {
-		switch cmd {
-		case "status":
-			return status(ctx, c, *addr, stdout)
-		case "reload":
-			if err := c.Reload(ctx); err != nil {
-				return err
+// clientCommand describes one client command: its usage line, what it
+// does, its own flags and how it runs against a client.
+type clientCommand struct {
+	args    string // positional arguments, as the usage line shows them
+	nargs   []int  // accepted counts of positional arguments
+	about   string
+	flags   func(fs *flag.FlagSet) func(ctx context.Context, c *client.Client, a []string, io cmdIO) error
+	needsIn bool // reads stdin
+}
+
+// cmdIO is where a command reads and writes.
+type cmdIO struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	addr           string
+}
+
+var clientCommands = map[string]clientCommand{
+	"status": {about: "Readiness, the store, each key set's active key and next rotation (admin).",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, _ []string, o cmdIO) error {
+				return status(ctx, c, o.addr, o.stdout)
 			}
-			fmt.Fprintln(stdout, "reloaded")
-		case "revoke-token":
-			r := client.Revocation{Sub: *sub, Reason: *reason}
-			if *sub == "" && *jti != "" {
-				r.JTI, r.Exp = *jti, *exp
-			} else if *sub == "" {
-				raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+		}},
+	"reload": {about: "Make the daemon re-read its config file, as SIGHUP does (admin).",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, _ []string, o cmdIO) error {
+				if err := c.Reload(ctx); err != nil {
+					return err
+				}
+				fmt.Fprintln(o.stdout, "reloaded")
+				return nil
+			}
+		}},
+	"keysets": {args: "[KEYSET]", nargs: []int{0, 1},
+		about: "List the key sets and their keys; with KEYSET, that key set alone with its\nsettings and next rotation (admin).",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				if len(a) == 1 {
+					ks, err := c.KeySet(ctx, a[0])
+					if err != nil {
+						return err
+					}
+					printKeySet(o.stdout, *ks)
+					return nil
+				}
+				sets, err := c.KeySets(ctx)
 				if err != nil {
 					return err
 				}
-				r.Token = strings.TrimSpace(string(raw))
+				printKeySets(o.stdout, sets...)
+				return nil
 			}
-			out, err := c.RevokeTokens(ctx, a[0], r)
-			if err != nil {
-				return err
-			}
-			printJSON(stdout, out)
-		case "revocations":
-			out, err := c.Revocations(ctx, a[0])
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tJTI / SUBJECT\tCOVERS\tDROPPED AFTER\tREVOKED AT\tREASON")
-			for _, t := range out.Tokens {
-				fmt.Fprintf(tw, "token\t%s\tthe token\t%s\t%s\t%s\n", t.JTI, stamp(t.Exp), stamp(t.RevokedAt), t.Reason)
-			}
-			for _, s := range out.Subjects {
-				fmt.Fprintf(tw, "subject\t%s\tissued until %s\t%s\t%s\t%s\n", s.Sub, stamp(s.IssuedBefore), stamp(s.Until), stamp(s.RevokedAt), s.Reason)
-			}
-			_ = tw.Flush()
-		case "keysets":
-			sets, err := c.KeySets(ctx)
-			if err != nil {
-				return err
-			}
-			printKeySets(stdout, sets...)
-		case "rotate":
-			ks, err := c.Rotate(ctx, a[0], *force)
-			if errors.Is(err, client.ErrRotationTooEarly) {
-				return fmt.Errorf("%w\nrun `keyd rotate --force %s` only in an emergency: verifiers with a cached JWKS will reject the new key's tokens until they refresh", err, a[0])
-			}
-			if err != nil {
-				return err
-			}
-			printKeySets(stdout, *ks)
-		case "revoke":
-			ks, err := c.RevokeKey(ctx, a[0], a[1])
-			if err != nil {
-				return err
-			}
-			printKeySets(stdout, *ks)
-		case "sign":
-			raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
-			if err != nil {
-				return err
-			}
-			claims := json.RawMessage(`{}`)
-			if s := bytes.TrimSpace(raw); len(s) > 0 {
-				if !json.Valid(s) {
-					return errors.New("stdin is not valid JSON claims")
+		}},
+	"rotate": {args: "KEYSET", nargs: []int{1},
+		about: "Rotate KEYSET now: its pending key signs, a new pending key is made (admin).",
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			force := fs.Bool("force", false, "rotate even if the pending key has not been published for jwks_max_age (emergency)")
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				ks, err := c.Rotate(ctx, a[0], *force)
+				if errors.Is(err, client.ErrRotationTooEarly) {
+					return fmt.Errorf("%w\nrun `keyd rotate --force %s` only in an emergency: verifiers with a cached JWKS will reject the new key's tokens until they refresh", err, a[0])
 				}
-				claims = s
+				if err != nil {
+					return err
+				}
+				printKeySets(o.stdout, *ks)
+				return nil
 			}
-			t, err := c.Sign(ctx, a[0], claims, *ttl)
-			if err != nil {
-				return err
+		}},
+	"revoke": {args: "KEYSET KID", nargs: []int{2},
+		about: "Revoke the key KID of KEYSET at once: its tokens stop verifying (admin).",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				ks, err := c.RevokeKey(ctx, a[0], a[1])
+				if err != nil {
+					return err
+				}
+				printKeySets(o.stdout, *ks)
+				return nil
 			}
-			fmt.Fprintln(stdout, t.Token)
-		case "verify":
-			raw, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
-			if err != nil {
-				return err
+		}},
+	"sign": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+		about: "Sign the claims read from stdin (a JSON object) with KEYSET's active key and\nprint the token.\n\n  echo '{\"sub\": \"alice\"}' | keyd sign default",
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			ttl := fs.Duration("ttl", 0, "token lifetime, e.g. 5m (default: the key set's token_ttl)")
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				claims, err := readClaims(o, "claims")
+				if err != nil {
+					return err
+				}
+				t, err := c.Sign(ctx, a[0], claims, *ttl)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(o.stdout, t.Token)
+				return nil
 			}
-			v, err := c.Verify(ctx, a[0], strings.TrimSpace(string(raw)), client.VerifyOptions{})
-			if err != nil {
-				return err
+		}},
+	"sign-batch": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+		about: "Sign many tokens in one call: stdin holds one JSON claims object per line\n(at most 1,000). Prints one line per item, in order: the token, or\n\"error CODE: message\" for an item that was refused.",
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			ttl := fs.Duration("ttl", 0, "lifetime of every token, e.g. 5m (default: the key set's token_ttl)")
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				raw, err := readInput(o, "claims, one JSON object per line")
+				if err != nil {
+					return err
+				}
+				var items []client.SignItem
+				for i, line := range strings.Split(string(raw), "\n") {
+					if line = strings.TrimSpace(line); line == "" {
+						continue
+					}
+					if err := claimsObject([]byte(line)); err != nil {
+						return fmt.Errorf("line %d: %w", i+1, err)
+					}
+					items = append(items, client.SignItem{Claims: json.RawMessage(line), TTL: *ttl})
+				}
+				if len(items) == 0 {
+					return errors.New("no claims on stdin: give one JSON object per line")
+				}
+				res, err := c.SignBatch(ctx, a[0], items)
+				if err != nil {
+					return err
+				}
+				failed := 0
+				for _, r := range res {
+					if r.Error != nil {
+						failed++
+						fmt.Fprintf(o.stdout, "error %s: %s\n", r.Error.Code, r.Error.Message)
+					} else if r.Token != nil {
+						fmt.Fprintln(o.stdout, r.Token.Token)
+					}
+				}
+				if failed > 0 {
+					return fmt.Errorf("%d of %d items refused", failed, len(res))
+				}
+				return nil
 			}
-			printJSON(stdout, v)
-			if !v.Valid {
-				return errors.New("token is not valid")
+		}},
+	"token-pair": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+		about: "Start a login: sign the claims read from stdin (a JSON object) as an access\ntoken and make its refresh token. Prints the pair as JSON. Needs the key\nset's refresh.ttl.",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				claims, err := readClaims(o, "claims")
+				if err != nil {
+					return err
+				}
+				p, err := c.TokenPair(ctx, a[0], claims)
+				if err != nil {
+					return err
+				}
+				printJSON(o.stdout, p)
+				return nil
 			}
-		}
-		return nil
-	}()
+		}},
+	"refresh": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+		about: "Spend the refresh token read from stdin for a new pair, printed as JSON\n(the old refresh token is then spent: using it again ends the login).",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				tok, err := readToken(o, "refresh token")
+				if err != nil {
+					return err
+				}
+				p, err := c.Refresh(ctx, a[0], tok)
+				if err != nil {
+					return err
+				}
+				printJSON(o.stdout, p)
+				return nil
+			}
+		}},
+	"verify": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+		about: "Verify the token read from stdin against KEYSET; prints the answer as JSON and\nexits 1 if the token is not valid.",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				tok, err := readToken(o, "token")
+				if err != nil {
+					return err
+				}
+				v, err := c.Verify(ctx, a[0], tok, client.VerifyOptions{})
+				if err != nil {
+					return err
+				}
+				printJSON(o.stdout, v)
+				if !v.Valid {
+					return errors.New("token is not valid")
+				}
+				return nil
+			}
+		}},
+	"revoke-token": {args: "KEYSET", nargs: []int{1},
+		about: "Revoke the token read from stdin; or --jti J --exp UNIX; or --sub S: every\ntoken of that subject issued until now, and every refresh login of it (admin).",
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			reason := fs.String("reason", "", "why (kept in the list and the audit trail)")
+			jti := fs.String("jti", "", "the token's jti (with --exp), instead of the token on stdin")
+			exp := fs.Int64("exp", 0, "the token's exp, Unix seconds (with --jti)")
+			sub := fs.String("sub", "", "revoke every token of this subject issued until now")
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				r := client.Revocation{Sub: *sub, Reason: *reason}
+				if *sub == "" && *jti != "" {
+					r.JTI, r.Exp = *jti, *exp
+				} else if *sub == "" {
+					tok, err := readToken(o, "token")
+					if err != nil {
+						return err
+					}
+					r.Token = tok
+				}
+				out, err := c.RevokeTokens(ctx, a[0], r)
+				if err != nil {
+					return err
+				}
+				printJSON(o.stdout, out)
+				return nil
+			}
+		}},
+	"revocations": {args: "KEYSET", nargs: []int{1},
+		about: "List the token revocations in force for KEYSET (admin).",
+		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				out, err := c.Revocations(ctx, a[0])
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KIND\tJTI / SUBJECT\tCOVERS\tDROPPED AFTER\tREVOKED AT\tREASON")
+				for _, t := range out.Tokens {
+					fmt.Fprintf(tw, "token\t%s\tthe token\t%s\t%s\t%s\n", t.JTI, stamp(t.Exp), stamp(t.RevokedAt), t.Reason)
+				}
+				for _, s := range out.Subjects {
+					fmt.Fprintf(tw, "subject\t%s\tissued until %s\t%s\t%s\t%s\n", s.Sub, stamp(s.IssuedBefore), stamp(s.Until), stamp(s.RevokedAt), s.Reason)
+				}
+				return tw.Flush()
+			}
+		}},
+}
+
+// runClient runs the client command cmd: its flags and the connection
+// flags, anywhere on the line.
+func runClient(cmd string, args []string, o cmdIO) error {
+	spec := clientCommands[cmd]
+	usage := "keyd " + cmd + " [flags]"
+	if spec.args != "" {
+		usage += " " + spec.args
+	}
+	about := spec.about + "\n\nConnects to KEYD_ADDR (default " + defaultAddr + ") with the token in KEYD_TOKEN;\nKEYD_CA_FILE names a CA bundle for https."
+	fs := newCLIFlags(cmd, usage, about)
+	run := spec.flags(fs.FlagSet)
+	var conn connection
+	conn.register(fs.FlagSet)
+	a, err := fs.parse(args, o.stdout, o.stderr)
+	if err != nil {
+		return err
+	}
+	nargs := spec.nargs
+	if nargs == nil {
+		nargs = []int{0}
+	}
+	if !slices.Contains(nargs, len(a)) {
+		return usageErrorf("usage: %s (got %d argument(s); keyd %s --help)", usage, len(a), cmd)
+	}
+	conn.resolve()
+	o.addr = conn.addr
+	opts := []client.Option{client.WithToken(conn.token), client.WithTimeout(60 * time.Second)}
+	if conn.caFile != "" {
+		opts = append(opts, client.WithCAFile(conn.caFile))
+	}
+	c, err := client.New(conn.addr, opts...)
+	if err != nil {
+		return err
+	}
+	err = run(context.Background(), c, a, o)
 	if errors.Is(err, client.ErrUnauthorized) {
-		return fmt.Errorf("%w; set KEYD_TOKEN or --token", err)
+		return fmt.Errorf("%w; set KEYD_TOKEN (or --token)", err)
 	}
 	return err
+}
+
+// readInput reads stdin whole (1 MiB at most). On a terminal it first says
+// what it is waiting for, so that `keyd sign default` does not look hung.
+func readInput(o cmdIO, what string) ([]byte, error) {
+	if f, ok := o.stdin.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprintf(o.stderr, "keyd: reading %s from stdin (end with Ctrl-D)\n", what)
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(o.stdin, 1<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > 1<<20 {
+		return nil, fmt.Errorf("stdin holds more than 1 MiB of %s", what)
+	}
+	return raw, nil
+}
+
+// readClaims reads one JSON object of claims from stdin; nothing at all is
+// refused rather than signed as {}.
+func readClaims(o cmdIO, what string) (json.RawMessage, error) {
+	raw, err := readInput(o, what+" (a JSON object)")
+	if err != nil {
+		return nil, err
+	}
+	s := bytes.TrimSpace(raw)
+	if len(s) == 0 {
+		return nil, errors.New(`no claims on stdin: pipe a JSON object, e.g. echo '{"sub": "alice"}' | keyd sign default`)
+	}
+	if err := claimsObject(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// claimsObject says in words what is wrong with claims that are not one
+// JSON object.
+func claimsObject(s []byte) error {
+	if !json.Valid(s) {
+		return errors.New("stdin is not valid JSON: claims are a JSON object, e.g. {\"sub\": \"alice\"}")
+	}
+	if s[0] != '{' {
+		return errors.New("the claims must be a JSON object ({...}), not an array, string or number")
+	}
+	return nil
+}
+
+// readToken reads one token from stdin.
+func readToken(o cmdIO, what string) (string, error) {
+	raw, err := readInput(o, "the "+what)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" {
+		return "", fmt.Errorf("no %s on stdin", what)
+	}
+	return tok, nil
 }
 
 func printJSON(w io.Writer, v any) {
@@ -191,6 +403,25 @@ func status(ctx context.Context, c *client.Client, addr string, w io.Writer) err
 			counts["pending"], counts["active"], counts["retired"], counts["revoked"])
 	}
 	return tw.Flush()
+}
+
+// printKeySet shows one key set: its settings, next rotation and keys.
+func printKeySet(w io.Writer, ks client.KeySet) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	next := stamp(ks.NextRotation)
+	if !ks.NextRotation.IsZero() {
+		next += " (in " + time.Until(ks.NextRotation).Round(time.Second).String() + ")"
+	}
+	for _, kv := range [][2]string{
+		{"key set", ks.Name}, {"algorithm", ks.Algorithm}, {"rotation", ks.Rotation}, {"next rotation", next},
+		{"last rotated", stamp(ks.RotatedAt)}, {"token ttl", ks.TokenTTL}, {"jwks max age", ks.JWKSMaxAge},
+		{"leeway", ks.Leeway}, {"issuer", cmp.Or(ks.Issuer, "-")},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	printKeySets(w, ks)
 }
 
 func printKeySets(w io.Writer, sets ...client.KeySet) {

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,24 +22,28 @@ import (
 const usage = `keyd: the key daemon.
 
 Usage:
-  keyd serve [--config PATH] [--data DIR] [--listen ADDR] [--log-format text|json] [--log-level LEVEL]
+  keyd serve [flags]
       Run the daemon. Without --config: the embedded default (127.0.0.1:8080,
       bbolt in ./keyd-data, one ES256 key set "default", a generated master
       key and admin token in the data folder).
 
-Client commands (against a running daemon; KEYD_ADDR and KEYD_TOKEN, or
---addr and --token; KEYD_CA_FILE or --ca-file to trust a private CA):
-  keyd status                  readiness, store, each key set's active key and next rotation
-  keyd keysets                 list key sets and their keys
-  keyd rotate [--force] KEYSET rotate now (--force: even if the pending key is too young)
-  keyd revoke KEYSET KID       revoke a key at once
-  keyd sign [--ttl 5m] KEYSET  sign the claims JSON read from stdin; prints the token
-  keyd verify KEYSET           verify the token read from stdin
-  keyd reload                  make the daemon re-read its config file (as SIGHUP)
+Client commands, against a running daemon (KEYD_ADDR, default
+http://127.0.0.1:8080; the API token in KEYD_TOKEN; KEYD_CA_FILE to trust a
+private CA; or --addr, --token, --ca-file, before or after the command):
+  keyd status                   readiness, store, each key set's active key and next rotation
+  keyd keysets [KEYSET]         list key sets and their keys, or one key set in full
+  keyd rotate [--force] KEYSET  rotate now (--force: even if the pending key is too young)
+  keyd revoke KEYSET KID        revoke a key at once
+  keyd sign [--ttl 5m] KEYSET   sign the claims JSON read from stdin; prints the token
+  keyd sign-batch KEYSET        sign one claims object per stdin line; prints one token a line
+  keyd token-pair KEYSET        start a login: access + refresh token for the claims on stdin
+  keyd refresh KEYSET           spend the refresh token on stdin for a new pair
+  keyd verify KEYSET            verify the token read from stdin
+  keyd reload                   make the daemon re-read its config file (as SIGHUP)
   keyd revoke-token [--reason R] KEYSET
-                               revoke the token read from stdin; or --jti J --exp UNIX;
-                               or --sub S: every token of that subject issued until now
-  keyd revocations KEYSET      list the revocations in force
+                                revoke the token read from stdin; or --jti J --exp UNIX;
+                                or --sub S: every token and login of that subject until now
+  keyd revocations KEYSET       list the revocations in force
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
@@ -48,6 +51,8 @@ Client commands (against a running daemon; KEYD_ADDR and KEYD_TOKEN, or
   keyd audit verify FILE...
       Check the hash chain of audit files, oldest first (rotated files
       before the current one). Exits 1 naming the first broken line.
+
+keyd COMMAND --help shows a command's arguments and flags.
 `
 
 func main() {
@@ -55,56 +60,59 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	args, err := hoistGlobalFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyd: %v\n\n%s", err, usage)
+		return 2
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "serve":
-		err = serve(rest, stderr)
-	case "keysets", "rotate", "revoke", "sign", "verify", "status", "reload", "revoke-token", "revocations":
-		err = clientCommand(cmd, rest, stdin, stdout)
-	case "token":
-		err = token(rest, stdout)
-	case "audit":
-		err = auditCmd(rest, stdout)
-	case keygenCommand: // the low-priority child keyd serve starts to make RSA keys
+	cmd, rest := args[0], args[1:]
+	switch {
+	case cmd == "serve":
+		err = serve(rest, stdout, stderr)
+	case clientCommands[cmd].flags != nil:
+		err = runClient(cmd, rest, cmdIO{stdin: stdin, stdout: stdout, stderr: stderr})
+	case cmd == "token":
+		err = token(rest, stdout, stderr)
+	case cmd == "audit":
+		err = auditCmd(rest, stdout, stderr)
+	case cmd == keygenCommand: // the low-priority child keyd serve starts to make RSA keys
 		err = keygen.Serve(rest, stdout)
-	case "help", "-h", "--help":
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
 		fmt.Fprintf(stderr, "keyd: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 2
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "keyd %s: %v\n", args[0], err)
-		return 1
+	var ue usageError
+	if code := exitCode(err); code != 0 {
+		if !errors.As(err, &ue) || !ue.printed {
+			fmt.Fprintf(stderr, "keyd %s: %v\n", cmd, err)
+		}
+		return code
 	}
 	return 0
 }
 
-func serve(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func serve(args []string, stdout, stderr io.Writer) error {
+	fs := newCLIFlags("serve", "keyd serve [flags]", serveAbout)
 	configPath := fs.String("config", "", "config file (default: the embedded default)")
 	dataDir := fs.String("data", daemon.DefaultDataDir, "data folder of the embedded default (ignored with --config)")
 	listen := fs.String("listen", "", "listen address, overriding the config's (e.g. 127.0.0.1:9090; port 0 picks a free one)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	if a, err := fs.parse(args, stdout, stderr); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	} else if len(a) != 0 {
+		return usageErrorf("usage: keyd serve [flags]: unexpected arguments %q", a)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return usageErrorf("usage: --log-level %q: use debug, info, warn or error", *logLevel)
 	}
 	levelVar := new(slog.LevelVar)
 	levelVar.Set(level)
@@ -116,7 +124,7 @@ func serve(args []string, stderr io.Writer) error {
 	case "json":
 		handler = slog.NewJSONHandler(stderr, hopts)
 	default:
-		return fmt.Errorf("--log-format: %q is not text or json", *logFormat)
+		return usageErrorf("usage: --log-format %q: use text or json", *logFormat)
 	}
 	log := slog.New(handler)
 	slog.SetDefault(log)
@@ -156,14 +164,23 @@ func tuneGC() {
 	}
 }
 
+const serveAbout = `Run the daemon. Without --config: the embedded default (127.0.0.1:8080, bbolt
+in ./keyd-data, one ES256 key set "default", a generated master key and admin
+token in the data folder).`
+
 // keygenCommand is the hidden command of the key generation child.
 const keygenCommand = "internal-keygen"
 
-func auditCmd(args []string, stdout io.Writer) error {
-	if len(args) < 2 || args[0] != "verify" {
-		return errors.New("usage: keyd audit verify FILE [FILE]... (oldest first)")
+func auditCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newCLIFlags("audit", "keyd audit verify FILE...", "Check the hash chain of audit files, oldest first (rotated files before the\ncurrent one). Exits 1 naming the first broken line.")
+	a, err := fs.parse(args, stdout, stderr)
+	if err != nil {
+		return err
 	}
-	res, err := audit.Verify(args[1:]...)
+	if len(a) < 2 || a[0] != "verify" {
+		return usageErrorf("usage: keyd audit verify FILE [FILE]... (oldest first)")
+	}
+	res, err := audit.Verify(a[1:]...)
 	if err != nil {
 		return err
 	}
@@ -171,12 +188,14 @@ func auditCmd(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func token(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+func token(args []string, stdout, stderr io.Writer) error {
+	fs := newCLIFlags("token", "keyd token [flags]", "Make a random API token; print it and the config entry with its SHA-256.")
 	name := fs.String("name", "my-service", "token name for the config entry")
 	scopes := fs.String("scopes", "sign:default,verify:default", "comma-separated scopes for the config entry")
-	if err := fs.Parse(args); err != nil {
+	if a, err := fs.parse(args, stdout, stderr); err != nil {
 		return err
+	} else if len(a) != 0 {
+		return usageErrorf("usage: keyd token [flags]: unexpected arguments %q", a)
 	}
 	tok, err := daemon.NewToken()
 	if err != nil {

@@ -7,6 +7,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -446,8 +447,12 @@ func (c *Config) Validate() error {
 			bad(f+".name", "%q is used by another token", tok.Name)
 		}
 		tokenNames[tok.Name] = true
-		if b, err := hex.DecodeString(tok.SHA256); err != nil || len(b) != 32 {
+		if strings.HasPrefix(tok.SHA256, placeholderPrefix) {
+			bad(f+".sha256", "is a placeholder: run `keyd token --name %s` and put the sha256 it prints here (give the token itself to the caller)", cmp.Or(tok.Name, "NAME"))
+		} else if b, err := hex.DecodeString(tok.SHA256); err != nil || len(b) != 32 {
 			bad(f+".sha256", "must be the 64 hex digits of the token's SHA-256 (`keyd token` prints it)")
+		} else if weakToken(tok.SHA256) {
+			bad(f+".sha256", "is the hash of a guessable token (a common word or a number): make a random one with `keyd token --name %s`", cmp.Or(tok.Name, "NAME"))
 		} else if hashes[strings.ToLower(tok.SHA256)] {
 			bad(f+".sha256", "is the hash of another token too")
 		}

@@ -1,19 +1,89 @@
 package config_test
 
 import (
+	"crypto/rand"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/daemon"
 )
 
-func TestExampleConfigLoads(t *testing.T) {
-	c, err := config.Load("../../configs/keyd.yaml")
+var placeholder = regexp.MustCompile(`sha256: "REPLACE[^"]*"`)
+
+// loadExample loads a shipped example config as its reader would: as
+// shipped it must not start (every token is a placeholder, each named with
+// how to make it); with each placeholder replaced by a `keyd token` hash
+// it loads.
+func loadExample(t *testing.T, path string) *config.Config {
+	t.Helper()
+	src, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := len(placeholder.FindAll(src, -1))
+	if n == 0 {
+		t.Fatalf("%s has no placeholder token: an example must not ship a working one", path)
+	}
+	_, err = config.Load(path)
+	for i := range n {
+		if w := fmt.Sprintf("auth.tokens[%d].sha256: is a placeholder: run `keyd token --name", i); err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("%s as shipped: error does not say %q: %v", path, w, err)
+		}
+	}
+	filled := placeholder.ReplaceAllFunc(src, func([]byte) []byte {
+		return []byte(fmt.Sprintf("sha256: %q", daemon.TokenHash(rand.Text())))
+	})
+	p := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.WriteFile(p, filled, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(p)
+	if err != nil {
+		t.Fatalf("%s with its placeholders replaced: %v", path, err)
+	}
+	return c
+}
+
+// No shipped config accepts a token anyone could guess: no hash in them
+// is that of a dictionary word, and one put there is refused.
+func TestShippedConfigsAcceptNoGuessableToken(t *testing.T) {
+	files, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("configs: %v %v", files, err)
+	}
+	hashes := regexp.MustCompile(`[0-9a-fA-F]{64}`)
+	guesses := []string{"test", "foo", "bar", "baz", "4", "secret", "Password123", "admin", "changeme", "31337"}
+	for _, f := range files {
+		src, _ := os.ReadFile(f)
+		for _, h := range hashes.FindAll(src, -1) {
+			for _, g := range guesses {
+				if strings.EqualFold(string(h), daemon.TokenHash(g)) {
+					t.Errorf("%s holds the SHA-256 of %q", f, g)
+				}
+			}
+		}
+	}
+	for _, g := range guesses {
+		cfg := fmt.Sprintf("keysets: [{name: a, algorithm: ES256}]\nauth: {tokens: [{name: x, sha256: %q, scopes: [admin]}]}\n", daemon.TokenHash(g))
+		if _, err := config.Parse(strings.NewReader(cfg), "t"); err == nil || !strings.Contains(err.Error(), "auth.tokens[0].sha256: is the hash of a guessable token") {
+			t.Errorf("token %q accepted: %v", g, err)
+		}
+	}
+	cfg := fmt.Sprintf("keysets: [{name: a, algorithm: ES256}]\nauth: {tokens: [{name: x, sha256: %q, scopes: [admin]}]}\n", daemon.TokenHash(rand.Text()))
+	if _, err := config.Parse(strings.NewReader(cfg), "t"); err != nil {
+		t.Errorf("a random token refused: %v", err)
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	c := loadExample(t, "../../configs/keyd.yaml")
 	p := c.Policies()
 	if len(p) != 1 || p[0].Name != "default" || p[0].TokenTTL != 15*time.Minute || p[0].JWKSMaxAge != 5*time.Minute {
 		t.Fatalf("policies = %+v", p)
@@ -89,20 +159,14 @@ func TestRotationGapRule(t *testing.T) {
 }
 
 func TestProductionExampleLoads(t *testing.T) {
-	c, err := config.Load("../../configs/production.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := loadExample(t, "../../configs/production.yaml")
 	if len(c.KeySets) != 3 || c.KeySets[1].RSABits != 3072 || c.Auth.Tokens[3].Scopes[0] != "admin" {
 		t.Fatalf("production example: %+v", c)
 	}
 }
 
 func TestVaultExampleLoads(t *testing.T) {
-	c, err := config.Load("../../configs/vault.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := loadExample(t, "../../configs/vault.yaml")
 	v := c.Storage.Vault
 	if v.Auth.Method != "approle" || v.PollInterval != 5*time.Second || c.Policies()[0].PublishDelay != 6*time.Second {
 		t.Fatalf("vault example: %+v", v)

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// cliFlags is how every keyd command parses its arguments: flags may come
+// before, between or after the positional arguments (`keyd rotate default
+// --force`), `--` ends the flags, and -h/--help prints the command's own
+// usage to stdout (exit 0) while a bad flag prints it to stderr (exit 2).
+// No flag's default holds a secret: what comes from the environment is
+// read after parsing, so help and usage never print it.
+type cliFlags struct {
+	*flag.FlagSet
+	usage string // "keyd sign [flags] KEYSET"
+	about string // what the command does, its arguments and stdin
+}
+
+func newCLIFlags(name, usage, about string) *cliFlags {
+	f := &cliFlags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), usage: usage, about: about}
+	f.Usage = func() {
+		w := f.Output()
+		fmt.Fprintf(w, "Usage: %s\n", f.usage)
+		if f.about != "" {
+			fmt.Fprintf(w, "\n%s\n", strings.TrimRight(f.about, "\n"))
+		}
+		has := false
+		f.VisitAll(func(*flag.Flag) { has = true })
+		if has {
+			fmt.Fprintln(w, "\nFlags:")
+			f.PrintDefaults()
+		}
+	}
+	return f
+}
+
+// parse parses args with flags anywhere and returns the positional
+// arguments. A help request returns flag.ErrHelp after printing the usage
+// to stdout.
+func (f *cliFlags) parse(args []string, stdout, stderr io.Writer) ([]string, error) {
+	f.SetOutput(stderr)
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			f.SetOutput(stdout)
+			f.Usage()
+			return nil, flag.ErrHelp
+		}
+	}
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			return nil, usageError{err: err, printed: true}
+		}
+		rest := f.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// Parse stops at the first non-flag, or after "--" (which it drops).
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// globalFlags are the connection flags every client command takes; they may
+// also stand before the command (`keyd --ca-file ca.pem status`).
+var globalFlags = map[string]bool{"addr": true, "token": true, "ca-file": true}
+
+// hoistGlobalFlags moves connection flags written before the command name to
+// after it: `keyd --addr A status` becomes `status --addr A`.
+func hoistGlobalFlags(args []string) ([]string, error) {
+	var lead []string
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-" {
+		a := args[0]
+		if a == "-h" || a == "-help" || a == "--help" {
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !globalFlags[name] {
+			return nil, fmt.Errorf("%s: only --addr, --token and --ca-file may come before the command", a)
+		}
+		lead = append(lead, a)
+		args = args[1:]
+		if !hasValue {
+			if len(args) == 0 {
+				return nil, fmt.Errorf("%s needs a value", a)
+			}
+			lead = append(lead, args[0])
+			args = args[1:]
+		}
+	}
+	if len(lead) == 0 || len(args) == 0 {
+		return append(lead, args...), nil
+	}
+	return append(append([]string{args[0]}, lead...), args[1:]...), nil
+}
+
+// connection are the parsed connection flags of a client command.
+type connection struct {
+	addr, token, caFile string
+}
+
+// register declares the connection flags. Their defaults are empty and
+// their usage names the environment variable: the values from the
+// environment are filled in by resolve, after parsing, so that no help text
+// or usage message ever shows a token.
+func (c *connection) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.addr, "addr", "", "daemon address (default: $KEYD_ADDR, else "+defaultAddr+")")
+	fs.StringVar(&c.token, "token", "", "API token (default: from KEYD_TOKEN; prefer the variable: a flag shows in ps)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA bundle to trust for an https address (default: $KEYD_CA_FILE, else the system's)")
+}
+
+func (c *connection) resolve() {
+	if c.addr == "" {
+		c.addr = envOr("KEYD_ADDR", defaultAddr)
+	}
+	if c.token == "" {
+		c.token = os.Getenv("KEYD_TOKEN")
+	}
+	if c.caFile == "" {
+		c.caFile = os.Getenv("KEYD_CA_FILE")
+	}
+}
+
+// exitCode maps a command's error to keyd's exit status: help is 0, a
+// usage error 2, any other failure 1.
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	}
+	return 1
+}
+
+// usageError is a command line that cannot be run as written; printed
+// says the flag package has shown it with the usage already.
+type usageError struct {
+	err     error
+	printed bool
+}
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
