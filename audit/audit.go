@@ -72,6 +72,7 @@ const (
 	EventConfigReloaded = "config_reloaded"
 	EventReloadFailed   = "config_reload_failed"
 	EventRefreshReused  = "refresh_token_reused" // a spent refresh token came back: its login is revoked
+	EventLoginRevoked   = "login_revoked"        // an admin ended one refresh login
 )
 
 // MaxClaimBytes caps the sub and aud a record keeps; longer values are

@@ -331,11 +331,13 @@ func (c *Client) RevokeKey(ctx context.Context, keyset, kid string) (*KeySet, er
 // Revocation names what RevokeTokens revokes: a Token, a JTI with its Exp,
 // or every token of a Sub issued until now.
 type Revocation struct {
-	Token  string `json:"token,omitempty"`
-	JTI    string `json:"jti,omitempty"`
-	Exp    int64  `json:"exp,omitempty"`
-	Sub    string `json:"sub,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	Token string `json:"token,omitempty"`
+	JTI   string `json:"jti,omitempty"`
+	Exp   int64  `json:"exp,omitempty"`
+	Sub   string `json:"sub,omitempty"`
+	// RefreshToken names one login (any of its refresh tokens) to end.
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Reason       string `json:"reason,omitempty"`
 }
 
 // RevocationResult says what was revoked and how many revocations the key

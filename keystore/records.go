@@ -1,6 +1,10 @@
 package keystore
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 // Record is a small piece of state that is not a key set (a refresh token
 // family), stored by kind and id with its own compare-and-swap version.
@@ -30,4 +34,38 @@ type RecordStore interface {
 
 	// ListRecords returns every record of a kind.
 	ListRecords(ctx context.Context, kind string) ([]*Record, error)
+}
+
+// UpdateRecord changes a record with compare-and-swap: fn gets the stored
+// record (nil when there is none) and returns the new data, or ErrNoChange
+// to leave it as it is. fn may run more than once, on conflicts with
+// concurrent writers.
+func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(cur *Record) ([]byte, error)) error {
+	var lastErr error
+	for range MaxUpdateAttempts {
+		cur, err := s.GetRecord(ctx, kind, id)
+		if errors.Is(err, ErrNotFound) {
+			cur, err = nil, nil
+		}
+		if err != nil {
+			return err
+		}
+		data, err := fn(cur)
+		if errors.Is(err, ErrNoChange) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		next := &Record{ID: id, Data: data}
+		if cur != nil {
+			next.Version = cur.Version
+		}
+		_, err = s.PutRecord(ctx, kind, next)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		lastErr = err
+	}
+	return fmt.Errorf("update %s record %s: gave up after %d attempts: %w", kind, id, MaxUpdateAttempts, lastErr)
 }

@@ -160,6 +160,15 @@ func (s *Service) Refresh(ctx context.Context, keyset, tok string) (*Pair, error
 	case gen > f.Generation: // a valid MAC for a generation never issued: not ours
 		return nil, ErrInvalid
 	}
+	// "Log out everywhere": a revocation of the login's subject ends it.
+	if revoked, err := s.subjectRevoked(ctx, f); err != nil {
+		return nil, err
+	} else if revoked {
+		if err := s.revokeFamily(ctx, rec, f, now); err != nil {
+			return nil, err
+		}
+		return nil, ErrRevoked
+	}
 	var claims signer.Claims
 	if err := json.Unmarshal(f.Claims, &claims); err != nil {
 		return nil, fmt.Errorf("%w: family %s claims: %v", keystore.ErrCorrupt, id, err)
@@ -191,44 +200,35 @@ func (s *Service) Refresh(ctx context.Context, keyset, tok string) (*Pair, error
 
 // reused revokes the family and returns ErrReused, or the store's error.
 func (s *Service) reused(ctx context.Context, rec *keystore.Record, f *family, now time.Time) error {
-	for range keystore.MaxUpdateAttempts {
-		if !f.RevokedAt.IsZero() {
-			return ErrReused
-		}
-		f.RevokedAt = now
-		data, _ := json.Marshal(f)
-		_, err := s.store.PutRecord(ctx, Kind, &keystore.Record{ID: rec.ID, Data: data, Version: rec.Version})
-		if err == nil {
-			return ErrReused
-		}
-		if !errors.Is(err, keystore.ErrConflict) {
-			return err
-		}
-		if rec, f, err = s.load(ctx, rec.ID); err != nil {
-			return err
-		}
+	if err := s.revokeFamily(ctx, rec, f, now); err != nil {
+		return err
 	}
-	return fmt.Errorf("revoking refresh family %s: gave up after %d attempts", rec.ID, keystore.MaxUpdateAttempts)
+	return ErrReused
 }
 
 // Prune deletes the families that expired more than a day ago (until then
 // a late presentation still gets refresh_token_expired rather than
-// invalid), and returns how many.
+// invalid) and the subject cut-offs every login of which has expired, and
+// returns how many records it deleted.
 func (s *Service) Prune(ctx context.Context) (int, error) {
-	recs, err := s.store.ListRecords(ctx, Kind)
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, rec := range recs {
-		var f family
-		if json.Unmarshal(rec.Data, &f) != nil || s.now().Before(f.ExpiresAt.Add(24*time.Hour)) {
-			continue
-		}
-		if err := s.store.DeleteRecord(ctx, Kind, rec.ID); err != nil {
+	for _, kind := range []string{Kind, SubjectKind} {
+		recs, err := s.store.ListRecords(ctx, kind)
+		if err != nil {
 			return n, err
 		}
-		n++
+		for _, rec := range recs {
+			var exp struct {
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if json.Unmarshal(rec.Data, &exp) != nil || s.now().Before(exp.ExpiresAt.Add(24*time.Hour)) {
+				continue
+			}
+			if err := s.store.DeleteRecord(ctx, kind, rec.ID); err != nil {
+				return n, err
+			}
+			n++
+		}
 	}
 	return n, nil
 }

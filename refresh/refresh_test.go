@@ -205,3 +205,113 @@ func BenchmarkRefresh(b *testing.B) {
 		}
 	})
 }
+
+// "Log out everywhere": a subject revocation ends every login of that
+// subject that started at or before its cut-off, even once the access
+// tokens' revocation has left the signer (after token_ttl), and not the
+// logins that start later or belong to someone else.
+func TestSubjectRevocationEndsLogins(t *testing.T) {
+	svc, _, c, store := setup(t)
+	ctx := context.Background()
+	alice1, err := svc.Issue(ctx, "app", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, _ := svc.Issue(ctx, "app", signer.Claims{"sub": json.RawMessage(`"bob"`)})
+	otherSet, _ := svc.Issue(ctx, "other", claims)
+	c.Add(time.Second)
+	// The key set's signer knows no subject revocation here: only the
+	// stored cut-off can end the login.
+	if err := svc.RevokeSubject(ctx, "app", "alice", c.Now().Truncate(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier cut-off does not move it back.
+	if err := svc.RevokeSubject(ctx, "app", "alice", c.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(time.Hour)
+	if _, err := svc.Refresh(ctx, "app", alice1.RefreshToken); !errors.Is(err, refresh.ErrRevoked) {
+		t.Fatalf("alice's login after her subject revocation: %v", err)
+	}
+	if _, err := svc.Refresh(ctx, "app", bob.RefreshToken); err != nil {
+		t.Fatalf("bob's login: %v", err)
+	}
+	if _, err := svc.Refresh(ctx, "other", otherSet.RefreshToken); err != nil {
+		t.Fatalf("alice's login on another key set: %v", err)
+	}
+	alice2, err := svc.Issue(ctx, "app", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Refresh(ctx, "app", alice2.RefreshToken); err != nil {
+		t.Fatalf("alice's login after the cut-off: %v", err)
+	}
+	// The cut-off record holds no subject in clear and is pruned once every
+	// login it covers has expired.
+	recs, _ := store.ListRecords(ctx, refresh.SubjectKind)
+	if len(recs) != 1 || strings.Contains(recs[0].ID+string(recs[0].Data), "alice") {
+		t.Fatalf("subject records: %+v", recs)
+	}
+	c.Add(49 * time.Hour)
+	if _, err := svc.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := store.ListRecords(ctx, refresh.SubjectKind); len(recs) != 0 {
+		t.Fatalf("expired subject cut-off kept: %d", len(recs))
+	}
+}
+
+// While the access tokens' revocation is in force, the signer's copy ends
+// the login too (the stored cut-off may not have been written yet).
+func TestSignerSubjectRevocationEndsLogins(t *testing.T) {
+	svc, sg, c, _ := setup(t)
+	ctx := context.Background()
+	p, err := svc.Issue(ctx, "app", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := keystoretest.KeySet(t, "app", keystore.ES256)
+	ks.Version = 2
+	now := c.Now().Truncate(time.Second)
+	ks.Revocations.Subjects = []keystore.SubjectRevocation{{Subject: "alice", Before: now, Until: now.Add(time.Hour), RevokedAt: now}}
+	if err := sg.Load(keystore.Policy{Name: "app", Algorithm: keystore.ES256, TokenTTL: 5 * time.Minute, JWKSMaxAge: time.Minute}, ks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Refresh(ctx, "app", p.RefreshToken); !errors.Is(err, refresh.ErrRevoked) {
+		t.Fatalf("refresh with the subject revoked in the signer: %v", err)
+	}
+}
+
+func TestRevokeLogin(t *testing.T) {
+	svc, _, _, _ := setup(t)
+	ctx := context.Background()
+	first, _ := svc.Issue(ctx, "app", claims)
+	second, err := svc.Refresh(ctx, "app", first.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := svc.Issue(ctx, "app", claims)
+	// Any generation names the login, a spent one too.
+	if err := svc.RevokeLogin(ctx, "app", first.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RevokeLogin(ctx, "app", second.RefreshToken); err != nil {
+		t.Fatalf("revoking a revoked login again: %v", err)
+	}
+	if _, err := svc.Refresh(ctx, "app", second.RefreshToken); !errors.Is(err, refresh.ErrRevoked) {
+		t.Fatalf("refresh of a revoked login: %v", err)
+	}
+	if _, err := svc.Refresh(ctx, "app", other.RefreshToken); err != nil {
+		t.Fatalf("another login of the same subject: %v", err)
+	}
+	forged := second.RefreshToken[:len(second.RefreshToken)-2] + "AA"
+	for name, tok := range map[string]string{"forged": forged, "junk": "krt_x", "other key set": other.RefreshToken} {
+		ks := "app"
+		if name == "other key set" {
+			ks = "other"
+		}
+		if err := svc.RevokeLogin(ctx, ks, tok); !errors.Is(err, refresh.ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -212,3 +212,15 @@ func (s *Signer) ring(name string) (*keyring, error) {
 	}
 	return r, nil
 }
+
+// SubjectCutoff returns the cut-off of a subject revocation of the key set
+// in force for sub: every token (and login) of sub issued at or before it
+// is revoked. An in-memory lookup, as for verification.
+func (s *Signer) SubjectCutoff(name, sub string) (time.Time, bool) {
+	r, err := s.ring(name)
+	if err != nil || r.revoked == nil {
+		return time.Time{}, false
+	}
+	before, ok := r.revoked.Subjects[sub]
+	return time.Unix(before, 0), ok
+}

@@ -212,15 +212,22 @@ var clientCommands = map[string]clientCommand{
 			}
 		}},
 	"revoke-token": {args: "KEYSET", nargs: []int{1},
-		about: "Revoke the token read from stdin; or --jti J --exp UNIX; or --sub S: every\ntoken of that subject issued until now, and every refresh login of it (admin).",
+		about: "Revoke the token read from stdin; or --jti J --exp UNIX; or --sub S: every\ntoken of that subject issued until now, and every refresh login of it; or\n--login: the login of the refresh token read from stdin (admin).",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			reason := fs.String("reason", "", "why (kept in the list and the audit trail)")
 			jti := fs.String("jti", "", "the token's jti (with --exp), instead of the token on stdin")
 			exp := fs.Int64("exp", 0, "the token's exp, Unix seconds (with --jti)")
-			sub := fs.String("sub", "", "revoke every token of this subject issued until now")
+			sub := fs.String("sub", "", "revoke every token of this subject issued until now, and every login of it")
+			login := fs.Bool("login", false, "stdin holds a refresh token: end that login (its refresh tokens stop working)")
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
 				r := client.Revocation{Sub: *sub, Reason: *reason}
-				if *sub == "" && *jti != "" {
+				if *login {
+					tok, err := readToken(o, "refresh token")
+					if err != nil {
+						return err
+					}
+					r.RefreshToken = tok
+				} else if *sub == "" && *jti != "" {
 					r.JTI, r.Exp = *jti, *exp
 				} else if *sub == "" {
 					tok, err := readToken(o, "token")

@@ -7,19 +7,23 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
 
 // revokeRequest names what to revoke: one token by jti and exp, one token
-// given whole, or every token of a subject.
+// given whole, every token and login of a subject, or one login by any of
+// its refresh tokens.
 type revokeRequest struct {
-	JTI    string      `json:"jti"`
-	Exp    json.Number `json:"exp"`
-	Token  string      `json:"token"`
-	Sub    string      `json:"sub"`
-	Reason string      `json:"reason"`
+	JTI          string      `json:"jti"`
+	Exp          json.Number `json:"exp"`
+	Token        string      `json:"token"`
+	Sub          string      `json:"sub"`
+	RefreshToken string      `json:"refresh_token"`
+	Reason       string      `json:"reason"`
 }
 
 const maxReason = 256
@@ -37,14 +41,14 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	given := 0
-	for _, set := range []bool{req.JTI != "" || req.Exp != "", req.Token != "", req.Sub != ""} {
+	for _, set := range []bool{req.JTI != "" || req.Exp != "", req.Token != "", req.Sub != "", req.RefreshToken != ""} {
 		if set {
 			given++
 		}
 	}
 	switch {
 	case given != 1:
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", `give exactly one of {"jti", "exp"}, {"token"} or {"sub"}`))
+		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", `give exactly one of {"jti", "exp"}, {"token"}, {"sub"} or {"refresh_token"}`))
 		return
 	case len(req.Reason) > maxReason:
 		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "reason is longer than %d bytes", maxReason))
@@ -53,12 +57,24 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 	ctx := rotation.WithActor(r.Context(), caller(w))
 	now := s.Manager.Now()
 	if req.Sub != "" {
+		// Its access tokens, then its logins: a refresh after this answers
+		// refresh_token_revoked. A failure between the two is an error
+		// answer, and the request may be repeated (both steps keep the
+		// later cut-off); meanwhile refresh consults the access tokens'
+		// revocation too.
 		_, before, err := s.Manager.RevokeSubject(ctx, name, req.Sub, req.Reason)
+		if err == nil && s.Refresh != nil {
+			err = s.Refresh.RevokeSubject(ctx, name, req.Sub, before)
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		s.writeRevocations(w, r, name, map[string]any{"sub": req.Sub, "issued_before": before})
+		return
+	}
+	if req.RefreshToken != "" {
+		s.revokeLogin(w, r, name, req)
 		return
 	}
 	jti, exp := req.JTI, time.Time{}
@@ -109,6 +125,26 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeRevocations(w, r, name, map[string]any{"jti": jti, "exp": exp.UTC()})
+}
+
+// revokeLogin ends one login, named by any of its refresh tokens.
+func (s *server) revokeLogin(w http.ResponseWriter, r *http.Request, name string, req revokeRequest) {
+	if s.Refresh == nil {
+		s.fail(w, r, refresh.ErrDisabled)
+		return
+	}
+	err := s.Refresh.RevokeLogin(r.Context(), name, req.RefreshToken)
+	if errors.Is(err, refresh.ErrInvalid) {
+		s.fail(w, r, errorf(http.StatusBadRequest, "invalid_token", "%s", err.Error()))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("revoked a refresh login", "keyset", name, "caller", caller(w))
+	s.Audit.Note(audit.Record{Event: audit.EventLoginRevoked, KeySet: name, Caller: caller(w), Remote: r.RemoteAddr, Reason: req.Reason})
+	s.writeRevocations(w, r, name, map[string]any{"login": "revoked"})
 }
 
 // writeRevocations answers what was revoked and how many revocations the

@@ -187,3 +187,81 @@ func TestRevocations(t *testing.T) {
 		t.Fatalf("the store kept %d entries, want the one in force", ks.Revocations.Len())
 	}
 }
+
+// The review's attack: after "log out everywhere" the subject's refresh
+// token used to mint a fresh pair whose new iat passed the cut-off. Now the
+// refresh is refused, the subject's later logins work, and one login can
+// be ended by its refresh token.
+func TestLogoutEverywhereEndsRefreshLogins(t *testing.T) {
+	s := apitest.Serve(t, nil, keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily",
+		TokenTTL: 5 * time.Minute, JWKSMaxAge: time.Minute, Leeway: time.Second, RefreshTTL: 24 * time.Hour})
+	pair := func(sub string) (access, refresh string) {
+		t.Helper()
+		code, body := s.Call("POST", "/v1/keysets/app/token-pair", apitest.ServiceToken, `{"claims":{"sub":"`+sub+`"}}`)
+		var p struct{ AccessToken, RefreshToken string }
+		if code != 200 || json.Unmarshal([]byte(body), &struct {
+			A *string `json:"access_token"`
+			R *string `json:"refresh_token"`
+		}{&p.AccessToken, &p.RefreshToken}) != nil {
+			t.Fatalf("token-pair: %d %s", code, body)
+		}
+		return p.AccessToken, p.RefreshToken
+	}
+	refreshCode := func(rt string) (int, string) {
+		t.Helper()
+		code, body := s.Call("POST", "/v1/keysets/app/refresh", apitest.ServiceToken, `{"refresh_token":"`+rt+`"}`)
+		var e struct{ Error struct{ Code string } }
+		_ = json.Unmarshal([]byte(body), &e)
+		return code, e.Error.Code
+	}
+	access, rt := pair("alice")
+	_, bobRT := pair("bob")
+	s.Clock.Add(2 * time.Second)
+	if code, body := s.Call("POST", "/v1/keysets/app/revocations", apitest.AdminToken, `{"sub":"alice"}`); code != 200 {
+		t.Fatalf("revoke subject: %d %s", code, body)
+	}
+	if c := verifyCode(t, s, "app", access); c != "token_revoked" {
+		t.Fatalf("alice's access token: %q", c)
+	}
+	s.Clock.Add(2 * time.Second)
+	if code, c := refreshCode(rt); code != 401 || c != "refresh_token_revoked" {
+		t.Fatalf("alice's refresh after log out everywhere: %d %s", code, c)
+	}
+	// Still refused once the access tokens' revocation has expired.
+	s.Clock.Add(time.Hour)
+	if code, c := refreshCode(rt); code != 401 || c != "refresh_token_revoked" {
+		t.Fatalf("alice's refresh an hour later: %d %s", code, c)
+	}
+	if code, c := refreshCode(bobRT); code != 200 {
+		t.Fatalf("bob's refresh: %d %s", code, c)
+	}
+	_, rt2 := pair("alice")
+	if code, c := refreshCode(rt2); code != 200 {
+		t.Fatalf("alice's new login: %d %s", code, c)
+	}
+
+	// One login, by its refresh token.
+	_, rt3 := pair("carol")
+	_, rt4 := pair("carol")
+	if code, body := s.Call("POST", "/v1/keysets/app/revocations", apitest.AdminToken, `{"refresh_token":"`+rt3+`"}`); code != 200 || !strings.Contains(body, `"login":"revoked"`) {
+		t.Fatalf("revoke login: %d %s", code, body)
+	}
+	if code, c := refreshCode(rt3); code != 401 || c != "refresh_token_revoked" {
+		t.Fatalf("revoked login: %d %s", code, c)
+	}
+	if code, c := refreshCode(rt4); code != 200 {
+		t.Fatalf("carol's other login: %d %s", code, c)
+	}
+	for body, want := range map[string]string{
+		`{"refresh_token":"krt_nope"}`:              "invalid_token",
+		`{"refresh_token":"` + rt4 + `","sub":"x"}`: "bad_request",
+	} {
+		code, out := s.Call("POST", "/v1/keysets/app/revocations", apitest.AdminToken, body)
+		if code != 400 || !strings.Contains(out, want) {
+			t.Errorf("%s: %d %s", body, code, out)
+		}
+	}
+	if code, _ := s.Call("POST", "/v1/keysets/app/revocations", apitest.ServiceToken, `{"refresh_token":"`+rt4+`"}`); code != 403 {
+		t.Errorf("a sign-scoped caller revoked a login: %d", code)
+	}
+}
