@@ -132,26 +132,27 @@ func (s *Server) sign(claims string) (header, signature string, err error) {
 	if err != nil {
 		return "", "", status.Error(codes.InvalidArgument, "claims is not base64url (unpadded)")
 	}
-	var c struct {
-		Sub string          `json:"sub"`
-		JTI string          `json:"jti"`
-		Aud json.RawMessage `json:"aud"`
-		Exp int64           `json:"exp"`
+	// Read exactly the members every verifier reads: duplicates and
+	// case variants of registered names are refused, not resolved.
+	c, err := signer.DecodeClaims(raw)
+	if err != nil {
+		return "", "", status.Errorf(codes.InvalidArgument, "claims: %v", err)
 	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return "", "", status.Error(codes.InvalidArgument, "claims is not a JSON object")
-	}
+	exp, err := strconv.ParseInt(string(c["exp"]), 10, 64)
 	now := s.o.Now()
-	if c.Exp == 0 || time.Unix(c.Exp, 0).After(now.Add(p.TokenTTL+time.Minute)) {
-		return "", "", status.Errorf(codes.InvalidArgument, "exp must be set and within the key set's token_ttl (%v, max_token_expiration_seconds)", p.TokenTTL)
+	if err != nil || time.Unix(exp, 0).After(now.Add(p.TokenTTL+time.Minute)) {
+		return "", "", status.Errorf(codes.InvalidArgument, "exp must be set (whole seconds) and within the key set's token_ttl (%v, max_token_expiration_seconds)", p.TokenTTL)
+	}
+	var jti string
+	if raw, ok := c["jti"]; ok && (json.Unmarshal(raw, &jti) != nil || len(jti) > signer.MaxJTI) {
+		return "", "", status.Errorf(codes.InvalidArgument, "jti must be a string of at most %d bytes", signer.MaxJTI)
 	}
 	header, signature, kid, err := s.o.Signer.SignSegment(s.o.KeySet, claims)
 	if err != nil {
 		return "", "", toStatus(err)
 	}
-	sub, _ := json.Marshal(c.Sub)
-	if err := s.o.Audit.Record(audit.Record{Event: audit.EventTokenSigned, KeySet: s.o.KeySet, KID: kid, JTI: c.JTI,
-		Sub: audit.Claim(sub), Aud: audit.Claim(c.Aud), Exp: c.Exp, Caller: "kube-apiserver", Remote: "unix:" + s.o.Socket}); err != nil {
+	if err := s.o.Audit.Record(audit.Record{Event: audit.EventTokenSigned, KeySet: s.o.KeySet, KID: kid, JTI: jti,
+		Sub: audit.Claim(c["sub"]), Aud: audit.Claim(c["aud"]), Exp: exp, Caller: "kube-apiserver", Remote: "unix:" + s.o.Socket}); err != nil {
 		return "", "", status.Error(codes.Unavailable, "the audit trail cannot be written, and audit.required refuses to sign without it")
 	}
 	return header, signature, nil

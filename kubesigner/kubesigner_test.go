@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -253,5 +254,39 @@ func TestRotationReachesTheAPIServerFirst(t *testing.T) {
 	}
 	if slices.Contains(kidsOf(), p.ID) {
 		t.Fatal("a revoked kid is still offered")
+	}
+}
+
+// The review's attack: claims decoded into a struct matched names
+// case-insensitively, so the lifetime cap and the audit read "Exp", "SUB"
+// and "JTI" while every verifier reads "exp", "sub" and "jti". Such claims
+// segments are refused over the real socket, and so are duplicates and
+// invalid UTF-8.
+func TestCaseVariantAndDuplicateClaimsRefused(t *testing.T) {
+	f := setup(t, keystore.ES256)
+	ctx := context.Background()
+	now := f.clock.Now()
+	far, soon := now.Add(1000*time.Hour).Unix(), now.Add(10*time.Minute).Unix()
+	for name, claims := range map[string]string{
+		"Exp beside exp":  fmt.Sprintf(`{"exp": %d, "Exp": %d, "SUB": "innocent", "JTI": "x"}`, far, soon),
+		"EXP alone":       fmt.Sprintf(`{"EXP": %d, "sub": "a"}`, soon),
+		"exp twice":       fmt.Sprintf(`{"exp": %d, "exp": %d}`, far, soon),
+		"sub twice":       fmt.Sprintf(`{"exp": %d, "sub": "a", "sub": "b"}`, soon),
+		"no exp":          `{"sub": "a"}`,
+		"exp not integer": fmt.Sprintf(`{"exp": "%d"}`, soon),
+		"invalid UTF-8":   fmt.Sprintf("{\"exp\": %d, \"sub\": \"\xff\xfe\"}", soon),
+		"trailing data":   fmt.Sprintf(`{"exp": %d} {"exp": %d}`, soon, far),
+		"jti too long":    fmt.Sprintf(`{"exp": %d, "jti": "%s"}`, soon, strings.Repeat("j", 300)),
+	} {
+		seg := base64.RawURLEncoding.EncodeToString([]byte(claims))
+		_, err := f.v1.Sign(ctx, &v1.SignJWTRequest{Claims: seg})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: signed or wrong error: %v", name, err)
+		}
+	}
+	// Exact names still sign.
+	seg := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"exp": %d, "sub": "a", "jti": "j"}`, soon)))
+	if _, err := f.v1.Sign(ctx, &v1.SignJWTRequest{Claims: seg}); err != nil {
+		t.Fatalf("plain claims: %v", err)
 	}
 }

@@ -90,14 +90,11 @@ func (s *Service) RevokeLogin(ctx context.Context, keyset, tok string) error {
 // revocation is in force) or the stored cut-off (until the logins expire).
 // Compared in whole seconds, as a token's iat is.
 func (s *Service) subjectRevoked(ctx context.Context, f *family) (bool, error) {
-	var claims struct {
-		Sub any `json:"sub"`
-	}
-	if json.Unmarshal(f.Claims, &claims) != nil {
-		return false, nil
-	}
-	sub, ok := claims.Sub.(string)
-	if !ok {
+	// The exact member "sub", as verifiers read it (a struct would also
+	// match "SUB").
+	var claims map[string]json.RawMessage
+	var sub string
+	if json.Unmarshal(f.Claims, &claims) != nil || json.Unmarshal(claims["sub"], &sub) != nil {
 		return false, nil
 	}
 	login := f.CreatedAt.Unix()

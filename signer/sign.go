@@ -10,6 +10,7 @@ import (
 	"maps"
 	"strconv"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -83,6 +84,9 @@ func (r *keyring) sign(now time.Time, claims Claims, ttl time.Duration) (*Token,
 // encoded when the keyring was made, signed by the keyring's method.
 func (r *keyring) make(now time.Time, claims Claims, ttl time.Duration) (*Token, error) {
 	now = now.Truncate(time.Second)
+	if err := checkClaimNames(claims); err != nil {
+		return nil, err
+	}
 	exp, err := r.expiry(now, claims, ttl)
 	if err != nil {
 		return nil, err
@@ -173,6 +177,9 @@ func (r *keyring) payload(claims Claims, now, exp time.Time) ([]byte, string, er
 		var err error
 		if out, err = json.Marshal(claims); err != nil {
 			return nil, "", invalid("claims are not valid JSON values")
+		}
+		if !utf8.Valid(out) {
+			return nil, "", invalid("claims are not valid UTF-8")
 		}
 		out[len(out)-1] = ','
 	}

@@ -393,6 +393,12 @@ func TestVerifyCodes(t *testing.T) {
 		{"two dots missing", "abc", full, signer.CodeMalformed},
 		{"JSON serialization", `{"payload":"e30","signatures":[]}`, full, signer.CodeMalformed},
 		{"claims not an object", forgeRaw(t, secret, active.ID, `[1,2]`), full, signer.CodeMalformed},
+		// The review's findings: members every reader must agree on.
+		{"exp twice", forgeRaw(t, secret, active.ID, fmt.Sprintf(`{"exp":%d,"exp":%d}`, now-3600, now+60)), signer.Expect{}, signer.CodeMalformed},
+		{"EXP beside exp", forgeRaw(t, secret, active.ID, fmt.Sprintf(`{"exp":%d,"EXP":%d}`, now+60, now+60)), signer.Expect{}, signer.CodeMalformed},
+		{"invalid UTF-8", forgeRaw(t, secret, active.ID, fmt.Sprintf("{\"exp\":%d,\"sub\":\"\xff\"}", now+60)), signer.Expect{}, signer.CodeMalformed},
+		{"JSON serialization of a valid token", jsonSerialized(parts), full, signer.CodeMalformed},
+		{"huge kid", forgeKID(t, secret, strings.Repeat("k", 700000), base(nil)), full, signer.CodeUnknownKey},
 		{"exp a string", forge(base(map[string]any{"exp": "soon"}), ""), signer.Expect{}, signer.CodeMalformed},
 		{"alg none", base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." + parts[1] + ".", full, signer.CodeAlgorithm},
 		{"unknown kid", forgeKID(t, secret, "nope", base(nil)), full, signer.CodeUnknownKey},
@@ -416,6 +422,11 @@ func TestVerifyCodes(t *testing.T) {
 		if !errors.Is(err, signer.ErrInvalidToken) || signer.Code(err) != tc.code {
 			t.Errorf("%s: err = %v (code %q), want code %q", tc.name, err, signer.Code(err), tc.code)
 		}
+	}
+	// A 700,000-byte kid comes back clipped, in the error and its KID.
+	_, err := s.Verify("s", forgeKID(t, secret, strings.Repeat("k", 700000), base(nil)), full)
+	if len(err.Error()) > 200 || len(signer.KeyID(err)) > 100 {
+		t.Errorf("huge kid answered whole: %d bytes of error, %d of kid", len(err.Error()), len(signer.KeyID(err)))
 	}
 	// Within the leeway (60s) each time claim passes.
 	if _, err := s.Verify("s", forge(base(map[string]any{"exp": now - 59, "nbf": now + 59, "iat": now + 59}), ""), signer.Expect{}); err != nil {
@@ -492,5 +503,31 @@ func BenchmarkVerifyRevocations(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// jsonSerialized is a compact token's JWS JSON serialization with an
+// unprotected header holding dots, which jws.Parse accepts.
+func jsonSerialized(parts []string) string {
+	return fmt.Sprintf(`{"payload":%q,"signatures":[{"protected":%q,"header":{"x":"a.b.c"},"signature":%q}]}`, parts[1], parts[0], parts[2])
+}
+
+// Claims to sign with a registered name in another case, invalid UTF-8 or
+// an oversized jti are refused: verifiers would read other members than
+// keyd checked, or store what nobody bounded.
+func TestSignRefusesAmbiguousClaims(t *testing.T) {
+	s, _, _, _ := setup(t, keystore.ES256)
+	for name, claims := range map[string]signer.Claims{
+		"EXP":          {"EXP": json.RawMessage(`9999999999`)},
+		"Sub":          {"Sub": json.RawMessage(`"root"`)},
+		"invalid utf8": {"name": json.RawMessage("\"\xff\"")},
+		"long jti":     {"jti": json.RawMessage(`"` + strings.Repeat("j", 300) + `"`)},
+	} {
+		if _, err := s.Sign("s", claims, time.Minute); !errors.Is(err, signer.ErrInvalidRequest) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := s.Sign("s", signer.Claims{"sub": json.RawMessage(`"a"`), "Subject": json.RawMessage(`"b"`), "jti": json.RawMessage(`"j"`)}, time.Minute); err != nil {
+		t.Errorf("plain claims refused: %v", err)
 	}
 }
