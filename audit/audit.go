@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,9 @@ type Record struct {
 	Trigger string `json:"trigger,omitempty"`
 	Actor   string `json:"actor,omitempty"`
 	Detail  string `json:"detail,omitempty"`
+	// Count is how many events one record stands for (auth failures are
+	// aggregated per source and reason); 0 means one.
+	Count int `json:"count,omitempty"`
 }
 
 // Event names.
@@ -86,6 +90,23 @@ func Claim(raw json.RawMessage) json.RawMessage {
 		return raw
 	}
 	return json.RawMessage(fmt.Sprintf(`"[%d bytes, not recorded]"`, len(raw)))
+}
+
+// MaxFieldBytes caps every string field of a record: most of them can
+// hold what a caller sent (a kid, a jti, a route, a reason), and no
+// caller may grow the trail by more than a bounded amount per record.
+const MaxFieldBytes = 256
+
+// capFields cuts every string field longer than MaxFieldBytes, noting the
+// size it had.
+func (r *Record) capFields() {
+	for _, f := range []*string{&r.Event, &r.KeySet, &r.KID, &r.JTI, &r.Caller, &r.Remote, &r.Route, &r.Reason,
+		&r.Scope, &r.Pending, &r.Trigger, &r.Actor, &r.Detail} {
+		if n := len(*f); n > MaxFieldBytes {
+			*f = strings.ToValidUTF8((*f)[:MaxFieldBytes-32], "") + fmt.Sprintf("...[%d bytes]", n)
+		}
+	}
+	r.Sub, r.Aud = Claim(r.Sub), Claim(r.Aud)
 }
 
 // Options configure a Log.
@@ -227,6 +248,7 @@ func (l *Log) enqueue(wait bool, recs ...Record) error {
 		if recs[i].Time.IsZero() {
 			recs[i].Time = time.Now().UTC()
 		}
+		recs[i].capFields()
 		body, err := json.Marshal(&recs[i])
 		if err != nil {
 			return fmt.Errorf("%w: encoding a record: %v", ErrUnavailable, err)

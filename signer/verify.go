@@ -95,7 +95,7 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	}
 	hdr := msg.Signatures()[0].ProtectedHeaders()
 	if got, _ := hdr.Algorithm(); got.String() != alg.String() {
-		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", got.String(), alg)
+		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", clip(got.String()), alg)
 	}
 	kid, _ = hdr.KeyID()
 	if len(kid) > maxKID {
@@ -122,7 +122,7 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	if want.Type != "" {
 		typ, _ := hdr.Type()
 		if !strings.EqualFold(typ, want.Type) {
-			return nil, rejected(CodeType, "typ %q is not %q", typ, want.Type)
+			return nil, rejected(CodeType, "typ %q is not %q", clip(typ), want.Type)
 		}
 	}
 	if revoked != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
@@ -57,6 +58,10 @@ type Options struct {
 	// endpoint but /healthz and /readyz answers 503) and the last store
 	// failure (nil when the store answers).
 	Health func() (started bool, storeErr error)
+	// AuthGuard rate-limits failed authentications per source and writes
+	// their aggregated audit records; its owner runs its flush loop. nil:
+	// one whose records go to Audit, never flushed (tests).
+	AuthGuard *authguard.Guard
 }
 
 type server struct {
@@ -83,6 +88,9 @@ func build(o Options) (http.Handler, []string) {
 	}
 	if o.Health == nil {
 		o.Health = func() (bool, error) { return true, nil }
+	}
+	if o.AuthGuard == nil {
+		o.AuthGuard = authguard.New(authguard.Options{Record: o.Audit.Note})
 	}
 	s := &server{Options: o, unmatched: o.Metrics.Route("")}
 	mux := http.NewServeMux()
@@ -326,7 +334,11 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 		p, reason := s.Auth.AuthenticateRequest(r)
 		if p == nil {
 			s.Metrics.AuthFailure(reason)
-			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: reason, Route: r.Pattern, Remote: r.RemoteAddr})
+			if wait, limited := s.AuthGuard.Failed(r.RemoteAddr, reason, r.Pattern); limited {
+				w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+				writeError(w, errorf(http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentications from this address: retry later"))
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyd"`)
 			msg := "missing or unknown bearer token"
 			if reason == ReasonUnknownClient {

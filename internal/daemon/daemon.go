@@ -23,6 +23,7 @@ import (
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/internal/api"
+	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
 	"github.com/keyd-dev/keyd/jwks"
@@ -155,11 +156,12 @@ func Run(ctx context.Context, o Options) error {
 		})
 	}
 	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
+	guard := authguard.New(authguard.Options{Now: o.Now, Record: auditLog.Note})
 	rl := &reloader{path: o.ConfigPath, log: log, level: o.LogLevel, auth: auth, tls: tlsSrv, mgr: mgr, pub: pub, audit: auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: log,
 		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "", Audit: auditLog,
-		Reload: rl.Reload, Refresh: pairs,
+		Reload: rl.Reload, Refresh: pairs, AuthGuard: guard,
 	})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -237,9 +239,12 @@ func Run(ctx context.Context, o Options) error {
 		}()
 		pruned := make(chan struct{})
 		go func() { defer close(pruned); prunePairs(ctx, pairs, log) }()
+		guarded := make(chan struct{})
+		go func() { defer close(guarded); guard.Run(ctx) }()
 		mgr.Run(ctx)
 		<-done
 		<-pruned
+		<-guarded
 	}()
 	defer func() { cancel(); <-background }() // before the store closes
 

@@ -20,6 +20,7 @@ import (
 	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/api"
+	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/jwks"
@@ -64,6 +65,9 @@ func Serve(t testing.TB, met *metrics.Metrics, policies ...keystore.Policy) *Ser
 type Options struct {
 	Metrics *metrics.Metrics // counts everything, served at /metrics
 	Audit   *audit.Log       // records security events
+	// AuthGuard limits failed authentications (nil: the API's default,
+	// on the real clock).
+	AuthGuard *authguard.Guard
 }
 
 // Handler wires the API as Serve does and returns its handler, for tests
@@ -110,7 +114,7 @@ func Handler(t testing.TB, o Options, policies ...keystore.Policy) (http.Handler
 			}
 			return mgr.Health()
 		},
-		Metrics: met, MetricsRoute: met != nil, Refresh: pairs, Audit: o.Audit,
+		Metrics: met, MetricsRoute: met != nil, Refresh: pairs, Audit: o.Audit, AuthGuard: o.AuthGuard,
 	})
 	return h, s
 }
