@@ -14,6 +14,12 @@ import (
 // access token.
 const RevocationListAudience = "keyd-revocations"
 
+// RevocationListType is the typ header of a revocation list: keyd's
+// verification (the verify endpoint, the verify package) refuses a token
+// of this type unless asked for it, so the public list never passes for a
+// token, even with a verifier that checks the issuer and not the audience.
+const RevocationListType = "revocations+jwt"
+
 // revocationList is what a cached list claims.
 type revocationListClaims struct {
 	Issuer   string           `json:"iss,omitempty"`
@@ -86,7 +92,7 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	if err != nil {
 		return jwks.Document{}, err
 	}
-	header, _ := json.Marshal(map[string]string{"alg": string(r.alg), "kid": r.kid, "typ": "revocations+jwt"})
+	header, _ := json.Marshal(map[string]string{"alg": string(r.alg), "kid": r.kid, "typ": RevocationListType})
 	buf := b64.AppendEncode(append(b64.AppendEncode(nil, header), '.'), payload)
 	if buf, err = r.seal(buf); err != nil {
 		return jwks.Document{}, err

@@ -112,6 +112,11 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	if err != nil {
 		return nil, rejected(CodeSignature, "invalid signature")
 	}
+	// keyd's revocation list is signed by the same key and carries the
+	// key set's iss: it is never a token, unless its type is asked for.
+	if typ, _ := hdr.Type(); strings.EqualFold(typ, RevocationListType) && !strings.EqualFold(want.Type, RevocationListType) {
+		return nil, rejected(CodeType, "this is keyd's revocation list (typ %q), not a token", RevocationListType)
+	}
 	claims, err := decodeVerifiedClaims(payload)
 	if err != nil {
 		return nil, rejected(CodeMalformed, "%s", err.Error())

@@ -169,6 +169,14 @@ func TestRevocations(t *testing.T) {
 	if strings.Contains(string(payload), "alice") || !strings.Contains(string(payload), signer.SubjectHash("alice")) {
 		t.Fatalf("revoked subjects in the public list: %+v", claims.Subjects)
 	}
+	// The list is signed by the key set's key but never verifies as a token
+	// (the review: an anonymous bearer for verifiers that skip aud).
+	if got := verifyCode(t, s, "es", string(raw)); got != signer.CodeType {
+		t.Fatalf("the revocation list as a token: %q", got)
+	}
+	if code, body := s.Call("POST", "/v1/keysets/es/verify", "svc-token", `{"token":"`+string(raw)+`","audience":["`+signer.RevocationListAudience+`"]}`); code != 200 || !strings.Contains(body, `"valid":false`) {
+		t.Fatalf("the revocation list with its own audience: %d %s", code, body)
+	}
 	if code, _ := s.Call("GET", "/v1/keysets/hs/revocations.jwt", "", ""); code != 404 {
 		t.Errorf("an HMAC key set's list: %d", code)
 	}
