@@ -371,6 +371,8 @@ type Readiness struct {
 	Status string `json:"status"` // starting, ready or degraded
 	Store  string `json:"store"`
 	Reason string `json:"reason,omitempty"`
+	// Detail is the store's own error, shown to admin callers only.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Ready reads /readyz; a keyd still starting answers Status "starting",
@@ -379,6 +381,9 @@ func (c *Client) Ready(ctx context.Context) (*Readiness, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/readyz", nil)
 	if err != nil {
 		return nil, err
+	}
+	if c.token != "" { // an admin token also gets the store's own error
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -85,27 +85,9 @@ func Listen(o Options) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
 		return nil, fmt.Errorf("kubernetes.socket: %w", err)
 	}
-	ln, err := net.Listen("unix", o.Socket)
+	ln, err := listenPrivately(o)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes.socket %s: %w", o.Socket, err)
-	}
-	mode := os.FileMode(0o600)
-	if o.Group != "" {
-		g, err := user.LookupGroup(o.Group)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("kubernetes.group: %w", err)
-		}
-		gid, _ := strconv.Atoi(g.Gid)
-		if err := os.Chown(o.Socket, -1, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("kubernetes.group: %w", err)
-		}
-		mode = 0o660
-	}
-	if err := os.Chmod(o.Socket, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("kubernetes.socket: %w", err)
+		return nil, err
 	}
 	s := &Server{o: o, ln: ln, grpc: grpc.NewServer()}
 	v1.RegisterExternalJWTSignerServer(s.grpc, v1Server{s: s})
@@ -117,6 +99,47 @@ func Listen(o Options) (*Server, error) {
 func (s *Server) Serve() error {
 	defer os.Remove(s.o.Socket)
 	return s.grpc.Serve(s.ln)
+}
+
+// listenPrivately creates the socket with its final mode and group before
+// anyone can reach it: in a fresh folder of mode 0700 beside its path, then
+// moved into place. Listening at the path directly would leave it open with
+// the umask's mode until a chmod.
+func listenPrivately(o Options) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(o.Socket), ".keyd-sock-")
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.socket: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.socket %s: %w", o.Socket, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // Serve removes the final path
+	fail := func(field string, err error) (net.Listener, error) {
+		ln.Close()
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	mode := os.FileMode(0o600)
+	if o.Group != "" {
+		g, err := user.LookupGroup(o.Group)
+		if err != nil {
+			return fail("kubernetes.group", err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(tmp, -1, gid); err != nil {
+			return fail("kubernetes.group", err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail("kubernetes.socket", err)
+	}
+	if err := os.Rename(tmp, o.Socket); err != nil {
+		return fail("kubernetes.socket", err)
+	}
+	return ln, nil
 }
 
 // Stop lets calls in progress finish, then stops.

@@ -40,6 +40,10 @@ var (
 	ErrClaims = errors.New("invalid token pair claims")
 )
 
+// MaxClaimsBytes caps the claims a login stores (for refresh.ttl, in the
+// store): a sign-scoped caller cannot park a megabyte per login.
+const MaxClaimsBytes = 16 << 10
+
 // Kind is the record kind of refresh token families.
 const Kind = "refresh"
 
@@ -111,13 +115,16 @@ func (s *Service) Issue(ctx context.Context, keyset string, claims signer.Claims
 			return nil, fmt.Errorf("%w: %s is set by keyd on every token of a pair", ErrClaims, name)
 		}
 	}
-	access, err := s.signer.Sign(keyset, claims, 0)
-	if err != nil {
-		return nil, err
-	}
 	raw, err := json.Marshal(claims)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrClaims, err)
+	}
+	if len(raw) > MaxClaimsBytes {
+		return nil, fmt.Errorf("%w: %d bytes of claims; a login keeps at most %d for refresh.ttl", ErrClaims, len(raw), MaxClaimsBytes)
+	}
+	access, err := s.signer.Sign(keyset, claims, 0)
+	if err != nil {
+		return nil, err
 	}
 	now := s.now().UTC()
 	f := family{KeySet: keyset, Claims: raw, Secret: random(32), Generation: 1, CreatedAt: now, ExpiresAt: now.Add(set.TTL)}

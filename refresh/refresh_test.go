@@ -315,3 +315,14 @@ func TestRevokeLogin(t *testing.T) {
 		}
 	}
 }
+
+func TestLoginClaimsAreCapped(t *testing.T) {
+	svc, _, _, store := setup(t)
+	big := signer.Claims{"sub": json.RawMessage(`"a"`), "blob": json.RawMessage(`"` + strings.Repeat("x", refresh.MaxClaimsBytes) + `"`)}
+	if _, err := svc.Issue(context.Background(), "app", big); !errors.Is(err, refresh.ErrClaims) {
+		t.Fatalf("oversized login claims: %v", err)
+	}
+	if recs, _ := store.ListRecords(context.Background(), refresh.Kind); len(recs) != 0 {
+		t.Fatalf("a refused login was stored")
+	}
+}

@@ -382,6 +382,9 @@ func status(ctx context.Context, c *client.Client, addr string, w io.Writer) err
 	if ready.Reason != "" {
 		fmt.Fprintf(w, " (%s)", ready.Reason)
 	}
+	if ready.Detail != "" {
+		fmt.Fprintf(w, "\n  store error: %s", ready.Detail)
+	}
 	fmt.Fprintln(w)
 	if ready.Status == "starting" {
 		return nil

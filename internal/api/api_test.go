@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -256,6 +257,34 @@ func TestMuxAnswers(t *testing.T) {
 		}
 		if c.want != "" && rec.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("%s %s: Content-Type %q", c.method, c.path, rec.Header().Get("Content-Type"))
+		}
+	}
+}
+
+// /readyz is public: it gives the class of a store failure to anyone and
+// the store's own words (addresses, paths) only to admin callers.
+func TestReadyzDetailOnlyForAdmins(t *testing.T) {
+	storeErr := fmt.Errorf("%w: vault: dial tcp 10.9.8.7:8200: connect: connection refused", keystore.ErrUnavailable)
+	h := api.New(api.Options{
+		Auth: api.NewAuthenticator([]config.Token{
+			{Name: "svc", SHA256: daemon.TokenHash("svc-token"), Scopes: []string{"sign:*"}},
+			{Name: "ops", SHA256: daemon.TokenHash("ops-token"), Scopes: []string{"admin"}},
+		}),
+		Health: func() (bool, error) { return true, storeErr },
+	})
+	for token, wantDetail := range map[string]bool{"": false, "svc-token": false, "nope": false, "ops-token": true} {
+		req := httptest.NewRequest("GET", "/readyz", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		if rec.Code != 200 || !strings.Contains(body, `"status":"degraded"`) || !strings.Contains(body, "cannot be reached") {
+			t.Errorf("token %q: %d %s", token, rec.Code, body)
+		}
+		if strings.Contains(body, "10.9.8.7") != wantDetail {
+			t.Errorf("token %q: store detail shown %v, want %v: %s", token, !wantDetail, wantDetail, body)
 		}
 	}
 }

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
@@ -21,20 +23,41 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 // while the store is unavailable, because keyd keeps signing and serving
 // the JWKS from memory (a 503 would take every replica out of a load
 // balancer during a store outage); the body says "degraded" and why.
-func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	started, storeErr := s.Health()
+	body := map[string]string{"status": "ready", "store": "ok"}
 	switch {
 	case !started:
-		reason := "loading key sets"
-		if storeErr != nil {
-			reason = storeErr.Error()
-		}
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "store": "unavailable", "reason": reason})
+		body = map[string]string{"status": "starting", "store": "unavailable", "reason": "loading key sets"}
 	case storeErr != nil:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "store": "unavailable", "reason": storeErr.Error()})
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": "ok"})
+		body = map[string]string{"status": "degraded", "store": "unavailable"}
 	}
+	if storeErr != nil {
+		// The endpoint is public: the class of the failure for everyone,
+		// the store's own words (addresses, paths) only for admin callers
+		// and the log.
+		body["reason"] = storeReason(storeErr)
+		if p, _ := s.Auth.AuthenticateRequest(r); p != nil && p.Can(config.ScopeAdmin) {
+			body["detail"] = storeErr.Error()
+		}
+	}
+	status := http.StatusOK
+	if !started {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, body)
+}
+
+// storeReason classes a store failure in words that reveal nothing of the
+// store.
+func storeReason(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the key store did not answer in time"
+	case errors.Is(err, keystore.ErrUnavailable):
+		return "the key store cannot be reached"
+	}
+	return "the key store failed"
 }
 
 func (s *server) jwksAll(w http.ResponseWriter, r *http.Request) {
