@@ -2,6 +2,8 @@ module github.com/keyd-dev/keyd
 
 go 1.26.8
 
+toolchain go1.27.3
+
 require (
 	github.com/getkin/kin-openapi v0.152.0
 	github.com/go-jose/go-jose/v4 v4.1.8

@@ -297,6 +297,28 @@ func (c *Client) Refresh(ctx context.Context, keyset, refreshToken string) (*Pai
 	return &out, err
 }
 
+// Import is a key to import: exactly one of PEM, JWK, JWKS, Secret (the
+// bytes the old signer used) or SecretBase64. State is retired (the
+// default: verify-only), pending or active (with Force).
+type Import struct {
+	PEM          string          `json:"pem,omitempty"`
+	JWK          json.RawMessage `json:"jwk,omitempty"`
+	JWKS         json.RawMessage `json:"jwks,omitempty"`
+	Secret       string          `json:"secret,omitempty"`
+	SecretBase64 string          `json:"secret_base64,omitempty"`
+	KID          string          `json:"kid,omitempty"`
+	State        string          `json:"state,omitempty"`
+	VerifyUntil  time.Time       `json:"verify_until,omitzero"`
+	Force        bool            `json:"force,omitempty"`
+}
+
+// ImportKey imports keys made outside keyd into a key set (admin).
+func (c *Client) ImportKey(ctx context.Context, keyset string, in Import) (*ImportResult, error) {
+	var out ImportResult
+	err := c.do(ctx, "POST", keysetPath(keyset, "/keys/import"), in, &out)
+	return &out, err
+}
+
 // KeySets lists the key sets (admin).
 func (c *Client) KeySets(ctx context.Context) ([]KeySet, error) {
 	var out struct {

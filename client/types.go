@@ -65,6 +65,13 @@ type KeySet struct {
 	Keys         []Key     `json:"keys"`
 }
 
+// ImportResult is the answer to an import: the key set, its new keys
+// marked Imported, and warnings (a short HMAC secret, allowed verify-only).
+type ImportResult struct {
+	KeySet
+	Warnings []string `json:"warnings"`
+}
+
 // Key is one key of a KeySet.
 type Key struct {
 	KID         string    `json:"kid"`
@@ -76,6 +83,10 @@ type Key struct {
 	RetiredAt   time.Time `json:"retired_at,omitzero"`
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
 	DestroyAt   time.Time `json:"destroy_at,omitzero"`
+	// Imported keys came from outside keyd; PublicOnly ones have no
+	// private half and only verify.
+	Imported   bool `json:"imported,omitempty"`
+	PublicOnly bool `json:"public_only,omitempty"`
 }
 
 // Revocations are a key set's token revocations in force.

@@ -10,7 +10,6 @@
 package jwks
 
 import (
-	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -219,11 +218,11 @@ func publicKeys(ks *keystore.KeySet, known map[string]jwk.Key) ([]jwk.Key, error
 			out = append(out, key)
 			continue
 		}
-		priv, err := k.PrivateKey()
+		raw, err := k.VerificationKey()
 		if err != nil {
 			return nil, err
 		}
-		pub, err := jwk.Import(priv.(crypto.Signer).Public())
+		pub, err := jwk.Import(raw)
 		if err != nil {
 			return nil, fmt.Errorf("key set %s key %s: %w", ks.Name, k.ID, err)
 		}

@@ -39,6 +39,19 @@ var (
 	// configured verify policy.
 	ErrInvalidPolicy = errors.New("invalid verify policy")
 
+	// ErrNoPrivateKey is returned when a signing key is asked of a key that
+	// has only its public half (an imported public key).
+	ErrNoPrivateKey = errors.New("no private key")
+
+	// ErrInvalidImport is returned when a key cannot be imported into a key
+	// set as asked (it does not fit the algorithm, is too weak, has no
+	// private half for a signing state); the message says why.
+	ErrInvalidImport = errors.New("key cannot be imported")
+
+	// ErrKeyExists is returned when an imported key's kid is already in the
+	// key set.
+	ErrKeyExists = errors.New("kid already in the key set")
+
 	// ErrRevocationLimit is returned when a key set already has as many
 	// revocations in force as it may hold.
 	ErrRevocationLimit = errors.New("revocation limit reached")

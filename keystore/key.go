@@ -64,6 +64,14 @@ type Key struct {
 	RetiredAt   time.Time // when it stopped signing
 	RevokedAt   time.Time // when it was revoked
 	Material    Material
+	// Imported keys came from outside keyd (keyd import-key): they keep
+	// their kid, and VerifyUntil, when set, is when they stop verifying
+	// and are destroyed (instead of their retirement plus the grace).
+	Imported    bool
+	VerifyUntil time.Time
+	// PublicOnly keys have no private half: Material is the public key
+	// (PKIX DER). They verify and are published, never sign.
+	PublicOnly bool
 }
 
 // Published reports whether the key belongs in the JWKS: a public key that
@@ -76,12 +84,48 @@ func (k Key) Verifies() bool {
 	return k.State == StatePending || k.State == StateActive || k.State == StateRetired
 }
 
+// VerificationKey parses what verifies the key's tokens: the public key
+// (crypto.PublicKey) for RSA, EC and Ed25519, the secret []byte for HMAC.
+func (k Key) VerificationKey() (any, error) {
+	if !k.PublicOnly {
+		priv, err := k.PrivateKey()
+		if signer, ok := priv.(crypto.Signer); ok && err == nil {
+			return signer.Public(), nil
+		}
+		return priv, err
+	}
+	pub, err := x509.ParsePKIXPublicKey(k.Material)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %s: public key does not parse", ErrCorrupt, k.ID)
+	}
+	if err := fits(k.Algorithm, pub); err != nil {
+		return nil, fmt.Errorf("%w: key %s: %v", ErrCorrupt, k.ID, err)
+	}
+	return pub, nil
+}
+
+// fits checks that a public key is of the algorithm's family (and curve).
+func fits(alg Algorithm, pub crypto.PublicKey) error {
+	if keyFamily(pub) != alg.Family() {
+		return fmt.Errorf("not a %s key", alg.Family())
+	}
+	if ec, ok := pub.(*ecdsa.PublicKey); ok && ec.Curve != alg.Curve() {
+		return fmt.Errorf("EC key is not on the curve of %s", alg)
+	}
+	return nil
+}
+
 // PrivateKey parses the material: a crypto.Signer for RSA, EC and Ed25519,
 // the secret []byte for HMAC. Parse once and keep the result; this is not
 // meant for every request.
 func (k Key) PrivateKey() (any, error) {
+	if k.PublicOnly {
+		return nil, fmt.Errorf("%w: key %s is a public key only", ErrNoPrivateKey, k.ID)
+	}
 	if k.Algorithm.Symmetric() {
-		if len(k.Material) < k.Algorithm.SecretSize() {
+		// An imported secret may be shorter (verify-only: keystore.Import
+		// never lets it sign).
+		if len(k.Material) < k.Algorithm.SecretSize() && !k.Imported {
 			return nil, fmt.Errorf("%w: key %s: HMAC secret shorter than %d bytes", ErrCorrupt, k.ID, k.Algorithm.SecretSize())
 		}
 		return []byte(k.Material), nil
@@ -171,6 +215,8 @@ func (ks *KeySet) Check() error {
 			return fmt.Errorf("%w: key set %s: key %s has algorithm %s", ErrCorrupt, ks.Name, k.ID, k.Algorithm)
 		case len(k.Material) == 0:
 			return fmt.Errorf("%w: key set %s: key %s has no material", ErrCorrupt, ks.Name, k.ID)
+		case k.PublicOnly && (k.State == StateActive || k.State == StatePending || ks.Algorithm.Symmetric()):
+			return fmt.Errorf("%w: key set %s: public-only key %s is %s", ErrCorrupt, ks.Name, k.ID, k.State)
 		}
 		switch k.State {
 		case StatePending, StateActive, StateRetired, StateRevoked:

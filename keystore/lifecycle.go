@@ -113,6 +113,9 @@ func Prune(ks *KeySet, now time.Time, grace time.Duration) (*KeySet, []string) {
 func DestroyAt(k Key, grace time.Duration) time.Time {
 	switch k.State {
 	case StateRetired:
+		if !k.VerifyUntil.IsZero() {
+			return k.VerifyUntil
+		}
 		return k.RetiredAt.Add(grace)
 	case StateRevoked:
 		return k.RevokedAt.Add(grace)
@@ -153,4 +156,73 @@ func (ks *KeySet) addPending(k Key) error {
 	}
 	ks.Keys = append(ks.Keys, k)
 	return nil
+}
+
+// Import adds keys made outside keyd (see package keyimport) to the key set:
+//   - as StateRetired: they verify (and are published, if public) but never
+//     sign, until their VerifyUntil, or their retirement (now) plus the
+//     grace when it is zero; any number of keys;
+//   - as StatePending: one key with its private half replaces the pending
+//     key (made by keyd, published, never used) and signs after the next
+//     rotation, which the usual rule holds back until it has been published
+//     for jwks_max_age. Making it active at once is this plus a forced
+//     Rotate, which the caller does.
+//
+// Each key's kid must be new to the key set (ErrKeyExists); what does not
+// fit is ErrInvalidImport. It returns the key set and the kid of the pending
+// key it replaced, if any.
+func Import(ks *KeySet, keys []Key, state State, now time.Time) (*KeySet, string, error) {
+	now = now.UTC()
+	out := ks.Clone()
+	if len(keys) == 0 {
+		return nil, "", fmt.Errorf("%w: no key given", ErrInvalidImport)
+	}
+	if state == StatePending && len(keys) != 1 {
+		return nil, "", fmt.Errorf("%w: only one key can be made pending, got %d", ErrInvalidImport, len(keys))
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		switch {
+		case k.ID == "" || len(k.Material) == 0:
+			return nil, "", fmt.Errorf("%w: a key has no kid or no material", ErrInvalidImport)
+		case k.Algorithm != ks.Algorithm:
+			return nil, "", fmt.Errorf("%w: key %s is %s, the key set signs %s", ErrInvalidImport, k.ID, k.Algorithm, ks.Algorithm)
+		case seen[k.ID]:
+			return nil, "", fmt.Errorf("%w: kid %q is given twice", ErrInvalidImport, k.ID)
+		}
+		if _, dup := out.Key(k.ID); dup {
+			return nil, "", fmt.Errorf("%w: %s already has a key %q", ErrKeyExists, ks.Name, k.ID)
+		}
+		seen[k.ID] = true
+		k.Imported, k.CreatedAt, k.ActivatedAt, k.RevokedAt = true, now, time.Time{}, time.Time{}
+		switch state {
+		case StateRetired:
+			if !k.VerifyUntil.IsZero() && !k.VerifyUntil.After(now) {
+				return nil, "", fmt.Errorf("%w: verify_until %s has passed", ErrInvalidImport, k.VerifyUntil.UTC().Format(time.RFC3339))
+			}
+			k.State, k.RetiredAt = StateRetired, now
+		case StatePending:
+			if k.PublicOnly {
+				return nil, "", fmt.Errorf("%w: key %s has no private half: a public key can only verify (state retired)", ErrInvalidImport, k.ID)
+			}
+			if !k.VerifyUntil.IsZero() {
+				return nil, "", fmt.Errorf("%w: verify_until is for verify-only keys; a signing key retires at a rotation", ErrInvalidImport)
+			}
+			if ks.Algorithm.Symmetric() && len(k.Material) < ks.Algorithm.SecretSize() {
+				return nil, "", fmt.Errorf("%w: the secret has %d bytes, less than the %d %s needs to sign (RFC 7518): import it as retired (verify-only)", ErrInvalidImport, len(k.Material), ks.Algorithm.SecretSize(), ks.Algorithm)
+			}
+			k.State, k.RetiredAt = StatePending, time.Time{}
+		default:
+			return nil, "", fmt.Errorf("%w: state %q (want retired or pending)", ErrInvalidImport, state)
+		}
+		out.Keys = append(out.Keys, k)
+	}
+	var replaced string
+	if state == StatePending {
+		if i := ks.indexOf(StatePending); i >= 0 {
+			replaced = ks.Keys[i].ID
+			out.Keys = append(out.Keys[:i:i], out.Keys[i+1:]...)
+		}
+	}
+	return out, replaced, out.Check()
 }

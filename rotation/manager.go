@@ -510,19 +510,30 @@ func (m *Manager) Names() []string { return slices.Sorted(maps.Keys(m.conf.Load(
 // apply to the stored state inside keystore.Update, and publishes the
 // result.
 func (m *Manager) transition(ctx context.Context, name string, apply func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, keystore.Key, error) {
+	return m.transitionWith(ctx, name, true, apply)
+}
+
+// transitionWith is transition; withNext false makes no fresh key (next is
+// the zero Key), for transitions that never add one.
+func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool, apply func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, keystore.Key, error) {
 	p, ok := m.Policy(name)
 	if !ok {
 		return nil, keystore.Key{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now())
-	if err != nil {
-		return nil, keystore.Key{}, err
+	var next keystore.Key
+	if withNext {
+		var err error
+		if next, err = keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now()); err != nil {
+			return nil, keystore.Key{}, err
+		}
 	}
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
 		now := m.now()
-		next.CreatedAt = now.UTC()
+		if withNext {
+			next.CreatedAt = now.UTC()
+		}
 		return apply(ks, next, now)
 	})
 	if m.note(err) != nil {

@@ -165,7 +165,12 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 		}
 		if !reused {
 			var err error
-			if priv, err = k.PrivateKey(); err != nil {
+			if k.PublicOnly {
+				priv, err = k.VerificationKey() // verifies only: a public key
+			} else {
+				priv, err = k.PrivateKey()
+			}
+			if err != nil {
 				return nil, err
 			}
 		}

@@ -140,3 +140,32 @@ func TestFlagsInAnyPosition(t *testing.T) {
 		t.Fatalf("sign-batch with one bad item: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// keyd import-key reads the key from a file or stdin, never the command
+// line, and never prints it.
+func TestImportKeyCommand(t *testing.T) {
+	srv := apitest.Serve(t, nil, keystore.Policy{Name: "legacy", Algorithm: keystore.HS256, Rotation: "@daily",
+		TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute})
+	t.Setenv("KEYD_ADDR", srv.URL)
+	t.Setenv("KEYD_TOKEN", apitest.AdminToken)
+	const secret = "flask-SECRET_KEY-that-is-quite-long-enough!"
+	code, out, errOut := runCLI(secret+"\n", "import-key", "legacy", "--secret", "--kid", "flask", "--verify-until", "720h")
+	if code != 0 || !strings.Contains(out, "flask") || !strings.Contains(out, "retired") || strings.Contains(out+errOut, secret) {
+		t.Fatalf("import-key --secret: exit %d\n%s%s", code, out, errOut)
+	}
+	ks, _, err := srv.Manager.KeySet("legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, ok := ks.Key("flask")
+	if !ok || string(k.Material) != secret || k.VerifyUntil.Before(time.Now().Add(719*time.Hour)) {
+		t.Fatalf("stored key: %v %v (the trailing newline must be dropped, verify_until in 720h)", ok, k.VerifyUntil)
+	}
+	code, _, errOut = runCLI("changeme", "import-key", "legacy", "--secret", "--kid", "weak")
+	if code != 0 || !strings.Contains(errOut, "warning:") {
+		t.Fatalf("a short secret verify-only: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := runCLI("not a key", "import-key", "legacy"); code != 1 || !strings.Contains(errOut, "--secret") {
+		t.Fatalf("unknown input: exit %d, %s", code, errOut)
+	}
+}

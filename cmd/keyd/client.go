@@ -244,6 +244,63 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
+	"import-key": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+		about: "Import a key made outside keyd into KEYSET, keeping its kid (admin). The key is\nread from --file or stdin, never from the command line: a PEM (PKCS #1, PKCS #8,\nSEC 1 private key, PKIX public key), a JWK, a JWKS (another issuer's public\nkeys), or with --secret an HMAC secret (the file's bytes, one trailing newline\ndropped; --base64 if the file holds it in base64).\n\n  keyd import-key app --file sa.pub --kid old-sa --verify-until 2026-12-31T00:00:00Z\n  printf %s \"$SECRET_KEY\" | keyd import-key legacy --secret --verify-until 720h",
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			file := fs.String("file", "", "read the key from this file (default: stdin)")
+			kid := fs.String("kid", "", "the kid tokens in flight carry (default: a JWK's own, else keyd's thumbprint)")
+			state := fs.String("state", "retired", "retired (verify-only), pending (signs after the next rotation) or active (signs now; needs --force)")
+			until := fs.String("verify-until", "", "retired keys: stop verifying at this RFC 3339 time, or after this duration (e.g. 720h)")
+			secret := fs.Bool("secret", false, "the input is an HMAC secret")
+			b64 := fs.Bool("base64", false, "with --secret: the input is base64")
+			force := fs.Bool("force", false, "with --state active: sign at once although verifiers' cached JWKS lack the key")
+			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				raw, err := readKeyInput(o, *file)
+				if err != nil {
+					return err
+				}
+				in := client.Import{KID: *kid, State: *state, Force: *force}
+				if *until != "" {
+					t, err := parseUntil(*until, time.Now())
+					if err != nil {
+						return usageErrorf("--verify-until %q: %v", *until, err)
+					}
+					in.VerifyUntil = t
+				}
+				trimmed := bytes.TrimSpace(raw)
+				switch {
+				case *secret && *b64:
+					in.SecretBase64 = string(trimmed)
+				case *secret:
+					in.Secret = string(bytes.TrimSuffix(bytes.TrimSuffix(raw, []byte("\n")), []byte("\r")))
+				case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
+					in.PEM = string(trimmed)
+				case bytes.HasPrefix(trimmed, []byte("{")):
+					var probe struct {
+						Keys json.RawMessage `json:"keys"`
+					}
+					if json.Unmarshal(trimmed, &probe) != nil {
+						return errors.New("the input starts with { but is not JSON (a JWK or a JWKS)")
+					}
+					if probe.Keys != nil {
+						in.JWKS = trimmed
+					} else {
+						in.JWK = trimmed
+					}
+				default:
+					return errors.New("the input is neither a PEM nor a JWK/JWKS; for an HMAC secret give --secret")
+				}
+				res, err := c.ImportKey(ctx, a[0], in)
+				if err != nil {
+					return err
+				}
+				for _, w := range res.Warnings {
+					fmt.Fprintln(o.stderr, "warning:", w)
+				}
+				printKeySets(o.stdout, res.KeySet)
+				return nil
+			}
+		}},
 	"revocations": {args: "KEYSET", nargs: []int{1},
 		about: "List the token revocations in force for KEYSET (admin).",
 		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
@@ -462,4 +519,31 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// readKeyInput reads a key from path, or stdin when path is empty.
+func readKeyInput(o cmdIO, path string) ([]byte, error) {
+	if path == "" {
+		return readInput(o, "the key")
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > 1<<20 {
+		return nil, fmt.Errorf("%s is over 1 MiB", path)
+	}
+	return raw, nil
+}
+
+// parseUntil reads an RFC 3339 time, or a duration from now.
+func parseUntil(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, errors.New("want an RFC 3339 time (2026-12-31T00:00:00Z) or a positive duration (720h)")
+	}
+	return now.Add(d), nil
 }

@@ -44,6 +44,8 @@ private CA; or --addr, --token, --ca-file, before or after the command):
                                 revoke the token read from stdin; or --jti J --exp UNIX;
                                 or --sub S: every token and login of that subject until now
   keyd revocations KEYSET       list the revocations in force
+  keyd import-key [--file F] [--kid K] [--state retired|pending|active] [--verify-until T] KEYSET
+                                import a PEM, JWK, JWKS or (--secret) HMAC secret, keeping its kid
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.

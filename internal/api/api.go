@@ -114,6 +114,7 @@ func build(o Options) (http.Handler, []string) {
 	handle("GET /v1/keysets/{name}", s.loaded(s.admin(s.getKeySet)))
 	handle("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
 	handle("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
+	handle("POST /v1/keysets/{name}/keys/import", s.loaded(s.admin(s.importKey)))
 	handle("GET /.well-known/openid-configuration", s.loaded(s.discovery))
 	handle("POST /v1/keysets/{name}/revocations", s.loaded(s.admin(s.addRevocation)))
 	handle("GET /v1/keysets/{name}/revocations", s.loaded(s.admin(s.listRevocations)))
@@ -200,6 +201,10 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusBadRequest, "bad_request", "%s", err.Error())
 	case errors.Is(err, keystore.ErrRevocationLimit):
 		return errorf(http.StatusConflict, "revocation_limit", "%s; entries leave as the tokens they cover expire. Revoke the key instead, or raise keysets[].max_revocations", err.Error())
+	case errors.Is(err, keystore.ErrInvalidImport):
+		return errorf(http.StatusBadRequest, "invalid_key", "%s", err.Error())
+	case errors.Is(err, keystore.ErrKeyExists):
+		return errorf(http.StatusConflict, "key_exists", "%s", err.Error())
 	case errors.Is(err, keystore.ErrInvalidTransition):
 		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
 	case errors.As(err, &se) && errors.Is(err, signer.ErrInvalidRequest):

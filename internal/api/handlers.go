@@ -296,7 +296,7 @@ func viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {
 		v.Keys = append(v.Keys, KeyView{
 			KID: k.ID, Alg: string(k.Algorithm), State: string(k.State), Published: k.Published(),
 			CreatedAt: k.CreatedAt, ActivatedAt: k.ActivatedAt, RetiredAt: k.RetiredAt, RevokedAt: k.RevokedAt,
-			DestroyAt: keystore.DestroyAt(k, p.Grace()),
+			DestroyAt: keystore.DestroyAt(k, p.Grace()), Imported: k.Imported, PublicOnly: k.PublicOnly,
 		})
 	}
 	return v

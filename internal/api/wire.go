@@ -11,6 +11,7 @@ type (
 	PairResponse       = client.Pair
 	KeySetView         = client.KeySet
 	KeyView            = client.Key
+	ImportView         = client.ImportResult
 	RevocationView     = client.Revocations
 	RevokedTokenView   = client.RevokedToken
 	RevokedSubjectView = client.RevokedSubject

@@ -53,6 +53,10 @@ type KeyRecord struct {
 	RetiredAt   time.Time `json:"retired_at,omitzero"`
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
 	Material    []byte    `json:"material"` // as sealed; base64 in JSON
+	// Imported keys (absent in records from before import existed).
+	Imported    bool      `json:"imported,omitempty"`
+	VerifyUntil time.Time `json:"verify_until,omitzero"`
+	PublicOnly  bool      `json:"public_only,omitempty"` // material is a PKIX public key
 }
 
 // Seal transforms material before it is stored; aad names the key set and
@@ -87,7 +91,7 @@ func Encode(ks *keystore.KeySet, seal Seal) (*Record, error) {
 			ID: k.ID, Algorithm: string(k.Algorithm), State: string(k.State),
 			CreatedAt: k.CreatedAt.UTC(), ActivatedAt: k.ActivatedAt.UTC(),
 			RetiredAt: k.RetiredAt.UTC(), RevokedAt: k.RevokedAt.UTC(),
-			Material: sealed,
+			Material: sealed, Imported: k.Imported, VerifyUntil: k.VerifyUntil.UTC(), PublicOnly: k.PublicOnly,
 		})
 	}
 	return r, nil
@@ -111,7 +115,7 @@ func (r *Record) Decode(open Open) (*keystore.KeySet, error) {
 		ks.Keys = append(ks.Keys, keystore.Key{
 			ID: kr.ID, Algorithm: keystore.Algorithm(kr.Algorithm), State: keystore.State(kr.State),
 			CreatedAt: kr.CreatedAt, ActivatedAt: kr.ActivatedAt, RetiredAt: kr.RetiredAt, RevokedAt: kr.RevokedAt,
-			Material: m,
+			Material: m, Imported: kr.Imported, VerifyUntil: kr.VerifyUntil, PublicOnly: kr.PublicOnly,
 		})
 	}
 	return ks, nil

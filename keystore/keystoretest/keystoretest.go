@@ -89,6 +89,45 @@ func Run(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 		}
 	})
 
+	t.Run("ImportedKeysRoundTrip", func(t *testing.T) {
+		s := open(t)
+		now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+		ks := KeySet(t, "imported", keystore.ES256)
+		priv := NewKey(t, keystore.ES256)
+		pub, err := priv.VerificationKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		public := keystore.Key{ID: "their-kid", Algorithm: keystore.ES256, Material: der, PublicOnly: true, VerifyUntil: now.Add(48 * time.Hour)}
+		priv.ID = "key-2024"
+		out, _, err := keystore.Import(ks, []keystore.Key{public, priv}, keystore.StateRetired, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Put(ctx, out); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "imported")
+		if err != nil {
+			t.Fatal(err)
+		}
+		RequireSameKeys(t, got, out)
+		k, _ := got.Key("their-kid")
+		if !k.Imported || !k.PublicOnly || !k.VerifyUntil.Equal(now.Add(48*time.Hour)) || k.State != keystore.StateRetired {
+			t.Fatalf("imported public key after a round trip: %+v", k)
+		}
+		if _, err := k.VerificationKey(); err != nil {
+			t.Fatalf("imported public key does not parse back: %v", err)
+		}
+		if k, _ := got.Key("key-2024"); !k.Imported || k.PublicOnly {
+			t.Fatalf("imported private key after a round trip: %+v", k)
+		}
+	})
+
 	t.Run("CreateTwiceConflicts", func(t *testing.T) {
 		s := open(t)
 		ks := KeySet(t, "twice", keystore.ES256)
