@@ -63,6 +63,18 @@ type KeySet struct {
 	NextRotation time.Time `json:"next_rotation"`
 	Version      uint64    `json:"version"`
 	Keys         []Key     `json:"keys"`
+	// Legacy is set when tokens without a kid verify with an imported key.
+	Legacy *Legacy `json:"legacy,omitempty"`
+}
+
+// Legacy says which imported key verifies tokens without a kid, until
+// when, and when such a token last verified (zero: not since keyd
+// started): once that is long past, the legacy setting can go.
+type Legacy struct {
+	KID             string    `json:"kid"`
+	Until           time.Time `json:"until"`
+	AllowMissingExp bool      `json:"allow_missing_exp"`
+	LastVerified    time.Time `json:"last_verified,omitzero"`
 }
 
 // ImportResult is the answer to an import: the key set, its new keys

@@ -30,7 +30,22 @@ type Policy struct {
 	// RefreshTTL, when set, enables access + refresh token pairs: how long
 	// a login's refresh tokens work.
 	RefreshTTL time.Duration
+	// Legacy lets tokens without a kid verify against one imported key,
+	// for a while (a signer that wrote no kid, as PyJWT by default).
+	Legacy LegacyPolicy
 }
+
+// LegacyPolicy names the imported key that verifies tokens without a kid,
+// and until when. The zero value is off.
+type LegacyPolicy struct {
+	KID   string
+	Until time.Time
+	// AllowMissingExp also accepts such tokens without exp until Until.
+	AllowMissingExp bool
+}
+
+// InForce reports whether tokens without a kid are still accepted at now.
+func (l LegacyPolicy) InForce(now time.Time) bool { return l.KID != "" && now.Before(l.Until) }
 
 // PublishedFor is how long a pending key must have existed before it may
 // sign: jwks_max_age for every cached JWKS to have been refreshed, plus the

@@ -39,6 +39,7 @@ type Metrics struct {
 	signed        *prometheus.CounterVec
 	signErrors    *prometheus.CounterVec
 	verifications *prometheus.CounterVec
+	legacy        *prometheus.CounterVec
 
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
@@ -72,6 +73,9 @@ func New() *Metrics {
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyd_verifications_total", Help: "Verifications by key set and result: valid, or the failure code.",
 		}, []string{"keyset", "result"}),
+		legacy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_legacy_verifications_total", Help: "Valid tokens without a kid, verified with the key set's legacy key: when it stays flat, the legacy key can go.",
+		}, []string{"keyset"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyd_http_requests_total", Help: "HTTP requests by route pattern and status code.",
 		}, []string{"route", "code"}),
@@ -121,7 +125,7 @@ func New() *Metrics {
 	buildInfo.Set(1)
 	m.reg.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo, m.signed, m.signErrors, m.verifications, m.httpRequests, m.httpDuration, m.authFailures,
+		buildInfo, m.signed, m.signErrors, m.verifications, m.legacy, m.httpRequests, m.httpDuration, m.authFailures,
 		m.jwksRequests, m.rotations, m.destroyed, m.storeDuration, m.storeErrors, m.auditRecords,
 		m.auditWrites, m.auditErrors,
 	)
@@ -144,7 +148,8 @@ func (m *Metrics) KeySet(name string) signer.KeySetObserver {
 	if m == nil {
 		return nop{}
 	}
-	k := &keySetCounters{m: m, name: name, signed: m.signed.WithLabelValues(name), valid: m.verifications.WithLabelValues(name, "valid")}
+	k := &keySetCounters{m: m, name: name, signed: m.signed.WithLabelValues(name), valid: m.verifications.WithLabelValues(name, "valid"),
+		legacy: m.legacy.WithLabelValues(name)}
 	k.badRequest = m.signErrors.WithLabelValues(name, "bad_request")
 	for _, code := range signer.VerifyCodes {
 		k.failures = append(k.failures, codeCounter{code, m.verifications.WithLabelValues(name, code)})
@@ -157,6 +162,7 @@ type nop struct{}
 func (nop) Signed()           {}
 func (nop) SignFailed(string) {}
 func (nop) Verified(string)   {}
+func (nop) LegacyVerified()   {}
 
 type codeCounter struct {
 	code string
@@ -169,6 +175,7 @@ type keySetCounters struct {
 	signed     prometheus.Counter
 	badRequest prometheus.Counter
 	valid      prometheus.Counter
+	legacy     prometheus.Counter
 	failures   []codeCounter // one per signer.VerifyCodes, in order
 }
 
@@ -181,6 +188,8 @@ func (k *keySetCounters) SignFailed(code string) {
 	}
 	k.m.signErrors.WithLabelValues(k.name, code).Inc() // rare: faults
 }
+
+func (k *keySetCounters) LegacyVerified() { k.legacy.Inc() }
 
 func (k *keySetCounters) Verified(code string) {
 	if code == "" {

@@ -47,6 +47,9 @@ type KeySetObserver interface {
 	SignFailed(code string)
 	// Verified is told "" for a valid token, else the failure code.
 	Verified(code string)
+	// LegacyVerified is told, besides Verified, of a valid token without a
+	// kid that the key set's legacy key verified.
+	LegacyVerified()
 }
 
 type noObserver struct{}
@@ -55,6 +58,7 @@ func (noObserver) KeySet(string) KeySetObserver { return noObserver{} }
 func (noObserver) Signed()                      {}
 func (noObserver) SignFailed(string)            {}
 func (noObserver) Verified(string)              {}
+func (noObserver) LegacyVerified()              {}
 
 // keyring is one key set prepared for use; never modified once published.
 // Everything that is the same for every token is computed here, once per
@@ -79,6 +83,9 @@ type keyring struct {
 	revs     keystore.Revocations
 	list     atomic.Pointer[cachedList] // the signed revocation list, re-signed as it ages
 	loadedAt time.Time                  // when this version was loaded
+	// legacySeen is when a token without a kid last verified with the
+	// legacy key (Unix seconds), kept across versions of the key set.
+	legacySeen *atomic.Int64
 }
 
 // New returns an empty Signer reading time from now and telling obs (nil:
@@ -146,13 +153,17 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 		return nil, fmt.Errorf("%w: %s", keystore.ErrUnsupportedAlgorithm, ks.Algorithm)
 	}
 	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{},
-		revs: ks.Revocations, revoked: &Revoked{JTIs: make(map[string]struct{}, len(ks.Revocations.Tokens)),
+		legacySeen: new(atomic.Int64),
+		revs:       ks.Revocations, revoked: &Revoked{JTIs: make(map[string]struct{}, len(ks.Revocations.Tokens)),
 			Subjects: make(map[string]int64, len(ks.Revocations.Subjects))}}
 	for _, t := range ks.Revocations.Tokens {
 		r.revoked.JTIs[t.JTI] = struct{}{}
 	}
 	for _, s := range ks.Revocations.Subjects {
 		r.revoked.Subjects[s.Subject] = s.Before.Unix()
+	}
+	if old != nil {
+		r.legacySeen = old.legacySeen
 	}
 	var active any
 	for _, k := range ks.Keys {
@@ -228,4 +239,15 @@ func (s *Signer) SubjectCutoff(name, sub string) (time.Time, bool) {
 	}
 	before, ok := r.revoked.Subjects[sub]
 	return time.Unix(before, 0), ok
+}
+
+// LegacySeen is when a token without a kid last verified with the key
+// set's legacy key (zero: not since keyd started): once it is long past,
+// the legacy key can go.
+func (s *Signer) LegacySeen(name string) time.Time {
+	r, err := s.ring(name)
+	if err != nil || r.legacySeen.Load() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(r.legacySeen.Load(), 0).UTC()
 }

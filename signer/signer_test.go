@@ -436,7 +436,11 @@ func TestVerifyCodes(t *testing.T) {
 
 func forgeKID(t *testing.T, secret []byte, kid string, claims map[string]any) string {
 	t.Helper()
-	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret}, (&jose.SignerOptions{}).WithHeader("kid", kid))
+	opts := &jose.SignerOptions{}
+	if kid != "" {
+		opts = opts.WithHeader("kid", kid)
+	}
+	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret}, opts)
 	tok, err := josejwt.Signed(sig).Claims(claims).Serialize()
 	if err != nil {
 		t.Fatal(err)
@@ -529,5 +533,57 @@ func TestSignRefusesAmbiguousClaims(t *testing.T) {
 	}
 	if _, err := s.Sign("s", signer.Claims{"sub": json.RawMessage(`"a"`), "Subject": json.RawMessage(`"b"`), "jti": json.RawMessage(`"j"`)}, time.Minute); err != nil {
 		t.Errorf("plain claims refused: %v", err)
+	}
+}
+
+// Tokens without a kid (PyJWT's default) verify with the legacy key, and
+// only it, only until legacy.until; a token that carries a kid never falls
+// back to it; allow_missing_exp accepts such tokens without exp.
+func TestLegacyTokensWithoutKID(t *testing.T) {
+	s, c, ks, p := setup(t, keystore.HS256)
+	secret := []byte("the-old-flask-SECRET_KEY-of-42-bytes-long!")
+	out, _, err := keystore.Import(ks, []keystore.Key{{ID: "flask", Algorithm: keystore.HS256, Material: secret}}, keystore.StateRetired, c.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Version = 2
+	p.Legacy = keystore.LegacyPolicy{KID: "flask", Until: c.t.Add(time.Hour), AllowMissingExp: true}
+	if err := s.Load(p, out); err != nil {
+		t.Fatal(err)
+	}
+	now := c.t.Unix()
+	withExp := forgeKID(t, secret, "", map[string]any{"sub": "alice", "exp": now + 600})
+	noExp := forgeKID(t, secret, "", map[string]any{"sub": "bob"})
+	otherKID := forgeKID(t, secret, "not-flask", map[string]any{"sub": "eve", "exp": now + 600})
+	for name, tok := range map[string]string{"with exp": withExp, "without exp": noExp} {
+		v, err := s.Verify("s", tok, signer.Expect{})
+		if err != nil || !v.Legacy || v.KID != "flask" {
+			t.Errorf("%s: %+v %v", name, v, err)
+		}
+	}
+	if _, err := s.Verify("s", otherKID, signer.Expect{}); signer.Code(err) != signer.CodeUnknownKey {
+		t.Errorf("a token with another kid fell back to the legacy key: %v", err)
+	}
+	if !s.LegacySeen("s").Equal(c.t) {
+		t.Errorf("LegacySeen = %v", s.LegacySeen("s"))
+	}
+	// A token of keyd's own key without a kid is not accepted either: the
+	// legacy key alone is tried.
+	active, _ := ks.Active()
+	ownSecret, _ := active.PrivateKey()
+	if _, err := s.Verify("s", forgeKID(t, ownSecret.([]byte), "", map[string]any{"exp": now + 600}), signer.Expect{}); signer.Code(err) != signer.CodeSignature {
+		t.Errorf("keyd's own key without a kid: %v", err)
+	}
+	// Without allow_missing_exp, exp is required again.
+	p.Legacy.AllowMissingExp = false
+	out.Version = 3
+	_ = s.Load(p, out)
+	if _, err := s.Verify("s", noExp, signer.Expect{}); signer.Code(err) != signer.CodeMissingClaim {
+		t.Errorf("no exp without allow_missing_exp: %v", err)
+	}
+	// Past legacy.until: refused.
+	c.t = c.t.Add(time.Hour)
+	if _, err := s.Verify("s", withExp, signer.Expect{}); signer.Code(err) != signer.CodeUnknownKey {
+		t.Errorf("after legacy.until: %v", err)
 	}
 }

@@ -16,6 +16,8 @@ import (
 type Verified struct {
 	KID    string
 	Claims map[string]any
+	// Legacy: the token had no kid and verified with the legacy key.
+	Legacy bool
 }
 
 // Expect is what a verification requires of a token beyond a valid
@@ -27,6 +29,13 @@ type Expect struct {
 	Subject        string
 	Type           string   // the header's typ, compared case-insensitively
 	RequiredClaims []string // names that must be present (exp always is)
+	// LegacyKID, when set, is the one key a token without a kid is
+	// verified with (an imported key whose signer wrote none); with
+	// AllowMissingExp such a token may also lack exp. A token that carries
+	// a kid is never affected. The keyring sets both from the key set's
+	// legacy settings while they are in force.
+	LegacyKID       string
+	AllowMissingExp bool
 }
 
 // Verify checks token against the key set called name, in a fixed order
@@ -44,6 +53,10 @@ func (s *Signer) Verify(name, token string, want Expect) (*Verified, error) {
 	}
 	v, err := r.verifyToken(token, s.now(), want)
 	r.obs.Verified(Code(err))
+	if err == nil && v.Legacy {
+		r.obs.LegacyVerified()
+		r.legacySeen.Store(s.now().Unix())
+	}
 	return v, err
 }
 
@@ -59,6 +72,9 @@ func (s *Signer) Inspect(name, token string) (*Verified, error) {
 }
 
 func (r *keyring) verifyToken(token string, now time.Time, want Expect) (*Verified, error) {
+	if l := r.policy.Legacy; l.InForce(now) {
+		want.LegacyKID, want.AllowMissingExp = l.KID, l.AllowMissingExp
+	}
 	return Check(token, r.jwaAlg, r.key, now, r.policy.Leeway, want, r.revoked.Check)
 }
 
@@ -98,6 +114,10 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", clip(got.String()), alg)
 	}
 	kid, _ = hdr.KeyID()
+	legacy := false
+	if kid == "" && want.LegacyKID != "" { // no kid, or an empty one
+		kid, legacy = want.LegacyKID, true
+	}
 	if len(kid) > maxKID {
 		// Nobody's key: answer and record a clipped copy, never the
 		// attacker's whole string.
@@ -121,7 +141,9 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	if err != nil {
 		return nil, rejected(CodeMalformed, "%s", err.Error())
 	}
-	if err := CheckClaims(claims, now, leeway, want); err != nil {
+	claimRules := want
+	claimRules.AllowMissingExp = legacy && want.AllowMissingExp
+	if err := CheckClaims(claims, now, leeway, claimRules); err != nil {
 		return nil, err
 	}
 	if want.Type != "" {
@@ -135,7 +157,7 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 			return nil, err
 		}
 	}
-	return &Verified{KID: kid, Claims: claims}, nil
+	return &Verified{KID: kid, Claims: claims, Legacy: legacy}, nil
 }
 
 // Revoked is a set of revoked tokens as a verifier holds it: jtis, and per
@@ -184,7 +206,11 @@ func (rv *Revoked) Check(claims map[string]any) error {
 // nbf and iat with leeway, iss, aud, sub. The verify package uses it too,
 // so local verification applies exactly the verify endpoint's rules.
 func CheckClaims(claims map[string]any, now time.Time, leeway time.Duration, want Expect) error {
-	for _, name := range append([]string{"exp"}, want.RequiredClaims...) {
+	required := want.RequiredClaims
+	if _, hasExp := claims["exp"]; !hasExp && !want.AllowMissingExp {
+		required = append([]string{"exp"}, required...)
+	}
+	for _, name := range required {
 		if _, ok := claims[name]; !ok {
 			return rejected(CodeMissingClaim, "the token has no %s claim", name)
 		}
@@ -203,11 +229,11 @@ func CheckClaims(claims map[string]any, now time.Time, leeway time.Duration, wan
 	}
 	t := float64(now.UnixNano()) / 1e9
 	lw := leeway.Seconds()
-	exp, _, err := secs("exp")
+	exp, hasExp, err := secs("exp")
 	if err != nil {
 		return err
 	}
-	if exp <= t-lw {
+	if hasExp && exp <= t-lw {
 		return rejected(CodeExpired, "token expired at %s", unix(exp))
 	}
 	if nbf, ok, err := secs("nbf"); err != nil {

@@ -51,7 +51,13 @@ type Options struct {
 	// SkipRevocations does not fetch the revocation list (HMAC key sets
 	// have none: verify their tokens through keyd).
 	SkipRevocations bool
-	HTTPClient      *http.Client
+	// LegacyKID and LegacyUntil mirror the key set's legacy setting: a
+	// token without a kid verifies with that key alone, until then (with
+	// LegacyAllowMissingExp, also without exp).
+	LegacyKID             string
+	LegacyUntil           time.Time
+	LegacyAllowMissingExp bool
+	HTTPClient            *http.Client
 	Now             func() time.Time
 }
 
@@ -135,9 +141,13 @@ func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, er
 		return nil, fmt.Errorf("verify: the JWKS is not available: %w", err)
 	}
 	want := signer.Expect{Audience: v.o.Audience, Issuer: v.o.Issuer, Subject: v.o.Subject, Type: v.o.Type, RequiredClaims: v.o.RequiredClaims}
+	now := v.o.Now()
+	if v.o.LegacyKID != "" && now.Before(v.o.LegacyUntil) {
+		want.LegacyKID, want.AllowMissingExp = v.o.LegacyKID, v.o.LegacyAllowMissingExp
+	}
 	key := func(kid string) (any, bool) { return set.LookupKeyID(kid) }
 	revoked := func(claims map[string]any) error { return v.checkRevoked(set, claims) }
-	verified, err := signer.Check(token, v.alg, key, v.o.Now(), v.o.Leeway, want, revoked)
+	verified, err := signer.Check(token, v.alg, key, now, v.o.Leeway, want, revoked)
 	if err != nil {
 		return nil, err
 	}

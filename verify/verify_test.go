@@ -2,6 +2,11 @@ package verify_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/keystore"
@@ -162,5 +170,39 @@ func TestMiddleware(t *testing.T) {
 	code, body, h := get(tok)
 	if code != 401 || !strings.Contains(body, `"code":"token_expired"`) || !strings.Contains(h.Get("WWW-Authenticate"), `error="invalid_token"`) {
 		t.Fatalf("expired: %d %s %v", code, body, h)
+	}
+}
+
+// The verify package follows the legacy rule as keyd does: a token without
+// a kid verifies with the named imported key alone, until LegacyUntil.
+func TestLegacyTokensLocally(t *testing.T) {
+	s, ctx := setup(t, time.Minute)
+	old, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(&old.PublicKey)
+	body, _ := json.Marshal(map[string]any{"pem": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), "kid": "old-es"})
+	if code, out := s.Call("POST", "/v1/keysets/es/keys/import", apitest.AdminToken, string(body)); code != 200 {
+		t.Fatalf("import: %d %s", code, out)
+	}
+	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: old}, nil) // no kid
+	tok, _ := josejwt.Signed(sig).Claims(map[string]any{"sub": "legacy-user", "exp": s.Clock.Now().Add(2 * time.Hour).Unix()}).Serialize()
+	opts := verify.Options{Algorithm: "ES256", Now: s.Clock.Now, SkipRevocations: true}
+	plain, err := verify.New(ctx, s.URL, "es", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Verify(ctx, tok); signer.Code(err) != signer.CodeUnknownKey {
+		t.Fatalf("without the legacy setting: %v", err)
+	}
+	opts.LegacyKID, opts.LegacyUntil = "old-es", s.Clock.Now().Add(time.Hour)
+	legacy, err := verify.New(ctx, s.URL, "es", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claims, err := legacy.Verify(ctx, tok); err != nil || claims["sub"] != "legacy-user" {
+		t.Fatalf("with the legacy setting: %v %v", claims, err)
+	}
+	s.Clock.Add(time.Hour)
+	if _, err := legacy.Verify(ctx, tok); signer.Code(err) != signer.CodeUnknownKey {
+		t.Fatalf("after LegacyUntil: %v", err)
 	}
 }

@@ -469,7 +469,15 @@ func status(ctx context.Context, c *client.Client, addr string, w io.Writer) err
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d\n", ks.Name, ks.Algorithm, active, age, next,
 			counts["pending"], counts["active"], counts["retired"], counts["revoked"])
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, ks := range sets {
+		if l := ks.Legacy; l != nil {
+			fmt.Fprintf(w, "%s: tokens without a kid verify with %s until %s; last one verified: %s\n", ks.Name, l.KID, stamp(l.Until), stamp(l.LastVerified))
+		}
+	}
+	return nil
 }
 
 // printKeySet shows one key set: its settings, next rotation and keys.
@@ -485,6 +493,10 @@ func printKeySet(w io.Writer, ks client.KeySet) {
 		{"leeway", ks.Leeway}, {"issuer", cmp.Or(ks.Issuer, "-")},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	if l := ks.Legacy; l != nil {
+		fmt.Fprintf(tw, "legacy:\ttokens without a kid verify with %s until %s%s; last one verified: %s\n", l.KID, stamp(l.Until),
+			map[bool]string{true: " (even without exp)"}[l.AllowMissingExp], cmp.Or(stamp(l.LastVerified), "-"))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)

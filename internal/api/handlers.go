@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/client"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
@@ -283,6 +284,9 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {
 	v := viewOf(ks, p)
 	v.NextRotation, _ = s.Manager.NextRotation(ks.Name)
+	if l := p.Legacy; l.KID != "" {
+		v.Legacy = &client.Legacy{KID: l.KID, Until: l.Until, AllowMissingExp: l.AllowMissingExp, LastVerified: s.Signer.LegacySeen(ks.Name)}
+	}
 	return v
 }
 

@@ -136,6 +136,16 @@ type KeySet struct {
 	MaxRevocations int `yaml:"max_revocations"`
 	// Refresh enables access + refresh token pairs.
 	Refresh Refresh `yaml:"refresh"`
+	// Legacy accepts tokens without a kid, for a while, with one imported
+	// key.
+	Legacy Legacy `yaml:"legacy"`
+}
+
+// Legacy names the imported key that verifies tokens without a kid.
+type Legacy struct {
+	KID             string    `yaml:"kid"`
+	Until           time.Time `yaml:"until"`             // RFC 3339
+	AllowMissingExp bool      `yaml:"allow_missing_exp"` // also accept them without exp, until Until
 }
 
 // Refresh configures a key set's token pairs.
@@ -427,6 +437,14 @@ func (c *Config) Validate() error {
 		if ks.Leeway != nil && *ks.Leeway < 0 {
 			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)
 		}
+		if l := ks.Legacy; l != (Legacy{}) {
+			if l.KID == "" {
+				bad(f+".legacy.kid", "is required: the kid of the imported key that verifies tokens without one")
+			}
+			if l.Until.IsZero() {
+				bad(f+".legacy.until", "is required (an RFC 3339 time): tokens without a kid are accepted only until then")
+			}
+		}
 		sched, err := rotation.ParseSchedule(ks.Rotation)
 		if err != nil {
 			bad(f+".rotation", "%q is not a valid cron spec: %v", ks.Rotation, err)
@@ -568,6 +586,7 @@ func (c *Config) Policies() []keystore.Policy {
 			Verify:         keystore.VerifyPolicy{Audience: ks.Verify.Audience, Issuer: ks.Verify.Issuer, RequiredClaims: ks.Verify.RequiredClaims},
 			MaxRevocations: ks.MaxRevocations,
 			RefreshTTL:     ks.Refresh.TTL,
+			Legacy:         keystore.LegacyPolicy{KID: ks.Legacy.KID, Until: ks.Legacy.Until, AllowMissingExp: ks.Legacy.AllowMissingExp},
 		}
 	}
 	return out
