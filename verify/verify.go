@@ -58,7 +58,7 @@ type Options struct {
 	LegacyUntil           time.Time
 	LegacyAllowMissingExp bool
 	HTTPClient            *http.Client
-	Now             func() time.Time
+	Now                   func() time.Time
 }
 
 // NoLeeway as Options.Leeway allows no clock skew.
