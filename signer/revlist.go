@@ -1,6 +1,8 @@
 package signer
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -28,6 +30,7 @@ type revocationListClaims struct {
 	IssuedAt int64            `json:"iat"`
 	Expires  int64            `json:"exp"`
 	Tokens   []revokedToken   `json:"revoked_jti"`
+	SubKey   string           `json:"sub_key"` // base64url; this list's key for sub_hmac
 	Subjects []revokedSubject `json:"revoked_sub"`
 }
 
@@ -36,18 +39,21 @@ type revokedToken struct {
 	Exp int64  `json:"exp"`
 }
 
-// revokedSubject names a subject by the SHA-256 of its sub (base64url):
-// the list is public, and subjects are user identifiers.
+// revokedSubject names a subject by an HMAC of its sub under the list's own
+// random key: the list is public and subjects are user identifiers, and an
+// unkeyed hash would let anyone test a guess (an e-mail address) against
+// every list at once with a precomputed table.
 type revokedSubject struct {
-	SubSHA256 string `json:"sub_sha256"`
-	Before    int64  `json:"iat_before"` // tokens with iat <= this are revoked
+	SubHMAC string `json:"sub_hmac"`
+	Before  int64  `json:"iat_before"` // tokens with iat <= this are revoked
 }
 
-// SubjectHash is how a revocation list names a subject: the base64url
-// SHA-256 of its sub.
-func SubjectHash(sub string) string {
-	sum := sha256.Sum256([]byte(sub))
-	return b64.EncodeToString(sum[:])
+// SubjectMAC is how a revocation list names a subject: the base64url
+// HMAC-SHA256 of its sub under the list's sub_key.
+func SubjectMAC(key []byte, sub string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(sub))
+	return b64.EncodeToString(m.Sum(nil))
 }
 
 type cachedList struct {
@@ -82,11 +88,14 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 		IssuedAt: now.Unix(), Expires: now.Add(2 * maxAge).Unix(),
 		Tokens: []revokedToken{}, Subjects: []revokedSubject{},
 	}
+	subKey := make([]byte, 16)
+	_, _ = rand.Read(subKey) // crypto/rand.Read never fails (Go 1.24+)
+	claims.SubKey = b64.EncodeToString(subKey)
 	for _, t := range in.Tokens {
 		claims.Tokens = append(claims.Tokens, revokedToken{t.JTI, t.Expires.Unix()})
 	}
 	for _, sr := range in.Subjects {
-		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectHash(sr.Subject), sr.Before.Unix()})
+		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectMAC(subKey, sr.Subject), sr.Before.Unix()})
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {

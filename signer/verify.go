@@ -166,9 +166,9 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 type Revoked struct {
 	JTIs     map[string]struct{}
 	Subjects map[string]int64
-	// HashedSubjects: Subjects are keyed by SubjectHash(sub), as a
-	// published revocation list names them, not by sub.
-	HashedSubjects bool
+	// SubjectKey, when set, means Subjects are keyed by SubjectMAC(key,
+	// sub), as a published revocation list names them, not by sub.
+	SubjectKey []byte
 }
 
 // Check returns a token_revoked *Error when claims are those of a revoked
@@ -188,8 +188,8 @@ func (rv *Revoked) Check(claims map[string]any) error {
 	if !ok || len(rv.Subjects) == 0 {
 		return nil
 	}
-	if rv.HashedSubjects {
-		sub = SubjectHash(sub)
+	if rv.SubjectKey != nil {
+		sub = SubjectMAC(rv.SubjectKey, sub)
 	}
 	if before, revoked := rv.Subjects[sub]; revoked {
 		n, isNum := claims["iat"].(json.Number)

@@ -18,6 +18,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,9 +191,10 @@ func (v *Verifier) parseList(raw []byte, set jwk.Set) (*revocations, error) {
 		Tokens   []struct {
 			JTI string `json:"jti"`
 		} `json:"revoked_jti"`
+		SubKey   string `json:"sub_key"`
 		Subjects []struct {
-			SubSHA256 string `json:"sub_sha256"`
-			Before    int64  `json:"iat_before"`
+			SubHMAC string `json:"sub_hmac"`
+			Before  int64  `json:"iat_before"`
 		} `json:"revoked_sub"`
 	}
 	if err := json.Unmarshal(payload, &list); err != nil {
@@ -204,12 +206,16 @@ func (v *Verifier) parseList(raw []byte, set jwk.Set) (*revocations, error) {
 	if v.o.Now().Unix() > list.Expires {
 		return nil, errors.New("it has expired: keyd has not been reachable for a while")
 	}
-	rv := &signer.Revoked{JTIs: map[string]struct{}{}, Subjects: map[string]int64{}, HashedSubjects: true}
+	subKey, err := base64.RawURLEncoding.DecodeString(list.SubKey)
+	if err != nil || len(subKey) == 0 {
+		return nil, errors.New("its sub_key is missing or not base64url")
+	}
+	rv := &signer.Revoked{JTIs: map[string]struct{}{}, Subjects: map[string]int64{}, SubjectKey: subKey}
 	for _, t := range list.Tokens {
 		rv.JTIs[t.JTI] = struct{}{}
 	}
 	for _, s := range list.Subjects {
-		rv.Subjects[s.SubSHA256] = s.Before
+		rv.Subjects[s.SubHMAC] = s.Before
 	}
 	return &revocations{raw: raw, revoked: rv}, nil
 }
