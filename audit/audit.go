@@ -26,6 +26,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -65,6 +66,8 @@ type Record struct {
 	// Count is how many events one record stands for (auth failures are
 	// aggregated per source and reason); 0 means one.
 	Count int `json:"count,omitempty"`
+	// Offset is a checkpoint's byte offset in its file (keyed trails).
+	Offset int64 `json:"offset,omitempty"`
 }
 
 // Event names.
@@ -77,6 +80,11 @@ const (
 	EventReloadFailed   = "config_reload_failed"
 	EventRefreshReused  = "refresh_token_reused" // a spent refresh token came back: its login is revoked
 	EventLoginRevoked   = "login_revoked"        // an admin ended one refresh login
+	// EventCheckpoint is written by a keyed trail itself: at the start of
+	// every file (offset 0), when keyd opens the trail, every
+	// CheckpointInterval while records come, and at close. Its seq and
+	// MAC are what an operator keeps elsewhere (keyd logs them).
+	EventCheckpoint = "audit_checkpoint"
 )
 
 // MaxClaimBytes caps the sub and aud a record keeps; longer values are
@@ -122,6 +130,18 @@ type Options struct {
 	// Failed is told when a batch could not be written (the error names the
 	// file, never a record).
 	Failed func(error)
+	// Key, when set, keys the chain: each line carries an HMAC-SHA256
+	// under Key (not a plain SHA-256 anyone can recompute) and a sequence
+	// number, and the trail writes checkpoints (EventCheckpoint). Keep
+	// the key off the log host's reach; `keyd audit verify --key-file`
+	// needs it.
+	Key []byte
+	// CheckpointInterval is how often a keyed trail writes a checkpoint
+	// while records come (default a minute).
+	CheckpointInterval time.Duration
+	// Checkpoint is told each checkpoint written (its seq and MAC, hex):
+	// keyd logs them, a second place to hold the trail to.
+	Checkpoint func(seq uint64, mac string)
 }
 
 // maxQueued bounds the records waiting for the writer; Record blocks past
@@ -140,9 +160,14 @@ type Log struct {
 	reopen atomic.Bool // set by Reopen, done by the writer
 
 	// The writer's own state.
-	w    io.Writer
-	f    *os.File // nil for stdout
-	last [32]byte // hash of the last record written
+	w        io.Writer
+	f        *os.File // nil for stdout
+	last     [32]byte // hash (MAC, when keyed) of the last record written
+	seq      uint64   // sequence number of the last record written (keyed)
+	cpSeq    uint64   // seq of the last checkpoint
+	opening  bool     // the next batch starts with an "open" checkpoint
+	written  int64    // bytes written to stdout (no file to ask)
+	stopTick chan struct{}
 }
 
 type batch struct {
@@ -156,7 +181,10 @@ func newBatch() *batch { return &batch{done: make(chan struct{})} }
 // Open opens the trail at o.Path, continuing the chain of the records
 // already there, and starts its writer.
 func Open(o Options) (*Log, error) {
-	l := &Log{opts: o, cur: newBatch(), kick: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &Log{opts: o, cur: newBatch(), kick: make(chan struct{}, 1), done: make(chan struct{}), opening: o.Key != nil}
+	if o.Key != nil && o.CheckpointInterval <= 0 {
+		l.opts.CheckpointInterval = time.Minute
+	}
 	if o.Path == "-" {
 		l.w = os.Stdout
 	} else {
@@ -171,7 +199,35 @@ func Open(o Options) (*Log, error) {
 		l.w, l.f = f, f
 	}
 	go l.run()
+	if o.Key != nil {
+		l.stopTick = make(chan struct{})
+		go l.tick()
+		l.wake() // the "open" checkpoint, at once
+	}
 	return l, nil
+}
+
+// tick wakes the writer every CheckpointInterval, for a checkpoint when
+// records came since the last one.
+func (l *Log) tick() {
+	t := time.NewTicker(l.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stopTick:
+			return
+		case <-t.C:
+			l.wake()
+		}
+	}
+}
+
+func (l *Log) wake() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.wakeLocked()
+	}
 }
 
 // resume sets the chain to go on from the last whole record in f (a
@@ -210,12 +266,13 @@ func (l *Log) resume(f *os.File) error {
 		}
 	}
 	if lastLine != nil {
-		h, _, err := parseLine(bytes.TrimSuffix(lastLine, []byte("\n")))
+		ln, err := parseLine(bytes.TrimSuffix(lastLine, []byte("\n")), l.opts.Key)
 		if err != nil {
-			return fmt.Errorf("audit.path: the last record of %s does not parse (%v); keyd will not continue a chain it cannot read: move the file away", f.Name(), err)
+			return fmt.Errorf("audit.path: the last record of %s does not verify (%v); keyd will not continue a chain it cannot read: move the file away", f.Name(), err)
 		}
-		l.last = h
+		l.last, l.seq = ln.mac, ln.seq
 	}
+	l.opening = l.opts.Key != nil
 	return nil
 }
 
@@ -332,6 +389,9 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	if l.stopTick != nil {
+		close(l.stopTick)
+	}
 	close(l.kick)
 	<-l.done
 	if l.f != nil {
@@ -357,8 +417,18 @@ func (l *Log) run() {
 		b := l.cur
 		l.cur = newBatch()
 		l.mu.Unlock()
-		if len(b.bodies) > 0 {
-			b.err = l.write(b.bodies)
+		trigger := ""
+		switch {
+		case l.opts.Key == nil:
+		case l.opening:
+			trigger = "open"
+		case !open && l.seq > l.cpSeq:
+			trigger = "close"
+		case len(b.bodies) == 0 && l.seq > l.cpSeq:
+			trigger = "interval"
+		}
+		if len(b.bodies) > 0 || trigger != "" {
+			b.err = l.write(b.bodies, trigger)
 		}
 		close(b.done)
 		if !open {
@@ -368,25 +438,44 @@ func (l *Log) run() {
 }
 
 // write chains and writes bodies in one write, syncing in required mode.
-// On failure nothing of the batch stays in the file and the chain goes on
-// from the last record written.
-func (l *Log) write(bodies [][]byte) error {
+// A keyed trail puts a checkpoint first when trigger is set, or when the
+// batch starts a file (offset 0: a new file, or one an outside tool
+// truncated), so that every file begins with one. On failure nothing of
+// the batch stays in the file and the chain goes on from the last record
+// written.
+func (l *Log) write(bodies [][]byte, trigger string) error {
 	var buf bytes.Buffer
-	last := l.last
-	for _, body := range bodies {
-		last = appendLine(&buf, last, body)
-	}
+	last, seq := l.last, l.seq
 	start := time.Now()
 	var end int64 = -1
 	if l.f != nil {
 		end, _ = l.f.Seek(0, io.SeekEnd) // where this batch starts, even after an outside truncation
+	} else {
+		end = l.written
+	}
+	var cpMAC [32]byte
+	cp := uint64(0)
+	if l.opts.Key != nil && (trigger != "" || end == 0) {
+		if end == 0 && trigger == "" {
+			trigger = "file_start"
+		}
+		seq++
+		body, _ := json.Marshal(&Record{Time: time.Now().UTC(), Event: EventCheckpoint, Trigger: trigger, Offset: end, Count: int(seq)})
+		last = appendLine(&buf, last, body, l.opts.Key, seq)
+		cp, cpMAC = seq, last
+	}
+	for _, body := range bodies {
+		if l.opts.Key != nil {
+			seq++
+		}
+		last = appendLine(&buf, last, body, l.opts.Key, seq)
 	}
 	_, err := l.w.Write(buf.Bytes())
 	if err == nil && l.opts.Required && l.f != nil {
 		err = l.f.Sync()
 	}
 	if err != nil {
-		if end >= 0 {
+		if end >= 0 && l.f != nil {
 			_ = l.f.Truncate(end) // best effort: a partial batch must not stay
 		}
 		err = fmt.Errorf("%w: writing %s: %v", ErrUnavailable, l.opts.Path, err)
@@ -395,25 +484,40 @@ func (l *Log) write(bodies [][]byte) error {
 		}
 		return err
 	}
-	l.last = last
-	if l.opts.Written != nil {
+	l.last, l.seq, l.written = last, seq, end+int64(buf.Len())
+	if cp != 0 {
+		l.cpSeq, l.opening = cp, false
+		if l.opts.Checkpoint != nil {
+			l.opts.Checkpoint(cp, hex.EncodeToString(cpMAC[:]))
+		}
+	}
+	if l.opts.Written != nil && len(bodies) > 0 {
 		l.opts.Written(len(bodies), time.Since(start))
 	}
 	return nil
 }
 
 // appendLine writes one chained line for body (a JSON object) after the
-// record whose hash is prev, and returns the new record's hash.
-func appendLine(buf *bytes.Buffer, prev [32]byte, body []byte) [32]byte {
-	// rest = "prev":"<hex>",<body members>}
+// record whose hash is prev, and returns the new record's hash: the
+// SHA-256 of the rest of the line, or with key its HMAC-SHA256, the line
+// then carrying seq as well.
+func appendLine(buf *bytes.Buffer, prev [32]byte, body []byte, key []byte, seq uint64) [32]byte {
+	// rest = "prev":"<hex>",["seq":N,]<body members>}
 	var rest bytes.Buffer
-	rest.Grow(80 + len(body))
+	rest.Grow(100 + len(body))
 	rest.WriteString(`"prev":"`)
 	rest.WriteString(hex.EncodeToString(prev[:]))
 	rest.WriteString(`",`)
+	if key != nil {
+		fmt.Fprintf(&rest, `"seq":%d,`, seq)
+	}
 	rest.Write(body[1:])
-	h := sha256.Sum256(rest.Bytes())
-	buf.WriteString(`{"hash":"`)
+	h := lineMAC(rest.Bytes(), key)
+	if key != nil {
+		buf.WriteString(macPrefix)
+	} else {
+		buf.WriteString(hashPrefix)
+	}
 	buf.WriteString(hex.EncodeToString(h[:]))
 	buf.WriteString(`",`)
 	buf.Write(rest.Bytes())
@@ -421,32 +525,73 @@ func appendLine(buf *bytes.Buffer, prev [32]byte, body []byte) [32]byte {
 	return h
 }
 
-const hashPrefix = `{"hash":"`
+func lineMAC(rest, key []byte) (out [32]byte) {
+	if key == nil {
+		return sha256.Sum256(rest)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(rest)
+	copy(out[:], m.Sum(nil))
+	return out
+}
 
-// parseLine checks one line's own hash and returns it and the prev it
-// names.
-func parseLine(line []byte) (hash, prev [32]byte, err error) {
+const (
+	hashPrefix = `{"hash":"`
+	macPrefix  = `{"hmac":"`
+)
+
+// line is what a record's chain fields say.
+type line struct {
+	mac, prev  [32]byte
+	keyed      bool
+	seq        uint64
+	checkpoint bool
+	offset     int64
+}
+
+// parseLine checks one line's own hash (or, with key, its HMAC: a keyed
+// line needs the key, and with a key every keyed line must verify under
+// it) and returns its chain fields.
+func parseLine(raw []byte, key []byte) (ln line, err error) {
 	const n = len(hashPrefix) + 64 + 2 // {"hash":"<64 hex>",
-	if len(line) < n || !bytes.HasPrefix(line, []byte(hashPrefix)) || string(line[n-2:n]) != `",` {
-		return hash, prev, errors.New(`not an audit record (it must start with {"hash":"…",)`)
+	switch {
+	case len(raw) >= n && bytes.HasPrefix(raw, []byte(macPrefix)):
+		ln.keyed = true
+	case len(raw) >= n && bytes.HasPrefix(raw, []byte(hashPrefix)):
+	default:
+		return ln, errors.New(`not an audit record (it must start with {"hash":"…", or {"hmac":"…",)`)
 	}
-	if _, err := hex.Decode(hash[:], line[len(hashPrefix):n-2]); err != nil {
-		return hash, prev, errors.New("its hash is not hex")
+	if string(raw[n-2:n]) != `",` {
+		return ln, errors.New("not an audit record")
 	}
-	rest := line[n:]
-	if sha256.Sum256(rest) != hash {
-		return hash, prev, errors.New("its content does not match its hash: the record was altered")
+	if _, err := hex.Decode(ln.mac[:], raw[len(hashPrefix):n-2]); err != nil {
+		return ln, errors.New("its hash is not hex")
+	}
+	rest := raw[n:]
+	switch {
+	case ln.keyed && key == nil:
+		return ln, errors.New("the record is keyed (HMAC): give the audit key (--key-file)")
+	case ln.keyed && !hmac.Equal(ln.mac[:], sliceOf(lineMAC(rest, key))):
+		return ln, errors.New("its content does not match its HMAC under the key: the record was altered, or the key is not this trail's")
+	case !ln.keyed && sha256.Sum256(rest) != ln.mac:
+		return ln, errors.New("its content does not match its hash: the record was altered")
 	}
 	var r struct {
-		Prev string `json:"prev"`
+		Prev   string `json:"prev"`
+		Seq    uint64 `json:"seq"`
+		Event  string `json:"event"`
+		Offset int64  `json:"offset"`
 	}
 	if err := json.Unmarshal(append([]byte{'{'}, rest...), &r); err != nil {
-		return hash, prev, fmt.Errorf("it is not JSON: %v", err)
+		return ln, fmt.Errorf("it is not JSON: %v", err)
 	}
-	if b, err := hex.DecodeString(r.Prev); err != nil || len(b) != 32 {
-		return hash, prev, errors.New("its prev is not a SHA-256 in hex")
-	} else {
-		copy(prev[:], b)
+	b, err := hex.DecodeString(r.Prev)
+	if err != nil || len(b) != 32 {
+		return ln, errors.New("its prev is not a SHA-256 in hex")
 	}
-	return hash, prev, nil
+	copy(ln.prev[:], b)
+	ln.seq, ln.checkpoint, ln.offset = r.Seq, r.Event == EventCheckpoint, r.Offset
+	return ln, nil
 }
+
+func sliceOf(a [32]byte) []byte { return a[:] }

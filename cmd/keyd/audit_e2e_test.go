@@ -255,3 +255,51 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	}
 	return out
 }
+
+// TestKeyedAuditTrail runs the daemon with audit.key_file: the trail
+// verifies with the key and the checkpoint keyd logged at shutdown, and
+// fails once its last records are cut off or the key is missing.
+func TestKeyedAuditTrail(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir)
+	auditPath, keyPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.key")
+	writeFile(t, keyPath, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{42}, 32))+"\n"))
+	if err := os.Chmod(keyPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	appendConfig(t, cfgPath, fmt.Sprintf("audit: {path: %q, key_file: %q}\n", auditPath, keyPath))
+	masterKey, _ := file.NewMasterKey()
+	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
+	rec := &recorder{}
+	for range 3 {
+		if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es256/sign", serviceToken, `{"claims": {"sub": "alice"}}`); status != 200 {
+			t.Fatalf("sign: %d %s", status, body)
+		}
+	}
+	d.stop()
+	var last struct {
+		Seq  uint64 `json:"seq"`
+		HMAC string `json:"hmac"`
+	}
+	for _, l := range strings.Split(d.log(), "\n") {
+		if strings.Contains(l, `"msg":"audit checkpoint"`) {
+			_ = json.Unmarshal([]byte(l), &last)
+		}
+	}
+	if last.Seq == 0 || strings.Contains(d.log(), base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{42}, 32))) {
+		t.Fatalf("no checkpoint logged (or the key was):\n%s", d.log())
+	}
+	cp := fmt.Sprintf("%d:%s", last.Seq, last.HMAC)
+	if code, out := runKeyd(t, nil, "", "audit", "verify", "--key-file", keyPath, "--checkpoint", cp, auditPath); code != 0 || !strings.Contains(out, "keyed chain intact") {
+		t.Fatalf("audit verify --key-file: exit %d: %s", code, out)
+	}
+	if code, out := runKeyd(t, nil, "", "audit", "verify", auditPath); code != 1 || !strings.Contains(out, "--key-file") {
+		t.Fatalf("audit verify without the key: exit %d: %s", code, out)
+	}
+	data, _ := os.ReadFile(auditPath)
+	ls := bytes.SplitAfter(data, []byte("\n"))
+	writeFile(t, auditPath, bytes.Join(ls[:len(ls)-3], nil)) // the last two records cut off
+	if code, out := runKeyd(t, nil, "", "audit", "verify", "--key-file", keyPath, "--checkpoint", cp, auditPath); code != 1 || !strings.Contains(out, "removed from its end") {
+		t.Fatalf("audit verify of a cut trail: exit %d: %s", code, out)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -50,9 +52,9 @@ private CA; or --addr, --token, --ca-file, before or after the command):
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
 
-  keyd audit verify FILE...
-      Check the hash chain of audit files, oldest first (rotated files
-      before the current one). Exits 1 naming the first broken line.
+  keyd audit verify [--key-file F] [--checkpoint SEQ:HMAC] FILE...
+      Check the chain of audit files, oldest first (rotated files before
+      the current one). Exits 1 naming the first broken line.
 
 keyd COMMAND --help shows a command's arguments and flags.
 `
@@ -174,19 +176,44 @@ token in the data folder).`
 const keygenCommand = "internal-keygen"
 
 func auditCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newCLIFlags("audit", "keyd audit verify FILE...", "Check the hash chain of audit files, oldest first (rotated files before the\ncurrent one). Exits 1 naming the first broken line.")
+	fs := newCLIFlags("audit", "keyd audit verify [--key-file F] [--checkpoint SEQ:HMAC] FILE...",
+		"Check the chain of audit files, oldest first (rotated files before the current\none). Exits 1 naming the first broken line. With --key-file (audit.key_file)\na keyed trail's HMACs, sequence numbers and checkpoints are checked too;\n--checkpoint takes one that keyd logged (\"audit checkpoint\" seq and hmac), which\nalso shows records removed from the trail's end.")
+	keyFile := fs.String("key-file", "", "the trail's audit.key_file")
+	cp := fs.String("checkpoint", "", "SEQ:HMAC of a checkpoint from keyd's log")
 	a, err := fs.parse(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	if len(a) < 2 || a[0] != "verify" {
-		return usageErrorf("usage: keyd audit verify FILE [FILE]... (oldest first)")
+		return usageErrorf("usage: keyd audit verify [--key-file F] [--checkpoint SEQ:HMAC] FILE [FILE]... (oldest first)")
 	}
-	res, err := audit.Verify(a[1:]...)
+	var o audit.VerifyOptions
+	if *keyFile != "" {
+		if o.Key, err = audit.ReadKeyFile(*keyFile); err != nil {
+			return fmt.Errorf("--key-file: %w", err)
+		}
+	}
+	if *cp != "" {
+		seq, mac, ok := strings.Cut(*cp, ":")
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if !ok || err != nil || n == 0 || len(mac) != 64 {
+			return usageErrorf("--checkpoint %q: want SEQ:HMAC as keyd logs them (seq=12 hmac=<64 hex>)", *cp)
+		}
+		o.CheckpointSeq, o.CheckpointMAC = n, strings.ToLower(mac)
+	}
+	res, err := audit.VerifyWith(o, a[1:]...)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "ok: %d records in %d file(s), chain intact\n", res.Records, res.Files)
+	if res.Keyed {
+		fmt.Fprintf(stdout, "ok: %d records in %d file(s), keyed chain intact, records %d to %d without a gap, %d checkpoints", res.Records, res.Files, res.FirstSeq, res.LastSeq, res.Checkpoints)
+		if res.FirstSeq > 1 {
+			fmt.Fprintf(stdout, " (records before %d are in older files)", res.FirstSeq)
+		}
+		fmt.Fprintln(stdout)
+		return nil
+	}
+	fmt.Fprintf(stdout, "ok: %d records in %d file(s), chain intact (unkeyed: anyone able to write the files could have re-chained them; set audit.key_file)\n", res.Records, res.Files)
 	return nil
 }
 

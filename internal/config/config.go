@@ -76,6 +76,10 @@ func (m Metrics) On() bool { return m.Enabled == nil || *m.Enabled }
 type Audit struct {
 	Path     string `yaml:"path"`     // a file, "-" for stdout, "": no audit trail
 	Required bool   `yaml:"required"` // fail closed: no token without its record on disk
+	// KeyFile keys the chain (HMAC) and turns on checkpoints: base64 of
+	// 32 random bytes, mode 0600, kept where whoever can write the log
+	// cannot read it.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Storage chooses and configures the backend.

@@ -310,17 +310,29 @@ func openAudit(ac config.Audit, met *metrics.Metrics, log *slog.Logger) (*audit.
 	if ac.Path == "" {
 		return nil, nil
 	}
-	l, err := audit.Open(audit.Options{
+	o := audit.Options{
 		Path: ac.Path, Required: ac.Required, Written: met.AuditWritten,
 		Failed: func(err error) {
 			met.AuditFailed()
 			log.Error("audit records could not be written", "err", err, "required", ac.Required)
 		},
-	})
+	}
+	if ac.KeyFile != "" {
+		key, err := audit.ReadKeyFile(ac.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("audit.key_file: %w", err)
+		}
+		// The daemon's log is a second place holding the trail to its
+		// checkpoints: records cut from the trail's end show against them.
+		o.Key, o.Checkpoint = key, func(seq uint64, mac string) {
+			log.Info("audit checkpoint", "seq", seq, "hmac", mac)
+		}
+	}
+	l, err := audit.Open(o)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("audit trail", "path", ac.Path, "required", ac.Required)
+	log.Info("audit trail", "path", ac.Path, "required", ac.Required, "keyed", ac.KeyFile != "")
 	return l, nil
 }
 
