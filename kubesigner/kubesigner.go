@@ -142,8 +142,12 @@ func listenPrivately(o Options) (net.Listener, error) {
 	return ln, nil
 }
 
-// Stop lets calls in progress finish, then stops.
-func (s *Server) Stop() { s.grpc.GracefulStop() }
+// Stop lets calls in progress finish, then stops and removes the socket
+// (before it returns, so nobody finds a dead socket after keyd exits).
+func (s *Server) Stop() {
+	s.grpc.GracefulStop()
+	_ = os.Remove(s.o.Socket)
+}
 
 // sign signs the claims segment as kube-apiserver built it.
 func (s *Server) sign(claims string) (header, signature string, err error) {
