@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -126,8 +127,35 @@ func build(o Options) (http.Handler, []string) {
 	if o.Reload != nil {
 		handle("POST /v1/reload", s.admin(s.reload))
 	}
-	return s.recoverer(s.logRequests(jsonFallback(mux))), patterns
+	return s.recoverer(drainBodies(s.logRequests(jsonFallback(mux)))), patterns
 }
+
+// maxDrain bounds what is read and dropped of a body the handler did not
+// read (a refused request): past it the connection is closed unread.
+const maxDrain = 16 << 20
+
+// drainBodies reads what the handler left of a request body before the
+// answer goes out (the answer waits in the server's buffer until the
+// handler returns). A server that closes a connection with unread input
+// makes the kernel send a reset, which can destroy the 401 or 413 before
+// the client has read it; the server itself drops only 256 KiB. The read
+// is bounded by maxDrain and the server's ReadTimeout. A body the handler
+// read to its end costs one read that returns EOF at once.
+func drainBodies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := r.Body
+		next.ServeHTTP(w, r)
+		if body != nil && body != http.NoBody && r.ContentLength != 0 {
+			lr := drainers.Get().(*io.LimitedReader) // pooled: no allocation per request
+			lr.R, lr.N = body, maxDrain
+			_, _ = io.Copy(io.Discard, lr)
+			lr.R = nil
+			drainers.Put(lr)
+		}
+	})
+}
+
+var drainers = sync.Pool{New: func() any { return new(io.LimitedReader) }}
 
 // openapiJSON serves the OpenAPI document, rendered once.
 var openapiJSON = func() http.HandlerFunc {
