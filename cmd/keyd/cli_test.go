@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -167,5 +170,23 @@ func TestImportKeyCommand(t *testing.T) {
 	}
 	if code, _, errOut := runCLI("not a key", "import-key", "legacy"); code != 1 || !strings.Contains(errOut, "--secret") {
 		t.Fatalf("unknown input: exit %d, %s", code, errOut)
+	}
+}
+
+// A port in use fails before anything is made on disk, and says how to
+// pick another.
+func TestListenFailsBeforeTheDataFolder(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	data := filepath.Join(t.TempDir(), "keyd-data")
+	code, _, errOut := runCLI("", "serve", "--data", data, "--listen", busy.Addr().String())
+	if code != 1 || !strings.Contains(errOut, "listen on "+busy.Addr().String()) || !strings.Contains(errOut, "--listen") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("the data folder was made before the listen failed: %v", err)
 	}
 }

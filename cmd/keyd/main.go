@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -135,18 +136,31 @@ func serve(args []string, stdout, stderr io.Writer) error {
 
 	var cfg *config.Config
 	var err error
+	addr := config.DefaultListen
 	if *configPath != "" {
-		cfg, err = config.Load(*configPath)
-	} else {
-		cfg, err = daemon.PrepareDefault(*dataDir, os.Getenv, log)
+		if cfg, err = config.Load(*configPath); err != nil {
+			return err
+		}
+		addr = cfg.Listen
 	}
+	if *listen != "" {
+		addr = *listen
+	}
+	// Listen first: a port in use fails before anything is made on disk.
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("listen on %s: %w (pick another with --listen, e.g. --listen 127.0.0.1:9090)", addr, err)
+	}
+	defer ln.Close()
+	if *configPath == "" {
+		if cfg, err = daemon.PrepareDefault(*dataDir, os.Getenv, log); err != nil {
+			return err
+		}
 	}
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := daemon.Options{Config: cfg, ConfigPath: *configPath, Listen: *listen, Logger: log, LogLevel: levelVar}
+	o := daemon.Options{Config: cfg, ConfigPath: *configPath, Listener: ln, Logger: log, LogLevel: levelVar}
 	if self, err := os.Executable(); err == nil {
 		o.Generator = keygen.Subprocess(self, keygenCommand)
 	}

@@ -15,7 +15,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,7 +53,11 @@ type Options struct {
 	Config     *config.Config
 	ConfigPath string // the file Config came from; "" for the embedded default
 	Listen     string // overrides Config.Listen (keyd serve --listen)
-	Logger     *slog.Logger
+	// Listener, when set, is the API's listener, opened by the caller
+	// before anything else (keyd serve opens it before it prepares the
+	// data folder, so a port in use fails before anything is on disk).
+	Listener net.Listener
+	Logger   *slog.Logger
 	// LogLevel is the level of Logger's handler, which the config's
 	// log_level sets at start and on reload; nil: not adjustable.
 	LogLevel  *slog.LevelVar
@@ -60,9 +66,7 @@ type Options struct {
 	Getenv    func(string) string // default os.Getenv
 }
 
-// Run serves until ctx is cancelled, then shuts down gracefully. It
-// returns an error when start-up fails or the server stops on its own.
-func Run(ctx context.Context, o Options) error {
+func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -75,180 +79,290 @@ func Run(ctx context.Context, o Options) error {
 	if o.LogLevel == nil {
 		o.LogLevel = new(slog.LevelVar)
 	}
-	log := o.Logger
-	cfg := o.Config
-	if cfg.LogLevel != "" {
-		_ = o.LogLevel.UnmarshalText([]byte(cfg.LogLevel)) // validated
+	return o
+}
+
+// daemon is keyd being built and run: Run calls its steps in order, each
+// building on what the ones before made, and undoes them in reverse.
+type daemon struct {
+	o   Options
+	cfg *config.Config
+	log *slog.Logger
+
+	closers []func() // run in reverse order when Run returns
+
+	ln       net.Listener // the API's
+	tlsSrv   *tlsconf.Server
+	store    keystore.Store
+	met      *metrics.Metrics
+	auditLog *audit.Log
+	sg       *signer.Signer
+	pub      *jwks.Publisher
+	mgr      *rotation.Manager
+	startErr error // the first load of the key sets, when it did not finish
+	pairs    *refresh.Service
+	guard    *authguard.Guard
+	reload   *reloader
+	servers  []*http.Server
+	mln      net.Listener // metrics.listen's, when set
+}
+
+// Run builds keyd and serves until ctx is cancelled, then shuts down
+// gracefully. It returns an error when start-up fails or a server stops
+// on its own.
+func Run(ctx context.Context, o Options) error {
+	o = o.withDefaults()
+	d := &daemon{o: o, cfg: o.Config, log: o.Logger}
+	defer d.close()
+	if d.cfg.LogLevel != "" {
+		_ = o.LogLevel.UnmarshalText([]byte(d.cfg.LogLevel)) // validated
 	}
-	listen := cfg.Listen
-	if o.Listen != "" {
-		listen = o.Listen
-	}
-	var tlsSrv *tlsconf.Server
-	if cfg.TLS.On() {
-		tlsSrv = &tlsconf.Server{}
-		if err := tlsSrv.Load(cfg.TLS); err != nil {
+	for _, step := range []func(context.Context) error{
+		d.listen,        // first: a bad address fails before anything is opened
+		d.loadTLS,       // certificates, before anything is served
+		d.openStore,     // bbolt or Vault
+		d.openAuditLog,  // metrics and the audit trail
+		d.loadKeySets,   // signer, JWKS, rotation manager; the first load
+		d.buildAPI,      // token services, auth, the HTTP servers
+		d.listenMetrics, // metrics.listen, when set
+	} {
+		if err := step(ctx); err != nil {
+			if d.ln != nil && o.Listener == nil {
+				d.ln.Close()
+			}
 			return err
 		}
 	}
+	return d.run(ctx)
+}
 
-	store, err := openStore(cfg.Storage, o.Getenv, log)
+func (d *daemon) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+func (d *daemon) listen(context.Context) error {
+	if d.o.Listener != nil {
+		d.ln = d.o.Listener
+		return nil
+	}
+	addr := d.cfg.Listen
+	if d.o.Listen != "" {
+		addr = d.o.Listen
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	d.ln = ln
+	return nil
+}
+
+func (d *daemon) loadTLS(context.Context) error {
+	if !d.cfg.TLS.On() {
+		return nil
+	}
+	d.tlsSrv = &tlsconf.Server{}
+	return d.tlsSrv.Load(d.cfg.TLS)
+}
+
+func (d *daemon) openStore(context.Context) error {
+	store, err := openStore(d.cfg.Storage, d.o.Getenv, d.log)
 	if err != nil {
 		return err
 	}
-	defer func() {
+	d.store = store
+	d.closers = append(d.closers, func() {
 		if err := store.Close(); err != nil {
-			log.Error("closing the store", "err", err)
+			d.log.Error("closing the store", "err", err)
 		}
-	}()
+	})
+	return nil
+}
 
-	var met *metrics.Metrics
+func (d *daemon) openAuditLog(context.Context) error {
+	if d.cfg.Metrics.On() {
+		d.met = metrics.New()
+	}
+	l, err := openAudit(d.cfg.Audit, d.met, d.log)
+	if err != nil {
+		return err
+	}
+	d.auditLog = l
+	d.closers = append(d.closers, func() {
+		if err := l.Close(); err != nil {
+			d.log.Error("closing the audit trail", "err", err)
+		}
+	})
+	l.Note(audit.Record{Event: audit.EventConfigLoaded, Detail: configDetail(d.o.ConfigPath, d.cfg)})
+	return nil
+}
+
+// loadKeySets builds the signer, the JWKS publisher and the rotation
+// manager, and loads (or creates) the key sets before anything listens. A
+// store that cannot be reached (Vault down) is retried in the background
+// while /readyz says why; any other failure (a corrupt key set, a changed
+// algorithm) is fatal.
+func (d *daemon) loadKeySets(ctx context.Context) error {
 	var obs signer.Observer
 	var events []func(rotation.Event)
-	if cfg.Metrics.On() {
-		met = metrics.New()
-		obs, events = met, append(events, met.Event)
+	if d.met != nil {
+		obs, events = d.met, append(events, d.met.Event)
 	}
-	auditLog, err := openAudit(cfg.Audit, met, log)
-	if err != nil {
+	if d.auditLog != nil {
+		events = append(events, d.auditLog.RotationEvent)
+	}
+	d.sg = signer.New(d.o.Now, obs)
+	d.pub = jwks.New()
+	if err := d.pub.SetIssuer(d.cfg.IssuerURL); err != nil {
 		return err
 	}
-	defer func() {
-		if err := auditLog.Close(); err != nil {
-			log.Error("closing the audit trail", "err", err)
-		}
-	}()
-	if auditLog != nil {
-		events = append(events, auditLog.RotationEvent)
-		auditLog.Note(audit.Record{Event: audit.EventConfigLoaded, Detail: configDetail(o.ConfigPath, cfg)})
-	}
-	sg := signer.New(o.Now, obs)
-	pub := jwks.New()
-	if err := pub.SetIssuer(cfg.IssuerURL); err != nil {
-		return err
-	}
-	mgr := rotation.NewManager(rotation.Options{
-		Store: met.Store(store), Policies: cfg.Policies(), Generator: o.Generator, Now: o.Now,
-		Logger: log, Listeners: []rotation.Listener{sg, pub}, Events: events,
+	d.mgr = rotation.NewManager(rotation.Options{
+		Store: d.met.Store(d.store), Policies: d.cfg.Policies(), Generator: d.o.Generator, Now: d.o.Now,
+		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
 	})
-	met.WatchKeySets(mgr, o.Now)
-	// Load the key sets before listening. A store that cannot be reached
-	// (Vault down) is retried in the background while /readyz says why;
-	// any other failure (a corrupt key set, a changed algorithm) is fatal.
-	startCtx, cancelStart := context.WithTimeout(ctx, StartTimeout)
-	startErr := mgr.Start(startCtx)
-	cancelStart()
+	d.met.WatchKeySets(d.mgr, d.o.Now)
+	startCtx, cancel := context.WithTimeout(ctx, StartTimeout)
+	d.startErr = d.mgr.Start(startCtx)
+	cancel()
 	// A start that ran out of time while creating many key sets goes on in
 	// the background like one waiting for the store: /readyz says
 	// "starting" until it is done; what it made so far is in the store.
-	if startErr != nil && !errors.Is(startErr, keystore.ErrUnavailable) && !errors.Is(startErr, context.DeadlineExceeded) {
-		return startErr
+	if d.startErr != nil && !errors.Is(d.startErr, keystore.ErrUnavailable) && !errors.Is(d.startErr, context.DeadlineExceeded) {
+		return d.startErr
 	}
+	return nil
+}
+
+func (d *daemon) buildAPI(context.Context) error {
+	cfg, log := d.cfg, d.log
 	if len(cfg.Auth.Tokens) == 0 && len(cfg.Auth.Clients) == 0 {
 		log.Warn("no API tokens or clients configured: only the JWKS and health endpoints can be used")
+	} else if !hasAdmin(cfg.Auth) {
+		log.Warn("no API token or client has the admin scope: keyd rotate, revoke, import-key and status cannot be used")
 	}
-
-	var pairs *refresh.Service
-	if records, ok := store.(keystore.RecordStore); ok { // both backends are
-		pairs = refresh.New(records, sg, o.Now, func(name string) (refresh.Settings, bool) {
-			p, ok := mgr.Policy(name)
+	if records, ok := d.store.(keystore.RecordStore); ok { // both backends are
+		d.pairs = refresh.New(records, d.sg, d.o.Now, func(name string) (refresh.Settings, bool) {
+			p, ok := d.mgr.Policy(name)
 			return refresh.Settings{TTL: p.RefreshTTL}, ok
 		})
 	}
 	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
-	guard := authguard.New(authguard.Options{Now: o.Now, Record: auditLog.Note})
-	rl := &reloader{path: o.ConfigPath, log: log, level: o.LogLevel, auth: auth, tls: tlsSrv, mgr: mgr, pub: pub, audit: auditLog, cur: cfg}
+	d.guard = authguard.New(authguard.Options{Now: d.o.Now, Record: d.auditLog.Note})
+	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
-		Signer: sg, JWKS: pub, Manager: mgr, Auth: auth, Logger: log,
-		Health: mgr.Health, Metrics: met, MetricsRoute: cfg.Metrics.Listen == "", Audit: auditLog,
-		Reload: rl.Reload, Refresh: pairs, AuthGuard: guard,
+		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
+		Health: d.mgr.Health, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
+		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard,
 	})
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", listen, err)
-	}
 	srv := newServer(handler, log)
-	scheme := "http"
-	if tlsSrv != nil {
-		scheme = "https"
-		srv.TLSConfig, _ = tlsSrv.Config()
-		ln = tls.NewListener(ln, srv.TLSConfig)
-	} else if !isLoopback(ln.Addr()) {
-		log.Warn("listening beyond loopback without TLS: API tokens and tokens cross the network in clear; set tls.cert_file and tls.key_file", "addr", ln.Addr().String())
+	if d.tlsSrv != nil {
+		srv.TLSConfig, _ = d.tlsSrv.Config()
+		d.ln = tls.NewListener(d.ln, srv.TLSConfig)
+	} else if !isLoopback(d.ln.Addr()) {
+		log.Warn("listening beyond loopback without TLS: API tokens and tokens cross the network in clear; set tls.cert_file and tls.key_file", "addr", d.ln.Addr().String())
 	}
-	servers := []*http.Server{srv}
-	served := make(chan error, 3) // the API, metrics, the kubernetes signer
-	if met != nil && cfg.Metrics.Listen != "" {
-		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("metrics.listen on %s: %w", cfg.Metrics.Listen, err)
+	d.servers = append(d.servers, srv)
+	return nil
+}
+
+func hasAdmin(a config.Auth) bool {
+	for _, t := range a.Tokens {
+		if slices.Contains(t.Scopes, config.ScopeAdmin) {
+			return true
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", met.Handler())
-		msrv := newServer(mux, log)
-		servers = append(servers, msrv)
-		log.Info("metrics listening", "addr", mln.Addr().String())
-		go func() { served <- msrv.Serve(mln) }()
 	}
-	if k := cfg.Kubernetes; k.Socket != "" {
-		kube, err := kubesigner.Listen(kubesigner.Options{
-			Socket: k.Socket, Group: k.Group, KeySet: k.KeySet, Signer: sg, Audit: auditLog, Logger: log, Now: o.Now,
-			Policy: func() (keystore.Policy, bool) { return mgr.Policy(k.KeySet) },
-			Ready:  func() bool { started, _ := mgr.Health(); return started },
-		})
+	for _, c := range a.Clients {
+		if slices.Contains(c.Scopes, config.ScopeAdmin) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *daemon) listenMetrics(context.Context) error {
+	if d.met == nil || d.cfg.Metrics.Listen == "" {
+		return nil
+	}
+	mln, err := net.Listen("tcp", d.cfg.Metrics.Listen)
+	if err != nil {
+		return fmt.Errorf("metrics.listen on %s: %w", d.cfg.Metrics.Listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", d.met.Handler())
+	d.mln = mln
+	d.servers = append(d.servers, newServer(mux, d.log))
+	return nil
+}
+
+// run serves the built daemon: the HTTP servers, the background work
+// (finishing start-up, rotation, polling a shared store, pruning, the auth
+// guard) and, once the key sets are loaded, the Kubernetes signer, until
+// ctx is cancelled, a server stops, or the background work fails.
+func (d *daemon) run(ctx context.Context) error {
+	log, cfg := d.log, d.cfg
+	served := make(chan error, 3) // the API, metrics, the kubernetes signer
+	scheme := "http"
+	if d.tlsSrv != nil {
+		scheme = "https"
+	}
+	if d.mln != nil {
+		log.Info("metrics listening", "addr", d.mln.Addr().String())
+		go func() { served <- d.servers[1].Serve(d.mln) }()
+	}
+	// The Kubernetes signer opens its socket only once the key sets are
+	// loaded (here, or when the background start finishes): kube-apiserver
+	// waits for the socket at start, but exits at once when its first
+	// FetchKeys finds no keys.
+	var kube *kubesigner.Server
+	if d.startErr == nil {
+		k, err := d.startKube(served)
 		if err != nil {
-			ln.Close()
 			return err
 		}
-		go func() { served <- kube.Serve() }()
-		defer kube.Stop()
-		log.Info("kubernetes external signer listening", "socket", k.Socket, "keyset", k.KeySet)
+		kube = k
 	}
-	log.Info("keyd listening", "addr", ln.Addr().String(), "scheme", scheme, "keysets", mgr.Names(), "backend", cfg.Storage.Backend)
+	if kube != nil {
+		defer kube.Stop()
+	}
+	log.Info("keyd listening", "addr", d.ln.Addr().String(), "scheme", scheme, "keysets", d.mgr.Names(), "backend", cfg.Storage.Backend)
 
-	// Background work (finishing start-up, the rotation scheduler and, for
-	// a shared store, polling for other replicas' changes) stops with the
-	// server, and a fatal error from it stops the server.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fatal := make(chan error, 1)
+	kubeReady := make(chan *kubesigner.Server, 1)
 	background := make(chan struct{})
 	go func() {
 		defer close(background)
-		if startErr != nil {
-			if errors.Is(startErr, context.DeadlineExceeded) {
-				log.Info("still loading and creating key sets: not ready yet", "after", StartTimeout)
-			} else {
-				log.Error("key store unavailable at start: not ready; retrying", "err", startErr)
-			}
-			if err := retryStart(ctx, mgr, log); err != nil {
+		if d.startErr != nil {
+			if err := d.finishStart(ctx); err != nil {
 				if ctx.Err() == nil {
 					fatal <- err
 				}
 				return
 			}
-			log.Info("key sets loaded: ready")
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if cfg.Storage.Backend == "vault" {
-				mgr.Poll(ctx, cfg.Storage.Vault.PollInterval)
+			if k, err := d.startKube(served); err != nil {
+				fatal <- err
+				return
+			} else if k != nil {
+				kubeReady <- k
 			}
-		}()
-		pruned := make(chan struct{})
-		go func() { defer close(pruned); prunePairs(ctx, pairs, log) }()
-		guarded := make(chan struct{})
-		go func() { defer close(guarded); guard.Run(ctx) }()
-		mgr.Run(ctx)
-		<-done
-		<-pruned
-		<-guarded
+		}
+		tasks := []func(context.Context){d.mgr.Run, d.guard.Run, func(ctx context.Context) { prunePairs(ctx, d.pairs, log) }}
+		if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
+			tasks = append(tasks, func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) })
+		}
+		var wg sync.WaitGroup
+		for _, task := range tasks {
+			wg.Add(1)
+			go func() { defer wg.Done(); task(ctx) }()
+		}
+		wg.Wait()
 	}()
 	defer func() { cancel(); <-background }() // before the store closes
 
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- d.servers[0].Serve(d.ln) }()
 	var runErr error
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -257,22 +371,24 @@ wait:
 	for {
 		select {
 		case err := <-served:
-			return fmt.Errorf("http server stopped: %w", err)
+			return fmt.Errorf("a server stopped: %w", err)
 		case runErr = <-fatal:
 			log.Error("fatal", "err", runErr)
 			break wait
+		case k := <-kubeReady:
+			defer k.Stop()
 		case <-hup:
 			log.Info("SIGHUP: reloading the config and reopening the audit trail")
-			auditLog.Reopen()
-			_ = rl.Reload(ctx) // logs and audits the outcome itself
+			d.auditLog.Reopen()
+			_ = d.reload.Reload(ctx) // logs and audits the outcome itself
 		case <-ctx.Done():
 			break wait
 		}
 	}
 	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-	defer cancel()
-	for _, srv := range servers {
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancelShutdown()
+	for _, srv := range d.servers {
 		if err := srv.Shutdown(shutdownCtx); err != nil {
 			return fmt.Errorf("graceful shutdown: %w", err)
 		}
@@ -282,6 +398,41 @@ wait:
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// finishStart waits, when the first load of the key sets did not finish,
+// until it does (the store back, or the creation done).
+func (d *daemon) finishStart(ctx context.Context) error {
+	if errors.Is(d.startErr, context.DeadlineExceeded) {
+		d.log.Info("still loading and creating key sets: not ready yet", "after", StartTimeout)
+	} else {
+		d.log.Error("key store unavailable at start: not ready; retrying", "err", d.startErr)
+	}
+	if err := retryStart(ctx, d.mgr, d.log); err != nil {
+		return err
+	}
+	d.log.Info("key sets loaded: ready")
+	return nil
+}
+
+// startKube opens the Kubernetes signer's socket, when configured, and
+// serves it.
+func (d *daemon) startKube(served chan<- error) (*kubesigner.Server, error) {
+	k := d.cfg.Kubernetes
+	if k.Socket == "" {
+		return nil, nil
+	}
+	kube, err := kubesigner.Listen(kubesigner.Options{
+		Socket: k.Socket, Group: k.Group, KeySet: k.KeySet, Signer: d.sg, Audit: d.auditLog, Logger: d.log, Now: d.o.Now,
+		Policy: func() (keystore.Policy, bool) { return d.mgr.Policy(k.KeySet) },
+		Ready:  func() bool { started, _ := d.mgr.Health(); return started },
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() { served <- kube.Serve() }()
+	d.log.Info("kubernetes external signer listening", "socket", k.Socket, "keyset", k.KeySet)
+	return kube, nil
 }
 
 // prunePairs deletes expired refresh token families hourly.
