@@ -568,3 +568,58 @@ func TestEmbeddedDefault(t *testing.T) {
 	}
 	d.stop()
 }
+
+// From the quick start to a config file in one step: keyd init writes a
+// config serving the quick start's data; keyd config check passes it; keyd
+// serve --config starts on it with the same keys and admin token. A bad
+// file gets every problem at once.
+func TestInitThenServeConfig(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "data")
+	env := []string{"KEYD_MASTER_KEY="}
+	d := startDaemon(t, env, "--data", dir, "--listen", "127.0.0.1:0")
+	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+	admin := strings.TrimSpace(string(tok))
+	rec := &recorder{}
+	_, before, _ := rec.call(t, "GET", d.addr+"/v1/keysets/default", admin, "")
+	d.stop()
+	cfg := filepath.Join(base, "keyd.yaml")
+	if code, out := runKeyd(t, env, "", "init", "--data", dir, "--out", cfg); code != 0 || !strings.Contains(out, "wrote "+cfg) {
+		t.Fatalf("keyd init: %d %s", code, out)
+	}
+	if data, _ := os.ReadFile(cfg); strings.Contains(string(data), admin) {
+		t.Fatal("keyd init wrote the admin token itself")
+	}
+	if code, out := runKeyd(t, env, "", "init", "--data", dir, "--out", cfg); code != 1 || !strings.Contains(out, "exists") {
+		t.Fatalf("keyd init over an existing file: %d %s", code, out)
+	}
+	if code, out := runKeyd(t, env, "", "config", "check", cfg); code != 0 || !strings.Contains(out, "ok: ") {
+		t.Fatalf("keyd config check: %d %s", code, out)
+	}
+	d = startDaemon(t, env, "--config", cfg, "--listen", "127.0.0.1:0")
+	status, after, _ := rec.call(t, "GET", d.addr+"/v1/keysets/default", admin, "")
+	if status != 200 || activeKID(before) == "" || activeKID(before) != activeKID(after) {
+		t.Fatalf("the config's daemon: %d, active kid %q, was %q", status, activeKID(after), activeKID(before))
+	}
+	d.stop()
+
+	bad := filepath.Join(base, "bad.yaml")
+	writeFile(t, bad, []byte("keysets: [{name: a, algoritm: ES256, token_ttl: 15}]\nstorage: {file: {master_key_file: /nonexistent/key}}\n"))
+	code, out := runKeyd(t, nil, "", "config", "check", bad)
+	for _, w := range []string{"algoritm: unknown field (did you mean algorithm?)", "token_ttl: 15 has no unit"} {
+		if code != 1 || !strings.Contains(out, w) {
+			t.Errorf("config check of a bad file (exit %d) does not say %q:\n%s", code, w, out)
+		}
+	}
+}
+
+func activeKID(body []byte) string {
+	var ks struct{ Keys []struct{ KID, State string } }
+	_ = json.Unmarshal(body, &ks)
+	for _, k := range ks.Keys {
+		if k.State == "active" {
+			return k.KID
+		}
+	}
+	return ""
+}

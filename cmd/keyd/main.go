@@ -50,6 +50,12 @@ private CA; or --addr, --token, --ca-file, before or after the command):
   keyd import-key [--file F] [--kid K] [--state retired|pending|active] [--verify-until T] KEYSET
                                 import a PEM, JWK, JWKS or (--secret) HMAC secret, keeping its kid
 
+  keyd init [--data DIR] [--out FILE]
+      Write a config file serving what the quick start made in DIR (its
+      database, master key file and admin token), to move to --config.
+  keyd config check FILE
+      Check a config file as a start would, without starting: every problem.
+
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
 
@@ -84,6 +90,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = token(rest, stdout, stderr)
 	case cmd == "audit":
 		err = auditCmd(rest, stdout, stderr)
+	case cmd == "init":
+		err = initCmd(rest, stdout, stderr)
+	case cmd == "config":
+		err = configCmd(rest, stdout, stderr)
 	case cmd == keygenCommand: // the low-priority child keyd serve starts to make RSA keys
 		err = keygen.Serve(rest, stdout)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
@@ -246,5 +256,42 @@ func token(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "token:  %s\nsha256: %s\n\n# config entry (auth.tokens); give the token to the client, keep only the hash here:\n- {name: %s, sha256: %q, scopes: [%s]}\n",
 		tok, daemon.TokenHash(tok), *name, daemon.TokenHash(tok), *scopes)
+	return nil
+}
+
+func initCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newCLIFlags("init", "keyd init [flags]", "Write a config file that serves what the quick start (keyd serve without\n--config) made in its data folder: the same database, master key file and\nadmin token. A new folder is prepared as the quick start would.")
+	dataDir := fs.String("data", daemon.DefaultDataDir, "the quick start's data folder")
+	out := fs.String("out", "keyd.yaml", "the config file to write (never replaced)")
+	if a, err := fs.parse(args, stdout, stderr); err != nil {
+		return err
+	} else if len(a) != 0 {
+		return usageErrorf("usage: keyd init [--data DIR] [--out FILE]")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := daemon.InitConfig(*dataDir, *out, os.Getenv, log); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: run keyd serve --config %s\n", *out, *out)
+	return nil
+}
+
+func configCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newCLIFlags("config", "keyd config check FILE", "Check a config file as keyd serve would, without starting: the YAML, every\nfield, the master key, TLS files, the audit key file. Every problem at once.")
+	a, err := fs.parse(args, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	if len(a) != 2 || a[0] != "check" {
+		return usageErrorf("usage: keyd config check FILE")
+	}
+	cfg, err := config.Load(a[1])
+	if err != nil {
+		return err
+	}
+	if err := daemon.CheckConfig(cfg, os.Getenv); err != nil {
+		return fmt.Errorf("config %s:\n%w", a[1], err)
+	}
+	fmt.Fprintf(stdout, "ok: %s: %d key set(s), backend %s, %d API token(s)\n", a[1], len(cfg.KeySets), cfg.Storage.Backend, len(cfg.Auth.Tokens))
 	return nil
 }

@@ -232,14 +232,35 @@ func Parse(r io.Reader, name string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("config %s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	// Every problem at once: those of the YAML itself (named by path),
+	// then Validate's of what could be decoded.
+	yamlErrs := checkYAML(&doc)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(len(yamlErrs) == 0) // unknown fields are named above
+	err = dec.Decode(&c)
+	var typeErr *yaml.TypeError
+	switch {
+	case errors.As(err, &typeErr):
+		// A value of the wrong type: yaml decoded the rest, so Validate
+		// still runs. Durations without a unit are named above already.
+		for _, e := range typeErr.Errors {
+			if !strings.Contains(e, "into time.Duration") || len(yamlErrs) == 0 {
+				yamlErrs = append(yamlErrs, errors.New(e))
+			}
+		}
+	case err != nil && !errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("config %s: %w", name, errors.Join(append(yamlErrs, errors.New(strings.TrimPrefix(err.Error(), "yaml: ")))...))
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
+		yamlErrs = append(yamlErrs, err)
+	}
+	if len(yamlErrs) > 0 {
+		return nil, fmt.Errorf("config %s: %w", name, errors.Join(yamlErrs...))
 	}
 	return &c, nil
 }
@@ -411,7 +432,9 @@ func (c *Config) Validate() error {
 		if _, err := keystore.ParseAlgorithm(ks.Algorithm); err != nil {
 			bad(f+".algorithm", "%v", err)
 		}
-		if ks.RSABits != 0 && !slices.Contains(keystore.RSABits, ks.RSABits) {
+		if ks.RSABits != 0 && keystore.Algorithm(ks.Algorithm).Family() != keystore.FamilyRSA {
+			bad(f+".rsa_bits", "only RSA key sets (RS256/384/512, PS256/384/512) take rsa_bits; this one is %s", ks.Algorithm)
+		} else if ks.RSABits != 0 && !slices.Contains(keystore.RSABits, ks.RSABits) {
 			bad(f+".rsa_bits", "%d is not allowed (want one of %v)", ks.RSABits, keystore.RSABits)
 		}
 		if ks.TokenTTL <= 0 {
@@ -451,7 +474,12 @@ func (c *Config) Validate() error {
 		}
 		sched, err := rotation.ParseSchedule(ks.Rotation)
 		if err != nil {
-			bad(f+".rotation", "%q is not a valid cron spec: %v", ks.Rotation, err)
+			hint := ""
+			switch ks.Rotation {
+			case "hourly", "daily", "weekly", "monthly", "yearly", "annually", "midnight":
+				hint = fmt.Sprintf(" (did you mean @%s?)", ks.Rotation)
+			}
+			bad(f+".rotation", "%q is not a valid cron spec: %v%s", ks.Rotation, err, hint)
 		} else if gap := minGap(ks.Rotation, sched); gap == 0 {
 			bad(f+".rotation", "%q never fires", ks.Rotation)
 		} else if need := ks.JWKSMaxAge + c.pollInterval(); ks.JWKSMaxAge > 0 && gap < need {

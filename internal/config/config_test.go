@@ -213,3 +213,32 @@ func TestKubernetesRules(t *testing.T) {
 		}
 	}
 }
+
+// Problems are named by their YAML path, all at once: unknown fields with
+// the field meant, durations without a unit, rsa_bits on a key set that is
+// not RSA, a cron word without its @.
+func TestErrorsNameTheYAMLPath(t *testing.T) {
+	src := `
+listen: 127.0.0.1:8080
+keysets:
+  - {name: a, algoritm: ES256}
+  - {name: b, algorithm: ES256, token_ttl: 15, rsa_bits: 2048}
+  - {name: c, algorithm: ES256, rotation: daily}
+storage: {file: {pathh: x}}
+`
+	_, err := config.Parse(strings.NewReader(src), "t")
+	for _, w := range []string{
+		"keysets[0].algoritm: unknown field (did you mean algorithm?)",
+		"keysets[1].token_ttl: 15 has no unit: use one, e.g. 15m",
+		"keysets[1].rsa_bits: only RSA key sets",
+		"storage.file.pathh: unknown field (did you mean path?)",
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %q:\n%v", w, err)
+		}
+	}
+	_, err = config.Parse(strings.NewReader("keysets: [{name: c, algorithm: ES256, rotation: daily}]\n"), "t")
+	if err == nil || !strings.Contains(err.Error(), "did you mean @daily?") {
+		t.Errorf("cron word: %v", err)
+	}
+}

@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/tlsconf"
+)
+
+// InitConfig writes, to out, a config file that serves what the quick
+// start (`keyd serve` without --config) made in dataDir: the same
+// database, master key file and admin token (by its hash), the same key
+// set. The folder is prepared as the quick start would if it is new. The
+// file is checked by loading it before it is put in place, and an
+// existing file is not replaced.
+func InitConfig(dataDir, out string, getenv func(string) string, log *slog.Logger) error {
+	cfg, err := PrepareDefault(dataDir, getenv, log)
+	if err != nil {
+		return err
+	}
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by `keyd init` from the quick start's data folder %s:\n", abs(dataDir))
+	fmt.Fprintf(&b, "# `keyd serve --config %s` serves the same keys with the same admin token.\n", out)
+	b.WriteString("# Every field is documented in configs/keyd.yaml.\n")
+	fmt.Fprintf(&b, "listen: %q\n", cfg.Listen)
+	b.WriteString("storage:\n  backend: file\n  file:\n")
+	fmt.Fprintf(&b, "    path: %q\n", abs(cfg.Storage.File.Path))
+	if cfg.Storage.File.MasterKeyFile != "" {
+		fmt.Fprintf(&b, "    master_key_file: %q\n", abs(cfg.Storage.File.MasterKeyFile))
+	} else {
+		fmt.Fprintf(&b, "    # the master key comes from %s, as it did for the quick start\n", EnvMasterKey)
+	}
+	b.WriteString("keysets:\n")
+	for _, ks := range cfg.KeySets {
+		fmt.Fprintf(&b, "  - name: %s\n    algorithm: %s\n    rotation: %q\n    token_ttl: %s\n    jwks_max_age: %s\n    leeway: %s\n",
+			ks.Name, ks.Algorithm, ks.Rotation, ks.TokenTTL, ks.JWKSMaxAge, *ks.Leeway)
+	}
+	b.WriteString("auth:\n  tokens:\n")
+	for _, t := range cfg.Auth.Tokens {
+		fmt.Fprintf(&b, "    - name: %s\n      sha256: %q   # of %s\n      scopes: [%s]\n", t.Name, t.SHA256,
+			abs(filepath.Join(dataDir, AdminTokenFileName)), quoteAll(t.Scopes))
+	}
+	fmt.Fprintf(&b, "metrics:\n  enabled: %v\n", cfg.Metrics.On())
+
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("%s exists: keyd init does not replace a config; remove it or pick another --out", out)
+	}
+	tmp := out + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	defer os.Remove(tmp)
+	if _, err := config.Load(tmp); err != nil {
+		return fmt.Errorf("the written config does not load (a bug): %w", err)
+	}
+	if err := os.Link(tmp, out); err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	return nil
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// CheckConfig goes through what a start would do with cfg, short of
+// opening anything: the master key (where it comes from, its file's mode),
+// the TLS files, the audit key file, Vault's secret id file. It returns
+// every problem, joined.
+func CheckConfig(cfg *config.Config, getenv func(string) string) error {
+	var errs []error
+	if cfg.Storage.Backend == "file" {
+		if _, err := loadMasterKey(cfg.Storage.File, getenv); err != nil {
+			errs = append(errs, err)
+		}
+		if dir := filepath.Dir(cfg.Storage.File.Path); dir != "" {
+			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+				errs = append(errs, fmt.Errorf("storage.file.path: %s is not a folder", dir))
+			}
+		}
+	}
+	if cfg.Storage.Backend == "vault" && cfg.Storage.Vault.Auth.Method == "approle" {
+		if _, err := os.ReadFile(cfg.Storage.Vault.Auth.AppRole.SecretIDFile); err != nil {
+			errs = append(errs, fmt.Errorf("storage.vault.auth.approle.secret_id_file: %w", err))
+		}
+	}
+	if cfg.TLS.On() {
+		if err := (&tlsconf.Server{}).Load(cfg.TLS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.Audit.KeyFile != "" {
+		if _, err := audit.ReadKeyFile(cfg.Audit.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("audit.key_file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
