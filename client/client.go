@@ -212,6 +212,9 @@ func apiError(resp *http.Response, data []byte) error {
 	if json.Unmarshal(data, &wrapped) == nil && wrapped.Error.Code != "" {
 		e.Code, e.Message = wrapped.Error.Code, wrapped.Error.Message
 		e.SafeAt, _ = time.Parse(time.RFC3339, wrapped.Error.SafeAt)
+	} else if bytes.Contains(data, []byte("HTTP request to an HTTPS server")) {
+		// Go's TLS server answering a plain HTTP request.
+		e.Code, e.Message = "plain_http_to_https", "keyd answers HTTPS at this address: use https:// in the address (KEYD_ADDR), with KEYD_CA_FILE for a private CA"
 	}
 	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
 		e.retryAfter = time.Duration(secs) * time.Second

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -188,5 +189,25 @@ func TestListenFailsBeforeTheDataFolder(t *testing.T) {
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("the data folder was made before the listen failed: %v", err)
+	}
+}
+
+// Plain HTTP against an HTTPS keyd, and an HTTPS keyd whose CA is not
+// trusted, say what to set.
+func TestTLSMistakesSayWhatToSet(t *testing.T) {
+	h, _ := apitest.Handler(t, apitest.Options{}, keystore.Policy{Name: "default", Algorithm: keystore.ES256, Rotation: "@daily",
+		TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute})
+	srv := httptest.NewTLSServer(h)
+	defer srv.Close()
+	t.Setenv("KEYD_TOKEN", apitest.AdminToken)
+	t.Setenv("KEYD_CA_FILE", "")
+	for addr, want := range map[string]string{
+		strings.Replace(srv.URL, "https://", "http://", 1): "use https:// in the address (KEYD_ADDR)",
+		srv.URL: "set KEYD_CA_FILE",
+	} {
+		t.Setenv("KEYD_ADDR", addr)
+		if code, _, errOut := runCLI("", "keysets"); code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("%s: exit %d: %s (want %q)", addr, code, errOut, want)
+		}
 	}
 }

@@ -357,8 +357,17 @@ func runClient(cmd string, args []string, o cmdIO) error {
 		return err
 	}
 	err = run(context.Background(), c, a, o)
-	if errors.Is(err, client.ErrUnauthorized) {
+	switch {
+	case errors.Is(err, client.ErrUnauthorized):
 		return fmt.Errorf("%w; set KEYD_TOKEN (or --token)", err)
+	case err == nil:
+		return nil
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("%w\nkeyd answers plain HTTP there: use http:// in KEYD_ADDR", err)
+	case strings.Contains(err.Error(), "malformed HTTP response") || strings.Contains(err.Error(), "HTTP/1.x transport connection broken"):
+		return fmt.Errorf("%w\nkeyd answers HTTPS there: use https:// in KEYD_ADDR (and KEYD_CA_FILE for a private CA)", err)
+	case strings.Contains(err.Error(), "certificate signed by unknown authority"):
+		return fmt.Errorf("%w\nset KEYD_CA_FILE (or --ca-file) to the CA bundle that signed keyd's certificate", err)
 	}
 	return err
 }

@@ -335,6 +335,8 @@ func jsonProblem(err error) string {
 	switch {
 	case errors.As(err, &syn):
 		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ) && (typ.Field == "claims" || strings.HasSuffix(typ.Field, ".claims")):
+		return fmt.Sprintf("%s must be a JSON object of claims, e.g. {\"sub\": \"alice\"}, not a JSON %s", typ.Field, typ.Value)
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q must be %s", typ.Field, typ.Type)
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -288,3 +288,14 @@ func TestReadyzDetailOnlyForAdmins(t *testing.T) {
 		}
 	}
 }
+
+// claims that are not a JSON object are refused in words.
+func TestClaimsNotAnObject(t *testing.T) {
+	h := newHandler(t, keystore.HS256)
+	for _, body := range []string{`{"claims": ["sub"]}`, `{"claims": "alice"}`, `{"claims": 7}`} {
+		code, out := call(t, h, "POST", "/v1/keysets/bench/sign", "svc-token", body)
+		if code != 400 || !strings.Contains(string(out), "claims must be a JSON object of claims") {
+			t.Errorf("%s: %d %s", body, code, out)
+		}
+	}
+}

@@ -107,7 +107,7 @@ func TokenHash(token string) string {
 func writeNewSecretFile(path, content string) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
-		return err
+		return fmt.Errorf("data folder %s is not writable (it must hold %s): %w", filepath.Dir(path), filepath.Base(path), errors.Unwrap(err))
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
