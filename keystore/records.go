@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 )
 
 // Record is a small piece of state that is not a key set (a refresh token
@@ -42,7 +44,7 @@ type RecordStore interface {
 // concurrent writers.
 func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(cur *Record) ([]byte, error)) error {
 	var lastErr error
-	for range MaxUpdateAttempts {
+	for attempt := range MaxUpdateAttempts {
 		cur, err := s.GetRecord(ctx, kind, id)
 		if errors.Is(err, ErrNotFound) {
 			cur, err = nil, nil
@@ -66,6 +68,8 @@ func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(c
 			return err
 		}
 		lastErr = err
+		// Writers racing on one record: a random pause spreads them out.
+		time.Sleep(time.Duration(rand.Int64N(int64(attempt+1) * int64(time.Millisecond))))
 	}
 	return fmt.Errorf("update %s record %s: gave up after %d attempts: %w", kind, id, MaxUpdateAttempts, lastErr)
 }

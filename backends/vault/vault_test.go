@@ -18,6 +18,9 @@ import (
 	"github.com/keyd-dev/keyd/internal/testvault"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
+	"github.com/keyd-dev/keyd/tokenstate"
+	"github.com/keyd-dev/keyd/tokenstate/records"
+	"github.com/keyd-dev/keyd/tokenstate/tokenstatetest"
 )
 
 var prefixes atomic.Int64
@@ -52,6 +55,16 @@ func TestRecordConformance(t *testing.T) {
 		s := open(t, srv, 0)
 		t.Cleanup(func() { _ = s.Close() })
 		return s
+	})
+}
+
+// Revocations as records of their own, on a real OpenBao.
+func TestTokenStateConformance(t *testing.T) {
+	srv := testvault.Start(t)
+	tokenstatetest.Run(t, func(t *testing.T) tokenstate.Store {
+		s := open(t, srv, 0)
+		t.Cleanup(func() { _ = s.Close() })
+		return records.New(s)
 	})
 }
 

@@ -1,0 +1,185 @@
+package tokenstate
+
+import (
+	"encoding/json"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Index is the revocations in force, in memory, for the checks of every
+// verification: sharded maps under read locks, so that checks run in
+// parallel and an addition locks one shard only. Safe for concurrent use.
+type Index struct {
+	seed   maphash.Seed
+	shards [64]shard
+
+	mu   sync.Mutex // guards sets' creation
+	sets sync.Map   // key set name -> *setStats
+}
+
+type shard struct {
+	mu   sync.RWMutex
+	jtis map[key]Revocation
+	subs map[key]Revocation
+}
+
+type key struct{ keyset, v string }
+
+// setStats are one key set's count and version.
+type setStats struct {
+	count   atomic.Int64
+	version atomic.Uint64 // bumped on every change: the revocation list is re-signed
+}
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	x := &Index{seed: maphash.MakeSeed()}
+	for i := range x.shards {
+		x.shards[i].jtis = map[key]Revocation{}
+		x.shards[i].subs = map[key]Revocation{}
+	}
+	return x
+}
+
+func (x *Index) shard(k key) *shard {
+	var h maphash.Hash
+	h.SetSeed(x.seed)
+	h.WriteString(k.keyset)
+	h.WriteString(k.v)
+	return &x.shards[h.Sum64()%uint64(len(x.shards))]
+}
+
+func (x *Index) stats(keyset string) *setStats {
+	if s, ok := x.sets.Load(keyset); ok {
+		return s.(*setStats)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s, _ := x.sets.LoadOrStore(keyset, new(setStats))
+	return s.(*setStats)
+}
+
+// Add puts r in the index (merged with an entry for the same token or
+// subject). When the key set has max entries already and r is new, it
+// refuses with ErrLimit; max <= 0 is no limit.
+func (x *Index) Add(r Revocation, max int) error {
+	k := key{r.KeySet, r.JTI}
+	if r.IsSubject() {
+		k.v = r.Subject
+	}
+	st := x.stats(r.KeySet)
+	sh := x.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	m := sh.jtis
+	if r.IsSubject() {
+		m = sh.subs
+	}
+	if cur, ok := m[k]; ok {
+		m[k] = cur.Merge(r)
+	} else {
+		if max > 0 && st.count.Load() >= int64(max) {
+			return ErrLimit
+		}
+		m[k] = r
+		st.count.Add(1)
+	}
+	st.version.Add(1)
+	return nil
+}
+
+// Len is the number of entries of the key set.
+func (x *Index) Len(keyset string) int { return int(x.stats(keyset).count.Load()) }
+
+// Version changes whenever the key set's entries change.
+func (x *Index) Version(keyset string) uint64 { return x.stats(keyset).version.Load() }
+
+// Prune drops the entries that expired before now and returns how many.
+func (x *Index) Prune(now time.Time) int {
+	n := 0
+	for i := range x.shards {
+		sh := &x.shards[i]
+		sh.mu.Lock()
+		for _, m := range []map[key]Revocation{sh.jtis, sh.subs} {
+			for k, r := range m {
+				if r.Expires.Before(now) {
+					delete(m, k)
+					st := x.stats(k.keyset)
+					st.count.Add(-1)
+					st.version.Add(1)
+					n++
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Entries returns the key set's entries in force at now.
+func (x *Index) Entries(keyset string, now time.Time) (tokens, subjects []Revocation) {
+	for i := range x.shards {
+		sh := &x.shards[i]
+		sh.mu.RLock()
+		for k, r := range sh.jtis {
+			if k.keyset == keyset && !r.Expires.Before(now) {
+				tokens = append(tokens, r)
+			}
+		}
+		for k, r := range sh.subs {
+			if k.keyset == keyset && !r.Expires.Before(now) {
+				subjects = append(subjects, r)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return tokens, subjects
+}
+
+// Cutoff returns the cut-off of a subject revocation in force: every token
+// (and login) of sub issued at or before it is revoked.
+func (x *Index) Cutoff(keyset, sub string, now time.Time) (time.Time, bool) {
+	k := key{keyset, sub}
+	sh := x.shard(k)
+	sh.mu.RLock()
+	r, ok := sh.subs[k]
+	sh.mu.RUnlock()
+	if !ok || r.Expires.Before(now) {
+		return time.Time{}, false
+	}
+	return r.Before, true
+}
+
+// Revoked reports whether the token whose claims (decoded with numbers as
+// json.Number) are given is revoked at now: its jti is listed, or its
+// subject with an iat at or before the cut-off (a token without iat cannot
+// show it came later, so it is revoked too). It returns the subject
+// cut-off when that is the reason.
+func (x *Index) Revoked(keyset string, claims map[string]any, now time.Time) (revoked bool, cutoff time.Time) {
+	if jti, ok := claims["jti"].(string); ok {
+		k := key{keyset, jti}
+		sh := x.shard(k)
+		sh.mu.RLock()
+		r, found := sh.jtis[k]
+		sh.mu.RUnlock()
+		if found && !r.Expires.Before(now) {
+			return true, time.Time{}
+		}
+	}
+	sub, ok := claims["sub"].(string)
+	if !ok {
+		return false, time.Time{}
+	}
+	before, found := x.Cutoff(keyset, sub, now)
+	if !found {
+		return false, time.Time{}
+	}
+	n, isNum := claims["iat"].(json.Number)
+	iat, err := n.Float64()
+	if !isNum || err != nil || iat <= float64(before.Unix()) {
+		return true, before
+	}
+	return false, time.Time{}
+}

@@ -1,0 +1,99 @@
+package tokenstate_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/tokenstate"
+)
+
+var now = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+func claims(jti, sub string, iat int64) map[string]any {
+	c := map[string]any{"jti": jti, "sub": sub}
+	if iat != 0 {
+		c["iat"] = json.Number(fmt.Sprint(iat))
+	}
+	return c
+}
+
+func TestIndexRules(t *testing.T) {
+	x := tokenstate.NewIndex()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(x.Add(tokenstate.Revocation{KeySet: "a", JTI: "stolen", Expires: now.Add(time.Hour)}, 0))
+	must(x.Add(tokenstate.Revocation{KeySet: "a", Subject: "alice", Before: now, Expires: now.Add(time.Hour)}, 0))
+	for name, tc := range map[string]struct {
+		keyset string
+		c      map[string]any
+		want   bool
+	}{
+		"listed jti":              {"a", claims("stolen", "x", now.Unix()), true},
+		"same jti, other key set": {"b", claims("stolen", "x", now.Unix()), false},
+		"subject before cut-off":  {"a", claims("j1", "alice", now.Unix()-60), true},
+		"subject at cut-off":      {"a", claims("j1", "alice", now.Unix()), true},
+		"subject after cut-off":   {"a", claims("j1", "alice", now.Unix()+1), false},
+		"subject without iat":     {"a", claims("j1", "alice", 0), true},
+		"another subject":         {"a", claims("j1", "bob", now.Unix()-60), false},
+		"subject, other key set":  {"b", claims("j1", "alice", now.Unix()-60), false},
+	} {
+		if got, _ := x.Revoked(tc.keyset, tc.c, now); got != tc.want {
+			t.Errorf("%s: revoked %v, want %v", name, got, tc.want)
+		}
+	}
+	// Expired entries revoke nothing and are pruned.
+	if got, _ := x.Revoked("a", claims("stolen", "x", 1), now.Add(2*time.Hour)); got {
+		t.Error("an expired entry still revokes")
+	}
+	v := x.Version("a")
+	if n := x.Prune(now.Add(2 * time.Hour)); n != 2 || x.Len("a") != 0 || x.Version("a") == v {
+		t.Errorf("pruned %d, %d left, version %d (was %d)", n, x.Len("a"), x.Version("a"), v)
+	}
+}
+
+func TestIndexLimitAndMerge(t *testing.T) {
+	x := tokenstate.NewIndex()
+	for i := range 3 {
+		if err := x.Add(tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint(i), Expires: now.Add(time.Hour)}, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.Add(tokenstate.Revocation{KeySet: "a", JTI: "3", Expires: now.Add(time.Hour)}, 3); !errors.Is(err, tokenstate.ErrLimit) {
+		t.Fatalf("past the limit: %v", err)
+	}
+	// The same token again merges, and is no new entry.
+	if err := x.Add(tokenstate.Revocation{KeySet: "a", JTI: "0", Expires: now.Add(2 * time.Hour)}, 3); err != nil || x.Len("a") != 3 {
+		t.Fatalf("merge at the limit: %v, %d entries", err, x.Len("a"))
+	}
+	tokens, _ := x.Entries("a", now.Add(90*time.Minute))
+	if len(tokens) != 1 || tokens[0].JTI != "0" {
+		t.Fatalf("entries in force after 90 minutes: %+v", tokens)
+	}
+}
+
+func TestIndexConcurrent(t *testing.T) {
+	x := tokenstate.NewIndex()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				_ = x.Add(tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprintf("%d-%d", w, i), Expires: now.Add(time.Hour)}, 0)
+				x.Revoked("a", claims(fmt.Sprintf("%d-%d", w, i/2), "s", 1), now)
+			}
+		}()
+	}
+	wg.Wait()
+	if x.Len("a") != 8000 {
+		t.Fatalf("%d entries", x.Len("a"))
+	}
+}

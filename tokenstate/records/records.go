@@ -1,0 +1,118 @@
+// Package records is the default token state engine: revocations as
+// records of the key store itself (keystore.RecordStore: bbolt, with its
+// batched commits and sealing, or Vault), one record per revoked token or
+// subject, so a revocation is one small write whatever the number in
+// force.
+package records
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/tokenstate"
+)
+
+// Kind is the record kind of revocations.
+const Kind = "revocation"
+
+// Store keeps revocations in a keystore.RecordStore.
+type Store struct {
+	rs keystore.RecordStore
+	// Writes to one entry take turns in this process (the
+	// compare-and-swap still guards against other replicas): revoking one
+	// subject from many requests at once would otherwise race on it.
+	locks [64]sync.Mutex
+}
+
+// New returns the engine over rs.
+func New(rs keystore.RecordStore) *Store { return &Store{rs: rs} }
+
+func (s *Store) lock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+}
+
+var _ tokenstate.Store = (*Store)(nil)
+
+// record is a stored revocation.
+type record struct {
+	KeySet    string    `json:"keyset"`
+	JTI       string    `json:"jti,omitempty"`
+	Subject   string    `json:"sub,omitempty"`
+	Before    time.Time `json:"before,omitzero"`
+	ExpiresAt time.Time `json:"expires_at"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+func toRecord(r tokenstate.Revocation) record {
+	return record{KeySet: r.KeySet, JTI: r.JTI, Subject: r.Subject, Before: r.Before.UTC(), ExpiresAt: r.Expires.UTC(), RevokedAt: r.RevokedAt.UTC(), Reason: r.Reason}
+}
+
+func (r record) revocation() tokenstate.Revocation {
+	return tokenstate.Revocation{KeySet: r.KeySet, JTI: r.JTI, Subject: r.Subject, Before: r.Before, Expires: r.ExpiresAt, RevokedAt: r.RevokedAt, Reason: r.Reason}
+}
+
+// PutRevocation implements tokenstate.Store.
+func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
+	stored := r
+	mu := s.lock(r.ID())
+	mu.Lock()
+	defer mu.Unlock()
+	err := keystore.UpdateRecord(ctx, s.rs, Kind, r.ID(), func(cur *keystore.Record) ([]byte, error) {
+		stored = r
+		if cur != nil {
+			var old record
+			if err := json.Unmarshal(cur.Data, &old); err != nil {
+				return nil, fmt.Errorf("%w: revocation %s: %v", keystore.ErrCorrupt, cur.ID, err)
+			}
+			stored = old.revocation().Merge(r)
+		}
+		return json.Marshal(toRecord(stored))
+	})
+	return stored, err
+}
+
+// Revocations implements tokenstate.Store.
+func (s *Store) Revocations(ctx context.Context) ([]tokenstate.Revocation, error) {
+	recs, err := s.rs.ListRecords(ctx, Kind)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tokenstate.Revocation, 0, len(recs))
+	for _, rec := range recs {
+		var r record
+		if err := json.Unmarshal(rec.Data, &r); err != nil {
+			return nil, fmt.Errorf("%w: revocation %s: %v", keystore.ErrCorrupt, rec.ID, err)
+		}
+		out = append(out, r.revocation())
+	}
+	return out, nil
+}
+
+// PruneRevocations implements tokenstate.Store.
+func (s *Store) PruneRevocations(ctx context.Context, now time.Time) (int, error) {
+	recs, err := s.rs.ListRecords(ctx, Kind)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, rec := range recs {
+		var r record
+		if json.Unmarshal(rec.Data, &r) != nil || !r.ExpiresAt.Before(now) {
+			continue
+		}
+		if err := s.rs.DeleteRecord(ctx, Kind, rec.ID); err != nil && !errors.Is(err, keystore.ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

@@ -1,0 +1,116 @@
+// Package tokenstatetest is the conformance suite every token state engine
+// passes: Run(t, newStore).
+package tokenstatetest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/tokenstate"
+)
+
+// Run checks an engine; newStore returns a fresh, empty store.
+func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+	t.Run("PutAndList", func(t *testing.T) {
+		s := newStore(t)
+		tok := tokenstate.Revocation{KeySet: "a", JTI: "j1", Expires: now.Add(time.Hour), RevokedAt: now, Reason: "stolen"}
+		sub := tokenstate.Revocation{KeySet: "a", Subject: "alice@example.com", Before: now, Expires: now.Add(2 * time.Hour), RevokedAt: now}
+		other := tokenstate.Revocation{KeySet: "b", JTI: "j1", Expires: now.Add(time.Hour), RevokedAt: now}
+		for _, r := range []tokenstate.Revocation{tok, sub, other} {
+			if _, err := s.PutRevocation(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, err := s.Revocations(ctx)
+		if err != nil || len(all) != 3 {
+			t.Fatalf("Revocations = %d, %v", len(all), err)
+		}
+		got := map[string]tokenstate.Revocation{}
+		for _, r := range all {
+			got[r.ID()] = r
+		}
+		if g := got[tok.ID()]; g.JTI != "j1" || !g.Expires.Equal(tok.Expires) || g.Reason != "stolen" || g.KeySet != "a" {
+			t.Fatalf("token entry: %+v", g)
+		}
+		if g := got[sub.ID()]; g.Subject != sub.Subject || !g.Before.Equal(now) || !g.Expires.Equal(sub.Expires) {
+			t.Fatalf("subject entry: %+v", g)
+		}
+	})
+
+	t.Run("PutAgainMerges", func(t *testing.T) {
+		s := newStore(t)
+		r := tokenstate.Revocation{KeySet: "a", Subject: "bob", Before: now, Expires: now.Add(time.Hour), RevokedAt: now}
+		if _, err := s.PutRevocation(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		later := r
+		later.Before, later.Expires, later.RevokedAt = now.Add(time.Minute), now.Add(2*time.Hour), now.Add(time.Minute)
+		stored, err := s.PutRevocation(ctx, later)
+		if err != nil || !stored.Before.Equal(later.Before) || !stored.Expires.Equal(later.Expires) {
+			t.Fatalf("merged: %+v %v", stored, err)
+		}
+		// An earlier one does not move it back.
+		stored, err = s.PutRevocation(ctx, r)
+		if err != nil || !stored.Before.Equal(later.Before) || !stored.Expires.Equal(later.Expires) {
+			t.Fatalf("an earlier revocation moved it back: %+v %v", stored, err)
+		}
+		if all, _ := s.Revocations(ctx); len(all) != 1 {
+			t.Fatalf("%d entries for one subject", len(all))
+		}
+	})
+
+	t.Run("Prune", func(t *testing.T) {
+		s := newStore(t)
+		for i, exp := range []time.Duration{-time.Minute, time.Minute} {
+			if _, err := s.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint(i), Expires: now.Add(exp), RevokedAt: now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := s.PruneRevocations(ctx, now); n != 1 || err != nil {
+			t.Fatalf("pruned %d, %v", n, err)
+		}
+		if all, _ := s.Revocations(ctx); len(all) != 1 || all[0].JTI != "1" {
+			t.Fatalf("after prune: %+v", all)
+		}
+	})
+
+	t.Run("ConcurrentPutsLoseNothing", func(t *testing.T) {
+		s := newStore(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for i := range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Half of them the same subject: merges, not duplicates.
+				r := tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprintf("j%d", i), Expires: now.Add(time.Hour), RevokedAt: now}
+				if i%2 == 0 {
+					r = tokenstate.Revocation{KeySet: "a", Subject: "carol", Before: now.Add(time.Duration(i) * time.Second), Expires: now.Add(time.Hour), RevokedAt: now}
+				}
+				if _, err := s.PutRevocation(ctx, r); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		all, err := s.Revocations(ctx)
+		if err != nil || len(all) != 33 {
+			t.Fatalf("%d entries (want 32 tokens and one subject), %v", len(all), err)
+		}
+		for _, r := range all {
+			if r.IsSubject() && !r.Before.Equal(now.Add(62*time.Second)) {
+				t.Fatalf("the subject's cut-off is %v, want the latest", r.Before)
+			}
+		}
+	})
+}
