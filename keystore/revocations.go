@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Revocations are a key set's revoked tokens, stored with its keys so that
-// they share its compare-and-swap writes and reach every replica the same
-// way. Entries leave once every token they cover has expired anyway.
+// Revocations are the revoked tokens that versions before tokenstate kept
+// inside a key set's document; at start they move to entries of their
+// own (package tokenstate) and the document is written without them.
 type Revocations struct {
 	Tokens   []TokenRevocation
 	Subjects []SubjectRevocation
@@ -35,12 +35,11 @@ type SubjectRevocation struct {
 // Len is the number of entries.
 func (r Revocations) Len() int { return len(r.Tokens) + len(r.Subjects) }
 
-// DefaultMaxRevocations bounds a key set's revocations in force. Past it,
-// revoking is refused with ErrRevocationLimit (never a silent drop):
-// revoke the key instead, or raise the limit. Each entry takes about 100
-// bytes of the key set's stored record, rewritten on every change; Vault's
-// default entry size limit (1 MiB) holds about 10,000.
-const DefaultMaxRevocations = 10000
+// DefaultMaxRevocations bounds a key set's revocations in force, a guard
+// on memory (each entry takes a few hundred bytes of the index every
+// replica holds). Past it, revoking is refused with ErrRevocationLimit,
+// never a silent drop: revoke the key instead, or raise the limit.
+const DefaultMaxRevocations = 1_000_000
 
 // RevokeToken adds (or extends) the revocation of one token, dropping the
 // entries that no longer matter first. It refuses with ErrRevocationLimit

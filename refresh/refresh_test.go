@@ -15,6 +15,7 @@ import (
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 func setup(t testing.TB) (*refresh.Service, *signer.Signer, *keystoretest.Clock, *file.Store) {
@@ -270,11 +271,8 @@ func TestSignerSubjectRevocationEndsLogins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks := keystoretest.KeySet(t, "app", keystore.ES256)
-	ks.Version = 2
 	now := c.Now().Truncate(time.Second)
-	ks.Revocations.Subjects = []keystore.SubjectRevocation{{Subject: "alice", Before: now, Until: now.Add(time.Hour), RevokedAt: now}}
-	if err := sg.Load(keystore.Policy{Name: "app", Algorithm: keystore.ES256, TokenTTL: 5 * time.Minute, JWKSMaxAge: time.Minute}, ks); err != nil {
+	if err := sg.Revocations().Add(tokenstate.Revocation{KeySet: "app", Subject: "alice", Before: now, Expires: now.Add(time.Hour), RevokedAt: now}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.Refresh(ctx, "app", p.RefreshToken); !errors.Is(err, refresh.ErrRevoked) {

@@ -24,6 +24,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 var (
@@ -67,6 +68,11 @@ type Options struct {
 	Events []func(Event)
 	// After waits for a duration; default time.After. Tests replace it.
 	After func(time.Duration) <-chan time.Time
+	// TokenState keeps token revocations, one entry each; Revocations is
+	// the index verification checks (the signer's). Without TokenState,
+	// revoking tokens is refused.
+	TokenState  tokenstate.Store
+	Revocations *tokenstate.Index
 }
 
 // Manager owns the configured key sets' lifecycle in one process.
@@ -78,6 +84,8 @@ type Manager struct {
 	log       *slog.Logger
 	listeners []Listener
 	events    []func(Event)
+	tokens    tokenstate.Store
+	revs      *tokenstate.Index
 
 	after func(time.Duration) <-chan time.Time
 	wake  atomic.Pointer[chan struct{}] // closed by Reconfigure: the scheduler looks again
@@ -97,6 +105,10 @@ func NewManager(o Options) *Manager {
 	m := &Manager{
 		store: o.Store, gen: o.Generator, now: o.Now, log: o.Logger,
 		listeners: o.Listeners, events: o.Events, after: o.After, waitLogged: map[string]string{},
+		tokens: o.TokenState, revs: o.Revocations,
+	}
+	if m.revs == nil {
+		m.revs = tokenstate.NewIndex()
 	}
 	if m.after == nil {
 		m.after = time.After
@@ -182,6 +194,9 @@ func (m *Manager) Start(ctx context.Context) error {
 		ps, sets = append(ps, p), append(sets, ks)
 	}
 	if err := m.publishAll(ps, sets); err != nil {
+		return err
+	}
+	if err := m.loadRevocations(ctx, sets); err != nil {
 		return err
 	}
 	m.started.Store(true)
@@ -399,6 +414,12 @@ func (m *Manager) Health() (started bool, storeErr error) {
 // Refresh reloads every configured key set from the store and hands newer
 // versions to the listeners: how a replica picks up what others changed.
 func (m *Manager) Refresh(ctx context.Context) error {
+	if m.tokens != nil {
+		// Other replicas' revocations: every entry, merged into the index.
+		if err := m.syncRevocations(ctx); err != nil {
+			return err
+		}
+	}
 	for _, name := range m.Names() {
 		ks, err := m.store.Get(ctx, name)
 		if m.note(err) != nil {

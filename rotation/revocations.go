@@ -2,10 +2,12 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 // Event kinds of token revocations.
@@ -14,59 +16,142 @@ const (
 	EventSubjectRevoked EventKind = "subject_revoked" // every token of a subject issued until now
 )
 
+// errNoTokenState means the manager was built without Options.TokenState.
+var errNoTokenState = errors.New("token revocation is not configured (no token state)")
+
 // RevokeToken revokes one token of the key set called name until it
-// expires (exp). It is stored with the key set, reaches the other replicas
-// as the key set does, and is dropped once exp + leeway has passed.
-func (m *Manager) RevokeToken(ctx context.Context, name, jti string, exp time.Time, reason string) (*keystore.KeySet, error) {
-	ks, err := m.revocation(ctx, name, func(ks *keystore.KeySet, p keystore.Policy, now time.Time) (*keystore.KeySet, error) {
-		return keystore.RevokeToken(ks, keystore.TokenRevocation{JTI: jti, Expires: exp.UTC(), RevokedAt: now.UTC(), Reason: reason}, now, p.Leeway, p.MaxRevocations)
-	})
+// expires (exp): one entry in the token state, in O(1) whatever the number
+// in force, then in the index every verification checks. The entry leaves
+// once exp + leeway has passed.
+func (m *Manager) RevokeToken(ctx context.Context, name, jti string, exp time.Time, reason string) (tokenstate.Revocation, error) {
+	p, ok := m.Policy(name)
+	if !ok {
+		return tokenstate.Revocation{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	}
+	now := m.now().UTC()
+	stored, err := m.revoke(ctx, p, tokenstate.Revocation{KeySet: name, JTI: jti, Expires: exp.UTC().Add(p.Leeway), RevokedAt: now, Reason: reason})
 	if err != nil {
-		return nil, err
+		return tokenstate.Revocation{}, err
 	}
 	m.log.Warn("revoked token", "keyset", name, "jti", jti, "exp", exp.UTC(), "actor", actorOf(ctx))
 	m.emit(Event{Kind: EventTokenRevoked, KeySet: name, JTI: jti, Reason: reason, Actor: actorOf(ctx)})
-	return ks, nil
+	return stored, nil
 }
 
 // RevokeSubject revokes every token of the key set called name whose sub
 // is subject and whose iat is at or before now (iat has whole seconds, so
-// a token signed in the same second is revoked too). Tokens signed later
-// are valid. The entry is dropped once every token it covers has expired.
-func (m *Manager) RevokeSubject(ctx context.Context, name, subject, reason string) (*keystore.KeySet, time.Time, error) {
-	var before time.Time
-	ks, err := m.revocation(ctx, name, func(ks *keystore.KeySet, p keystore.Policy, now time.Time) (*keystore.KeySet, error) {
-		before = now.UTC().Truncate(time.Second)
-		rev := keystore.SubjectRevocation{Subject: subject, Before: before, Until: before.Add(p.TokenTTL + p.Leeway + time.Second), RevokedAt: now.UTC(), Reason: reason}
-		return keystore.RevokeSubject(ks, rev, now, p.Leeway, p.MaxRevocations)
-	})
-	if err != nil {
-		return nil, time.Time{}, err
+// a token signed in the same second is revoked too), and returns that
+// cut-off. Tokens signed later are valid. The entry leaves once every
+// token it covers has expired.
+func (m *Manager) RevokeSubject(ctx context.Context, name, subject, reason string) (time.Time, error) {
+	p, ok := m.Policy(name)
+	if !ok {
+		return time.Time{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	}
+	now := m.now().UTC()
+	before := now.Truncate(time.Second)
+	r := tokenstate.Revocation{KeySet: name, Subject: subject, Before: before, Expires: before.Add(p.TokenTTL + p.Leeway + time.Second), RevokedAt: now, Reason: reason}
+	if _, err := m.revoke(ctx, p, r); err != nil {
+		return time.Time{}, err
 	}
 	m.log.Warn("revoked every token of a subject", "keyset", name, "issued_before", before, "actor", actorOf(ctx))
 	m.emit(Event{Kind: EventSubjectRevoked, KeySet: name, Subject: subject, Reason: reason, Actor: actorOf(ctx)})
-	return ks, before, nil
+	return before, nil
 }
 
-// revocation applies a revocation to the stored key set with
-// compare-and-swap and publishes the result.
-func (m *Manager) revocation(ctx context.Context, name string, apply func(*keystore.KeySet, keystore.Policy, time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, error) {
-	p, ok := m.Policy(name)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+// revoke writes r to the token state, then to the index. A key set at its
+// limit refuses a new entry (a revocation already in force may still be
+// extended).
+func (m *Manager) revoke(ctx context.Context, p keystore.Policy, r tokenstate.Revocation) (tokenstate.Revocation, error) {
+	if m.tokens == nil {
+		return tokenstate.Revocation{}, errNoTokenState
 	}
-	if p.MaxRevocations == 0 {
-		p.MaxRevocations = keystore.DefaultMaxRevocations
+	max := p.MaxRevocations
+	if max == 0 {
+		max = keystore.DefaultMaxRevocations
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
-		return apply(ks, p, m.now())
-	})
+	if m.revs.Len(p.Name) >= max && !m.revs.Has(r) {
+		m.revs.Prune(m.now()) // at the limit: drop what has expired first
+		if n := m.revs.Len(p.Name); n >= max {
+			return tokenstate.Revocation{}, fmt.Errorf("%w: key set %s has %d revocations in force", keystore.ErrRevocationLimit, p.Name, n)
+		}
+	}
+	stored, err := m.tokens.PutRevocation(ctx, r)
 	if m.note(err) != nil {
-		return nil, err
+		return tokenstate.Revocation{}, err
 	}
-	return ks, m.publish(p, ks)
+	_ = m.revs.Add(stored, 0) // stored: the limit was checked above
+	return stored, nil
+}
+
+// Revocations is the index of the revocations in force.
+func (m *Manager) Revocations() *tokenstate.Index { return m.revs }
+
+// loadRevocations fills the index from the token state, after moving the
+// revocations that older versions kept inside a key set's document into
+// entries of their own (once: the documents are then written without
+// them). Replicas call it again to pick up what others revoked.
+func (m *Manager) loadRevocations(ctx context.Context, sets []*keystore.KeySet) error {
+	if m.tokens == nil {
+		return nil
+	}
+	now := m.now().UTC()
+	for _, ks := range sets {
+		if ks.Revocations.Len() == 0 {
+			continue
+		}
+		p, _ := m.Policy(ks.Name)
+		in := ks.Revocations.InForce(now, p.Leeway)
+		for _, t := range in.Tokens {
+			if _, err := m.tokens.PutRevocation(ctx, tokenstate.Revocation{KeySet: ks.Name, JTI: t.JTI, Expires: t.Expires.Add(p.Leeway), RevokedAt: t.RevokedAt, Reason: t.Reason}); err != nil {
+				return err
+			}
+		}
+		for _, s := range in.Subjects {
+			if _, err := m.tokens.PutRevocation(ctx, tokenstate.Revocation{KeySet: ks.Name, Subject: s.Subject, Before: s.Before, Expires: s.Until, RevokedAt: s.RevokedAt, Reason: s.Reason}); err != nil {
+				return err
+			}
+		}
+		moved, err := keystore.Update(ctx, m.store, ks.Name, func(cur *keystore.KeySet) (*keystore.KeySet, error) {
+			if cur.Revocations.Len() == 0 {
+				return nil, keystore.ErrNoChange
+			}
+			cur.Revocations = keystore.Revocations{}
+			return cur, nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := m.publish(p, moved); err != nil {
+			return err
+		}
+		m.log.Info("moved the key set's revocations to entries of their own", "keyset", ks.Name, "tokens", len(in.Tokens), "subjects", len(in.Subjects))
+	}
+	return m.syncRevocations(ctx)
+}
+
+// syncRevocations adds every stored entry to the index (merging).
+func (m *Manager) syncRevocations(ctx context.Context) error {
+	all, err := m.tokens.Revocations(ctx)
+	if m.note(err) != nil {
+		return err
+	}
+	for _, r := range all {
+		_ = m.revs.Add(r, 0)
+	}
+	return nil
+}
+
+// PruneRevocations drops the entries every token of which has expired,
+// from the index and from the token state, and returns how many the state
+// held.
+func (m *Manager) PruneRevocations(ctx context.Context) (int, error) {
+	if m.tokens == nil {
+		return 0, nil
+	}
+	now := m.now()
+	m.revs.Prune(now)
+	return m.tokens.PruneRevocations(ctx, now)
 }
 
 // Now is the manager's clock.

@@ -57,8 +57,9 @@ func SubjectMAC(key []byte, sub string) string {
 }
 
 type cachedList struct {
-	doc    jwks.Document
-	signed time.Time
+	doc     jwks.Document
+	signed  time.Time
+	version uint64 // of the index's entries of the key set
 }
 
 // RevocationList returns the key set's revocations as a JWT signed by its
@@ -79,10 +80,11 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	}
 	now := s.now()
 	maxAge := r.policy.JWKSMaxAge
-	if c := r.list.Load(); c != nil && now.Sub(c.signed) < maxAge/2 && !now.Before(c.signed) {
+	version := r.revs.Version(name)
+	if c := r.list.Load(); c != nil && c.version == version && now.Sub(c.signed) < maxAge/2 && !now.Before(c.signed) {
 		return c.doc, nil
 	}
-	in := r.revs.InForce(now, r.policy.Leeway)
+	tokens, subjects := r.revs.Entries(name, now)
 	claims := revocationListClaims{
 		Issuer: r.policy.Issuer, Audience: RevocationListAudience, KeySet: name,
 		IssuedAt: now.Unix(), Expires: now.Add(2 * maxAge).Unix(),
@@ -91,10 +93,10 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	subKey := make([]byte, 16)
 	_, _ = rand.Read(subKey) // crypto/rand.Read never fails (Go 1.24+)
 	claims.SubKey = b64.EncodeToString(subKey)
-	for _, t := range in.Tokens {
-		claims.Tokens = append(claims.Tokens, revokedToken{t.JTI, t.Expires.Unix()})
+	for _, t := range tokens {
+		claims.Tokens = append(claims.Tokens, revokedToken{t.JTI, t.Expires.Add(-r.policy.Leeway).Unix()})
 	}
-	for _, sr := range in.Subjects {
+	for _, sr := range subjects {
 		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectMAC(subKey, sr.Subject), sr.Before.Unix()})
 	}
 	payload, err := json.Marshal(claims)
@@ -107,6 +109,6 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 		return jwks.Document{}, err
 	}
 	doc := jwks.NewDocument(buf, maxAge)
-	r.list.Store(&cachedList{doc: doc, signed: now})
+	r.list.Store(&cachedList{doc: doc, signed: now, version: version})
 	return doc, nil
 }

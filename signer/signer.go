@@ -21,13 +21,15 @@ import (
 
 	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 // Signer signs and verifies for every loaded key set.
 type Signer struct {
 	now   func() time.Time
 	obs   Observer
-	mu    sync.Mutex // serialises Load; readers never take it
+	revs  *tokenstate.Index // token revocations of every key set
+	mu    sync.Mutex        // serialises Load; readers never take it
 	rings atomic.Pointer[map[string]*keyring]
 }
 
@@ -78,11 +80,11 @@ type keyring struct {
 	parsed  map[string]any // kid -> parsed private key, reused by the next Load
 	obs     KeySetObserver
 
-	// Revocations, for a lookup per verification, never a store read.
-	revoked  *Revoked
-	revs     keystore.Revocations
-	list     atomic.Pointer[cachedList] // the signed revocation list, re-signed as it ages
-	loadedAt time.Time                  // when this version was loaded
+	// The signed revocation list, re-signed as it ages or changes.
+	list     atomic.Pointer[cachedList]
+	name     string
+	revs     *tokenstate.Index // the Signer's: revocations, one lookup per verification
+	loadedAt time.Time         // when this version was loaded
 	// legacySeen is when a token without a kid last verified with the
 	// legacy key (Unix seconds), kept across versions of the key set.
 	legacySeen *atomic.Int64
@@ -94,7 +96,7 @@ func New(now func() time.Time, obs Observer) *Signer {
 	if obs == nil {
 		obs = noObserver{}
 	}
-	s := &Signer{now: now, obs: obs}
+	s := &Signer{now: now, obs: obs, revs: tokenstate.NewIndex()}
 	s.rings.Store(&map[string]*keyring{})
 	return s
 }
@@ -119,7 +121,7 @@ func (s *Signer) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 		if old != nil && ks.Version != 0 && ks.Version < old.version {
 			return nil
 		}
-		r, err := newKeyring(ps[i], ks, old)
+		r, err := newKeyring(ps[i], ks, old, s.revs)
 		if r != nil {
 			r.loadedAt = s.now().UTC()
 		}
@@ -144,7 +146,7 @@ func (s *Signer) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 	return nil
 }
 
-func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring, error) {
+func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *tokenstate.Index) (*keyring, error) {
 	if err := ks.Check(); err != nil {
 		return nil, err
 	}
@@ -153,15 +155,7 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring) (*keyring,
 		return nil, fmt.Errorf("%w: %s", keystore.ErrUnsupportedAlgorithm, ks.Algorithm)
 	}
 	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{},
-		legacySeen: new(atomic.Int64),
-		revs:       ks.Revocations, revoked: &Revoked{JTIs: make(map[string]struct{}, len(ks.Revocations.Tokens)),
-			Subjects: make(map[string]int64, len(ks.Revocations.Subjects))}}
-	for _, t := range ks.Revocations.Tokens {
-		r.revoked.JTIs[t.JTI] = struct{}{}
-	}
-	for _, s := range ks.Revocations.Subjects {
-		r.revoked.Subjects[s.Subject] = s.Before.Unix()
-	}
+		legacySeen: new(atomic.Int64), name: ks.Name, revs: revs}
 	if old != nil {
 		r.legacySeen = old.legacySeen
 	}
@@ -229,16 +223,15 @@ func (s *Signer) ring(name string) (*keyring, error) {
 	return r, nil
 }
 
+// Revocations is the index of token revocations the signer checks on
+// every verification: the rotation manager writes to it.
+func (s *Signer) Revocations() *tokenstate.Index { return s.revs }
+
 // SubjectCutoff returns the cut-off of a subject revocation of the key set
 // in force for sub: every token (and login) of sub issued at or before it
 // is revoked. An in-memory lookup, as for verification.
 func (s *Signer) SubjectCutoff(name, sub string) (time.Time, bool) {
-	r, err := s.ring(name)
-	if err != nil || r.revoked == nil {
-		return time.Time{}, false
-	}
-	before, ok := r.revoked.Subjects[sub]
-	return time.Unix(before, 0), ok
+	return s.revs.Cutoff(name, sub, s.now())
 }
 
 // LegacySeen is when a token without a kid last verified with the key

@@ -75,7 +75,21 @@ func (r *keyring) verifyToken(token string, now time.Time, want Expect) (*Verifi
 	if l := r.policy.Legacy; l.InForce(now) {
 		want.LegacyKID, want.AllowMissingExp = l.KID, l.AllowMissingExp
 	}
-	return Check(token, r.jwaAlg, r.key, now, r.policy.Leeway, want, r.revoked.Check)
+	return Check(token, r.jwaAlg, r.key, now, r.policy.Leeway, want, r.checkRevoked)
+}
+
+// checkRevoked is Check's revocation step: the index, a lookup of the jti
+// and of the subject. Entries that have expired cover only expired
+// tokens, which fail earlier, so the index's clock is not needed here.
+func (r *keyring) checkRevoked(claims map[string]any) error {
+	revoked, before := r.revs.Revoked(r.name, claims)
+	switch {
+	case !revoked:
+		return nil
+	case before.IsZero():
+		return rejected(CodeRevoked, "the token has been revoked")
+	}
+	return rejected(CodeRevoked, "every token of this subject issued until %s has been revoked", before.UTC().Format(time.RFC3339))
 }
 
 // key returns the key that verifies tokens of kid: a public key, or the

@@ -90,6 +90,23 @@ func (x *Index) Add(r Revocation, max int) error {
 	return nil
 }
 
+// Has reports whether the index holds an entry for r's token or subject.
+func (x *Index) Has(r Revocation) bool {
+	k := key{r.KeySet, r.JTI}
+	if r.IsSubject() {
+		k.v = r.Subject
+	}
+	sh := x.shard(k)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if r.IsSubject() {
+		_, ok := sh.subs[k]
+		return ok
+	}
+	_, ok := sh.jtis[k]
+	return ok
+}
+
 // Len is the number of entries of the key set.
 func (x *Index) Len(keyset string) int { return int(x.stats(keyset).count.Load()) }
 
@@ -153,18 +170,19 @@ func (x *Index) Cutoff(keyset, sub string, now time.Time) (time.Time, bool) {
 }
 
 // Revoked reports whether the token whose claims (decoded with numbers as
-// json.Number) are given is revoked at now: its jti is listed, or its
-// subject with an iat at or before the cut-off (a token without iat cannot
-// show it came later, so it is revoked too). It returns the subject
-// cut-off when that is the reason.
-func (x *Index) Revoked(keyset string, claims map[string]any, now time.Time) (revoked bool, cutoff time.Time) {
+// json.Number) are given is revoked: its jti is listed, or its subject
+// with an iat at or before the cut-off (a token without iat cannot show it
+// came later, so it is revoked too). It returns the subject cut-off when
+// that is the reason. Entries not yet pruned count: an expired entry
+// covers only tokens that have expired too.
+func (x *Index) Revoked(keyset string, claims map[string]any) (revoked bool, cutoff time.Time) {
 	if jti, ok := claims["jti"].(string); ok {
 		k := key{keyset, jti}
 		sh := x.shard(k)
 		sh.mu.RLock()
-		r, found := sh.jtis[k]
+		_, found := sh.jtis[k]
 		sh.mu.RUnlock()
-		if found && !r.Expires.Before(now) {
+		if found {
 			return true, time.Time{}
 		}
 	}
@@ -172,10 +190,15 @@ func (x *Index) Revoked(keyset string, claims map[string]any, now time.Time) (re
 	if !ok {
 		return false, time.Time{}
 	}
-	before, found := x.Cutoff(keyset, sub, now)
+	k := key{keyset, sub}
+	sh := x.shard(k)
+	sh.mu.RLock()
+	r, found := sh.subs[k]
+	sh.mu.RUnlock()
 	if !found {
 		return false, time.Time{}
 	}
+	before := r.Before
 	n, isNum := claims["iat"].(json.Number)
 	iat, err := n.Float64()
 	if !isNum || err != nil || iat <= float64(before.Unix()) {

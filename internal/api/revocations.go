@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -62,7 +63,7 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		// answer, and the request may be repeated (both steps keep the
 		// later cut-off); meanwhile refresh consults the access tokens'
 		// revocation too.
-		_, before, err := s.Manager.RevokeSubject(ctx, name, req.Sub, req.Reason)
+		before, err := s.Manager.RevokeSubject(ctx, name, req.Sub, req.Reason)
 		if err == nil && s.Refresh != nil {
 			err = s.Refresh.RevokeSubject(ctx, name, req.Sub, before)
 		}
@@ -150,37 +151,27 @@ func (s *server) revokeLogin(w http.ResponseWriter, r *http.Request, name string
 // writeRevocations answers what was revoked and how many revocations the
 // key set has in force now.
 func (s *server) writeRevocations(w http.ResponseWriter, r *http.Request, name string, revoked map[string]any) {
-	view, err := s.revocations(name)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked, "in_force": len(view.Tokens) + len(view.Subjects)})
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked, "in_force": s.Manager.Revocations().Len(name)})
 }
 
 func (s *server) listRevocations(w http.ResponseWriter, r *http.Request) {
-	view, err := s.revocations(r.PathValue("name"))
+	name := r.PathValue("name")
+	_, p, err := s.Manager.KeySet(name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, view)
-}
-
-func (s *server) revocations(name string) (RevocationView, error) {
-	ks, p, err := s.Manager.KeySet(name)
-	if err != nil {
-		return RevocationView{}, err
-	}
-	in := ks.Revocations.InForce(s.Manager.Now(), p.Leeway)
+	tokens, subjects := s.Manager.Revocations().Entries(name, s.Manager.Now())
 	v := RevocationView{KeySet: name, Tokens: []RevokedTokenView{}, Subjects: []RevokedSubjectView{}}
-	for _, t := range in.Tokens {
-		v.Tokens = append(v.Tokens, RevokedTokenView{JTI: t.JTI, Exp: t.Expires, RevokedAt: t.RevokedAt, Reason: t.Reason})
+	for _, t := range tokens {
+		v.Tokens = append(v.Tokens, RevokedTokenView{JTI: t.JTI, Exp: t.Expires.Add(-p.Leeway), RevokedAt: t.RevokedAt, Reason: t.Reason})
 	}
-	for _, sr := range in.Subjects {
-		v.Subjects = append(v.Subjects, RevokedSubjectView{Sub: sr.Subject, IssuedBefore: sr.Before, Until: sr.Until, RevokedAt: sr.RevokedAt, Reason: sr.Reason})
+	for _, sr := range subjects {
+		v.Subjects = append(v.Subjects, RevokedSubjectView{Sub: sr.Subject, IssuedBefore: sr.Before, Until: sr.Expires, RevokedAt: sr.RevokedAt, Reason: sr.Reason})
 	}
-	return v, nil
+	slices.SortFunc(v.Tokens, func(a, b RevokedTokenView) int { return a.RevokedAt.Compare(b.RevokedAt) })
+	slices.SortFunc(v.Subjects, func(a, b RevokedSubjectView) int { return a.RevokedAt.Compare(b.RevokedAt) })
+	writeJSON(w, http.StatusOK, v)
 }
 
 // revocationList serves the key set's signed revocation list, cacheable

@@ -35,6 +35,8 @@ import (
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate"
+	"github.com/keyd-dev/keyd/tokenstate/records"
 )
 
 // EnvMasterKey names the environment variable holding the master key.
@@ -218,9 +220,14 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	if err := d.pub.SetIssuer(d.cfg.IssuerURL); err != nil {
 		return err
 	}
+	var tokens tokenstate.Store
+	if rs, ok := d.store.(keystore.RecordStore); ok { // both backends are
+		tokens = records.New(rs)
+	}
 	d.mgr = rotation.NewManager(rotation.Options{
 		Store: d.met.Store(d.store), Policies: d.cfg.Policies(), Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
+		TokenState: tokens, Revocations: d.sg.Revocations(),
 	})
 	d.met.WatchKeySets(d.mgr, d.o.Now)
 	startCtx, cancel := context.WithTimeout(ctx, StartTimeout)
@@ -349,7 +356,7 @@ func (d *daemon) run(ctx context.Context) error {
 				kubeReady <- k
 			}
 		}
-		tasks := []func(context.Context){d.mgr.Run, d.guard.Run, func(ctx context.Context) { prunePairs(ctx, d.pairs, log) }}
+		tasks := []func(context.Context){d.mgr.Run, d.guard.Run, func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }}
 		if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
 			tasks = append(tasks, func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) })
 		}
@@ -435,11 +442,9 @@ func (d *daemon) startKube(served chan<- error) (*kubesigner.Server, error) {
 	return kube, nil
 }
 
-// prunePairs deletes expired refresh token families hourly.
-func prunePairs(ctx context.Context, pairs *refresh.Service, log *slog.Logger) {
-	if pairs == nil {
-		return
-	}
+// pruneTokenState deletes, hourly, the revocations every token of which
+// has expired and the refresh token families that expired.
+func pruneTokenState(ctx context.Context, mgr *rotation.Manager, pairs *refresh.Service, log *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
@@ -447,6 +452,14 @@ func prunePairs(ctx context.Context, pairs *refresh.Service, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n, err := mgr.PruneRevocations(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("pruning expired revocations failed; retrying in an hour", "err", err)
+		} else if n > 0 {
+			log.Info("pruned expired revocations", "count", n)
+		}
+		if pairs == nil {
+			continue
 		}
 		if n, err := pairs.Prune(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("pruning expired refresh token families failed; retrying in an hour", "err", err)
@@ -456,7 +469,6 @@ func prunePairs(ctx context.Context, pairs *refresh.Service, log *slog.Logger) {
 	}
 }
 
-// openAudit opens the audit trail the config asks for, or returns nil.
 func openAudit(ac config.Audit, met *metrics.Metrics, log *slog.Logger) (*audit.Log, error) {
 	if ac.Path == "" {
 		return nil, nil

@@ -30,6 +30,7 @@ import (
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate/records"
 )
 
 // Tokens of the two callers.
@@ -91,6 +92,7 @@ func Handler(t testing.TB, o Options, policies ...keystore.Policy) (http.Handler
 	mgr := rotation.NewManager(rotation.Options{
 		Store: met.Store(store), Policies: policies, Generator: keystoretest.FastGenerator, Now: c.Now,
 		Logger: slog.New(slog.DiscardHandler), Listeners: []rotation.Listener{sg, pub}, Events: events,
+		TokenState: records.New(store), Revocations: sg.Revocations(),
 	})
 	if err := mgr.Start(context.Background()); err != nil {
 		t.Fatal(err)
