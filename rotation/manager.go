@@ -414,8 +414,9 @@ func (m *Manager) Health() (started bool, storeErr error) {
 // Refresh reloads every configured key set from the store and hands newer
 // versions to the listeners: how a replica picks up what others changed.
 func (m *Manager) Refresh(ctx context.Context) error {
-	if m.tokens != nil {
-		// Other replicas' revocations: every entry, merged into the index.
+	if _, watched := m.tokens.(tokenstate.Watcher); m.tokens != nil && !watched {
+		// Other replicas' revocations: every entry, merged into the index
+		// (a token state that tells its changes needs no polling).
 		if err := m.syncRevocations(ctx); err != nil {
 			return err
 		}

@@ -142,6 +142,19 @@ func (m *Manager) syncRevocations(ctx context.Context) error {
 	return nil
 }
 
+// WatchRevocations keeps the index current with a shared token state that
+// tells its changes (tokenstate.Watcher: Redis): each revocation made by
+// any replica is added as it is published, and after every reconnection
+// the index is resynchronised from the whole state. It returns when ctx is
+// done; with another token state it returns at once.
+func (m *Manager) WatchRevocations(ctx context.Context) {
+	w, ok := m.tokens.(tokenstate.Watcher)
+	if !ok {
+		return
+	}
+	_ = w.Watch(ctx, func(r tokenstate.Revocation) { _ = m.revs.Add(r, 0) }, m.syncRevocations)
+}
+
 // PruneRevocations drops the entries every token of which has expired,
 // from the index and from the token state, and returns how many the state
 // held.

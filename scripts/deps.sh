@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine lacks, and nothing when all
 # is there: gcc for -race, curl for scripts/dev-vault.sh, systemd-analyze and
-# promtool for the operator files, PyJWT, Flask, FastAPI and uvicorn from
+# promtool for the operator files, redis-server for the token state tests,
+# PyJWT, Flask, FastAPI and uvicorn from
 # Debian for the Python tests and examples, Node for the Node example, and
 # its npm packages at their locked versions. scripts/test.sh runs it first.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks confi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)       # checks configs/prometheus-alerts.yaml
 /usr/bin/python3 -c 'import jwt, cryptography' >/dev/null 2>&1 || missing+=(python3 python3-jwt python3-cryptography)
 /usr/bin/python3 -c 'import flask, fastapi, uvicorn' >/dev/null 2>&1 || missing+=(python3-flask python3-fastapi python3-uvicorn)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server) # the Redis token state tests start their own
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -82,3 +82,11 @@ type Store interface {
 	// and returns how many.
 	PruneRevocations(ctx context.Context, now time.Time) (int, error)
 }
+
+// Watcher is an optional capability of a Store shared by replicas: it
+// tells each revocation made anywhere as it is made (add), and calls
+// resync after every (re)connection so nothing published meanwhile is
+// missed. Watch returns when ctx is done.
+type Watcher interface {
+	Watch(ctx context.Context, add func(Revocation), resync func(context.Context) error) error
+}

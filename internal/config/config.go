@@ -87,6 +87,19 @@ type Storage struct {
 	Backend string `yaml:"backend"` // file (default) or vault
 	File    File   `yaml:"file"`
 	Vault   Vault  `yaml:"vault"`
+	// TokenState is where token revocations live: the key store itself
+	// (the default) or Redis.
+	TokenState TokenState `yaml:"token_state"`
+}
+
+// TokenState configures the token state engine.
+type TokenState struct {
+	Backend      string `yaml:"backend"` // "" (the key store) or redis
+	URL          string `yaml:"url"`     // redis://host:6379/0 or rediss:// for TLS
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"` // the AUTH password, never in the config itself
+	TLSCAFile    string `yaml:"tls_ca_file"`   // CA bundle for rediss://
+	Prefix       string `yaml:"prefix"`        // key prefix; default "keyd:"
 }
 
 // Vault configures the Vault (KV v2) backend.
@@ -406,6 +419,25 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("storage.backend", "%q is not supported (want \"file\" or \"vault\")", c.Storage.Backend)
+	}
+	switch ts := c.Storage.TokenState; ts.Backend {
+	case "":
+		if ts != (TokenState{}) {
+			bad("storage.token_state.backend", "is required when token_state is set (redis)")
+		}
+	case "redis":
+		if u, err := url.Parse(ts.URL); ts.URL == "" || err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			bad("storage.token_state.url", "must be redis://host:port/db (or rediss:// for TLS)")
+		} else if u.User != nil {
+			if _, hasPassword := u.User.Password(); hasPassword {
+				bad("storage.token_state.url", "holds a password: put it in password_file instead")
+			}
+		}
+		if ts.TLSCAFile != "" && !strings.HasPrefix(ts.URL, "rediss://") {
+			bad("storage.token_state.tls_ca_file", "is for a rediss:// url")
+		}
+	default:
+		bad("storage.token_state.backend", "%q is not supported (want redis, or leave it out for the key store)", ts.Backend)
 	}
 
 	if len(c.KeySets) == 0 {

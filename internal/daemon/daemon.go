@@ -6,6 +6,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -37,6 +38,7 @@ import (
 	"github.com/keyd-dev/keyd/signer"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/records"
+	redisstate "github.com/keyd-dev/keyd/tokenstate/redis"
 )
 
 // EnvMasterKey names the environment variable holding the master key.
@@ -220,9 +222,9 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	if err := d.pub.SetIssuer(d.cfg.IssuerURL); err != nil {
 		return err
 	}
-	var tokens tokenstate.Store
-	if rs, ok := d.store.(keystore.RecordStore); ok { // both backends are
-		tokens = records.New(rs)
+	tokens, err := d.openTokenState(ctx)
+	if err != nil {
+		return err
 	}
 	d.mgr = rotation.NewManager(rotation.Options{
 		Store: d.met.Store(d.store), Policies: d.cfg.Policies(), Generator: d.o.Generator, Now: d.o.Now,
@@ -240,6 +242,35 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 		return d.startErr
 	}
 	return nil
+}
+
+// openTokenState opens where token revocations live: Redis when
+// storage.token_state says so, else the key store's own records.
+func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
+	ts := d.cfg.Storage.TokenState
+	if ts.Backend != "redis" {
+		if rs, ok := d.store.(keystore.RecordStore); ok { // both backends are
+			return records.New(rs), nil
+		}
+		return nil, nil
+	}
+	var password string
+	if ts.PasswordFile != "" {
+		raw, err := os.ReadFile(ts.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.token_state.password_file: %w", err)
+		}
+		password = strings.TrimSpace(string(raw))
+	}
+	openCtx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	s, err := redisstate.Open(openCtx, redisstate.Options{URL: ts.URL, Username: ts.Username, Password: password, TLSCAFile: ts.TLSCAFile, Prefix: ts.Prefix, Logger: d.log})
+	if err != nil {
+		return nil, fmt.Errorf("storage.token_state: %w", err)
+	}
+	d.closers = append(d.closers, func() { _ = s.Close() })
+	d.log.Info("token state on redis", "prefix", cmp.Or(ts.Prefix, "keyd:"))
+	return s, nil
 }
 
 func (d *daemon) buildAPI(context.Context) error {
@@ -357,6 +388,7 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 		tasks := []func(context.Context){d.mgr.Run, d.guard.Run, func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }}
+		tasks = append(tasks, d.mgr.WatchRevocations)
 		if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
 			tasks = append(tasks, func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) })
 		}

@@ -15,7 +15,8 @@ import (
 // Run checks an engine; newStore returns a fresh, empty store.
 func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 	ctx := context.Background()
-	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	// The real clock: engines such as Redis expire entries by it.
+	now := time.Now().UTC().Truncate(time.Millisecond)
 
 	t.Run("PutAndList", func(t *testing.T) {
 		s := newStore(t)
@@ -72,7 +73,9 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 				t.Fatal(err)
 			}
 		}
-		if n, err := s.PruneRevocations(ctx, now); n != 1 || err != nil {
+		// An engine that expires entries itself (Redis) may have nothing
+		// left to prune.
+		if n, err := s.PruneRevocations(ctx, now); n > 1 || err != nil {
 			t.Fatalf("pruned %d, %v", n, err)
 		}
 		if all, _ := s.Revocations(ctx); len(all) != 1 || all[0].JTI != "1" {

@@ -1,0 +1,243 @@
+// Package redis is the token state engine on Redis (or Valkey): each
+// revocation is one key with Redis's own expiry (no sweeps), written and
+// merged atomically by a Lua script that also publishes it, so that every
+// replica's index hears a revocation at once and resynchronises after a
+// reconnect. It uses github.com/redis/go-redis/v9, whose universal client
+// covers one node, Sentinel and Cluster.
+package redis
+
+import (
+	"cmp"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/tokenstate"
+)
+
+// Store keeps revocations in Redis.
+type Store struct {
+	c      goredis.UniversalClient
+	prefix string
+}
+
+var (
+	_ tokenstate.Store   = (*Store)(nil)
+	_ tokenstate.Watcher = (*Store)(nil)
+)
+
+// New returns the engine over c, with its keys under prefix (e.g.
+// "keyd:"), so that several keyd deployments can share one Redis.
+func New(c goredis.UniversalClient, prefix string) *Store { return &Store{c: c, prefix: prefix} }
+
+func (s *Store) key(r tokenstate.Revocation) string { return s.prefix + "rev:" + r.ID() }
+func (s *Store) channel() string                  { return s.prefix + "revocations" }
+
+// entry is a revocation as Redis holds it (times in Unix milliseconds,
+// which Lua compares as numbers).
+type entry struct {
+	KeySet    string `json:"keyset"`
+	JTI       string `json:"jti"`
+	Subject   string `json:"sub"`
+	BeforeMS  int64  `json:"before_ms"`
+	ExpiresMS int64  `json:"expires_ms"`
+	RevokedMS int64  `json:"revoked_ms"`
+	Reason    string `json:"reason"`
+}
+
+func toEntry(r tokenstate.Revocation) entry {
+	e := entry{KeySet: r.KeySet, JTI: r.JTI, Subject: r.Subject, ExpiresMS: r.Expires.UnixMilli(), RevokedMS: r.RevokedAt.UnixMilli(), Reason: r.Reason}
+	if !r.Before.IsZero() {
+		e.BeforeMS = r.Before.UnixMilli()
+	}
+	return e
+}
+
+func (e entry) revocation() tokenstate.Revocation {
+	r := tokenstate.Revocation{KeySet: e.KeySet, JTI: e.JTI, Subject: e.Subject, Expires: time.UnixMilli(e.ExpiresMS).UTC(),
+		RevokedAt: time.UnixMilli(e.RevokedMS).UTC(), Reason: e.Reason}
+	if e.BeforeMS != 0 {
+		r.Before = time.UnixMilli(e.BeforeMS).UTC()
+	}
+	return r
+}
+
+// put merges the new entry into the stored one (later expiry, later
+// cut-off), stores it with its expiry and publishes it, atomically.
+var put = goredis.NewScript(`
+local new = cjson.decode(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local old = cjson.decode(cur)
+  if old.expires_ms > new.expires_ms then new.expires_ms = old.expires_ms end
+  if old.before_ms > new.before_ms then new.before_ms = old.before_ms; new.revoked_ms = old.revoked_ms end
+  if new.reason == '' then new.reason = old.reason end
+end
+local s = cjson.encode(new)
+redis.call('SET', KEYS[1], s, 'PXAT', new.expires_ms)
+redis.call('PUBLISH', KEYS[2], s)
+return s
+`)
+
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: redis: %v", keystore.ErrUnavailable, err)
+}
+
+// PutRevocation implements tokenstate.Store.
+func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
+	arg, _ := json.Marshal(toEntry(r))
+	out, err := put.Run(ctx, s.c, []string{s.key(r), s.channel()}, arg).Text()
+	if err != nil {
+		return tokenstate.Revocation{}, unavailable(err)
+	}
+	var e entry
+	if err := json.Unmarshal([]byte(out), &e); err != nil {
+		return tokenstate.Revocation{}, fmt.Errorf("%w: redis answered %v", keystore.ErrCorrupt, err)
+	}
+	return e.revocation(), nil
+}
+
+// Revocations implements tokenstate.Store: a SCAN of the keys, read in
+// batches.
+func (s *Store) Revocations(ctx context.Context) ([]tokenstate.Revocation, error) {
+	var out []tokenstate.Revocation
+	var cursor uint64
+	for {
+		keys, next, err := s.c.Scan(ctx, cursor, s.prefix+"rev:*", 1000).Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if len(keys) > 0 {
+			vals, err := s.c.MGet(ctx, keys...).Result()
+			if err != nil {
+				return nil, unavailable(err)
+			}
+			for _, v := range vals {
+				str, ok := v.(string)
+				if !ok {
+					continue // expired between SCAN and MGET
+				}
+				var e entry
+				if err := json.Unmarshal([]byte(str), &e); err != nil {
+					return nil, fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
+				}
+				out = append(out, e.revocation())
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
+// PruneRevocations implements tokenstate.Store: Redis expires the keys
+// itself.
+func (s *Store) PruneRevocations(context.Context, time.Time) (int, error) { return 0, nil }
+
+// Watch implements tokenstate.Watcher: every revocation published by any
+// replica goes to add; on every (re)subscription, resync is called first,
+// so that what was published while the connection was down is not missed.
+// It returns when ctx is done.
+func (s *Store) Watch(ctx context.Context, add func(tokenstate.Revocation), resync func(context.Context) error) error {
+	sub := s.c.Subscribe(ctx, s.channel())
+	defer sub.Close()
+	for {
+		msg, err := sub.Receive(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			// go-redis reconnects on the next Receive; the subscription
+			// confirmation that follows triggers the resync.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind == "subscribe" {
+				if err := resync(ctx); err != nil && ctx.Err() == nil {
+					// The next reconnect, or the next message, tries again.
+					continue
+				}
+			}
+		case *goredis.Message:
+			var e entry
+			if json.Unmarshal([]byte(m.Payload), &e) == nil {
+				add(e.revocation())
+			}
+		}
+	}
+}
+
+// Options connect to Redis.
+type Options struct {
+	URL          string // redis://host:port/db, or rediss:// for TLS
+	Username     string
+	Password     string // read from a file by the caller, never from the config
+	TLSCAFile    string // CA bundle for rediss://; default the system's
+	Prefix       string // default "keyd:"
+	Logger       *slog.Logger
+	DialTimeout  time.Duration // default 2 s
+	ReadTimeout  time.Duration // default 2 s
+	WriteTimeout time.Duration // default 2 s
+}
+
+// Open connects to Redis and checks that it answers (PING); go-redis's
+// own log lines go to o.Logger at warn.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	opts, err := goredis.ParseURL(o.URL)
+	if err != nil {
+		return nil, errors.New("storage.token_state.url does not parse (redis://host:port/db)")
+	}
+	if o.Username != "" {
+		opts.Username = o.Username
+	}
+	if o.Password != "" {
+		opts.Password = o.Password
+	}
+	if o.TLSCAFile != "" && opts.TLSConfig != nil {
+		pem, err := os.ReadFile(o.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.token_state.tls_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("storage.token_state.tls_ca_file: %s holds no PEM certificate", o.TLSCAFile)
+		}
+		opts.TLSConfig.RootCAs = pool
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
+	if o.Logger != nil {
+		goredis.SetLogger(slogLogger{o.Logger})
+	}
+	c := goredis.NewClient(opts)
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: redis at %s: %v", keystore.ErrUnavailable, opts.Addr, err)
+	}
+	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
+}
+
+// Close closes the connections.
+func (s *Store) Close() error { return s.c.Close() }
+
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Printf(_ context.Context, format string, v ...any) {
+	s.l.Warn("redis: " + fmt.Sprintf(format, v...))
+}

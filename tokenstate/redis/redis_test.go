@@ -1,0 +1,111 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/keyd-dev/keyd/internal/testredis"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/tokenstate"
+	"github.com/keyd-dev/keyd/tokenstate/redis"
+	"github.com/keyd-dev/keyd/tokenstate/tokenstatetest"
+)
+
+func client(t *testing.T, srv *testredis.Server) goredis.UniversalClient {
+	c := goredis.NewUniversalClient(&goredis.UniversalOptions{Addrs: []string{srv.Addr}, MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// The conformance suite on a real redis-server; each store has its own
+// prefix, as deployments sharing a Redis would.
+func TestConformance(t *testing.T) {
+	srv := testredis.Start(t)
+	n := 0
+	tokenstatetest.Run(t, func(t *testing.T) tokenstate.Store {
+		n++
+		return redis.New(client(t, srv), "t"+string(rune('a'+n))+":")
+	})
+}
+
+// Redis expires entries itself at their Expires.
+func TestNativeExpiry(t *testing.T) {
+	srv := testredis.Start(t)
+	c := client(t, srv)
+	s := redis.New(c, "x:")
+	ctx := context.Background()
+	r := tokenstate.Revocation{KeySet: "a", JTI: "j", Expires: time.Now().Add(time.Hour)}
+	if _, err := s.PutRevocation(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := c.PTTL(ctx, "x:rev:"+r.ID()).Result()
+	if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("the key's expiry: %v %v", ttl, err)
+	}
+}
+
+// A revocation made through one replica reaches the other's index through
+// pub/sub, and a replica cut from Redis catches up when it is back.
+func TestWatchAndResync(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writer := redis.New(client(t, srv), "w:")
+	reader := redis.New(client(t, srv), "w:")
+	x := tokenstate.NewIndex()
+	var resyncs sync.WaitGroup
+	resyncs.Add(1)
+	first := sync.OnceFunc(resyncs.Done)
+	go func() {
+		_ = reader.Watch(ctx, func(r tokenstate.Revocation) { _ = x.Add(r, 0) }, func(ctx context.Context) error {
+			all, err := reader.Revocations(ctx)
+			for _, r := range all {
+				_ = x.Add(r, 0)
+			}
+			first()
+			return err
+		})
+	}()
+	resyncs.Wait()
+	exp := time.Now().Add(time.Hour)
+	if _, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: "live", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return x.Has(tokenstate.Revocation{KeySet: "a", JTI: "live"}) }, "the published revocation")
+
+	// Redis goes away: writes fail as unavailable; it comes back (empty,
+	// persistence is off here) and a revocation made then reaches the
+	// reader after its reconnect.
+	srv.Stop()
+	if _, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: "lost", Expires: exp}); !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("a write with Redis down: %v", err)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: "after", Expires: exp})
+		return err == nil && x.Has(tokenstate.Revocation{KeySet: "a", JTI: "after"})
+	}, "a revocation after the reconnect")
+	if !x.Has(tokenstate.Revocation{KeySet: "a", JTI: "live"}) {
+		t.Fatal("the index lost what it knew while Redis was away")
+	}
+}
+
+// waitFor polls an asynchronous outcome (pub/sub delivery, a reconnect)
+// until a deadline: nothing waits for time to pass.
+func waitFor(t *testing.T, ok func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not arrive within 10 s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
