@@ -39,7 +39,7 @@ var (
 func New(c goredis.UniversalClient, prefix string) *Store { return &Store{c: c, prefix: prefix} }
 
 func (s *Store) key(r tokenstate.Revocation) string { return s.prefix + "rev:" + r.ID() }
-func (s *Store) channel() string                  { return s.prefix + "revocations" }
+func (s *Store) channel() string                    { return s.prefix + "revocations" }
 
 // entry is a revocation as Redis holds it (times in Unix milliseconds,
 // which Lua compares as numbers).
