@@ -16,7 +16,6 @@ package metrics
 
 import (
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -25,12 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyd-dev/keyd/internal/version"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
 )
-
-// Version is keyd's version as keyd_build_info reports it.
-var Version = "dev"
 
 // Metrics holds every collector keyd exports.
 type Metrics struct {
@@ -118,9 +115,10 @@ func New() *Metrics {
 	for _, r := range []string{"missing", "unknown_token", "unknown_client", "forbidden"} {
 		m.authFailures.WithLabelValues(r) // exported at 0 from the start, for rate()
 	}
+	v := version.Get()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "keyd_build_info", Help: "Always 1; the labels say which keyd runs.",
-		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.GoVersion, "tags": v.Tags},
 	})
 	buildInfo.Set(1)
 	m.reg.MustRegister(

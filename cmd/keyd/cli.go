@@ -82,7 +82,7 @@ func hoistGlobalFlags(args []string) ([]string, error) {
 	var lead []string
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-" {
 		a := args[0]
-		if a == "-h" || a == "-help" || a == "--help" {
+		if a == "-h" || a == "-help" || a == "--help" || a == "--version" || a == "-version" {
 			break
 		}
 		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")

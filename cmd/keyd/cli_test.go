@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -208,6 +209,15 @@ func TestTLSMistakesSayWhatToSet(t *testing.T) {
 		t.Setenv("KEYD_ADDR", addr)
 		if code, _, errOut := runCLI("", "keysets"); code != 1 || !strings.Contains(errOut, want) {
 			t.Errorf("%s: exit %d: %s (want %q)", addr, code, errOut, want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		code, out, _ := runCLI("", arg)
+		if code != 0 || !strings.HasPrefix(out, "keyd ") || !strings.Contains(out, runtime.Version()) || !strings.Contains(out, "tags ") {
+			t.Errorf("keyd %s: exit %d: %q", arg, code, out)
 		}
 	}
 }

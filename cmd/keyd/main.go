@@ -20,6 +20,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/internal/keygen"
+	"github.com/keyd-dev/keyd/internal/version"
 )
 
 const usage = `keyd: the key daemon.
@@ -63,6 +64,7 @@ private CA; or --addr, --token, --ca-file, before or after the command):
       Check the chain of audit files, oldest first (rotated files before
       the current one). Exits 1 naming the first broken line.
 
+keyd version (or --version) prints the version, commit, Go version and build tags.
 keyd COMMAND --help shows a command's arguments and flags.
 `
 
@@ -96,6 +98,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = configCmd(rest, stdout, stderr)
 	case cmd == keygenCommand: // the low-priority child keyd serve starts to make RSA keys
 		err = keygen.Serve(rest, stdout)
+	case cmd == "version" || cmd == "--version" || cmd == "-version":
+		fmt.Fprintln(stdout, version.Get())
+		return 0
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -143,6 +148,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(handler)
 	slog.SetDefault(log)
+	v := version.Get()
+	log.Info("keyd starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "tags", v.Tags)
 
 	var cfg *config.Config
 	var err error
