@@ -59,7 +59,8 @@ func SubjectMAC(key []byte, sub string) string {
 type cachedList struct {
 	doc     jwks.Document
 	signed  time.Time
-	version uint64 // of the index's entries of the key set
+	version uint64    // of the index's entries of the key set
+	wall    time.Time // when it was signed, by the wall clock
 }
 
 // RevocationList returns the key set's revocations as a JWT signed by its
@@ -81,7 +82,20 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	now := s.now()
 	maxAge := r.policy.JWKSMaxAge
 	version := r.revs.Version(name)
-	if c := r.list.Load(); c != nil && c.version == version && now.Sub(c.signed) < maxAge/2 && !now.Before(c.signed) {
+	fresh := func(c *cachedList) bool {
+		age := now.Sub(c.signed)
+		// Changed entries are signed in at most every tenth of the cache
+		// lifetime (by the wall clock: this guards the CPU): the public
+		// endpoint cannot make keyd sign a large list once per request
+		// while revocations come in.
+		return c != nil && age >= 0 && age < maxAge/2 && (c.version == version || time.Since(c.wall) < max(maxAge/10, time.Second))
+	}
+	if c := r.list.Load(); c != nil && fresh(c) {
+		return c.doc, nil
+	}
+	r.listMu.Lock() // one signing at a time; the others take its result
+	defer r.listMu.Unlock()
+	if c := r.list.Load(); c != nil && fresh(c) {
 		return c.doc, nil
 	}
 	tokens, subjects := r.revs.Entries(name, now)
@@ -109,6 +123,6 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 		return jwks.Document{}, err
 	}
 	doc := jwks.NewDocument(buf, maxAge)
-	r.list.Store(&cachedList{doc: doc, signed: now, version: version})
+	r.list.Store(&cachedList{doc: doc, signed: now, version: version, wall: time.Now()})
 	return doc, nil
 }

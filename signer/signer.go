@@ -82,6 +82,7 @@ type keyring struct {
 
 	// The signed revocation list, re-signed as it ages or changes.
 	list     atomic.Pointer[cachedList]
+	listMu   sync.Mutex // serialises signing the list
 	name     string
 	revs     *tokenstate.Index // the Signer's: revocations, one lookup per verification
 	loadedAt time.Time         // when this version was loaded
