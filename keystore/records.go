@@ -14,6 +14,9 @@ type Record struct {
 	ID      string
 	Data    []byte // opaque to the store; sealed at rest where the store seals key material
 	Version uint64 // 0: not stored yet
+	// Expires, when set, lets a store that expires data itself (Redis)
+	// drop the record then; the others keep it until it is deleted.
+	Expires time.Time
 }
 
 // RecordStore is an optional capability of a Store, found by type
@@ -39,10 +42,10 @@ type RecordStore interface {
 }
 
 // UpdateRecord changes a record with compare-and-swap: fn gets the stored
-// record (nil when there is none) and returns the new data, or ErrNoChange
-// to leave it as it is. fn may run more than once, on conflicts with
-// concurrent writers.
-func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(cur *Record) ([]byte, error)) error {
+// record (nil when there is none) and returns the new data and expiry, or
+// ErrNoChange to leave it as it is. fn may run more than once, on
+// conflicts with concurrent writers.
+func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(cur *Record) ([]byte, time.Time, error)) error {
 	var lastErr error
 	for attempt := range MaxUpdateAttempts {
 		cur, err := s.GetRecord(ctx, kind, id)
@@ -52,14 +55,14 @@ func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(c
 		if err != nil {
 			return err
 		}
-		data, err := fn(cur)
+		data, expires, err := fn(cur)
 		if errors.Is(err, ErrNoChange) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		next := &Record{ID: id, Data: data}
+		next := &Record{ID: id, Data: data, Expires: expires}
 		if cur != nil {
 			next.Version = cur.Version
 		}

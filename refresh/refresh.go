@@ -44,6 +44,11 @@ var (
 // store): a sign-scoped caller cannot park a megabyte per login.
 const MaxClaimsBytes = 16 << 10
 
+// pruneGrace is how long a login's record outlives its expiry, so that a
+// late presentation gets refresh_token_expired rather than invalid; stores
+// that expire records themselves (Redis) drop it then, the others prune.
+const pruneGrace = 24 * time.Hour
+
 // Kind is the record kind of refresh token families.
 const Kind = "refresh"
 
@@ -130,7 +135,7 @@ func (s *Service) Issue(ctx context.Context, keyset string, claims signer.Claims
 	f := family{KeySet: keyset, Claims: raw, Secret: random(32), Generation: 1, CreatedAt: now, ExpiresAt: now.Add(set.TTL)}
 	id := base64.RawURLEncoding.EncodeToString(random(16))
 	data, _ := json.Marshal(f)
-	if _, err := s.store.PutRecord(ctx, Kind, &keystore.Record{ID: id, Data: data}); err != nil {
+	if _, err := s.store.PutRecord(ctx, Kind, &keystore.Record{ID: id, Data: data, Expires: f.ExpiresAt.Add(pruneGrace)}); err != nil {
 		return nil, err
 	}
 	return &Pair{Access: access, Claims: claims, RefreshToken: f.token(id, f.Generation), RefreshExpires: f.ExpiresAt}, nil
@@ -186,7 +191,7 @@ func (s *Service) Refresh(ctx context.Context, keyset, tok string) (*Pair, error
 	}
 	f.Generation++
 	data, _ := json.Marshal(f)
-	_, err = s.store.PutRecord(ctx, Kind, &keystore.Record{ID: id, Data: data, Version: rec.Version})
+	_, err = s.store.PutRecord(ctx, Kind, &keystore.Record{ID: id, Data: data, Version: rec.Version, Expires: f.ExpiresAt.Add(pruneGrace)})
 	if errors.Is(err, keystore.ErrConflict) {
 		// Someone spent this generation first (another replica, or a
 		// concurrent request): this presentation is the reuse.
@@ -228,7 +233,7 @@ func (s *Service) Prune(ctx context.Context) (int, error) {
 			var exp struct {
 				ExpiresAt time.Time `json:"expires_at"`
 			}
-			if json.Unmarshal(rec.Data, &exp) != nil || s.now().Before(exp.ExpiresAt.Add(24*time.Hour)) {
+			if json.Unmarshal(rec.Data, &exp) != nil || s.now().Before(exp.ExpiresAt.Add(pruneGrace)) {
 				continue
 			}
 			if err := s.store.DeleteRecord(ctx, kind, rec.ID); err != nil {

@@ -48,14 +48,15 @@ func (s *Service) RevokeSubject(ctx context.Context, keyset, sub string, before 
 	}
 	id := subjectID(keyset, sub)
 	want := subjectCut{Before: before.UTC(), ExpiresAt: before.UTC().Add(set.TTL + time.Second)}
-	return keystore.UpdateRecord(ctx, s.store, SubjectKind, id, func(rec *keystore.Record) ([]byte, error) {
+	return keystore.UpdateRecord(ctx, s.store, SubjectKind, id, func(rec *keystore.Record) ([]byte, time.Time, error) {
 		if rec != nil {
 			var cur subjectCut
 			if json.Unmarshal(rec.Data, &cur) == nil && !cur.Before.Before(want.Before) {
-				return nil, keystore.ErrNoChange
+				return nil, time.Time{}, keystore.ErrNoChange
 			}
 		}
-		return json.Marshal(want)
+		data, err := json.Marshal(want)
+		return data, want.ExpiresAt.Add(pruneGrace), err
 	})
 }
 
@@ -124,7 +125,7 @@ func (s *Service) revokeFamily(ctx context.Context, rec *keystore.Record, f *fam
 		}
 		f.RevokedAt = now
 		data, _ := json.Marshal(f)
-		_, err := s.store.PutRecord(ctx, Kind, &keystore.Record{ID: rec.ID, Data: data, Version: rec.Version})
+		_, err := s.store.PutRecord(ctx, Kind, &keystore.Record{ID: rec.ID, Data: data, Version: rec.Version, Expires: f.ExpiresAt.Add(pruneGrace)})
 		if err == nil {
 			return nil
 		}

@@ -104,11 +104,14 @@ type daemon struct {
 	pub      *jwks.Publisher
 	mgr      *rotation.Manager
 	startErr error // the first load of the key sets, when it did not finish
-	pairs    *refresh.Service
-	guard    *authguard.Guard
-	reload   *reloader
-	servers  []*http.Server
-	mln      net.Listener // metrics.listen's, when set
+	// stateRecords hold refresh token logins: the key store's records, or
+	// Redis's with token_state on Redis.
+	stateRecords keystore.RecordStore
+	pairs        *refresh.Service
+	guard        *authguard.Guard
+	reload       *reloader
+	servers      []*http.Server
+	mln          net.Listener // metrics.listen's, when set
 }
 
 // Run builds keyd and serves until ctx is cancelled, then shuts down
@@ -250,6 +253,7 @@ func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
 	ts := d.cfg.Storage.TokenState
 	if ts.Backend != "redis" {
 		if rs, ok := d.store.(keystore.RecordStore); ok { // both backends are
+			d.stateRecords = rs
 			return records.New(rs), nil
 		}
 		return nil, nil
@@ -269,6 +273,7 @@ func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
 		return nil, fmt.Errorf("storage.token_state: %w", err)
 	}
 	d.closers = append(d.closers, func() { _ = s.Close() })
+	d.stateRecords = s.Records() // refresh token logins too
 	d.log.Info("token state on redis", "prefix", cmp.Or(ts.Prefix, "keyd:"))
 	return s, nil
 }
@@ -280,8 +285,8 @@ func (d *daemon) buildAPI(context.Context) error {
 	} else if !hasAdmin(cfg.Auth) {
 		log.Warn("no API token or client has the admin scope: keyd rotate, revoke, import-key and status cannot be used")
 	}
-	if records, ok := d.store.(keystore.RecordStore); ok { // both backends are
-		d.pairs = refresh.New(records, d.sg, d.o.Now, func(name string) (refresh.Settings, bool) {
+	if d.stateRecords != nil {
+		d.pairs = refresh.New(d.stateRecords, d.sg, d.o.Now, func(name string) (refresh.Settings, bool) {
 			p, ok := d.mgr.Policy(name)
 			return refresh.Settings{TTL: p.RefreshTTL}, ok
 		})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyd-dev/keyd/keystore"
 )
@@ -58,6 +59,16 @@ func RunRecords(t *testing.T, newStore func(t *testing.T) keystore.RecordStore) 
 		}
 		if list, _ := s.ListRecords(ctx, "empty-kind"); len(list) != 0 {
 			t.Fatalf("an empty kind lists %d", len(list))
+		}
+	})
+	t.Run("RecordWithExpiryReadsBack", func(t *testing.T) {
+		s := newStore(t)
+		exp := time.Now().Add(time.Hour)
+		if _, err := s.PutRecord(ctx, "exp", &keystore.Record{ID: "e", Data: []byte("x"), Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetRecord(ctx, "exp", "e"); err != nil || string(got.Data) != "x" {
+			t.Fatalf("a record with an expiry: %+v %v", got, err)
 		}
 	})
 	t.Run("RecordRaceHasOneWinner", func(t *testing.T) {

@@ -66,16 +66,17 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 	mu := s.lock(r.ID())
 	mu.Lock()
 	defer mu.Unlock()
-	err := keystore.UpdateRecord(ctx, s.rs, Kind, r.ID(), func(cur *keystore.Record) ([]byte, error) {
+	err := keystore.UpdateRecord(ctx, s.rs, Kind, r.ID(), func(cur *keystore.Record) ([]byte, time.Time, error) {
 		stored = r
 		if cur != nil {
 			var old record
 			if err := json.Unmarshal(cur.Data, &old); err != nil {
-				return nil, fmt.Errorf("%w: revocation %s: %v", keystore.ErrCorrupt, cur.ID, err)
+				return nil, time.Time{}, fmt.Errorf("%w: revocation %s: %v", keystore.ErrCorrupt, cur.ID, err)
 			}
 			stored = old.revocation().Merge(r)
 		}
-		return json.Marshal(toRecord(stored))
+		data, err := json.Marshal(toRecord(stored))
+		return data, stored.Expires, err
 	})
 	return stored, err
 }

@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/keyd-dev/keyd/internal/testredis"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/redis"
 	"github.com/keyd-dev/keyd/tokenstate/tokenstatetest"
@@ -108,4 +110,15 @@ func waitFor(t *testing.T, ok func() bool, what string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// The record store conformance suite on a real redis-server: refresh
+// token logins live there with token_state on Redis.
+func TestRecordConformance(t *testing.T) {
+	srv := testredis.Start(t)
+	n := 0
+	keystoretest.RunRecords(t, func(t *testing.T) keystore.RecordStore {
+		n++
+		return redis.New(client(t, srv), fmt.Sprintf("r%d:", n)).Records()
+	})
 }

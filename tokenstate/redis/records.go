@@ -1,0 +1,121 @@
+package redis
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Records is a keystore.RecordStore on Redis, for the records of token
+// state (refresh token logins and subject cut-offs): each record one key
+// holding its version and data, written by a Lua compare-and-swap so that
+// replicas racing on one login have exactly one winner, and expired by
+// Redis itself at the record's Expires (no sweeps).
+type Records struct{ s *Store }
+
+var _ keystore.RecordStore = Records{}
+
+// Records returns the record store on the same connection and prefix.
+func (s *Store) Records() Records { return Records{s: s} }
+
+func (r Records) key(kind, id string) string { return r.s.prefix + "rec:" + kind + ":" + id }
+
+// cas writes ARGV[2] (version ++ data) if the stored version is ARGV[1]
+// (0: the key must not exist), with the expiry ARGV[3] (ms; 0: none).
+var cas = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+local want = tonumber(ARGV[1])
+local have = 0
+if cur then have = struct.unpack('>I8', cur) end
+if have ~= want then return -1 end
+local exp = tonumber(ARGV[3])
+if exp > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', exp)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return have + 1
+`)
+
+// GetRecord implements keystore.RecordStore.
+func (r Records) GetRecord(ctx context.Context, kind, id string) (*keystore.Record, error) {
+	raw, err := r.s.c.Get(ctx, r.key(kind, id)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return nil, fmt.Errorf("%w: record %s %s", keystore.ErrNotFound, kind, id)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return decode(kind, id, raw)
+}
+
+func decode(kind, id string, raw []byte) (*keystore.Record, error) {
+	if len(raw) < 8 {
+		return nil, fmt.Errorf("%w: record %s %s is truncated", keystore.ErrCorrupt, kind, id)
+	}
+	return &keystore.Record{ID: id, Version: binary.BigEndian.Uint64(raw), Data: append([]byte(nil), raw[8:]...)}, nil
+}
+
+// PutRecord implements keystore.RecordStore.
+func (r Records) PutRecord(ctx context.Context, kind string, rec *keystore.Record) (*keystore.Record, error) {
+	if kind == "" || rec.ID == "" {
+		return nil, errors.New("a record needs a kind and an id")
+	}
+	next := rec.Version + 1
+	val := append(binary.BigEndian.AppendUint64(nil, next), rec.Data...)
+	var exp int64
+	if !rec.Expires.IsZero() {
+		exp = rec.Expires.UnixMilli()
+	}
+	got, err := cas.Run(ctx, r.s.c, []string{r.key(kind, rec.ID)}, rec.Version, val, exp).Int64()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if got < 0 {
+		return nil, fmt.Errorf("%w: record %s %s was written by someone else", keystore.ErrConflict, kind, rec.ID)
+	}
+	return &keystore.Record{ID: rec.ID, Data: append([]byte(nil), rec.Data...), Version: uint64(got), Expires: rec.Expires}, nil
+}
+
+// DeleteRecord implements keystore.RecordStore.
+func (r Records) DeleteRecord(ctx context.Context, kind, id string) error {
+	return unavailable(r.s.c.Del(ctx, r.key(kind, id)).Err())
+}
+
+// ListRecords implements keystore.RecordStore (a SCAN).
+func (r Records) ListRecords(ctx context.Context, kind string) ([]*keystore.Record, error) {
+	prefix := r.key(kind, "")
+	var out []*keystore.Record
+	var cursor uint64
+	for {
+		keys, next, err := r.s.c.Scan(ctx, cursor, prefix+"*", 1000).Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if len(keys) > 0 {
+			vals, err := r.s.c.MGet(ctx, keys...).Result()
+			if err != nil {
+				return nil, unavailable(err)
+			}
+			for i, v := range vals {
+				str, ok := v.(string)
+				if !ok {
+					continue
+				}
+				rec, err := decode(kind, keys[i][len(prefix):], []byte(str))
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rec)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
