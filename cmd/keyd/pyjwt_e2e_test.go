@@ -90,3 +90,49 @@ auth:
 	}
 	d.stop()
 }
+
+// TestPEMEndpointWithPyJWT: a key's PEM from keyd verifies keyd's tokens
+// in PyJWT with a static key (as nginx or Envoy would use it), for EC and
+// RSA key sets; unknown kids and HMAC key sets have none.
+func TestPEMEndpointWithPyJWT(t *testing.T) {
+	python := pyjwt(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+storage: {backend: file, file: {path: %q}}
+keysets:
+  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m}
+  - {name: ps, algorithm: PS256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m}
+  - {name: hs, algorithm: HS256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m}
+auth:
+  tokens:
+    - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
+`, filepath.Join(dir, "keyd.db"), daemon.TokenHash(serviceToken))
+	cfgPath := filepath.Join(dir, "keyd.yaml")
+	writeFile(t, cfgPath, []byte(cfg))
+	masterKey, _ := file.NewMasterKey()
+	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
+	rec := &recorder{}
+	for keyset, alg := range map[string]string{"es": "ES256", "ps": "PS256"} {
+		status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/"+keyset+"/sign", serviceToken, `{"claims":{"sub":"pem-user"}}`)
+		var out struct{ Token, KID string }
+		if status != 200 || json.Unmarshal(body, &out) != nil {
+			t.Fatalf("sign: %d %s", status, body)
+		}
+		status, pemBody, hdr := rec.call(t, "GET", d.addr+"/v1/keysets/"+keyset+"/keys/"+out.KID+".pem", "", "")
+		if status != 200 || !strings.HasPrefix(string(pemBody), "-----BEGIN PUBLIC KEY-----") || hdr.Get("Cache-Control") != "public, max-age=60" {
+			t.Fatalf("%s PEM: %d %v %s", keyset, status, hdr, pemBody)
+		}
+		cmd := exec.Command(python, "-c", `import sys, jwt
+print(jwt.decode(sys.argv[1], sys.argv[2], algorithms=[sys.argv[3]])["sub"])`, out.Token, string(pemBody), alg)
+		got, err := cmd.CombinedOutput()
+		if err != nil || strings.TrimSpace(string(got)) != "pem-user" {
+			t.Fatalf("PyJWT with %s's PEM: %v\n%s", keyset, err, got)
+		}
+	}
+	for _, path := range []string{"/v1/keysets/es/keys/nope.pem", "/v1/keysets/hs/keys/x.pem", "/v1/keysets/es/keys/nope"} {
+		if status, _, _ := rec.call(t, "GET", d.addr+path, "", ""); status != 404 {
+			t.Errorf("%s: %d", path, status)
+		}
+	}
+	d.stop()
+}

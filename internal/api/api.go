@@ -116,6 +116,7 @@ func build(o Options) (http.Handler, []string) {
 	handle("POST /v1/keysets/{name}/rotate", s.loaded(s.admin(s.rotate)))
 	handle("POST /v1/keysets/{name}/keys/{kid}/revoke", s.loaded(s.admin(s.revoke)))
 	handle("POST /v1/keysets/{name}/keys/import", s.loaded(s.admin(s.importKey)))
+	handle("GET /v1/keysets/{name}/keys/{file}", s.loaded(s.keyPEM))
 	handle("GET /.well-known/openid-configuration", s.loaded(s.discovery))
 	handle("POST /v1/keysets/{name}/revocations", s.loaded(s.admin(s.addRevocation)))
 	handle("GET /v1/keysets/{name}/revocations", s.loaded(s.admin(s.listRevocations)))
