@@ -152,6 +152,10 @@ func (s *Store) PruneRevocations(context.Context, time.Time) (int, error) { retu
 func (s *Store) Watch(ctx context.Context, add func(tokenstate.Revocation), resync func(context.Context) error) error {
 	sub := s.c.Subscribe(ctx, s.channel())
 	defer sub.Close()
+	// A blocked Receive ignores a cancelled context (go-redis honours
+	// deadlines only): closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = sub.Close() })
+	defer stop()
 	for {
 		msg, err := sub.Receive(ctx)
 		if ctx.Err() != nil {

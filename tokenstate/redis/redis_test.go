@@ -122,3 +122,24 @@ func TestRecordConformance(t *testing.T) {
 		return redis.New(client(t, srv), fmt.Sprintf("r%d:", n)).Records()
 	})
 }
+
+// Watch returns when its context is cancelled, even while it waits for a
+// message (keyd's shutdown waits for it).
+func TestWatchStopsOnCancel(t *testing.T) {
+	srv := testredis.Start(t)
+	s := redis.New(client(t, srv), "c:")
+	ctx, cancel := context.WithCancel(context.Background())
+	subscribed := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Watch(ctx, func(tokenstate.Revocation) {}, func(context.Context) error { close(subscribed); return nil })
+	}()
+	<-subscribed
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch did not return after its context was cancelled")
+	}
+}
