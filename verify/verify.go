@@ -81,8 +81,13 @@ type revocations struct {
 	revoked *signer.Revoked
 }
 
+// StartTimeout bounds how long New waits for the first JWKS and
+// revocation list when ctx has no earlier deadline.
+const StartTimeout = 15 * time.Second
+
 // New returns a Verifier of the key set called keyset at the keyd at
-// keydURL, and waits until its JWKS (and revocation list) are fetched. The
+// keydURL, and waits until its JWKS (and revocation list) are fetched, at
+// most StartTimeout (or until ctx's deadline): it never blocks forever. The
 // cache keeps refreshing them until ctx is cancelled.
 func New(ctx context.Context, keydURL, keyset string, o Options) (*Verifier, error) {
 	alg, ok := jwa.LookupSignatureAlgorithm(o.Algorithm)
@@ -110,9 +115,13 @@ func New(ctx context.Context, keydURL, keyset string, o Options) (*Verifier, err
 		return nil, err
 	}
 	v.cache = cache
-	if err := cache.Register(ctx, v.jwksURL, jwk.WithMinInterval(time.Second), jwk.WithMaxInterval(time.Hour),
+	// The first fetches are waited for, but never forever: ctx's deadline,
+	// or StartTimeout. The cache itself lives as long as ctx.
+	waitCtx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	if err := cache.Register(waitCtx, v.jwksURL, jwk.WithMinInterval(time.Second), jwk.WithMaxInterval(time.Hour),
 		jwk.WithHTTPClient(hc), jwk.WithWaitReady(true)); err != nil {
-		return nil, fmt.Errorf("verify: fetching %s: %w", v.jwksURL, err)
+		return nil, fmt.Errorf("verify: the JWKS at %s cannot be fetched (is keyd running there, and the key set called %q?): %w", v.jwksURL, keyset, err)
 	}
 	if !o.SkipRevocations {
 		// The list is no JWKS: a client of its own (jwk.Cache runs its own).
@@ -125,7 +134,7 @@ func New(ctx context.Context, keydURL, keyset string, o Options) (*Verifier, err
 		if err != nil {
 			return nil, err
 		}
-		if err := ctrl.Add(ctx, res, httprc.WithWaitReady(true)); err != nil {
+		if err := ctrl.Add(waitCtx, res, httprc.WithWaitReady(true)); err != nil {
 			return nil, fmt.Errorf("verify: fetching the revocation list %s: %w", res.URL(), err)
 		}
 		v.revs = res

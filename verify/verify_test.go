@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -204,5 +205,21 @@ func TestLegacyTokensLocally(t *testing.T) {
 	s.Clock.Add(time.Hour)
 	if _, err := legacy.Verify(ctx, tok); signer.Code(err) != signer.CodeUnknownKey {
 		t.Fatalf("after LegacyUntil: %v", err)
+	}
+}
+
+// New gives up with a clear error when the JWKS cannot be fetched, even
+// with a context that has no deadline (it used to wait forever).
+func TestNewGivesUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	start := time.Now()
+	_, err = verify.New(context.Background(), "http://"+addr, "app", verify.Options{Algorithm: "ES256"})
+	if err == nil || !strings.Contains(err.Error(), "cannot be fetched") || time.Since(start) > verify.StartTimeout+5*time.Second {
+		t.Fatalf("New against nothing: %v after %v", err, time.Since(start))
 	}
 }
