@@ -106,6 +106,10 @@ type Revocations struct {
 	KeySet   string           `json:"keyset"`
 	Tokens   []RevokedToken   `json:"tokens"`
 	Subjects []RevokedSubject `json:"subjects"`
+	// InForce counts every revocation in force; Truncated says the lists
+	// hold only the newest (the request's limit).
+	InForce   int  `json:"in_force"`
+	Truncated bool `json:"truncated"`
 }
 
 // RevokedToken is one revoked token.

@@ -317,7 +317,13 @@ var clientCommands = map[string]clientCommand{
 				for _, s := range out.Subjects {
 					fmt.Fprintf(tw, "subject\t%s\tissued until %s\t%s\t%s\t%s\n", s.Sub, stamp(s.IssuedBefore), stamp(s.Until), stamp(s.RevokedAt), s.Reason)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if out.Truncated {
+					fmt.Fprintf(o.stdout, "(the newest shown; %d in force)\n", out.InForce)
+				}
+				return nil
 			}
 		}},
 }

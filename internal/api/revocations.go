@@ -13,6 +13,7 @@ import (
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 // revokeRequest names what to revoke: one token by jti and exp, one token
@@ -28,6 +29,13 @@ type revokeRequest struct {
 }
 
 const maxReason = 256
+
+// The revocation listing shows the newest entries: a million in force
+// would be a response of a hundred megabytes.
+const (
+	defaultListLimit = 1000
+	maxListLimit     = 100_000
+)
 
 func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 	var req revokeRequest
@@ -161,16 +169,31 @@ func (s *server) listRevocations(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	limit := defaultListLimit
+	if q := r.URL.Query().Get("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > maxListLimit {
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "limit must be 1 to %d", maxListLimit))
+			return
+		}
+		limit = n
+	}
 	tokens, subjects := s.Manager.Revocations().Entries(name, s.Manager.Now())
-	v := RevocationView{KeySet: name, Tokens: []RevokedTokenView{}, Subjects: []RevokedSubjectView{}}
+	v := RevocationView{KeySet: name, Tokens: []RevokedTokenView{}, Subjects: []RevokedSubjectView{}, InForce: len(tokens) + len(subjects)}
+	// The newest first, up to limit of each kind.
+	newest := func(a, b tokenstate.Revocation) int { return b.RevokedAt.Compare(a.RevokedAt) }
+	slices.SortFunc(tokens, newest)
+	slices.SortFunc(subjects, newest)
+	if len(tokens) > limit || len(subjects) > limit {
+		v.Truncated = true
+		tokens, subjects = tokens[:min(limit, len(tokens))], subjects[:min(limit, len(subjects))]
+	}
 	for _, t := range tokens {
 		v.Tokens = append(v.Tokens, RevokedTokenView{JTI: t.JTI, Exp: t.Expires.Add(-p.Leeway), RevokedAt: t.RevokedAt, Reason: t.Reason})
 	}
 	for _, sr := range subjects {
 		v.Subjects = append(v.Subjects, RevokedSubjectView{Sub: sr.Subject, IssuedBefore: sr.Before, Until: sr.Expires, RevokedAt: sr.RevokedAt, Reason: sr.Reason})
 	}
-	slices.SortFunc(v.Tokens, func(a, b RevokedTokenView) int { return a.RevokedAt.Compare(b.RevokedAt) })
-	slices.SortFunc(v.Subjects, func(a, b RevokedSubjectView) int { return a.RevokedAt.Compare(b.RevokedAt) })
 	writeJSON(w, http.StatusOK, v)
 }
 

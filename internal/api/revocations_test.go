@@ -281,3 +281,28 @@ func TestLogoutEverywhereEndsRefreshLogins(t *testing.T) {
 		t.Errorf("a sign-scoped caller revoked a login: %d", code)
 	}
 }
+
+// The listing shows the newest entries up to limit, and how many are in
+// force.
+func TestRevocationListingLimit(t *testing.T) {
+	s := apitest.Serve(t, nil, keystore.Policy{Name: "es", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 10 * time.Minute, JWKSMaxAge: time.Minute})
+	for i := range 3 {
+		s.Clock.Add(time.Second)
+		body := fmt.Sprintf(`{"jti":"j%d","exp":%d}`, i, s.Clock.Now().Add(5*time.Minute).Unix())
+		if code, out := s.Call("POST", "/v1/keysets/es/revocations", apitest.AdminToken, body); code != 200 {
+			t.Fatalf("revoke: %d %s", code, out)
+		}
+	}
+	code, body := s.Call("GET", "/v1/keysets/es/revocations?limit=2", apitest.AdminToken, "")
+	var v struct {
+		Tokens    []struct{ JTI string }
+		InForce   int  `json:"in_force"`
+		Truncated bool `json:"truncated"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &v) != nil || !v.Truncated || v.InForce != 3 || len(v.Tokens) != 2 || v.Tokens[0].JTI != "j2" {
+		t.Fatalf("limit=2: %d %s", code, body)
+	}
+	if code, _ := s.Call("GET", "/v1/keysets/es/revocations?limit=0", apitest.AdminToken, ""); code != 400 {
+		t.Fatalf("limit=0: %d", code)
+	}
+}
