@@ -247,7 +247,11 @@ func Parse(r io.Reader, name string) (*Config, error) {
 	var c Config
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config %s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if hint := indentHint(data); hint != "" {
+			msg += " (" + hint + ")"
+		}
+		return nil, fmt.Errorf("config %s: %s", name, msg)
 	}
 	// Every problem at once: those of the YAML itself (named by path),
 	// then Validate's of what could be decoded.

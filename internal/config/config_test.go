@@ -242,3 +242,11 @@ storage: {file: {pathh: x}}
 		t.Errorf("cron word: %v", err)
 	}
 }
+
+// A misindented line is named even when the YAML parser reports another.
+func TestIndentationErrorNamesTheLine(t *testing.T) {
+	_, err := config.Parse(strings.NewReader("keysets:\n  - name: a\n    algorithm: ES256\n   rotation: \"@daily\"\n"), "t")
+	if err == nil || !strings.Contains(err.Error(), "line 4 is indented 3 spaces") {
+		t.Fatalf("misindented line: %v", err)
+	}
+}

@@ -117,3 +117,34 @@ func distance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// indentHint finds the first line whose indentation fits no enclosing
+// level (a dedent to a column no line above it used): the usual cause of
+// a YAML syntax error that the parser reports at another line.
+func indentHint(data []byte) string {
+	stack := []int{0}
+	for i, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimLeft(line, " ")
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		indent := len(line) - len(trimmed)
+		top := stack[len(stack)-1]
+		switch {
+		case indent > top:
+			stack = append(stack, indent)
+		case indent < top:
+			for len(stack) > 0 && stack[len(stack)-1] > indent {
+				stack = stack[:len(stack)-1]
+			}
+			if len(stack) == 0 || stack[len(stack)-1] != indent {
+				return fmt.Sprintf("line %d is indented %d spaces, which matches no line above it: align it with its siblings", i+1, indent)
+			}
+		}
+		// A list item's keys sit two columns in: "- name: a" then "  key".
+		if strings.HasPrefix(trimmed, "- ") {
+			stack = append(stack, indent+2)
+		}
+	}
+	return ""
+}
