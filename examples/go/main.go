@@ -2,7 +2,7 @@
 // package's middleware: the JWKS and the revocation list cached, the
 // algorithm pinned, aud and iss checked, keyd's codes in 401 answers.
 //
-//	KEYD_URL=http://127.0.0.1:8080 go run ./examples/go 127.0.0.1:9000
+//	KEYD_URL=http://127.0.0.1:8080 go run ./examples/go [ADDR]   (default 127.0.0.1:8090)
 package main
 
 import (
@@ -35,7 +35,11 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"user": claims["sub"]})
 	})))
-	srv := &http.Server{Addr: os.Args[1], Handler: mux}
+	addr := "127.0.0.1:8090"
+	if len(os.Args) > 1 {
+		addr = os.Args[1]
+	}
+	srv := &http.Server{Addr: addr, Handler: mux}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	log.Println("listening")
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {

@@ -1,7 +1,7 @@
 // A Node service that takes keyd's tokens, verified with jose: the JWKS
 // through createRemoteJWKSet (cached), the algorithm pinned, aud and iss
 // checked, and keyd's signed revocation list honoured.
-//   KEYD_URL=http://127.0.0.1:8080 node server.mjs PORT
+//   KEYD_URL=http://127.0.0.1:8080 node server.mjs [PORT]   (default 3000)
 import http from "node:http";
 import { createHash } from "node:crypto";
 import { createRemoteJWKSet, jwtVerify, errors } from "jose";
@@ -66,4 +66,4 @@ const server = http.createServer(async (req, res) => {
     send(res, 401, { error: { code, message: e.message } }, { "www-authenticate": `Bearer error="invalid_token", error_description="${code}"` });
   }
 });
-server.listen(Number(process.argv[2]), "127.0.0.1", () => console.log("listening"));
+server.listen(Number(process.argv[2] ?? 3000), "127.0.0.1", () => console.log("listening"));

@@ -1,4 +1,4 @@
-"""A FastAPI service that takes keyd's tokens: python3 fastapi_app.py PORT"""
+"""A FastAPI service that takes keyd's tokens: /usr/bin/python3 fastapi_app.py [PORT] (default 8000)"""
 import sys
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
@@ -36,4 +36,4 @@ async def refresh(request: Request):
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 8000, log_level="warning")

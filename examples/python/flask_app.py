@@ -1,4 +1,4 @@
-"""A Flask service that takes keyd's tokens: python3 flask_app.py PORT"""
+"""A Flask service that takes keyd's tokens: /usr/bin/python3 flask_app.py [PORT] (default 5000)"""
 import sys
 from flask import Flask, jsonify, request
 import keyd_auth
@@ -32,4 +32,4 @@ def refresh():
 
 
 if __name__ == "__main__":
-    app.run(host="127.0.0.1", port=int(sys.argv[1]))
+    app.run(host="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 5000)

@@ -250,3 +250,10 @@ func TestIndentationErrorNamesTheLine(t *testing.T) {
 		t.Fatalf("misindented line: %v", err)
 	}
 }
+
+func TestExamplesConfigLoads(t *testing.T) {
+	c := loadExample(t, "../../configs/examples.yaml")
+	if p := c.Policies()[0]; p.Name != "app" || p.Issuer != "https://keyd.example" || p.RefreshTTL != 24*time.Hour {
+		t.Fatalf("examples config: %+v", p)
+	}
+}
