@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/internal/testvault"
@@ -458,4 +463,63 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 			t.Errorf("%s %s: %s, want %s", tc.path, tc.body, body, tc.code)
 		}
 	}
+}
+
+// TestKubeSocketWaitsForTheStore: with the store unreachable at start, keyd
+// listens for HTTP (not ready) but opens the Kubernetes signer's socket
+// only once the key sets are loaded, so kube-apiserver waits for it
+// instead of failing its first FetchKeys and restarting in a loop.
+func TestKubeSocketWaitsForTheStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("freezes Vault for several seconds")
+	}
+	srv := testvault.Start(t)
+	sockDir, err := os.MkdirTemp("", "kube")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sockDir)
+	socket := filepath.Join(sockDir, "kube.sock")
+	cfg := writeVaultConfig(t, srv, `  - {name: kube-sa, algorithm: ES256, rotation: "@daily", token_ttl: 1h, jwks_max_age: 2s}
+`)
+	appendConfig(t, cfg, fmt.Sprintf("kubernetes: {socket: %q, keyset: kube-sa}\n", socket))
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := launch(t, vaultEnv, "--config", cfg) // it listens without its store
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	if status, _, _ := rec.call(t, "GET", d.addr+"/readyz", "", ""); status != 503 {
+		t.Fatalf("readyz with the store down: %d", status)
+	}
+	if _, err := os.Stat(socket); !os.IsNotExist(err) {
+		t.Fatalf("the socket exists before the key sets are loaded: %v", err)
+	}
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		if _, err := os.Stat(socket); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket 45 s after the store returned:\n%s", d.log())
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process
+	}
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, err := v1.NewExternalJWTSignerClient(conn).FetchKeys(ctx, &v1.FetchKeysRequest{})
+	if err != nil || len(keys.Keys) != 2 {
+		t.Fatalf("FetchKeys once the socket is there: %v, %v", keys, err)
+	}
+	d.stop()
 }
