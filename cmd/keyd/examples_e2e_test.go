@@ -163,12 +163,17 @@ func exerciseExample(t *testing.T, d *daemonProc, url string, login bool) {
 	short := sign(`{"sub":"alice","aud":"billing"}`, "1s")
 	revoked := sign(`{"sub":"mallory","aud":"billing"}`, "5m")
 	expect("before its revocation", revoked, 200, "mallory")
-	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/app/revocations", adminToken, `{"token":"`+revoked+`"}`); status != 200 {
-		t.Fatalf("revoke: %d %s", status, body)
+	loggedOut := sign(`{"sub":"dave","aud":"billing"}`, "5m")
+	expect("before its subject's revocation", loggedOut, 200, "dave")
+	for _, body := range []string{`{"token":"` + revoked + `"}`, `{"sub":"dave"}`} {
+		if status, out, _ := rec.call(t, "POST", d.addr+"/v1/keysets/app/revocations", adminToken, body); status != 200 {
+			t.Fatalf("revoke: %d %s", status, out)
+		}
 	}
 	time.Sleep(2100 * time.Millisecond) // the 1s token expires; the 1s revocation list goes stale
 	expect("expired token", short, 401, "token_expired")
 	expect("revoked token", revoked, 401, "token_revoked")
+	expect("a token of a revoked subject", loggedOut, 401, "token_revoked")
 	expect("the valid token still", valid, 200, "alice")
 	if !login {
 		return

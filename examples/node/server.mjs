@@ -3,7 +3,7 @@
 // checked, and keyd's signed revocation list honoured.
 //   KEYD_URL=http://127.0.0.1:8080 node server.mjs [PORT]   (default 3000)
 import http from "node:http";
-import { createHash } from "node:crypto";
+import { createHmac } from "node:crypto";
 import { createRemoteJWKSet, jwtVerify, errors } from "jose";
 
 const KEYD = process.env.KEYD_URL ?? "http://127.0.0.1:8080";
@@ -16,7 +16,7 @@ const jwks = createRemoteJWKSet(new URL(`${KEYD}/v1/keysets/${KEYSET}/jwks.json`
 
 // keyd's revocation list: fetched again once its max-age has passed,
 // verified through the same JWKS before it is believed.
-let revoked = { jtis: new Set(), subs: new Map(), until: 0 };
+let revoked = { jtis: new Set(), subs: new Map(), subKey: Buffer.alloc(0), until: 0 };
 async function isRevoked(claims) {
   if (Date.now() >= revoked.until) {
     const resp = await fetch(`${KEYD}/v1/keysets/${KEYSET}/revocations.jwt`);
@@ -24,11 +24,12 @@ async function isRevoked(claims) {
     const { payload } = await jwtVerify(await resp.text(), jwks, { algorithms: [ALG], audience: "keyd-revocations" });
     revoked = {
       jtis: new Set(payload.revoked_jti.map((r) => r.jti)),
-      subs: new Map(payload.revoked_sub.map((r) => [r.sub_sha256, r.iat_before])),
+      subs: new Map(payload.revoked_sub.map((r) => [r.sub_hmac, r.iat_before])),
+      subKey: Buffer.from(payload.sub_key, "base64url"), // subjects: HMAC-SHA256 under the list's key
       until: Date.now() + maxAge * 1000,
     };
   }
-  const cutoff = revoked.subs.get(createHash("sha256").update(String(claims.sub)).digest("base64url"));
+  const cutoff = revoked.subs.get(createHmac("sha256", revoked.subKey).update(String(claims.sub)).digest("base64url"));
   return revoked.jtis.has(claims.jti) || (cutoff !== undefined && (claims.iat ?? 0) <= cutoff);
 }
 
