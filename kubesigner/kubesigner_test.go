@@ -2,9 +2,13 @@ package kubesigner_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,6 +28,7 @@ import (
 	v1alpha1 "k8s.io/externaljwt/apis/v1alpha1"
 
 	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/keyimport"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/kubesigner"
@@ -288,5 +293,49 @@ func TestCaseVariantAndDuplicateClaimsRefused(t *testing.T) {
 	seg := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"exp": %d, "sub": "a", "jti": "j"}`, soon)))
 	if _, err := f.v1.Sign(ctx, &v1.SignJWTRequest{Claims: seg}); err != nil {
 		t.Fatalf("plain claims: %v", err)
+	}
+}
+
+// Moving a cluster to keyd: the old sa.pub imported verify-only, with the
+// kid kube-apiserver gave its tokens (base64url of the SHA-256 of the PKIX
+// key), is among FetchKeys' keys, so tokens the old sa.key signed still
+// verify after the switch.
+func TestImportedSAKeyIsFetched(t *testing.T) {
+	f := setup(t, keystore.RS256)
+	ctx := context.Background()
+	old, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&old.PublicKey)
+	sum := sha256.Sum256(der)
+	kid := base64.RawURLEncoding.EncodeToString(sum[:]) // as kube-apiserver computes it
+	keys, _, err := keyimport.Parse(keystore.RS256, keyimport.Input{PEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), KID: kid,
+		VerifyUntil: f.clock.Now().Add(24 * time.Hour)}, f.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.mgr.Import(ctx, "kube-sa", keys, keystore.StateRetired, false); err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := f.v1.FetchKeys(ctx, &v1.FetchKeysRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(fetched.Keys, func(k *v1.Key) bool { return k.KeyId == kid })
+	if i < 0 || len(fetched.Keys) != 3 {
+		t.Fatalf("FetchKeys: %d keys, the imported one at %d", len(fetched.Keys), i)
+	}
+	// A token of the old sa.key, verified with the key FetchKeys gave.
+	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: old}, (&jose.SignerOptions{}).WithHeader("kid", kid))
+	tok, _ := josejwt.Signed(sig).Claims(josejwt.Claims{Subject: "system:serviceaccount:default:legacy", Expiry: josejwt.NewNumericDate(f.clock.Now().Add(time.Hour))}).Serialize()
+	pub, err := x509.ParsePKIXPublicKey(fetched.Keys[i].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := josejwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	var c josejwt.Claims
+	if err := parsed.Claims(pub, &c); err != nil || c.Subject != "system:serviceaccount:default:legacy" {
+		t.Fatalf("the old token with the fetched key: %v", err)
 	}
 }
