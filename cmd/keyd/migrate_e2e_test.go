@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -33,7 +34,7 @@ func TestMigrateSeedAppTokens(t *testing.T) {
 		t.Fatalf("PyJWT mint: %v\n%s", err, minted)
 	}
 	old := strings.Fields(string(minted))
-	if len(old) != 3 {
+	if len(old) != 4 {
 		t.Fatalf("minted: %s", minted)
 	}
 	config := func(until time.Time) string {
@@ -102,6 +103,33 @@ auth:
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.Join(strings.Fields(string(out)), " ") != "valid dave valid carol" {
 		t.Fatalf("PyJWKClient: %v\n%s", err, out)
+	}
+	// The PyJWT helper of examples/ follows the same legacy rule: the
+	// kid-less RS256 token verifies with key-2024 alone while the setting
+	// lasts, and not without it.
+	helper := func(env ...string) string {
+		cmd := exec.Command(python, "-c", `import sys, keyd_auth
+try:
+    print("valid", keyd_auth.verify("Bearer " + sys.argv[1])["sub"])
+except keyd_auth.Unauthorized as e:
+    print(e.code)`, old[3])
+		cmd.Dir = "../../examples/python"
+		cmd.Env = append(os.Environ(), append([]string{"KEYD_URL=" + d.addr, "KEYD_KEYSET=app", "KEYD_ALG=RS256"}, env...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the PyJWT helper: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if got := helper("KEYD_LEGACY_KID=key-2024", "KEYD_LEGACY_UNTIL="+until, "KEYD_LEGACY_ALLOW_MISSING_EXP=1"); got != "valid erin" {
+		t.Errorf("the helper with the legacy setting: %s", got)
+	}
+	if got := helper(); got == "valid erin" {
+		t.Errorf("the helper without the legacy setting accepted a token without a kid")
+	}
+	if got := helper("KEYD_LEGACY_KID=key-2024", "KEYD_LEGACY_UNTIL="+until); got != "missing_claim" {
+		t.Errorf("the helper without allow_missing_exp: %s", got)
 	}
 	d.stop()
 

@@ -2,7 +2,7 @@
 PyJWKClient (cached), the algorithm pinned, aud and iss checked, keyd's
 revocation list honoured, and PyJWT's exceptions mapped to keyd's verify
 codes for the 401 answer. Shared by flask_app.py and fastapi_app.py."""
-import json, os, urllib.request
+import datetime, json, os, urllib.request
 import jwt
 from keyd_revocations import RevocationList
 
@@ -12,6 +12,12 @@ ALG = os.environ.get("KEYD_ALG", "ES256")
 AUDIENCE = os.environ.get("APP_AUDIENCE", "billing")
 ISSUER = os.environ.get("APP_ISSUER", "https://keyd.example")
 SERVICE_TOKEN = os.environ.get("KEYD_TOKEN", "")  # sign:<keyset>, for login and refresh
+# The key set's legacy setting, mirrored: a token without a kid verifies
+# with that imported key alone, until then (RFC 3339), and, with
+# KEYD_LEGACY_ALLOW_MISSING_EXP=1, also without exp.
+LEGACY_KID = os.environ.get("KEYD_LEGACY_KID", "")
+LEGACY_UNTIL = os.environ.get("KEYD_LEGACY_UNTIL", "")
+LEGACY_ALLOW_MISSING_EXP = os.environ.get("KEYD_LEGACY_ALLOW_MISSING_EXP", "") == "1"
 
 jwks = jwt.PyJWKClient(f"{KEYD}/v1/keysets/{KEYSET}/jwks.json", cache_jwk_set=True, lifespan=60)
 revocations = RevocationList(KEYD, KEYSET, jwks, ALG)
@@ -43,9 +49,15 @@ def verify(authorization):
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing_token", "an Authorization: Bearer token is required")
     try:
-        key = jwks.get_signing_key_from_jwt(token).key
+        required = ["exp", "iat", "sub"]
+        if not jwt.get_unverified_header(token).get("kid") and legacy_in_force():
+            key = jwks.get_signing_key(LEGACY_KID).key  # the legacy key alone, never another
+            if LEGACY_ALLOW_MISSING_EXP:
+                required.remove("exp")
+        else:
+            key = jwks.get_signing_key_from_jwt(token).key
         claims = jwt.decode(token, key, algorithms=[ALG], audience=AUDIENCE, issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub"]})
+                            options={"require": required})
     except Exception as e:
         for exc, code in CODES:
             if isinstance(e, exc):
@@ -54,6 +66,13 @@ def verify(authorization):
     if revocations.is_revoked(claims):
         raise Unauthorized("token_revoked", "the token has been revoked")
     return claims
+
+
+def legacy_in_force():
+    if not LEGACY_KID or not LEGACY_UNTIL:
+        return False
+    until = datetime.datetime.fromisoformat(LEGACY_UNTIL.replace("Z", "+00:00"))
+    return datetime.datetime.now(datetime.timezone.utc) < until
 
 
 def keyd_call(path, body):

@@ -2,7 +2,8 @@
 
   seed_app.py mint SECRET_KEY PEM_PATH   prints three tokens, one a line:
       HS256 with no kid and no exp, HS256 with no kid and an exp,
-      RS256 from the PEM with kid key-2024 and an exp
+      RS256 from the PEM with kid key-2024 and an exp, RS256 with no kid
+      and no exp (aud billing, iss https://keyd.example)
   seed_app.py verify JWKS_URL ALG        verifies each token on stdin with
       PyJWKClient (keyd's JWKS) and prints "valid SUB" or the error class
 """
@@ -19,6 +20,8 @@ if sys.argv[1] == "mint":
     with open(pem_path) as f:
         pem = f.read()
     print(jwt.encode({"sub": "carol", "exp": now + 600}, pem, algorithm="RS256", headers={"kid": "key-2024"}))
+    # As a service of the old signer that wrote no kid, with aud and iss.
+    print(jwt.encode({"sub": "erin", "aud": "billing", "iss": "https://keyd.example", "iat": now}, pem, algorithm="RS256"))
 elif sys.argv[1] == "verify":
     client = jwt.PyJWKClient(sys.argv[2])
     for token in sys.stdin.read().split():
