@@ -31,3 +31,11 @@ export KEYD_REQUIRE_EXAMPLES=1 # and the worked services of examples/ (.ci/run i
 go test -race -count=1 -timeout 30m ./...
 # Allocation bounds of the hot path: meaningless under -race, so run apart.
 go test -count=1 -run 'Allocations' ./signer/ ./internal/api/
+# The release command builds every target, and its linux/amd64 binary
+# reports the version it was stamped with.
+rel=$(mktemp -d)
+scripts/release.sh v0.0.0-ci "$rel" >/dev/null
+(cd "$rel" && sha256sum --quiet -c SHA256SUMS)
+"$rel/keyd-v0.0.0-ci-linux-amd64" version | grep -q '^keyd v0.0.0-ci commit ' || { echo "release binary: wrong version" >&2; exit 1; }
+rm -rf "$rel"
+echo "release build: ok"

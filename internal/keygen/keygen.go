@@ -28,8 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -47,7 +45,7 @@ func Subprocess(binary string, args ...string) keystore.Generator {
 		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 		// A child paused by the throttle must not outlive a keyd killed
 		// meanwhile.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = sysProcAttr()
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		if err := cmd.Start(); err != nil {
@@ -140,23 +138,4 @@ func Serve(args []string, stdout io.Writer) error {
 	}
 	_, err = fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(m))
 	return err
-}
-
-// idle puts every thread of this process under SCHED_IDLE. Threads the Go
-// runtime starts later are cloned from these and inherit it; the second
-// pass catches a thread started during the first. Where the policy is
-// refused (a seccomp filter, an old kernel), nice 19 set by the parent
-// stays in force.
-func idle() {
-	for range 2 {
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return
-		}
-		for _, t := range tasks {
-			if tid, err := strconv.Atoi(t.Name()); err == nil {
-				_ = unix.SchedSetAttr(tid, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0)
-			}
-		}
-	}
 }
