@@ -148,7 +148,9 @@ func rootfs(keyd []byte) ([]byte, error) {
 		func() error { return dir("var", 0o755, 0) },
 		func() error { return dir("var/lib", 0o755, 0) },
 		func() error { return dir("var/lib/keyd", 0o700, 65532) },
-		func() error { return file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:keyd:/var/lib/keyd:/sbin/nologin\n")) },
+		func() error {
+			return file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:keyd:/var/lib/keyd:/sbin/nologin\n"))
+		},
 		func() error { return file("etc/group", 0o644, []byte("root:x:0:\nnonroot:x:65532:\n")) },
 		func() error { return file(strings.TrimPrefix(Binary, "/"), 0o755, keyd) },
 		func() error {
