@@ -2,6 +2,7 @@
 # Installs what the tests need and the machine lacks, and nothing when all
 # is there: gcc for -race, curl for scripts/dev-vault.sh, systemd-analyze and
 # promtool for the operator files, redis-server for the token state tests,
+# helm for the chart (go install),
 # PyJWT, Flask, FastAPI and uvicorn from
 # Debian for the Python tests and examples, Node for the Node example, and
 # its npm packages at their locked versions. scripts/test.sh runs it first.
@@ -26,6 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# helm, for the chart's tests (built from the Go module proxy, once).
+if ! command -v helm >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/helm" ]; then
+  go install helm.sh/helm/v3/cmd/helm@v3.19.0
 fi
 if [ ! -d examples/node/node_modules/jose ]; then
   (cd examples/node && npm ci --no-audit --no-fund --silent)

@@ -27,6 +27,8 @@ export KEYD_TEST_BAO
 export KEYD_REQUIRE_VAULT=1 # a Vault test that cannot find its server fails, never skips
 export KEYD_REQUIRE_PYJWT=1 # likewise the tests that check keyd against PyJWT
 export KEYD_REQUIRE_REDIS=1 # and the Redis token state tests (a real redis-server each)
+export KEYD_REQUIRE_HELM=1  # and the chart's (helm lint and template)
+export PATH="$PATH:$(go env GOPATH)/bin"
 export KEYD_REQUIRE_EXAMPLES=1 # and the worked services of examples/ (.ci/run installs what they need)
 go test -race -count=1 -timeout 30m ./...
 # Allocation bounds of the hot path: meaningless under -race, so run apart.

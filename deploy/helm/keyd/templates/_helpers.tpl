@@ -1,0 +1,110 @@
+{{- define "keyd.name" -}}{{ .Release.Name }}-keyd{{- end -}}
+{{- define "keyd.labels" -}}
+app.kubernetes.io/name: keyd
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+{{- define "keyd.selector" -}}
+app.kubernetes.io/name: keyd
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+{{- define "keyd.config" -}}
+listen: ":8080"
+log_level: {{ .Values.config.logLevel }}
+{{- with .Values.config.issuerURL }}
+issuer_url: {{ . | quote }}
+{{- end }}
+storage:
+{{- if eq .Values.mode "vault" }}
+  backend: vault
+  vault:
+    address: {{ .Values.vault.address | quote }}
+    mount: {{ .Values.vault.mount }}
+    prefix: {{ .Values.vault.prefix }}
+    poll_interval: {{ .Values.vault.pollInterval }}
+    auth:
+      method: {{ .Values.vault.auth.method }}
+      {{- if eq .Values.vault.auth.method "approle" }}
+      approle: {role_id: {{ .Values.vault.auth.roleID | quote }}, secret_id_file: /etc/keyd/vault/secret-id}
+      {{- end }}
+{{- else }}
+  backend: file
+  file: {path: /var/lib/keyd/keyd.db}
+{{- end }}
+keysets:
+{{ toYaml .Values.config.keysets | indent 2 }}
+auth:
+{{ toYaml .Values.config.auth | indent 2 }}
+audit:
+{{ toYaml .Values.config.audit | indent 2 }}
+{{- if .Values.tls.existingSecret }}
+tls: {cert_file: /etc/keyd/tls/tls.crt, key_file: /etc/keyd/tls/tls.key}
+{{- end }}
+{{- end -}}
+{{- define "keyd.pod" -}}
+metadata:
+  labels:
+    {{- include "keyd.labels" . | nindent 4 }}
+  annotations:
+    checksum/config: {{ include "keyd.config" . | sha256sum }}
+spec:
+  automountServiceAccountToken: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    fsGroup: 65532
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: keyd
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args: [serve, --config, /etc/keyd/keyd.yaml, --log-format, json]
+      ports:
+        - {name: http, containerPort: 8080}
+      env:
+        {{- if eq .Values.mode "vault" }}
+        {{- if eq .Values.vault.auth.method "token" }}
+        - name: VAULT_TOKEN
+          valueFrom: {secretKeyRef: {name: {{ .Values.vault.auth.existingSecret }}, key: token}}
+        {{- end }}
+        {{- else }}
+        - name: KEYD_MASTER_KEY
+          valueFrom: {secretKeyRef: {name: {{ .Values.masterKey.existingSecret }}, key: {{ .Values.masterKey.key }}}}
+        {{- end }}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        runAsNonRoot: true
+        capabilities: {drop: [ALL]}
+        seccompProfile: {type: RuntimeDefault}
+      livenessProbe:
+        httpGet: {path: /healthz, port: http{{ if .Values.tls.existingSecret }}, scheme: HTTPS{{ end }}}
+      readinessProbe:
+        httpGet: {path: /readyz, port: http{{ if .Values.tls.existingSecret }}, scheme: HTTPS{{ end }}}
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      volumeMounts:
+        - {name: config, mountPath: /etc/keyd/keyd.yaml, subPath: keyd.yaml, readOnly: true}
+        {{- if ne .Values.mode "vault" }}
+        - {name: data, mountPath: /var/lib/keyd}
+        {{- end }}
+        {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "approle") }}
+        - {name: vault, mountPath: /etc/keyd/vault, readOnly: true}
+        {{- end }}
+        {{- if .Values.tls.existingSecret }}
+        - {name: tls, mountPath: /etc/keyd/tls, readOnly: true}
+        {{- end }}
+  volumes:
+    - name: config
+      configMap: {name: {{ include "keyd.name" . }}}
+    {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "approle") }}
+    - name: vault
+      secret: {secretName: {{ .Values.vault.auth.existingSecret }}, items: [{key: secret-id, path: secret-id}], defaultMode: 0400}
+    {{- end }}
+    {{- if .Values.tls.existingSecret }}
+    - name: tls
+      secret: {secretName: {{ .Values.tls.existingSecret }}, defaultMode: 0400}
+    {{- end }}
+{{- end -}}
