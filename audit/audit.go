@@ -157,7 +157,8 @@ type Log struct {
 	closed bool
 	done   chan struct{}
 
-	reopen atomic.Bool // set by Reopen, done by the writer
+	reopen  atomic.Bool // set by Reopen, done by the writer
+	tickDue atomic.Bool // set by the checkpoint ticker, done by the writer
 
 	// The writer's own state.
 	w        io.Writer
@@ -217,6 +218,7 @@ func (l *Log) tick() {
 		case <-l.stopTick:
 			return
 		case <-t.C:
+			l.tickDue.Store(true)
 			l.wake()
 		}
 	}
@@ -424,7 +426,7 @@ func (l *Log) run() {
 			trigger = "open"
 		case !open && l.seq > l.cpSeq:
 			trigger = "close"
-		case len(b.bodies) == 0 && l.seq > l.cpSeq:
+		case l.tickDue.Swap(false) && l.seq > l.cpSeq:
 			trigger = "interval"
 		}
 		if len(b.bodies) > 0 || trigger != "" {

@@ -60,14 +60,32 @@ type daemonProc struct {
 	done chan error
 }
 
-// startDaemon runs keyd serve with args and env and waits until it listens.
+// startDaemon runs keyd serve with args and env and waits until it listens
+// and is ready: on a loaded machine the first RSA keys (made at idle
+// priority) can take longer than keyd's own start-up timeout, after which
+// it listens while still creating them.
 func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
 	t.Helper()
 	d, err := launch(t, env, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		resp, err := http.Get(d.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			// 503 is "starting"; anything else (200, or a TLS daemon's 400
+			// to plain HTTP) means the key sets are loaded or not our test.
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keyd did not become ready within 120 s:\n%s", d.log())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the process we started
+	}
 }
 
 func launch(t *testing.T, env []string, args ...string) (*daemonProc, error) {
