@@ -157,3 +157,99 @@ func TestChart(t *testing.T) {
 		})
 	}
 }
+
+// The chart's PrometheusRule holds keyd's alert rules, the same file as
+// configs/prometheus-alerts.yaml (a link to it), which promtool checks.
+func TestChartAlertRules(t *testing.T) {
+	bin := helm(t)
+	out, err := exec.Command(bin, "template", "test", "helm/keyd", "--set", "prometheusRule.enabled=true").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Groups []struct {
+				Rules []struct {
+					Alert string `yaml:"alert"`
+					Expr  string `yaml:"expr"`
+				} `yaml:"rules"`
+			} `yaml:"groups"`
+		} `yaml:"spec"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	for rule.Kind != "PrometheusRule" {
+		rule.Kind = ""
+		if err := dec.Decode(&rule); err != nil {
+			t.Fatalf("no PrometheusRule rendered: %v", err)
+		}
+	}
+	src, err := os.ReadFile("../configs/prometheus-alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Count(string(src), "- alert:")
+	if rule.Kind != "PrometheusRule" || len(rule.Spec.Groups) != 1 || len(rule.Spec.Groups[0].Rules) != want || want == 0 {
+		t.Fatalf("PrometheusRule: %+v (want %d rules)", rule, want)
+	}
+	for _, r := range rule.Spec.Groups[0].Rules {
+		if r.Alert == "" || r.Expr == "" {
+			t.Errorf("rule %+v", r)
+		}
+	}
+}
+
+// The control-plane static pod: keyd beside kube-apiserver on a shared
+// socket folder, with the flags the README names.
+func TestControlPlaneManifest(t *testing.T) {
+	raw, err := os.ReadFile("kubernetes/kube-apiserver-keyd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Containers []struct {
+				Name         string   `yaml:"name"`
+				Command      []string `yaml:"command"`
+				Args         []string `yaml:"args"`
+				VolumeMounts []struct {
+					Name      string `yaml:"name"`
+					MountPath string `yaml:"mountPath"`
+				} `yaml:"volumeMounts"`
+			} `yaml:"containers"`
+			Volumes []struct {
+				Name     string `yaml:"name"`
+				HostPath struct {
+					Path string `yaml:"path"`
+				} `yaml:"hostPath"`
+			} `yaml:"volumes"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(raw, &pod); err != nil || pod.Kind != "Pod" || len(pod.Spec.Containers) != 2 {
+		t.Fatalf("manifest: %+v %v", pod, err)
+	}
+	mounts := map[string]string{}
+	for _, c := range pod.Spec.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.Name == "keyd-socket" {
+				mounts[c.Name] = m.MountPath
+			}
+		}
+		joined := strings.Join(append(c.Command, c.Args...), " ")
+		switch c.Name {
+		case "kube-apiserver":
+			if !strings.Contains(joined, "--service-account-signing-endpoint=/run/keyd/kube.sock") ||
+				strings.Contains(joined, "--service-account-key-file=") || strings.Contains(joined, "--service-account-signing-key-file=") {
+				t.Errorf("kube-apiserver flags: %s", joined)
+			}
+		case "keyd":
+			if !strings.Contains(joined, "serve --config /etc/keyd/keyd.yaml") {
+				t.Errorf("keyd args: %s", joined)
+			}
+		}
+	}
+	if mounts["keyd"] != "/run/keyd" || mounts["kube-apiserver"] != "/run/keyd" {
+		t.Fatalf("the socket folder is not shared: %v", mounts)
+	}
+}
