@@ -89,3 +89,39 @@ func (s *Server) Stop() {
 		s.cmd = nil
 	}
 }
+
+// StartSentinel starts a redis-server in sentinel mode watching master
+// (under the name "keyd") and returns its address.
+func StartSentinel(t testing.TB, master *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := t.TempDir()
+	conf := dir + "/sentinel.conf"
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor keyd 127.0.0.1 %d 1\n", port, dir, master.port)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(master.bin, conf, "--sentinel")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we started
+	}
+	t.Fatalf("redis sentinel did not listen on %s:\n%s", addr, out.String())
+	return ""
+}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"time"
 
@@ -202,8 +203,13 @@ type Options struct {
 }
 
 // Open connects to Redis and checks that it answers (PING); go-redis's
-// own log lines go to o.Logger at warn.
+// own log lines go to o.Logger at warn. A url with master_name is
+// Sentinel's: redis://sentinel1:26379/0?master_name=keyd&addr=sentinel2:26379
+// (the username and password then are the master's, from Options).
 func Open(ctx context.Context, o Options) (*Store, error) {
+	if u, err := url.Parse(o.URL); err == nil && u.Query().Get("master_name") != "" {
+		return openFailover(ctx, o)
+	}
 	opts, err := goredis.ParseURL(o.URL)
 	if err != nil {
 		return nil, errors.New("storage.token_state.url does not parse (redis://host:port/db)")
@@ -215,15 +221,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		opts.Password = o.Password
 	}
 	if o.TLSCAFile != "" && opts.TLSConfig != nil {
-		pem, err := os.ReadFile(o.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("storage.token_state.tls_ca_file: %w", err)
+		if opts.TLSConfig.RootCAs, err = rootCAs(o.TLSCAFile); err != nil {
+			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("storage.token_state.tls_ca_file: %s holds no PEM certificate", o.TLSCAFile)
-		}
-		opts.TLSConfig.RootCAs = pool
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
 	if o.Logger != nil {
@@ -235,6 +235,43 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("%w: redis at %s: %v", keystore.ErrUnavailable, opts.Addr, err)
 	}
 	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
+}
+
+// openFailover connects through Sentinel to the master it names.
+func openFailover(ctx context.Context, o Options) (*Store, error) {
+	fo, err := goredis.ParseFailoverURL(o.URL)
+	if err != nil {
+		return nil, errors.New("storage.token_state.url does not parse (redis://sentinel:26379/db?master_name=NAME&addr=sentinel2:26379)")
+	}
+	fo.Username, fo.Password = o.Username, o.Password
+	if o.TLSCAFile != "" && fo.TLSConfig != nil {
+		if fo.TLSConfig.RootCAs, err = rootCAs(o.TLSCAFile); err != nil {
+			return nil, err
+		}
+	}
+	fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
+	if o.Logger != nil {
+		goredis.SetLogger(slogLogger{o.Logger})
+	}
+	c := goredis.NewFailoverClient(fo)
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: redis master %s through sentinel: %v", keystore.ErrUnavailable, fo.MasterName, err)
+	}
+	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
+}
+
+// rootCAs reads the CA bundle that signed Redis's certificate.
+func rootCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("storage.token_state.tls_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("storage.token_state.tls_ca_file: %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // Close closes the connections.

@@ -143,3 +143,30 @@ func TestWatchStopsOnCancel(t *testing.T) {
 		t.Fatal("Watch did not return after its context was cancelled")
 	}
 }
+
+// Through Sentinel: Open with a master_name url finds the master and the
+// engine works as on one node.
+func TestSentinel(t *testing.T) {
+	srv := testredis.Start(t)
+	sentinel := testredis.StartSentinel(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var s *redis.Store
+	var err error
+	for s == nil { // the sentinel needs a moment to know its master
+		if s, err = redis.Open(ctx, redis.Options{URL: "redis://" + sentinel + "/0?master_name=keyd", Prefix: "s:"}); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("open through sentinel: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	defer s.Close()
+	if _, err := s.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: "j", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	// The write reached the master itself.
+	if n, err := client(t, srv).Exists(ctx, "s:rev:"+tokenstate.Revocation{KeySet: "a", JTI: "j"}.ID()).Result(); err != nil || n != 1 {
+		t.Fatalf("the master holds %d keys, %v", n, err)
+	}
+}
