@@ -144,23 +144,11 @@ func (s *Service) Issue(ctx context.Context, keyset string, claims signer.Claims
 // Refresh spends refresh token tok of keyset and answers a new pair with
 // the login's claims. A spent token revokes its family (ErrReused).
 func (s *Service) Refresh(ctx context.Context, keyset, tok string) (*Pair, error) {
-	if _, err := s.enabled(keyset); err != nil {
-		return nil, err
-	}
-	id, gen, mac, ok := parse(tok)
-	if !ok {
-		return nil, ErrInvalid
-	}
-	rec, f, err := s.load(ctx, id)
-	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, ErrInvalid
-	}
+	rec, f, gen, err := s.login(ctx, keyset, tok)
 	if err != nil {
 		return nil, err
 	}
-	if f.KeySet != keyset || !hmac.Equal(mac, f.mac(id, gen)) {
-		return nil, ErrInvalid
-	}
+	id := rec.ID
 	now := s.now().UTC()
 	switch {
 	case !f.RevokedAt.IsZero():
@@ -243,6 +231,29 @@ func (s *Service) Prune(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// login finds the login refresh token tok of keyset belongs to, and the
+// generation tok names: ErrInvalid unless keyd issued tok for keyset.
+func (s *Service) login(ctx context.Context, keyset, tok string) (*keystore.Record, *family, uint64, error) {
+	if _, err := s.enabled(keyset); err != nil {
+		return nil, nil, 0, err
+	}
+	id, gen, mac, ok := parse(tok)
+	if !ok {
+		return nil, nil, 0, ErrInvalid
+	}
+	rec, f, err := s.load(ctx, id)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, nil, 0, ErrInvalid
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if f.KeySet != keyset || !hmac.Equal(mac, f.mac(id, gen)) {
+		return nil, nil, 0, ErrInvalid
+	}
+	return rec, f, gen, nil
 }
 
 func (s *Service) load(ctx context.Context, id string) (*keystore.Record, *family, error) {

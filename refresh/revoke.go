@@ -2,7 +2,6 @@ package refresh
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -66,21 +65,11 @@ func (s *Service) RevokeSubject(ctx context.Context, keyset, sub string, before 
 // them by jti or subject. A token keyd did not issue for keyset is
 // ErrInvalid; a login revoked already is not an error.
 func (s *Service) RevokeLogin(ctx context.Context, keyset, tok string) error {
-	if _, err := s.enabled(keyset); err != nil {
-		return err
-	}
-	id, gen, mac, ok := parse(tok)
-	if !ok {
-		return ErrInvalid
-	}
-	rec, f, err := s.load(ctx, id)
-	if errors.Is(err, keystore.ErrNotFound) {
-		return ErrInvalid
-	}
+	rec, f, gen, err := s.login(ctx, keyset, tok)
 	if err != nil {
 		return err
 	}
-	if f.KeySet != keyset || !hmac.Equal(mac, f.mac(id, gen)) || gen > f.Generation {
+	if gen > f.Generation { // a valid MAC for a generation never issued
 		return ErrInvalid
 	}
 	return s.revokeFamily(ctx, rec, f, s.now().UTC())
