@@ -27,7 +27,6 @@ type clientCommand struct {
 	nargs   []int  // accepted counts of positional arguments
 	about   string
 	flags   func(fs *flag.FlagSet) func(ctx context.Context, c *client.Client, a []string, io cmdIO) error
-	needsIn bool // reads stdin
 }
 
 // cmdIO is where a command reads and writes.
@@ -102,7 +101,7 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
-	"sign": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+	"sign": {args: "KEYSET", nargs: []int{1},
 		about: "Sign the claims read from stdin (a JSON object) with KEYSET's active key and\nprint the token.\n\n  echo '{\"sub\": \"alice\"}' | keyd sign default",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			ttl := fs.Duration("ttl", 0, "token lifetime, e.g. 5m (default: the key set's token_ttl)")
@@ -119,7 +118,7 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
-	"sign-batch": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+	"sign-batch": {args: "KEYSET", nargs: []int{1},
 		about: "Sign many tokens in one call: stdin holds one JSON claims object per line\n(at most 1,000). Prints one line per item, in order: the token, or\n\"error CODE: message\" for an item that was refused.",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			ttl := fs.Duration("ttl", 0, "lifetime of every token, e.g. 5m (default: the key set's token_ttl)")
@@ -160,7 +159,7 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
-	"token-pair": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+	"token-pair": {args: "KEYSET", nargs: []int{1},
 		about: "Start a login: sign the claims read from stdin (a JSON object) as an access\ntoken and make its refresh token. Prints the pair as JSON. Needs the key\nset's refresh.ttl.",
 		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
@@ -176,7 +175,7 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
-	"refresh": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+	"refresh": {args: "KEYSET", nargs: []int{1},
 		about: "Spend the refresh token read from stdin for a new pair, printed as JSON\n(the old refresh token is then spent: using it again ends the login).",
 		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
@@ -192,7 +191,7 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
-	"verify": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+	"verify": {args: "KEYSET", nargs: []int{1},
 		about: "Verify the token read from stdin against KEYSET; prints the answer as JSON and\nexits 1 if the token is not valid.",
 		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
@@ -244,7 +243,7 @@ var clientCommands = map[string]clientCommand{
 				return nil
 			}
 		}},
-	"import-key": {args: "KEYSET", nargs: []int{1}, needsIn: true,
+	"import-key": {args: "KEYSET", nargs: []int{1},
 		about: "Import a key made outside keyd into KEYSET, keeping its kid (admin). The key is\nread from --file or stdin, never from the command line: a PEM (PKCS #1, PKCS #8,\nSEC 1 private key, PKIX public key), a JWK, a JWKS (another issuer's public\nkeys), or with --secret an HMAC secret (the file's bytes, one trailing newline\ndropped; --base64 if the file holds it in base64).\n\n  keyd import-key app --file sa.pub --kid old-sa --verify-until 2026-12-31T00:00:00Z\n  printf %s \"$SECRET_KEY\" | keyd import-key legacy --secret --verify-until 720h",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			file := fs.String("file", "", "read the key from this file (default: stdin)")
