@@ -23,10 +23,10 @@ const defaultAddr = "http://127.0.0.1:8080"
 // clientCommand describes one client command: its usage line, what it
 // does, its own flags and how it runs against a client.
 type clientCommand struct {
-	args    string // positional arguments, as the usage line shows them
-	nargs   []int  // accepted counts of positional arguments
-	about   string
-	flags   func(fs *flag.FlagSet) func(ctx context.Context, c *client.Client, a []string, io cmdIO) error
+	args  string // positional arguments, as the usage line shows them
+	nargs []int  // accepted counts of positional arguments
+	about string
+	flags func(fs *flag.FlagSet) func(ctx context.Context, c *client.Client, a []string, io cmdIO) error
 }
 
 // cmdIO is where a command reads and writes.
