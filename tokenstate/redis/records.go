@@ -91,31 +91,13 @@ func (r Records) DeleteRecord(ctx context.Context, kind, id string) error {
 func (r Records) ListRecords(ctx context.Context, kind string) ([]*keystore.Record, error) {
 	prefix := r.key(kind, "")
 	var out []*keystore.Record
-	var cursor uint64
-	for {
-		keys, next, err := r.s.c.Scan(ctx, cursor, prefix+"*", 1000).Result()
+	err := r.s.scan(ctx, prefix+"*", func(key, val string) error {
+		rec, err := decode(kind, key[len(prefix):], []byte(val))
 		if err != nil {
-			return nil, unavailable(err)
+			return err
 		}
-		if len(keys) > 0 {
-			vals, err := r.s.c.MGet(ctx, keys...).Result()
-			if err != nil {
-				return nil, unavailable(err)
-			}
-			for i, v := range vals {
-				str, ok := v.(string)
-				if !ok {
-					continue
-				}
-				rec, err := decode(kind, keys[i][len(prefix):], []byte(str))
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, rec)
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return out, nil
-		}
-	}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
 }

@@ -113,31 +113,41 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 // batches.
 func (s *Store) Revocations(ctx context.Context) ([]tokenstate.Revocation, error) {
 	var out []tokenstate.Revocation
+	err := s.scan(ctx, s.prefix+"rev:*", func(_, val string) error {
+		var e entry
+		if err := json.Unmarshal([]byte(val), &e); err != nil {
+			return fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
+		}
+		out = append(out, e.revocation())
+		return nil
+	})
+	return out, err
+}
+
+// scan calls fn with each key matching pattern and its value, reading the
+// keys a SCAN batch at a time; keys that expire meanwhile are skipped.
+func (s *Store) scan(ctx context.Context, pattern string, fn func(key, val string) error) error {
 	var cursor uint64
 	for {
-		keys, next, err := s.c.Scan(ctx, cursor, s.prefix+"rev:*", 1000).Result()
+		keys, next, err := s.c.Scan(ctx, cursor, pattern, 1000).Result()
 		if err != nil {
-			return nil, unavailable(err)
+			return unavailable(err)
 		}
 		if len(keys) > 0 {
 			vals, err := s.c.MGet(ctx, keys...).Result()
 			if err != nil {
-				return nil, unavailable(err)
+				return unavailable(err)
 			}
-			for _, v := range vals {
-				str, ok := v.(string)
-				if !ok {
-					continue // expired between SCAN and MGET
+			for i, v := range vals {
+				if str, ok := v.(string); ok {
+					if err := fn(keys[i], str); err != nil {
+						return err
+					}
 				}
-				var e entry
-				if err := json.Unmarshal([]byte(str), &e); err != nil {
-					return nil, fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
-				}
-				out = append(out, e.revocation())
 			}
 		}
 		if cursor = next; cursor == 0 {
-			return out, nil
+			return nil
 		}
 	}
 }
