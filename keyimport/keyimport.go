@@ -115,9 +115,9 @@ func Parse(alg keystore.Algorithm, in Input, now time.Time) (keys []keystore.Key
 		if err := checkKID(keys[i].ID); err != nil {
 			return nil, nil, err
 		}
-		keys[i].CreatedAt, keys[i].VerifyUntil = now.UTC(), in.VerifyUntil.UTC()
-		if in.VerifyUntil.IsZero() {
-			keys[i].VerifyUntil = time.Time{}
+		keys[i].CreatedAt = now.UTC()
+		if !in.VerifyUntil.IsZero() {
+			keys[i].VerifyUntil = in.VerifyUntil.UTC()
 		}
 	}
 	return keys, warnings, nil

@@ -99,7 +99,7 @@ func (k Key) VerificationKey() (any, error) {
 		return nil, fmt.Errorf("%w: key %s: public key does not parse", ErrCorrupt, k.ID)
 	}
 	if err := fits(k.Algorithm, pub); err != nil {
-		return nil, fmt.Errorf("%w: key %s: %v", ErrCorrupt, k.ID, err)
+		return nil, fmt.Errorf("%w: key %s: public key %v", ErrCorrupt, k.ID, err)
 	}
 	return pub, nil
 }
@@ -107,10 +107,10 @@ func (k Key) VerificationKey() (any, error) {
 // fits checks that a public key is of the algorithm's family (and curve).
 func fits(alg Algorithm, pub crypto.PublicKey) error {
 	if keyFamily(pub) != alg.Family() {
-		return fmt.Errorf("not a %s key", alg.Family())
+		return fmt.Errorf("is not a %s key", alg.Family())
 	}
 	if ec, ok := pub.(*ecdsa.PublicKey); ok && ec.Curve != alg.Curve() {
-		return fmt.Errorf("EC key is not on the curve of %s", alg)
+		return fmt.Errorf("is an EC key not on the curve of %s", alg)
 	}
 	return nil
 }
@@ -137,11 +137,11 @@ func (k Key) PrivateKey() (any, error) {
 		return nil, fmt.Errorf("%w: key %s: private key does not parse", ErrCorrupt, k.ID)
 	}
 	signer, ok := parsed.(crypto.Signer)
-	if !ok || keyFamily(signer.Public()) != k.Algorithm.Family() {
+	if !ok {
 		return nil, fmt.Errorf("%w: key %s: private key is not a %s key", ErrCorrupt, k.ID, k.Algorithm.Family())
 	}
-	if ec, ok := signer.Public().(*ecdsa.PublicKey); ok && ec.Curve != k.Algorithm.Curve() {
-		return nil, fmt.Errorf("%w: key %s: EC key is not on the curve of %s", ErrCorrupt, k.ID, k.Algorithm)
+	if err := fits(k.Algorithm, signer.Public()); err != nil {
+		return nil, fmt.Errorf("%w: key %s: private key %v", ErrCorrupt, k.ID, err)
 	}
 	return signer, nil
 }
