@@ -65,10 +65,7 @@ func (x *Index) stats(keyset string) *setStats {
 // subject). When the key set has max entries already and r is new, it
 // refuses with ErrLimit; max <= 0 is no limit.
 func (x *Index) Add(r Revocation, max int) error {
-	k := key{r.KeySet, r.JTI}
-	if r.IsSubject() {
-		k.v = r.Subject
-	}
+	k := keyOf(r)
 	st := x.stats(r.KeySet)
 	sh := x.shard(k)
 	sh.mu.Lock()
@@ -92,19 +89,28 @@ func (x *Index) Add(r Revocation, max int) error {
 
 // Has reports whether the index holds an entry for r's token or subject.
 func (x *Index) Has(r Revocation) bool {
-	k := key{r.KeySet, r.JTI}
+	_, ok := x.lookup(keyOf(r), r.IsSubject())
+	return ok
+}
+
+func keyOf(r Revocation) key {
 	if r.IsSubject() {
-		k.v = r.Subject
+		return key{r.KeySet, r.Subject}
 	}
+	return key{r.KeySet, r.JTI}
+}
+
+// lookup returns the entry for k among the subjects or the tokens.
+func (x *Index) lookup(k key, subject bool) (Revocation, bool) {
 	sh := x.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	if r.IsSubject() {
-		_, ok := sh.subs[k]
-		return ok
+	m := sh.jtis
+	if subject {
+		m = sh.subs
 	}
-	_, ok := sh.jtis[k]
-	return ok
+	r, ok := m[k]
+	return r, ok
 }
 
 // Len is the number of entries of the key set.
@@ -158,11 +164,7 @@ func (x *Index) Entries(keyset string, now time.Time) (tokens, subjects []Revoca
 // Cutoff returns the cut-off of a subject revocation in force: every token
 // (and login) of sub issued at or before it is revoked.
 func (x *Index) Cutoff(keyset, sub string, now time.Time) (time.Time, bool) {
-	k := key{keyset, sub}
-	sh := x.shard(k)
-	sh.mu.RLock()
-	r, ok := sh.subs[k]
-	sh.mu.RUnlock()
+	r, ok := x.lookup(key{keyset, sub}, true)
 	if !ok || r.Expires.Before(now) {
 		return time.Time{}, false
 	}
@@ -177,12 +179,7 @@ func (x *Index) Cutoff(keyset, sub string, now time.Time) (time.Time, bool) {
 // covers only tokens that have expired too.
 func (x *Index) Revoked(keyset string, claims map[string]any) (revoked bool, cutoff time.Time) {
 	if jti, ok := claims["jti"].(string); ok {
-		k := key{keyset, jti}
-		sh := x.shard(k)
-		sh.mu.RLock()
-		_, found := sh.jtis[k]
-		sh.mu.RUnlock()
-		if found {
+		if _, found := x.lookup(key{keyset, jti}, false); found {
 			return true, time.Time{}
 		}
 	}
@@ -190,11 +187,7 @@ func (x *Index) Revoked(keyset string, claims map[string]any) (revoked bool, cut
 	if !ok {
 		return false, time.Time{}
 	}
-	k := key{keyset, sub}
-	sh := x.shard(k)
-	sh.mu.RLock()
-	r, found := sh.subs[k]
-	sh.mu.RUnlock()
+	r, found := x.lookup(key{keyset, sub}, true)
 	if !found {
 		return false, time.Time{}
 	}
