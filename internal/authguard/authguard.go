@@ -125,11 +125,12 @@ func (g *Guard) Failed(remote, reason, route string) (time.Duration, bool) {
 			g.sources[src] = s
 		}
 	}
-	var wait time.Duration
-	limited := !s.limiter.AllowN(now, 1)
+	// One reservation: taken when allowed, handed back (and its wait told)
+	// when the source is over its limit.
+	r := s.limiter.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	limited := wait > 0
 	if limited {
-		r := s.limiter.ReserveN(now, 1)
-		wait = r.DelayFrom(now)
 		r.CancelAt(now)
 	}
 	k := countKey{reason, route}
