@@ -390,6 +390,15 @@ func (c *Config) Validate() error {
 	if c.Audit.Required && c.Audit.Path == "" {
 		bad("audit.required", "needs audit.path: there is nowhere to write the records")
 	}
+	c.validateStorage(bad)
+	names := c.validateKeySets(bad)
+	c.validateAuth(names, bad)
+	return errors.Join(errs...)
+}
+
+// validateStorage checks storage: the backend and its settings, and the
+// token state engine.
+func (c *Config) validateStorage(bad func(field, format string, args ...any)) {
 	switch c.Storage.Backend {
 	case "file":
 		if c.Storage.File.Path == "" {
@@ -443,7 +452,10 @@ func (c *Config) Validate() error {
 	default:
 		bad("storage.token_state.backend", "%q is not supported (want redis, or leave it out for the key store)", ts.Backend)
 	}
+}
 
+// validateKeySets checks every key set and returns their names.
+func (c *Config) validateKeySets(bad func(field, format string, args ...any)) map[string]bool {
 	if len(c.KeySets) == 0 {
 		bad("keysets", "at least one key set is required")
 	}
@@ -522,7 +534,12 @@ func (c *Config) Validate() error {
 			bad(f+".rotation", "%q can fire %v apart, less than the %v a pending key must be published before it signs (jwks_max_age %v%s), or verifiers with a cached JWKS reject fresh tokens", ks.Rotation, gap, need, ks.JWKSMaxAge, c.publishDelayNote())
 		}
 	}
+	return names
+}
 
+// validateAuth checks the API's callers, their names, hashes and scopes
+// (scopes name key sets of names).
+func (c *Config) validateAuth(names map[string]bool, bad func(field, format string, args ...any)) {
 	tokenNames := map[string]bool{}
 	hashes := map[string]bool{}
 	for i, tok := range c.Auth.Tokens {
@@ -562,7 +579,6 @@ func (c *Config) Validate() error {
 		subjects[cl.Subject] = true
 		checkScopes(f, cl.Scopes, names, bad)
 	}
-	return errors.Join(errs...)
 }
 
 // validateKubernetes checks the key set kube-apiserver would use: it must
