@@ -99,6 +99,9 @@ type Key struct {
 	// private half and only verify.
 	Imported   bool `json:"imported,omitempty"`
 	PublicOnly bool `json:"public_only,omitempty"`
+	// CertificateExpiresAt is when the key's X.509 certificate expires
+	// (key sets with certificates); keyd renews it before.
+	CertificateExpiresAt time.Time `json:"certificate_expires_at,omitzero"`
 }
 
 // Revocations are a key set's token revocations in force.

@@ -6,7 +6,9 @@
 // strong ETag, served from memory with Cache-Control max-age and 304 answers
 // to If-None-Match. Only public keys that are pending, active or retired are
 // published; revoked keys and HMAC secrets never are, and no private
-// parameter ever is (keys are rendered from their public half only).
+// parameter ever is (keys are rendered from their public half only). Keys
+// of key sets with certificates carry x5c (their certificate, then the
+// CA's chain) and x5t#S256.
 package jwks
 
 import (
@@ -23,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/cert"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/keyd-dev/keyd/internal/parallel"
@@ -78,7 +81,7 @@ func (p *Publisher) Load(pol keystore.Policy, ks *keystore.KeySet) error {
 // processor, reusing the keys its previous version rendered (parsing an
 // RSA-4096 key costs milliseconds), and the global document once.
 func (p *Publisher) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
-	known := make([]map[string]jwk.Key, len(sets)) // by kid: a kid is the key's thumbprint
+	known := make([]map[string]jwk.Key, len(sets)) // by kid
 	p.mu.Lock()
 	for i, ks := range sets {
 		known[i] = map[string]jwk.Key{}
@@ -92,7 +95,7 @@ func (p *Publisher) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error
 	entries := make([]entry, len(sets))
 	err := parallel.Do(len(sets), func(i int) error {
 		ks := sets[i]
-		keys, err := publicKeys(ks, known[i])
+		keys, err := publicKeys(ks, ps[i].Certificates, known[i])
 		if err != nil {
 			return err
 		}
@@ -204,36 +207,79 @@ func (p *Publisher) KeySet(name string) (Document, bool) {
 
 // PublicKeys returns the published keys of ks as JWKs carrying kid, alg and
 // use=sig, built from the public half of each key only.
-func PublicKeys(ks *keystore.KeySet) ([]jwk.Key, error) { return publicKeys(ks, nil) }
+func PublicKeys(ks *keystore.KeySet) ([]jwk.Key, error) { return publicKeys(ks, nil, nil) }
 
-// publicKeys is PublicKeys reusing the keys of known, by kid (a kid is
-// the key's thumbprint, so the same kid is the same key).
-func publicKeys(ks *keystore.KeySet, known map[string]jwk.Key) ([]jwk.Key, error) {
+// publicKeys is PublicKeys reusing the keys of known, by kid (a kid names
+// one key), with each key's certificate chain (x5c, x5t#S256) where ca
+// gives one.
+func publicKeys(ks *keystore.KeySet, ca keystore.Certifier, known map[string]jwk.Key) ([]jwk.Key, error) {
 	var out []jwk.Key
 	for _, k := range ks.Keys {
 		if !k.Published() {
 			continue
 		}
-		if key, ok := known[k.ID]; ok {
-			out = append(out, key)
-			continue
+		thumb := ""
+		if ca != nil && len(k.Certificate) > 0 {
+			sum := sha256.Sum256(k.Certificate)
+			thumb = base64.RawURLEncoding.EncodeToString(sum[:])
 		}
-		raw, err := k.VerificationKey()
+		key, ok := known[k.ID]
+		if ok {
+			if had, _ := key.X509CertThumbprintS256(); had == thumb {
+				out = append(out, key)
+				continue
+			}
+		}
+		key, err := publicKey(ks.Name, k, key)
 		if err != nil {
 			return nil, err
 		}
-		pub, err := jwk.Import(raw)
-		if err != nil {
-			return nil, fmt.Errorf("key set %s key %s: %w", ks.Name, k.ID, err)
-		}
-		for name, v := range map[string]any{jwk.KeyIDKey: k.ID, jwk.AlgorithmKey: string(k.Algorithm), jwk.KeyUsageKey: "sig"} {
-			if err := pub.Set(name, v); err != nil {
-				return nil, fmt.Errorf("key set %s key %s: set %s: %w", ks.Name, k.ID, name, err)
+		if thumb != "" {
+			var chain cert.Chain
+			for _, der := range ca.Chain(k.Certificate) {
+				if err := chain.Add([]byte(base64.StdEncoding.EncodeToString(der))); err != nil {
+					return nil, fmt.Errorf("key set %s key %s: x5c: %w", ks.Name, k.ID, err)
+				}
+			}
+			if err := key.Set(jwk.X509CertChainKey, &chain); err != nil {
+				return nil, fmt.Errorf("key set %s key %s: set x5c: %w", ks.Name, k.ID, err)
+			}
+			if err := key.Set(jwk.X509CertThumbprintS256Key, thumb); err != nil {
+				return nil, fmt.Errorf("key set %s key %s: set x5t#S256: %w", ks.Name, k.ID, err)
 			}
 		}
-		out = append(out, pub)
+		out = append(out, key)
 	}
 	return out, nil
+}
+
+// publicKey renders k's public half as a JWK carrying kid, alg and
+// use=sig; from a copy of known, when given (its certificate fields are
+// replaced), instead of parsing the key again.
+func publicKey(keyset string, k keystore.Key, known jwk.Key) (jwk.Key, error) {
+	if known != nil {
+		key, err := known.Clone()
+		if err != nil {
+			return nil, fmt.Errorf("key set %s key %s: %w", keyset, k.ID, err)
+		}
+		_ = key.Remove(jwk.X509CertChainKey)
+		_ = key.Remove(jwk.X509CertThumbprintS256Key)
+		return key, nil
+	}
+	raw, err := k.VerificationKey()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := jwk.Import(raw)
+	if err != nil {
+		return nil, fmt.Errorf("key set %s key %s: %w", keyset, k.ID, err)
+	}
+	for name, v := range map[string]any{jwk.KeyIDKey: k.ID, jwk.AlgorithmKey: string(k.Algorithm), jwk.KeyUsageKey: "sig"} {
+		if err := pub.Set(name, v); err != nil {
+			return nil, fmt.Errorf("key set %s key %s: set %s: %w", keyset, k.ID, name, err)
+		}
+	}
+	return pub, nil
 }
 
 func render(keys []jwk.Key, maxAge time.Duration) (Document, error) {

@@ -63,7 +63,7 @@ func Parse(alg keystore.Algorithm, in Input, now time.Time) (keys []keystore.Key
 		}
 		keys, warnings = []keystore.Key{k}, w
 	case len(in.PEM) > 0:
-		raw, err := fromPEM(in.PEM)
+		raw, err := ParsePEM(in.PEM)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -142,9 +142,10 @@ func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", keystore.ErrInvalidImport, fmt.Sprintf(format, a...))
 }
 
-// fromPEM returns the one key a PEM holds: a private key (crypto.Signer) or
-// a public key.
-func fromPEM(data []byte) (any, error) {
+// ParsePEM returns the one key a PEM holds: a private key (crypto.Signer)
+// or a public key. Errors wrap keystore.ErrInvalidImport and say what is
+// wrong (encrypted, several keys or none, not a key) without the content.
+func ParsePEM(data []byte) (any, error) {
 	var found []*pem.Block
 	rest := data
 	for {
@@ -154,7 +155,7 @@ func fromPEM(data []byte) (any, error) {
 			break
 		}
 		if strings.Contains(b.Type, "ENCRYPTED") || b.Headers["Proc-Type"] != "" {
-			return nil, invalid("the PEM is encrypted: decrypt it first (openssl pkey -in F -out G) and import G")
+			return nil, invalid("the PEM is encrypted: decrypt it first (openssl pkey -in F -out G) and use G")
 		}
 		if strings.HasSuffix(b.Type, "KEY") {
 			found = append(found, b)

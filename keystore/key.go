@@ -72,6 +72,9 @@ type Key struct {
 	// PublicOnly keys have no private half: Material is the public key
 	// (PKIX DER). They verify and are published, never sign.
 	PublicOnly bool
+	// Certificate is the key's X.509 certificate (DER), for key sets with
+	// certificates (Policy.Certificates): published in the JWKS as x5c.
+	Certificate []byte
 }
 
 // Published reports whether the key belongs in the JWKS: a public key that

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"crypto"
 	"fmt"
 	"slices"
 	"time"
@@ -33,6 +34,24 @@ type Policy struct {
 	// Legacy lets tokens without a kid verify against one imported key,
 	// for a while (a signer that wrote no kid, as PyJWT by default).
 	Legacy LegacyPolicy
+	// Certificates, when set, gives each published key an X.509
+	// certificate (x5c and x5t#S256 in the JWKS).
+	Certificates Certifier
+}
+
+// Certifier issues and renews the X.509 certificates of a key set's
+// published keys (package certs). The store keeps each key's certificate;
+// the certifier decides when one is due and makes it.
+type Certifier interface {
+	// Issue makes a certificate (DER) for the key kid of keyset whose
+	// public key is pub; self is the key's own signer, nil for a
+	// public-only key.
+	Issue(keyset, kid string, pub crypto.PublicKey, self crypto.Signer, now time.Time) ([]byte, error)
+	// RenewAt is when a certificate should be replaced; ok false means
+	// now (missing, unreadable, or not this certifier's).
+	RenewAt(der []byte) (at time.Time, ok bool)
+	// Chain is the x5c of a certificate: it, then its issuers.
+	Chain(leaf []byte) [][]byte
 }
 
 // LegacyPolicy names the imported key that verifies tokens without a kid,

@@ -483,7 +483,20 @@ func (m *Manager) generate(ctx context.Context, p keystore.Policy) (*keystore.Ke
 	if err != nil {
 		return nil, err
 	}
-	return keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
+	ks, err := keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
+	if err != nil {
+		return nil, err
+	}
+	ks, _, err = certify(ks, p, now)
+	return ks, err
+}
+
+// certified logs and records the certificates a write issued.
+func (m *Manager) certified(ctx context.Context, name string, kids []string) {
+	for _, kid := range kids {
+		m.log.Info("issued certificate", "keyset", name, "kid", kid)
+		m.emit(Event{Kind: EventCertified, KeySet: name, KID: kid, Actor: actorOf(ctx)})
+	}
 }
 
 // storeNew writes a new key set; if another replica created it first, its
@@ -545,6 +558,7 @@ func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var next keystore.Key
+	var certified []string
 	if withNext {
 		var err error
 		if next, err = keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now()); err != nil {
@@ -556,11 +570,17 @@ func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool
 		if withNext {
 			next.CreatedAt = now.UTC()
 		}
-		return apply(ks, next, now)
+		out, err := apply(ks, next, now)
+		if err != nil {
+			return nil, err
+		}
+		out, certified, err = certify(out, p, now)
+		return out, err
 	})
 	if m.note(err) != nil {
 		return nil, keystore.Key{}, err
 	}
+	m.certified(ctx, name, certified)
 	return ks, next, m.publish(p, ks)
 }
 

@@ -25,14 +25,17 @@ type Plan struct {
 	WaitUntil time.Time
 	// Destroy lists retired and revoked keys whose grace has ended.
 	Destroy []string
+	// Certify lists published keys whose certificate is missing or due
+	// for renewal (key sets with certificates).
+	Certify []string
 	// NextCheck is the earliest time at which the plan changes if nothing
 	// else happens: the next due time, the end of a wait, or the next end
-	// of a grace period.
+	// of a grace period, or the next certificate renewal.
 	NextCheck time.Time
 }
 
 // Idle reports whether the plan writes nothing.
-func (p Plan) Idle() bool { return !p.Rotate && len(p.Destroy) == 0 }
+func (p Plan) Idle() bool { return !p.Rotate && len(p.Destroy) == 0 && len(p.Certify) == 0 }
 
 // Decide plans a tick for ks at now.
 func Decide(ks *keystore.KeySet, p keystore.Policy, sched cron.Schedule, now time.Time) Plan {
@@ -69,5 +72,8 @@ func Decide(ks *keystore.KeySet, p keystore.Policy, sched cron.Schedule, now tim
 	if plan.Rotate { // the key retired now is destroyed one grace from now
 		soonest(now.Add(grace))
 	}
+	var renewAt time.Time
+	plan.Certify, renewAt = dueCertificates(ks, p.Certificates, now)
+	soonest(renewAt)
 	return plan
 }

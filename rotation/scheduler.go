@@ -21,9 +21,9 @@ const (
 )
 
 // Tick brings the key set called name up to date with its schedule: it
-// rotates if a rotation is due and the pending key is old enough, and
-// destroys retired and revoked keys whose grace has ended, in one atomic
-// write. A tick that finds nothing due writes nothing. It decides on the
+// rotates if a rotation is due and the pending key is old enough,
+// destroys retired and revoked keys whose grace has ended, and renews
+// certificates that are due, in one atomic write. A tick that finds nothing due writes nothing. It decides on the
 // stored state, re-checked inside the compare-and-swap, so ticks from a
 // restart or from several replicas never rotate twice. The new key is made
 // before the write; signing goes on meanwhile.
@@ -79,7 +79,8 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		}
 		out, _ = keystore.Prune(out, now, p.Grace())
 		out.Revocations = out.Revocations.InForce(now, p.Leeway) // writing anyway: drop what no longer matters
-		return out, nil
+		out, applied.Certify, err = certify(out, p, now)
+		return out, err
 	})
 	if m.note(err) != nil {
 		return plan, err
@@ -96,6 +97,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		m.log.Info("destroyed key after its grace period", "keyset", name, "kid", kid)
 		m.emit(Event{Kind: EventDestroyed, KeySet: name, KID: kid, Actor: actorOf(ctx)})
 	}
+	m.certified(ctx, name, applied.Certify)
 	return applied, m.publish(p, ks)
 }
 

@@ -512,6 +512,15 @@ func printKeySet(w io.Writer, ks client.KeySet) {
 		fmt.Fprintf(tw, "legacy:\ttokens without a kid verify with %s until %s%s; last one verified: %s\n", l.KID, stamp(l.Until),
 			map[bool]string{true: " (even without exp)"}[l.AllowMissingExp], cmp.Or(stamp(l.LastVerified), "-"))
 	}
+	var certs []string
+	for _, k := range ks.Keys {
+		if !k.CertificateExpiresAt.IsZero() {
+			certs = append(certs, k.KID+" until "+stamp(k.CertificateExpiresAt))
+		}
+	}
+	if len(certs) > 0 {
+		fmt.Fprintf(tw, "certificates:	%s (renewed two thirds of the way through)\n", strings.Join(certs, ", "))
+	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	printKeySets(w, ks)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -302,6 +303,9 @@ func viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {
 			CreatedAt: k.CreatedAt, ActivatedAt: k.ActivatedAt, RetiredAt: k.RetiredAt, RevokedAt: k.RevokedAt,
 			DestroyAt: keystore.DestroyAt(k, p.Grace()), Imported: k.Imported, PublicOnly: k.PublicOnly,
 		})
+		if c, err := x509.ParseCertificate(k.Certificate); err == nil && p.Certificates != nil {
+			v.Keys[len(v.Keys)-1].CertificateExpiresAt = c.NotAfter
+		}
 	}
 	return v
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/pem"
 	"net/http"
 	"strings"
@@ -8,19 +9,37 @@ import (
 	"github.com/keyd-dev/keyd/jwks"
 )
 
-// keyPEM serves one published key as a PKIX PEM (public, cached like the
-// JWKS), for verifiers that take a static key rather than a JWKS: nginx
-// and Envoy JWT filters, PyJWT with a key, older Java stacks.
+// keyPEM serves one published key as a PKIX PEM (KID.pem), or its X.509
+// certificate chain (KID.crt, key sets with certificates), public and
+// cached like the JWKS: for verifiers that take a static key rather than a
+// JWKS (nginx and Envoy JWT filters, PyJWT with a key, older Java stacks)
+// and for trust stores.
 func (s *server) keyPEM(w http.ResponseWriter, r *http.Request) {
 	name, file := r.PathValue("name"), r.PathValue("file")
-	kid, ok := strings.CutSuffix(file, ".pem")
-	if !ok {
-		writeError(w, errorf(http.StatusNotFound, "not_found", "no such path: a key's PEM is at /v1/keysets/%s/keys/KID.pem", name))
-		return
+	kid, chain := strings.CutSuffix(file, ".crt")
+	if !chain {
+		var ok bool
+		if kid, ok = strings.CutSuffix(file, ".pem"); !ok {
+			writeError(w, errorf(http.StatusNotFound, "not_found", "no such path: a key's PEM is at /v1/keysets/%s/keys/KID.pem, its certificate chain at KID.crt", name))
+			return
+		}
 	}
-	_, p, err := s.Manager.KeySet(name)
+	ks, p, err := s.Manager.KeySet(name)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if chain {
+		k, ok := ks.Key(kid)
+		if !ok || !k.Published() || len(k.Certificate) == 0 || p.Certificates == nil {
+			writeError(w, errorf(http.StatusNotFound, "certificate_not_found", "key set %s has no certificate for key %q (keysets[].certificates gives published keys one)", name, kid))
+			return
+		}
+		var out bytes.Buffer
+		for _, der := range p.Certificates.Chain(k.Certificate) {
+			_ = pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+		}
+		jwks.WriteAs(w, r, jwks.NewDocument(out.Bytes(), p.JWKSMaxAge), "application/x-pem-file")
 		return
 	}
 	keys, _, err := s.Signer.PublicKeys(name)

@@ -25,6 +25,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keyd-dev/keyd/certs"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
 )
@@ -156,7 +157,29 @@ type KeySet struct {
 	// Legacy accepts tokens without a kid, for a while, with one imported
 	// key.
 	Legacy Legacy `yaml:"legacy"`
+	// Certificates gives each published key an X.509 certificate (x5c).
+	Certificates Certificates `yaml:"certificates"`
+
+	authority keystore.Certifier // loaded by Validate from Certificates
 }
+
+// Certificates configures the X.509 certificates of a key set's published
+// keys: signed by a CA (ca_cert_file, ca_key_file) or each by its own key
+// (self_signed).
+type Certificates struct {
+	Validity   time.Duration `yaml:"validity"` // 0: DefaultCertificateValidity
+	SelfSigned bool          `yaml:"self_signed"`
+	CACertFile string        `yaml:"ca_cert_file"`
+	CAKeyFile  string        `yaml:"ca_key_file"`
+}
+
+// On reports whether certificates are configured.
+func (c Certificates) On() bool { return c.SelfSigned || c.CACertFile != "" || c.CAKeyFile != "" }
+
+// DefaultCertificateValidity is how long a key's certificate is valid
+// unless keysets[].certificates.validity says otherwise; it is renewed
+// two thirds of the way through.
+const DefaultCertificateValidity = 90 * 24 * time.Hour
 
 // Legacy names the imported key that verifies tokens without a kid.
 type Legacy struct {
@@ -512,6 +535,7 @@ func (c *Config) validateKeySets(bad func(field, format string, args ...any)) ma
 		if ks.Leeway != nil && *ks.Leeway < 0 {
 			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)
 		}
+		c.validateCertificates(f+".certificates", &c.KeySets[i], bad)
 		if l := ks.Legacy; l != (Legacy{}) {
 			if l.KID == "" {
 				bad(f+".legacy.kid", "is required: the kid of the imported key that verifies tokens without one")
@@ -535,6 +559,43 @@ func (c *Config) validateKeySets(bad func(field, format string, args ...any)) ma
 		}
 	}
 	return names
+}
+
+// validateCertificates checks a key set's certificates settings and loads
+// its CA, so that a bad file is named at start (and at reload) rather than
+// at the first certificate.
+func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, format string, args ...any)) {
+	cs := ks.Certificates
+	if !cs.On() {
+		if cs.Validity != 0 {
+			bad(f+".validity", "needs self_signed: true, or ca_cert_file and ca_key_file")
+		}
+		return
+	}
+	if keystore.Algorithm(ks.Algorithm).Symmetric() {
+		bad(f, "%s key sets publish no public keys to certify", ks.Algorithm)
+		return
+	}
+	validity := cmp.Or(cs.Validity, DefaultCertificateValidity)
+	if need := 3 * (ks.JWKSMaxAge + c.pollInterval()); validity < max(need, time.Hour) {
+		bad(f+".validity", "must be at least 1h and 3 x jwks_max_age (%v): a certificate is renewed with a third of its validity left, which must outlast every cached JWKS; got %v", need, validity)
+		return
+	}
+	switch {
+	case cs.SelfSigned && (cs.CACertFile != "" || cs.CAKeyFile != ""):
+		bad(f+".self_signed", "excludes ca_cert_file and ca_key_file: certificates are self-signed or signed by the CA, not both")
+	case cs.SelfSigned:
+		ks.authority = certs.SelfSigned(validity)
+	case cs.CACertFile == "" || cs.CAKeyFile == "":
+		bad(f, "ca_cert_file and ca_key_file go together (or self_signed: true)")
+	default:
+		a, err := certs.Load(cs.CACertFile, cs.CAKeyFile, validity)
+		if err != nil {
+			bad(f, "%v", err)
+			return
+		}
+		ks.authority = a
+	}
 }
 
 // validateAuth checks the API's callers, their names, hashes and scopes
@@ -671,6 +732,7 @@ func (c *Config) Policies() []keystore.Policy {
 			MaxRevocations: ks.MaxRevocations,
 			RefreshTTL:     ks.Refresh.TTL,
 			Legacy:         keystore.LegacyPolicy{KID: ks.Legacy.KID, Until: ks.Legacy.Until, AllowMissingExp: ks.Legacy.AllowMissingExp},
+			Certificates:   ks.authority,
 		}
 	}
 	return out

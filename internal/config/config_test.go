@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyd-dev/keyd/certs"
+	"github.com/keyd-dev/keyd/certs/certstest"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
 )
@@ -255,5 +257,45 @@ func TestExamplesConfigLoads(t *testing.T) {
 	c := loadExample(t, "../../configs/examples.yaml")
 	if p := c.Policies()[0]; p.Name != "app" || p.Issuer != "https://keyd.example" || p.RefreshTTL != 24*time.Hour {
 		t.Fatalf("examples config: %+v", p)
+	}
+}
+
+// keysets[].certificates: each problem named by its field, the CA's files
+// read at validation (so `keyd config check` and a reload see them), and a
+// good CA reaches the policy.
+func TestCertificatesRules(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, dir, "ca", time.Now())
+	other := certstest.NewCA(t, dir, "other", time.Now())
+	ks := func(extra string) string {
+		return "keysets: [{name: a, algorithm: ES256, rotation: \"@daily\", token_ttl: 10m, jwks_max_age: 1h, certificates: " + extra + "}]\n"
+	}
+	for _, c := range []struct{ certs, want string }{
+		{`{self_signed: true, ca_cert_file: x}`, "keysets[0].certificates.self_signed: excludes ca_cert_file"},
+		{`{ca_cert_file: ` + ca.CertFile + `}`, "keysets[0].certificates: ca_cert_file and ca_key_file go together"},
+		{`{validity: 48h}`, "keysets[0].certificates.validity: needs self_signed"},
+		{`{self_signed: true, validity: 2h}`, "keysets[0].certificates.validity: must be at least 1h and 3 x jwks_max_age (3h0m0s)"},
+		{`{ca_cert_file: ` + ca.CertFile + `, ca_key_file: ` + other.KeyFile + `}`, "does not hold the private key of the certificate"},
+		{`{ca_cert_file: ` + filepath.Join(dir, "missing.crt") + `, ca_key_file: ` + ca.KeyFile + `}`, "keysets[0].certificates: open " + filepath.Join(dir, "missing.crt")},
+	} {
+		_, err := config.Parse(strings.NewReader(ks(c.certs)), "t")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v\nwant %q", c.certs, err, c.want)
+		}
+	}
+	_, err := config.Parse(strings.NewReader("keysets: [{name: h, algorithm: HS256, certificates: {self_signed: true}}]\n"), "t")
+	if err == nil || !strings.Contains(err.Error(), "keysets[0].certificates: HS256 key sets publish no public keys") {
+		t.Errorf("HMAC: %v", err)
+	}
+	c, err := config.Parse(strings.NewReader(ks(`{ca_cert_file: `+ca.CertFile+`, ca_key_file: `+ca.KeyFile+`}`)), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Policies()[0]; p.Certificates == nil {
+		t.Fatal("the CA did not reach the policy")
+	}
+	c, _ = config.Parse(strings.NewReader(ks(`{self_signed: true}`)), "t")
+	if a, ok := c.Policies()[0].Certificates.(*certs.Authority); !ok || !a.SelfSigned() || a.Validity() != config.DefaultCertificateValidity {
+		t.Fatalf("self-signed policy: %#v", c.Policies()[0].Certificates)
 	}
 }

@@ -57,6 +57,7 @@ type KeyRecord struct {
 	Imported    bool      `json:"imported,omitempty"`
 	VerifyUntil time.Time `json:"verify_until,omitzero"`
 	PublicOnly  bool      `json:"public_only,omitempty"` // material is a PKIX public key
+	Certificate []byte    `json:"certificate,omitempty"` // X.509 DER, for key sets with certificates
 }
 
 // Seal transforms material before it is stored; aad names the key set and
@@ -92,6 +93,7 @@ func Encode(ks *keystore.KeySet, seal Seal) (*Record, error) {
 			CreatedAt: k.CreatedAt.UTC(), ActivatedAt: k.ActivatedAt.UTC(),
 			RetiredAt: k.RetiredAt.UTC(), RevokedAt: k.RevokedAt.UTC(),
 			Material: sealed, Imported: k.Imported, VerifyUntil: k.VerifyUntil.UTC(), PublicOnly: k.PublicOnly,
+			Certificate: k.Certificate,
 		})
 	}
 	return r, nil
@@ -116,6 +118,7 @@ func (r *Record) Decode(open Open) (*keystore.KeySet, error) {
 			ID: kr.ID, Algorithm: keystore.Algorithm(kr.Algorithm), State: keystore.State(kr.State),
 			CreatedAt: kr.CreatedAt, ActivatedAt: kr.ActivatedAt, RetiredAt: kr.RetiredAt, RevokedAt: kr.RevokedAt,
 			Material: m, Imported: kr.Imported, VerifyUntil: kr.VerifyUntil, PublicOnly: kr.PublicOnly,
+			Certificate: kr.Certificate,
 		})
 	}
 	return ks, nil

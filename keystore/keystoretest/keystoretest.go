@@ -103,6 +103,7 @@ func Run(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 			t.Fatal(err)
 		}
 		public := keystore.Key{ID: "their-kid", Algorithm: keystore.ES256, Material: der, PublicOnly: true, VerifyUntil: now.Add(48 * time.Hour)}
+		public.Certificate = []byte("certificate DER: stored as given")
 		priv.ID = "key-2024"
 		out, _, err := keystore.Import(ks, []keystore.Key{public, priv}, keystore.StateRetired, now)
 		if err != nil {
@@ -117,7 +118,8 @@ func Run(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 		}
 		RequireSameKeys(t, got, out)
 		k, _ := got.Key("their-kid")
-		if !k.Imported || !k.PublicOnly || !k.VerifyUntil.Equal(now.Add(48*time.Hour)) || k.State != keystore.StateRetired {
+		if !k.Imported || !k.PublicOnly || !k.VerifyUntil.Equal(now.Add(48*time.Hour)) || k.State != keystore.StateRetired ||
+			string(k.Certificate) != "certificate DER: stored as given" {
 			t.Fatalf("imported public key after a round trip: %+v", k)
 		}
 		if _, err := k.VerificationKey(); err != nil {
