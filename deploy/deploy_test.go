@@ -2,12 +2,14 @@
 // helm: lint --strict, and the objects `helm template` renders for the
 // embedded and the Vault modes (the restricted Pod Security profile, the
 // probes, the config checksum, and a keyd config that keyd's own parser
-// accepts).
+// accepts); then it applies them, and the control-plane static pod, to a
+// real kube-apiserver with a server-side dry run.
 package deploy_test
 
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/testkube"
 )
 
 func helm(t *testing.T) string {
@@ -251,5 +254,140 @@ func TestControlPlaneManifest(t *testing.T) {
 	}
 	if mounts["keyd"] != "/run/keyd" || mounts["kube-apiserver"] != "/run/keyd" {
 		t.Fatalf("the socket folder is not shared: %v", mounts)
+	}
+}
+
+// The Prometheus Operator's kinds, registered for the dry run with an open
+// schema (the Operator's own CRDs are megabytes of OpenAPI): the API server
+// then checks their group, version, kind, names and namespace.
+const operatorCRDs = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
+`
+
+// TestChartOnAnAPIServer applies every object the chart renders, in each
+// mode with every option on, to a real kube-apiserver with a server-side
+// dry run, in a namespace labelled pod-security.kubernetes.io/enforce and
+// warn: restricted. The API server validates each object (schemas, field
+// names, references between fields) and warns of any pod template below
+// the restricted level; the workload's pod template is also submitted as
+// a Pod, which the restricted level's admission refuses outright if it
+// falls short (a privileged pod is, as a control).
+func TestChartOnAnAPIServer(t *testing.T) {
+	bin := helm(t)
+	kube := testkube.Start(t, testkube.Options{})
+	ns := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "keyd", "labels": map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}}
+	if status, body := kube.Do(t, "POST", "/api/v1/namespaces", ns); status != 201 {
+		t.Fatalf("namespace: %d %s", status, body)
+	}
+	// The namespace's default service account, which kube-controller-manager
+	// (not run here) would make: admission looks pods' up.
+	if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/serviceaccounts", map[string]any{"metadata": map[string]any{"name": "default"}}); status != 201 {
+		t.Fatalf("service account: %d %s", status, body)
+	}
+	if out, err := kube.Kubectl(t, operatorCRDs, "apply", "-f", "-"); err != nil {
+		t.Fatalf("CRDs: %v\n%s", err, out)
+	}
+	if out, err := kube.Kubectl(t, "", "wait", "--for", "condition=established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com"); err != nil {
+		t.Fatalf("CRDs not established: %v\n%s", err, out)
+	}
+	token := []string{`config.auth.tokens[0].name=ops`, `config.auth.tokens[0].sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef`, `config.auth.tokens[0].scopes[0]=admin`}
+	all := []string{"serviceMonitor.enabled=true", "prometheusRule.enabled=true", "networkPolicy.enabled=true", "tls.existingSecret=keyd-tls"}
+	for _, mode := range []struct {
+		name string
+		set  []string
+	}{
+		{"embedded", all},
+		{"vault-approle", append([]string{"mode=vault", "vault.auth.roleID=keyd-role"}, all...)},
+		{"vault-token", append([]string{"mode=vault", "vault.auth.method=token"}, all...)},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			args := []string{"template", "keyd", "helm/keyd", "--namespace", "keyd"}
+			for _, s := range append(mode.set, token...) {
+				args = append(args, "--set", s)
+			}
+			rendered, err := exec.Command(bin, args...).Output()
+			if err != nil {
+				t.Fatalf("helm template: %v", err)
+			}
+			out, err := kube.Kubectl(t, string(rendered), "apply", "--dry-run=server", "--namespace", "keyd", "-f", "-")
+			if err != nil || strings.Contains(out, "Warning") {
+				t.Fatalf("the API server refused or warned about the chart's objects: %v\n%s", err, out)
+			}
+			for _, kind := range []string{"configmap", "service", "poddisruptionbudget", "networkpolicy", "servicemonitor", "prometheusrule"} {
+				if !strings.Contains(out, kind) {
+					t.Errorf("no %s among the applied objects:\n%s", kind, out)
+				}
+			}
+			// The workload's pod template, as a Pod: enforced, not only warned.
+			dec := yaml.NewDecoder(bytes.NewReader(rendered))
+			for {
+				var o map[string]any
+				if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+					t.Fatal("no workload rendered")
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				if o["kind"] != "StatefulSet" && o["kind"] != "Deployment" {
+					continue
+				}
+				spec := o["spec"].(map[string]any)
+				podSpec := spec["template"].(map[string]any)["spec"].(map[string]any)
+				// A StatefulSet's claims become volumes of its pods.
+				claims, _ := spec["volumeClaimTemplates"].([]any)
+				for _, c := range claims {
+					name := c.(map[string]any)["metadata"].(map[string]any)["name"]
+					volumes, _ := podSpec["volumes"].([]any)
+					podSpec["volumes"] = append(volumes, map[string]any{"name": name, "persistentVolumeClaim": map[string]any{"claimName": fmt.Sprint(name, "-keyd-0")}})
+				}
+				pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "keyd-pod-template"}, "spec": podSpec}
+				if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/pods?dryRun=All", pod); status != 201 {
+					t.Fatalf("the %s's pod template as a Pod: %d %s", o["kind"], status, body)
+				}
+				break
+			}
+		})
+	}
+	// The control-plane static pod is a valid Pod too (as the kubelet
+	// mirrors it; kube-system has no Pod Security label).
+	raw, err := os.ReadFile("kubernetes/kube-apiserver-keyd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var static map[string]any
+	if err := yaml.Unmarshal(raw, &static); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := kube.Do(t, "POST", "/api/v1/namespaces", map[string]any{"metadata": map[string]any{"name": "kube-system"}}); status != 201 && status != 409 {
+		t.Fatalf("kube-system: %d %s", status, body) // the API server makes it soon after start; whichever comes first
+	}
+	if status, body := kube.Do(t, "POST", "/api/v1/namespaces/kube-system/serviceaccounts", map[string]any{"metadata": map[string]any{"name": "default"}}); status != 201 {
+		t.Fatalf("kube-system's service account: %d %s", status, body)
+	}
+	if status, body := kube.Do(t, "POST", "/api/v1/namespaces/kube-system/pods?dryRun=All", static); status != 201 {
+		t.Fatalf("the control-plane static pod: %d %s", status, body)
+	}
+	// A control: a pod with the defaults (root allowed, capabilities kept,
+	// no seccomp profile) is refused in that namespace.
+	plain := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "plain"},
+		"spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "busybox"}}}}
+	if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/pods?dryRun=All", plain); status != 403 || !strings.Contains(string(body), "violates PodSecurity") || !strings.Contains(string(body), "restricted:latest") {
+		t.Fatalf("a pod with the defaults in the restricted namespace: %d %s", status, body)
 	}
 }

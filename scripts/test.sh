@@ -2,7 +2,8 @@
 # keyd's whole check, the test command the README gives and CI runs:
 # formatting, vet and staticcheck, then every test with the race detector,
 # the Vault tests included, against a real OpenBao server that
-# scripts/dev-vault.sh builds (or reuses from its cache) and the tests start.
+# scripts/dev-vault.sh builds (or reuses from its cache) and the tests start,
+# and against a real kube-apiserver (scripts/dev-kube.sh) and etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # keyd is built and tested with this Go (go.mod's toolchain line), fetched
@@ -24,6 +25,10 @@ scripts/check-ops-files.sh
 
 KEYD_TEST_BAO=$(scripts/dev-vault.sh build)
 export KEYD_TEST_BAO
+# A real kube-apiserver (and kubectl) for the Kubernetes and chart tests.
+KEYD_TEST_KUBE_DIR=$(scripts/dev-kube.sh build)
+export KEYD_TEST_KUBE_DIR
+export KEYD_REQUIRE_KUBE=1  # the tests that need it fail, never skip, without it
 export KEYD_REQUIRE_VAULT=1 # a Vault test that cannot find its server fails, never skips
 export KEYD_REQUIRE_PYJWT=1 # likewise the tests that check keyd against PyJWT
 export KEYD_REQUIRE_REDIS=1 # and the Redis token state tests (a real redis-server each)
