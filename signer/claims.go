@@ -115,8 +115,10 @@ func decodeObject(raw []byte, member func(name string, dec *json.Decoder) error)
 	return nil
 }
 
-// clip shortens an attacker-supplied string for an error message or a
+// Clip shortens an attacker-supplied string for an error message or a
 // record.
+func Clip(s string) string { return clip(s) }
+
 func clip(s string) string {
 	const max = 64
 	if len(s) <= max {

@@ -2,13 +2,15 @@ package signer
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 // RevocationListAudience is the aud of a revocation list, so that no
@@ -22,27 +24,91 @@ const RevocationListAudience = "keyd-revocations"
 // token, even with a verifier that checks the issuer and not the audience.
 const RevocationListType = "revocations+jwt"
 
-// revocationList is what a cached list claims.
+// RevocationListFormat is the v claim of the lists keyd signs: tokens as
+// packed digests in batches by expiry (RevokedBatch), subjects as HMACs,
+// deltas on ?since=.
+const RevocationListFormat = 2
+
+// RevocationDigestSize is the bytes of a jti's digest in a list: the first
+// 12 bytes of its SHA-256 (a chance of 2^-96 per token and entry that an
+// unrevoked token matches; 1,000,000 entries leave it below 10^-22). Packed
+// in base64url, and that again as the JWT's payload, a revoked token costs
+// 21.3 bytes on the wire.
+const RevocationDigestSize = 12
+
+// RevocationDigest is how a revocation list names a jti.
+func RevocationDigest(jti string) [RevocationDigestSize]byte {
+	sum := sha256.Sum256([]byte(jti))
+	return [RevocationDigestSize]byte(sum[:RevocationDigestSize])
+}
+
+// RevokedBatch is the revoked tokens of a list that expire by the same
+// time: Exp is the end of a step (a minute, or a sixtieth of token_ttl if
+// longer) that every token's exp falls in, so a verifier may drop them all
+// after it; JTIs is base64url of their digests, packed.
+type RevokedBatch struct {
+	Exp  int64  `json:"exp"`
+	JTIs string `json:"jti"`
+}
+
+// RevokedTokens reads a list's revoked_jti and calls add for each digest
+// with the exp of its batch; it fails on anything but whole digests.
+func RevokedTokens(batches []RevokedBatch, add func(digest [RevocationDigestSize]byte, exp int64)) error {
+	for _, b := range batches {
+		raw, err := b64.DecodeString(b.JTIs)
+		if err != nil {
+			return fmt.Errorf("revoked_jti is not base64url: %w", err)
+		}
+		if len(raw)%RevocationDigestSize != 0 {
+			return fmt.Errorf("revoked_jti holds %d bytes, not whole %d-byte digests", len(raw), RevocationDigestSize)
+		}
+		for i := 0; i < len(raw); i += RevocationDigestSize {
+			add([RevocationDigestSize]byte(raw[i:i+RevocationDigestSize]), b.Exp)
+		}
+	}
+	return nil
+}
+
+// batches packs tokens' digests by the step their exp (less the leeway:
+// the token's own exp) falls in.
+func batches(tokens []tokenstate.Revocation, leeway, step time.Duration) []RevokedBatch {
+	byExp := map[int64][]byte{}
+	sec := int64(step / time.Second)
+	for _, t := range tokens {
+		exp := t.Expires.Add(-leeway).Unix()
+		end := (exp + sec - 1) / sec * sec // the step's end: at or after exp
+		d := RevocationDigest(t.JTI)
+		byExp[end] = append(byExp[end], d[:]...)
+	}
+	out := make([]RevokedBatch, 0, len(byExp))
+	for _, exp := range slices.Sorted(maps.Keys(byExp)) {
+		out = append(out, RevokedBatch{Exp: exp, JTIs: b64.EncodeToString(byExp[exp])})
+	}
+	return out
+}
+
+// revocationListClaims is what a list claims.
 type revocationListClaims struct {
-	Issuer   string           `json:"iss,omitempty"`
-	Audience string           `json:"aud"`
-	KeySet   string           `json:"keyset"`
-	IssuedAt int64            `json:"iat"`
-	Expires  int64            `json:"exp"`
-	Tokens   []revokedToken   `json:"revoked_jti"`
-	SubKey   string           `json:"sub_key"` // base64url; this list's key for sub_hmac
+	Format   int    `json:"v"`
+	Issuer   string `json:"iss,omitempty"`
+	Audience string `json:"aud"`
+	KeySet   string `json:"keyset"`
+	IssuedAt int64  `json:"iat"`
+	Expires  int64  `json:"exp"`
+	// Since is set on a delta: it holds every entry revoked (or changed)
+	// at or after it; a verifier adds them to the list it holds.
+	Since    int64            `json:"since,omitempty"`
+	Tokens   []RevokedBatch   `json:"revoked_jti"`
+	SubKey   string           `json:"sub_key"` // base64url; the key of sub_hmac
 	Subjects []revokedSubject `json:"revoked_sub"`
 }
 
-type revokedToken struct {
-	JTI string `json:"jti"`
-	Exp int64  `json:"exp"`
-}
-
-// revokedSubject names a subject by an HMAC of its sub under the list's own
-// random key: the list is public and subjects are user identifiers, and an
+// revokedSubject names a subject by an HMAC of its sub under the list's
+// key: the list is public and subjects are user identifiers, and an
 // unkeyed hash would let anyone test a guess (an e-mail address) against
-// every list at once with a precomputed table.
+// every list at once with a precomputed table. The key is derived from the
+// active signing key, so every replica uses the same one and it changes at
+// each rotation (a verifier then fetches the whole list again).
 type revokedSubject struct {
 	SubHMAC string `json:"sub_hmac"`
 	Before  int64  `json:"iat_before"` // tokens with iat <= this are revoked
@@ -63,15 +129,26 @@ type cachedList struct {
 	wall    time.Time // when it was signed, by the wall clock
 }
 
+// deltaBuckets is how many deltas a key set keeps signed, by the start of
+// what they hold: a since is rounded down to a step of a tenth of
+// jwks_max_age, so verifiers that fetched the same list share one delta
+// and no caller can make keyd sign one per request.
+const deltaBuckets = 256
+
 // RevocationList returns the key set's revocations as a JWT signed by its
 // active key, for services that verify tokens locally: they fetch it,
 // verify it through the same JWKS, cache it for the document's MaxAge
-// (jwks_max_age) and reject listed tokens. The document, its ETag
-// included, is made when the list is signed, and signed again once half
-// its cache lifetime has passed (its exp is two lifetimes after it was
-// signed). HMAC key sets have none: their tokens are verified by keyd,
-// which checks revocations itself.
-func (s *Signer) RevocationList(name string) (jwks.Document, error) {
+// (jwks_max_age) and reject listed tokens. With since = 0 it is the whole
+// list; with since = the iat of the list a verifier holds it is a delta:
+// the entries revoked from a little before since on (the margin covers
+// replicas' clocks and publication delay), which the verifier adds to
+// its copy. A since beyond the index's horizon gets the whole list. Each
+// document, its ETag included, is made when signed, and signed again once
+// half its cache lifetime has passed (its exp is two lifetimes after it
+// was signed), or when its entries changed, at most every tenth of it.
+// HMAC key sets have none: their tokens are verified by keyd, which checks
+// revocations itself.
+func (s *Signer) RevocationList(name string, since int64) (jwks.Document, error) {
 	r, err := s.ring(name)
 	if err != nil {
 		return jwks.Document{}, err
@@ -81,37 +158,60 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	}
 	now := s.now()
 	maxAge := r.policy.JWKSMaxAge
+	var from time.Time // the delta's start; zero: the whole list
+	if since > 0 {
+		step := max(maxAge/10, time.Second)
+		from = time.Unix(min(since, now.Unix()), 0).Add(-r.policy.Leeway - r.policy.PublishDelay).Truncate(step)
+	}
 	version := r.revs.Version(name)
 	fresh := func(c *cachedList) bool {
 		age := now.Sub(c.signed)
 		// Changed entries are signed in at most every tenth of the cache
-		// lifetime (by the wall clock: this guards the CPU): the public
-		// endpoint cannot make keyd sign a large list once per request
-		// while revocations come in.
-		return c != nil && age >= 0 && age < maxAge/2 && (c.version == version || time.Since(c.wall) < max(maxAge/10, time.Second))
+		// lifetime (by the wall clock too: this guards the CPU): the
+		// public endpoint cannot make keyd sign a large list once per
+		// request while revocations come in.
+		throttle := max(maxAge/10, time.Second)
+		return c != nil && age >= 0 && age < maxAge/2 && (c.version == version || (time.Since(c.wall) < throttle && age < throttle))
 	}
-	if c := r.list.Load(); c != nil && fresh(c) {
+	cached := func() *cachedList {
+		if from.IsZero() {
+			return r.list.Load()
+		}
+		r.deltaMu.Lock()
+		defer r.deltaMu.Unlock()
+		return r.deltas[from.Unix()]
+	}
+	if c := cached(); c != nil && fresh(c) {
 		return c.doc, nil
 	}
 	r.listMu.Lock() // one signing at a time; the others take its result
 	defer r.listMu.Unlock()
-	if c := r.list.Load(); c != nil && fresh(c) {
+	if c := cached(); c != nil && fresh(c) {
 		return c.doc, nil
 	}
-	tokens, subjects := r.revs.Entries(name, now)
+	var tokens, subjects []tokenstate.Revocation
+	ok := false
+	if !from.IsZero() {
+		tokens, subjects, ok = r.revs.Since(name, from, now)
+	}
+	if !ok {
+		if c := r.list.Load(); !from.IsZero() && c != nil && fresh(c) {
+			return c.doc, nil // beyond the horizon: the whole list, as cached
+		}
+		from = time.Time{}
+		tokens, subjects = r.revs.Entries(name, now)
+	}
 	claims := revocationListClaims{
-		Issuer: r.policy.Issuer, Audience: RevocationListAudience, KeySet: name,
-		IssuedAt: now.Unix(), Expires: now.Add(2 * maxAge).Unix(),
-		Tokens: []revokedToken{}, Subjects: []revokedSubject{},
+		Format: RevocationListFormat, Issuer: r.policy.Issuer, Audience: RevocationListAudience, KeySet: name,
+		IssuedAt: now.Unix(), Expires: now.Add(2 * maxAge).Unix(), SubKey: b64.EncodeToString(r.subKey),
+		Subjects: make([]revokedSubject, 0, len(subjects)),
 	}
-	subKey := make([]byte, 16)
-	_, _ = rand.Read(subKey) // crypto/rand.Read never fails (Go 1.24+)
-	claims.SubKey = b64.EncodeToString(subKey)
-	for _, t := range tokens {
-		claims.Tokens = append(claims.Tokens, revokedToken{t.JTI, t.Expires.Add(-r.policy.Leeway).Unix()})
+	if !from.IsZero() {
+		claims.Since = from.Unix()
 	}
+	claims.Tokens = batches(tokens, r.policy.Leeway, max(time.Minute, (r.policy.TokenTTL/60).Truncate(time.Second)))
 	for _, sr := range subjects {
-		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectMAC(subKey, sr.Subject), sr.Before.Unix()})
+		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectMAC(r.subKey, sr.Subject), sr.Before.Unix()})
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
@@ -122,7 +222,25 @@ func (s *Signer) RevocationList(name string) (jwks.Document, error) {
 	if buf, err = r.seal(buf); err != nil {
 		return jwks.Document{}, err
 	}
-	doc := jwks.NewDocument(buf, maxAge)
-	r.list.Store(&cachedList{doc: doc, signed: now, version: version, wall: time.Now()})
-	return doc, nil
+	c := &cachedList{doc: jwks.NewDocument(buf, maxAge), signed: now, version: version, wall: time.Now()}
+	if from.IsZero() {
+		r.list.Store(c)
+		return c.doc, nil
+	}
+	r.deltaMu.Lock()
+	defer r.deltaMu.Unlock()
+	if len(r.deltas) >= deltaBuckets {
+		clear(r.deltas)
+	}
+	r.deltas[from.Unix()] = c
+	return c.doc, nil
+}
+
+// listSubjectKey derives the key of a key set's sub_hmac from its active
+// key: the same on every replica, unknown to anyone without the key, new
+// at each rotation.
+func listSubjectKey(material []byte, keyset, kid string) []byte {
+	m := hmac.New(sha256.New, material)
+	m.Write([]byte("keyd revocation list sub_key\x00" + keyset + "\x00" + kid))
+	return m.Sum(nil)[:16]
 }

@@ -82,7 +82,10 @@ type keyring struct {
 
 	// The signed revocation list, re-signed as it ages or changes.
 	list     atomic.Pointer[cachedList]
-	listMu   sync.Mutex // serialises signing the list
+	listMu   sync.Mutex            // serialises signing the list and its deltas
+	deltaMu  sync.Mutex            // guards deltas
+	deltas   map[int64]*cachedList // by the Unix second they start at
+	subKey   []byte                // the list's key for sub_hmac, from the active key
 	name     string
 	revs     *tokenstate.Index // the Signer's: revocations, one lookup per verification
 	loadedAt time.Time         // when this version was loaded
@@ -98,6 +101,7 @@ func New(now func() time.Time, obs Observer) *Signer {
 		obs = noObserver{}
 	}
 	s := &Signer{now: now, obs: obs, revs: tokenstate.NewIndex()}
+	s.revs.SetClock(now)
 	s.rings.Store(&map[string]*keyring{})
 	return s
 }
@@ -156,10 +160,13 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 		return nil, fmt.Errorf("%w: %s", keystore.ErrUnsupportedAlgorithm, ks.Algorithm)
 	}
 	r := &keyring{policy: p, version: ks.Version, alg: ks.Algorithm, jwaAlg: jwaAlg, verify: map[string]any{}, parsed: map[string]any{},
-		legacySeen: new(atomic.Int64), name: ks.Name, revs: revs}
+		legacySeen: new(atomic.Int64), name: ks.Name, revs: revs, deltas: map[int64]*cachedList{}}
 	if old != nil {
 		r.legacySeen = old.legacySeen
 	}
+	// Deltas of the revocation list reach back well past the JWKS's
+	// lifetime, which verifiers poll at.
+	revs.SetHorizon(ks.Name, max(tokenstate.DefaultHorizon, 12*p.JWKSMaxAge))
 	var active any
 	for _, k := range ks.Keys {
 		if !k.Verifies() {
@@ -188,6 +195,7 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 		}
 		if k.State == keystore.StateActive {
 			r.kid, active = k.ID, priv
+			r.subKey = listSubjectKey(k.Material, ks.Name, k.ID)
 		}
 	}
 	return r, r.prepare(active)

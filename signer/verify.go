@@ -174,11 +174,13 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	return &Verified{KID: kid, Claims: claims, Legacy: legacy}, nil
 }
 
-// Revoked is a set of revoked tokens as a verifier holds it: jtis, and per
-// subject a cut-off (Unix seconds: tokens of that subject with an iat at
-// or before it are revoked).
+// Revoked is a set of revoked tokens as a verifier holds it from a
+// revocation list: tokens by the RevocationDigest of their jti (with their
+// exp, Unix seconds, to drop them when they expire), and per subject a
+// cut-off (Unix seconds: tokens of that subject with an iat at or before
+// it are revoked).
 type Revoked struct {
-	JTIs     map[string]struct{}
+	Tokens   map[[RevocationDigestSize]byte]int64
 	Subjects map[string]int64
 	// SubjectKey, when set, means Subjects are keyed by SubjectMAC(key,
 	// sub), as a published revocation list names them, not by sub.
@@ -193,8 +195,8 @@ func (rv *Revoked) Check(claims map[string]any) error {
 	if rv == nil {
 		return nil
 	}
-	if jti, ok := claims["jti"].(string); ok {
-		if _, revoked := rv.JTIs[jti]; revoked {
+	if jti, ok := claims["jti"].(string); ok && len(rv.Tokens) > 0 {
+		if _, revoked := rv.Tokens[RevocationDigest(jti)]; revoked {
 			return rejected(CodeRevoked, "the token has been revoked")
 		}
 	}

@@ -1,8 +1,10 @@
 package tokenstate
 
 import (
+	"cmp"
 	"encoding/json"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +19,7 @@ type Index struct {
 
 	mu   sync.Mutex // guards sets' creation
 	sets sync.Map   // key set name -> *setStats
+	now  func() time.Time
 }
 
 type shard struct {
@@ -27,15 +30,30 @@ type shard struct {
 
 type key struct{ keyset, v string }
 
-// setStats are one key set's count and version.
+// setStats are one key set's count, version and recent entries.
 type setStats struct {
 	count   atomic.Int64
 	version atomic.Uint64 // bumped on every change: the revocation list is re-signed
+
+	mu      sync.Mutex
+	horizon time.Duration // how far back recent reaches; 0: DefaultHorizon
+	recent  []logged      // entries revoked within the horizon, by RevokedAt
 }
+
+// logged is an entry of a key set's recent log: enough to find it again.
+type logged struct {
+	at      int64 // RevokedAt, Unix nanoseconds
+	v       string
+	subject bool
+}
+
+// DefaultHorizon is how far back Since reaches unless SetHorizon says
+// otherwise: a verifier whose copy is older gets the whole list.
+const DefaultHorizon = time.Hour
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	x := &Index{seed: maphash.MakeSeed()}
+	x := &Index{seed: maphash.MakeSeed(), now: time.Now}
 	for i := range x.shards {
 		x.shards[i].jtis = map[key]Revocation{}
 		x.shards[i].subs = map[key]Revocation{}
@@ -84,7 +102,77 @@ func (x *Index) Add(r Revocation, max int) error {
 		st.count.Add(1)
 	}
 	st.version.Add(1)
+	st.log(r, x.now())
 	return nil
+}
+
+// log records r in the key set's recent entries if it was revoked within
+// the horizon: in RevokedAt order, which is nearly the order of arrival
+// (a replica's may come a little late), so the insertion is at or near
+// the end.
+func (st *setStats) log(r Revocation, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if r.RevokedAt.Before(now.Add(-st.reach())) {
+		return
+	}
+	at := r.RevokedAt.UnixNano()
+	i := len(st.recent)
+	for i > 0 && st.recent[i-1].at > at {
+		i--
+	}
+	st.recent = slices.Insert(st.recent, i, logged{at: at, v: keyOf(r).v, subject: r.IsSubject()})
+}
+
+func (st *setStats) reach() time.Duration { return cmp.Or(st.horizon, DefaultHorizon) }
+
+// SetHorizon sets how far back Since reaches for the key set (a verifier
+// polling every jwks_max_age should stay well within it).
+func (x *Index) SetHorizon(keyset string, d time.Duration) {
+	st := x.stats(keyset)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.horizon = d
+}
+
+// SetClock sets what the index reads the time from (time.Now by default),
+// for the horizon of its recent entries.
+func (x *Index) SetClock(now func() time.Time) { x.now = now }
+
+// Since returns the key set's entries in force at now that were revoked
+// at or after since (or changed then: a subject's later cut-off), for a
+// verifier that holds every entry revoked before it. ok is false when
+// since is beyond the horizon: the caller sends the whole list instead.
+// Its cost grows with the entries since, not with those in force.
+func (x *Index) Since(keyset string, since, now time.Time) (tokens, subjects []Revocation, ok bool) {
+	st := x.stats(keyset)
+	st.mu.Lock()
+	if since.Before(now.Add(-st.reach())) {
+		st.mu.Unlock()
+		return nil, nil, false
+	}
+	at := since.UnixNano()
+	i, _ := slices.BinarySearchFunc(st.recent, at, func(e logged, t int64) int { return cmp.Compare(e.at, t) })
+	recent := slices.Clone(st.recent[i:])
+	st.mu.Unlock()
+	seen := make(map[logged]bool, len(recent))
+	for _, e := range recent {
+		e.at = 0
+		if seen[e] {
+			continue
+		}
+		seen[e] = true
+		r, found := x.lookup(key{keyset, e.v}, e.subject)
+		if !found || r.Expires.Before(now) {
+			continue
+		}
+		if e.subject {
+			subjects = append(subjects, r)
+		} else {
+			tokens = append(tokens, r)
+		}
+	}
+	return tokens, subjects, true
 }
 
 // Has reports whether the index holds an entry for r's token or subject.
@@ -119,8 +207,18 @@ func (x *Index) Len(keyset string) int { return int(x.stats(keyset).count.Load()
 // Version changes whenever the key set's entries change.
 func (x *Index) Version(keyset string) uint64 { return x.stats(keyset).version.Load() }
 
-// Prune drops the entries that expired before now and returns how many.
+// Prune drops the entries that expired before now, and the recent log's
+// entries beyond the horizon, and returns how many entries it dropped.
 func (x *Index) Prune(now time.Time) int {
+	x.sets.Range(func(_, v any) bool {
+		st := v.(*setStats)
+		st.mu.Lock()
+		cut := now.Add(-st.reach()).UnixNano()
+		i, _ := slices.BinarySearchFunc(st.recent, cut, func(e logged, t int64) int { return cmp.Compare(e.at, t) })
+		st.recent = slices.Delete(st.recent, 0, i)
+		st.mu.Unlock()
+		return true
+	})
 	n := 0
 	for i := range x.shards {
 		sh := &x.shards[i]

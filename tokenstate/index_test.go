@@ -94,3 +94,53 @@ func TestIndexConcurrent(t *testing.T) {
 		t.Fatalf("%d entries", x.Len("a"))
 	}
 }
+
+// TestIndexSince: the entries revoked since a time, in any order of
+// arrival (a replica's come late), each once however often merged, none
+// that expired; beyond the horizon, not ok; Prune trims the log.
+func TestIndexSince(t *testing.T) {
+	x := tokenstate.NewIndex()
+	clock := now
+	x.SetClock(func() time.Time { return clock })
+	x.SetHorizon("a", time.Hour)
+	add := func(r tokenstate.Revocation) {
+		t.Helper()
+		r.KeySet = "a"
+		if r.Expires.IsZero() {
+			r.Expires = now.Add(2 * time.Hour)
+		}
+		if err := x.Add(r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(tokenstate.Revocation{JTI: "old", RevokedAt: now.Add(-2 * time.Hour)}) // before the horizon: not logged
+	add(tokenstate.Revocation{JTI: "t1", RevokedAt: now.Add(-30 * time.Minute)})
+	add(tokenstate.Revocation{JTI: "t3", RevokedAt: now.Add(-5 * time.Minute)})
+	add(tokenstate.Revocation{JTI: "t2", RevokedAt: now.Add(-10 * time.Minute)}) // late
+	add(tokenstate.Revocation{JTI: "t3", RevokedAt: now.Add(-5 * time.Minute)})  // again
+	add(tokenstate.Revocation{Subject: "alice", Before: now, RevokedAt: now.Add(-time.Minute)})
+	add(tokenstate.Revocation{JTI: "gone", RevokedAt: now.Add(-2 * time.Minute), Expires: now.Add(-time.Second)})
+	names := func(rs []tokenstate.Revocation) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.JTI+r.Subject)
+		}
+		return out
+	}
+	tokens, subjects, ok := x.Since("a", now.Add(-15*time.Minute), now)
+	if !ok || fmt.Sprint(names(tokens)) != "[t2 t3]" || fmt.Sprint(names(subjects)) != "[alice]" {
+		t.Fatalf("since 15m: %v %v %v", ok, names(tokens), names(subjects))
+	}
+	if _, _, ok := x.Since("a", now.Add(-61*time.Minute), now); ok {
+		t.Fatal("a since beyond the horizon answered")
+	}
+	if tokens, _, ok := x.Since("b", now.Add(-time.Minute), now); !ok || len(tokens) != 0 {
+		t.Fatalf("another key set: %v", names(tokens))
+	}
+	// 31 minutes on, t1 is beyond the horizon and leaves the log.
+	clock = now.Add(31 * time.Minute)
+	x.Prune(clock)
+	tokens, _, _ = x.Since("a", now.Add(-40*time.Minute), now.Add(-20*time.Minute)) // the log as seen earlier
+	if fmt.Sprint(names(tokens)) != "[t2 t3]" {
+		t.Fatalf("after Prune: %v", names(tokens))
+	}
+}

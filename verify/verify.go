@@ -11,8 +11,9 @@
 // refetches as the JWKS's Cache-Control max-age says (its own default floor
 // of 15 minutes is lowered here: keyd publishes a new key jwks_max_age
 // before it signs, so a verifier must not cache longer than that). The key
-// set's signed revocation list is cached the same way, verified through
-// the same JWKS, and consulted for every token.
+// set's signed revocation list is fetched whole once, then kept up with
+// deltas (?since=) at the same interval, each verified through the same
+// JWKS, and consulted for every token.
 package verify
 
 import (
@@ -22,8 +23,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,14 +76,18 @@ type Verifier struct {
 	alg     jwa.SignatureAlgorithm
 	cache   *jwk.Cache
 	jwksURL string
-	revs    *httprc.ResourceBase[[]byte] // nil with SkipRevocations
-	parsed  atomic.Pointer[revocations]
-}
+	listURL string
+	hc      *http.Client
 
-// revocations is the parsed revocation list and the bytes it came from.
-type revocations struct {
-	raw     []byte
-	revoked *signer.Revoked
+	fetchMu sync.Mutex // one fetch of the list at a time
+	mu      sync.RWMutex
+	revs    *signer.Revoked // nil until the first list (always with SkipRevocations)
+	listIat int64           // of the list held: the since of the next fetch
+	listExp int64
+	maxAge  time.Duration // the list's Cache-Control max-age
+	pruned  time.Time     // when expired tokens were last dropped
+	fetches atomic.Int64  // lists fetched: whole ones and deltas
+	deltas  atomic.Int64  // of which deltas
 }
 
 // StartTimeout bounds how long New waits for the first JWKS and
@@ -124,23 +133,194 @@ func New(ctx context.Context, keydURL, keyset string, o Options) (*Verifier, err
 		return nil, fmt.Errorf("verify: the JWKS at %s cannot be fetched (is keyd running there, and the key set called %q?): %w", v.jwksURL, keyset, err)
 	}
 	if !o.SkipRevocations {
-		// The list is no JWKS: a client of its own (jwk.Cache runs its own).
-		ctrl, err := httprc.NewClient(httprc.WithWorkers(1), httprc.WithWhitelist(httprc.NewInsecureWhitelist())).Start(ctx)
-		if err != nil {
-			return nil, err
+		v.listURL, v.hc = base+"/revocations.jwt", hc
+		// The first list, retried until the deadline (keyd may be
+		// starting); then it is kept fresh in the background.
+		for {
+			err := v.Refresh(waitCtx)
+			if err == nil {
+				break
+			}
+			select {
+			case <-waitCtx.Done():
+				return nil, fmt.Errorf("verify: fetching the revocation list %s: %w", v.listURL, err)
+			case <-time.After(250 * time.Millisecond):
+			}
 		}
-		res, err := httprc.NewResource[[]byte](base+"/revocations.jwt", httprc.BytesTransformer(),
-			httprc.WithMinInterval(time.Second), httprc.WithMaxInterval(time.Hour), httprc.WithHTTPClient(hc))
-		if err != nil {
-			return nil, err
-		}
-		if err := ctrl.Add(waitCtx, res, httprc.WithWaitReady(true)); err != nil {
-			return nil, fmt.Errorf("verify: fetching the revocation list %s: %w", res.URL(), err)
-		}
-		v.revs = res
+		go v.poll(ctx)
 	}
 	return v, nil
 }
+
+// poll keeps the revocation list fresh: a delta every max-age (the
+// list's Cache-Control, jwks_max_age), sooner after a failure, until ctx
+// is done.
+func (v *Verifier) poll(ctx context.Context) {
+	var failed bool
+	for {
+		v.mu.RLock()
+		wait := v.maxAge
+		v.mu.RUnlock()
+		if failed {
+			wait = min(wait, 5*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, time.Second)):
+		}
+		failed = v.Refresh(ctx) != nil
+	}
+}
+
+// Refresh fetches the revocation list now: the changes since the list
+// held (a delta, ?since=), or the whole list when none is held yet, when
+// the delta's sub_key differs (keyd rotated its key) or keyd answers with
+// the whole list. Each is verified through the JWKS before it is believed;
+// on any failure the list held stays. The Verifier refreshes by itself;
+// call it to pick up a revocation at once.
+func (v *Verifier) Refresh(ctx context.Context) error {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	v.mu.RLock()
+	since := v.listIat
+	v.mu.RUnlock()
+	err := v.fetch(ctx, since)
+	if errors.Is(err, errNewEpoch) {
+		err = v.fetch(ctx, 0)
+	}
+	return err
+}
+
+var errNewEpoch = errors.New("the delta is of another sub_key: fetch the whole list")
+
+// list is what a revocation list claims.
+type list struct {
+	Format   int                   `json:"v"`
+	Audience string                `json:"aud"`
+	IssuedAt int64                 `json:"iat"`
+	Expires  int64                 `json:"exp"`
+	Since    int64                 `json:"since"`
+	Tokens   []signer.RevokedBatch `json:"revoked_jti"`
+	SubKey   string                `json:"sub_key"`
+	Subjects []struct {
+		SubHMAC string `json:"sub_hmac"`
+		Before  int64  `json:"iat_before"`
+	} `json:"revoked_sub"`
+}
+
+func (v *Verifier) fetch(ctx context.Context, since int64) error {
+	url := v.listURL
+	if since > 0 {
+		url += "?since=" + strconv.FormatInt(since, 10)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := v.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxListBytes))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	l, err := v.verifyList(ctx, raw)
+	if err != nil {
+		return fmt.Errorf("the revocation list does not verify: %w", err)
+	}
+	v.fetches.Add(1)
+	subKey, err := base64.RawURLEncoding.DecodeString(l.SubKey)
+	if err != nil || len(subKey) == 0 {
+		return errors.New("the revocation list's sub_key is missing or not base64url")
+	}
+	maxAge := time.Minute
+	if m := maxAgeRE.FindStringSubmatch(resp.Header.Get("Cache-Control")); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		maxAge = time.Duration(n) * time.Second
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	rv := v.revs
+	if l.Since > 0 { // a delta: added to the list held, of the same sub_key
+		if rv == nil || !bytes.Equal(rv.SubjectKey, subKey) {
+			return errNewEpoch
+		}
+		v.deltas.Add(1)
+		if now := v.o.Now(); now.Sub(v.pruned) > 10*time.Minute {
+			v.prune()
+			v.pruned = now
+		}
+	} else {
+		rv = &signer.Revoked{Tokens: map[[signer.RevocationDigestSize]byte]int64{}, Subjects: map[string]int64{}, SubjectKey: subKey}
+	}
+	if err := signer.RevokedTokens(l.Tokens, func(d [signer.RevocationDigestSize]byte, exp int64) { rv.Tokens[d] = max(rv.Tokens[d], exp) }); err != nil {
+		return err
+	}
+	for _, s := range l.Subjects {
+		rv.Subjects[s.SubHMAC] = max(rv.Subjects[s.SubHMAC], s.Before)
+	}
+	v.revs, v.listIat, v.listExp, v.maxAge = rv, l.IssuedAt, l.Expires, maxAge
+	return nil
+}
+
+// maxListBytes bounds a revocation list read: 1,000,000 revoked tokens
+// take 21 MB.
+const maxListBytes = 256 << 20
+
+var maxAgeRE = regexp.MustCompile(`max-age=(\d+)`)
+
+// prune drops the tokens that have expired (beyond the leeway): a list
+// kept up by deltas would otherwise grow for ever. It runs every ten
+// minutes at most (a pass over a million entries holds verifications for
+// tens of milliseconds). Callers hold v.mu.
+func (v *Verifier) prune() {
+	now := v.o.Now().Add(-v.o.Leeway).Unix()
+	for d, exp := range v.revs.Tokens {
+		if exp < now {
+			delete(v.revs.Tokens, d)
+		}
+	}
+}
+
+// verifyList checks a list's signature through the JWKS (refreshed once
+// if it does not know the kid yet) and its claims.
+func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*list, error) {
+	set, err := v.cache.Lookup(ctx, v.jwksURL)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := jws.Verify(raw, jws.WithKeySet(set, jws.WithRequireKid(true)))
+	if err != nil {
+		if set, err = v.cache.Refresh(ctx, v.jwksURL); err != nil {
+			return nil, err
+		}
+		if payload, err = jws.Verify(raw, jws.WithKeySet(set, jws.WithRequireKid(true))); err != nil {
+			return nil, err
+		}
+	}
+	var l list
+	if err := json.Unmarshal(payload, &l); err != nil {
+		return nil, err
+	}
+	switch {
+	case l.Audience != signer.RevocationListAudience:
+		return nil, errors.New("it is not a revocation list")
+	case l.Format != signer.RevocationListFormat:
+		return nil, fmt.Errorf("it is of format %d; this package reads %d", l.Format, signer.RevocationListFormat)
+	case v.o.Now().Unix() > l.Expires:
+		return nil, errors.New("it has expired")
+	}
+	return &l, nil
+}
+
+// Stats counts the revocation lists fetched, and how many were deltas.
+func (v *Verifier) Stats() (fetched, deltas int64) { return v.fetches.Load(), v.deltas.Load() }
 
 // Verify checks token as keyd's verify endpoint does, in the same order,
 // and returns its claims, or an error whose signer.Code is one of keyd's
@@ -156,7 +336,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, er
 		want.LegacyKID, want.AllowMissingExp = v.o.LegacyKID, v.o.LegacyAllowMissingExp
 	}
 	key := func(kid string) (any, bool) { return set.LookupKeyID(kid) }
-	revoked := func(claims map[string]any) error { return v.checkRevoked(set, claims) }
+	revoked := v.checkRevoked
 	verified, err := signer.Check(token, v.alg, key, now, v.o.Leeway, want, revoked)
 	if err != nil {
 		return nil, err
@@ -164,69 +344,20 @@ func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, er
 	return verified.Claims, nil
 }
 
-// checkRevoked consults the cached revocation list, verifying a new copy
-// through the JWKS before believing it.
-func (v *Verifier) checkRevoked(set jwk.Set, claims map[string]any) error {
-	if v.revs == nil {
+// checkRevoked consults the revocation list held.
+func (v *Verifier) checkRevoked(claims map[string]any) error {
+	if v.o.SkipRevocations {
 		return nil
 	}
-	raw := v.revs.Resource()
-	r := v.parsed.Load()
-	switch {
-	case r != nil && len(r.raw) == len(raw) && (len(raw) == 0 || &r.raw[0] == &raw[0]):
-		// the copy already parsed: no comparison of the whole list per token
-	case r != nil && bytes.Equal(r.raw, raw):
-		// fetched again, unchanged: keep the parsed list for this copy
-		r = &revocations{raw: raw, revoked: r.revoked}
-		v.parsed.Store(r)
-	default:
-		var err error
-		if r, err = v.parseList(raw, set); err != nil {
-			return fmt.Errorf("verify: the revocation list does not verify: %w", err)
-		}
-		v.parsed.Store(r)
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.revs == nil {
+		return errors.New("verify: no revocation list yet")
 	}
-	return r.revoked.Check(claims)
-}
-
-func (v *Verifier) parseList(raw []byte, set jwk.Set) (*revocations, error) {
-	payload, err := jws.Verify(raw, jws.WithKeySet(set, jws.WithRequireKid(true)))
-	if err != nil {
-		return nil, err
+	if v.o.Now().Unix() > v.listExp {
+		return errors.New("verify: the revocation list has expired: keyd has not been reachable for a while")
 	}
-	var list struct {
-		Audience string `json:"aud"`
-		Expires  int64  `json:"exp"`
-		Tokens   []struct {
-			JTI string `json:"jti"`
-		} `json:"revoked_jti"`
-		SubKey   string `json:"sub_key"`
-		Subjects []struct {
-			SubHMAC string `json:"sub_hmac"`
-			Before  int64  `json:"iat_before"`
-		} `json:"revoked_sub"`
-	}
-	if err := json.Unmarshal(payload, &list); err != nil {
-		return nil, err
-	}
-	if list.Audience != signer.RevocationListAudience {
-		return nil, errors.New("it is not a revocation list")
-	}
-	if v.o.Now().Unix() > list.Expires {
-		return nil, errors.New("it has expired: keyd has not been reachable for a while")
-	}
-	subKey, err := base64.RawURLEncoding.DecodeString(list.SubKey)
-	if err != nil || len(subKey) == 0 {
-		return nil, errors.New("its sub_key is missing or not base64url")
-	}
-	rv := &signer.Revoked{JTIs: map[string]struct{}{}, Subjects: map[string]int64{}, SubjectKey: subKey}
-	for _, t := range list.Tokens {
-		rv.JTIs[t.JTI] = struct{}{}
-	}
-	for _, s := range list.Subjects {
-		rv.Subjects[s.SubHMAC] = s.Before
-	}
-	return &revocations{raw: raw, revoked: rv}, nil
+	return v.revs.Check(claims)
 }
 
 type claimsKey struct{}

@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,5 +225,78 @@ func TestNewGivesUp(t *testing.T) {
 	_, err = verify.New(context.Background(), "http://"+addr, "app", verify.Options{Algorithm: "ES256"})
 	if err == nil || !strings.Contains(err.Error(), "cannot be fetched") || time.Since(start) > verify.StartTimeout+5*time.Second {
 		t.Fatalf("New against nothing: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestRevocationDeltas: after the whole list at start, each refresh asks
+// only for the changes since (?since=), adds them, and a delta whose
+// signature does not verify is refused and changes nothing.
+func TestRevocationDeltas(t *testing.T) {
+	s, ctx := setup(t, time.Minute)
+	var tamper atomic.Bool
+	var sinces atomic.Int64
+	target, _ := url.Parse(s.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Query().Get("since") == "" {
+			return nil
+		}
+		sinces.Add(1)
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if tamper.Load() { // one character of the payload changed
+			parts := strings.Split(string(body), ".")
+			p := []byte(parts[1])
+			p[len(p)/2] ^= 1
+			body = []byte(parts[0] + "." + string(p) + "." + parts[2])
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	defer front.Close()
+	first, second := sign(t, s, `{"sub":"dave"}`), sign(t, s, `{"sub":"erin"}`)
+	v, err := verify.New(ctx, front.URL, "es", verify.Options{Algorithm: "ES256", Now: s.Clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoke := func(tok string) {
+		t.Helper()
+		if code, out := s.Call("POST", "/v1/keysets/es/revocations", apitest.AdminToken, `{"token":"`+tok+`"}`); code != 200 {
+			t.Fatalf("revoke: %d %s", code, out)
+		}
+		s.Clock.Add(time.Minute) // keyd signs changes in at most every tenth of jwks_max_age
+	}
+	revoke(first)
+	if err := v.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fetched, deltas := v.Stats(); fetched != 2 || deltas != 1 || sinces.Load() != 1 {
+		t.Fatalf("fetched %d lists, %d deltas (%d asked with since)", fetched, deltas, sinces.Load())
+	}
+	if _, err := v.Verify(ctx, first); signer.Code(err) != signer.CodeRevoked {
+		t.Fatalf("revoked through a delta: %v", err)
+	}
+	tamper.Store(true)
+	revoke(second)
+	if err := v.Refresh(ctx); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("a tampered delta: %v", err)
+	}
+	if _, err := v.Verify(ctx, first); signer.Code(err) != signer.CodeRevoked {
+		t.Fatalf("after a tampered delta, the list held: %v", err)
+	}
+	if _, err := v.Verify(ctx, second); err != nil {
+		t.Fatalf("a tampered delta was applied: %v", err)
+	}
+	tamper.Store(false)
+	if err := v.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, second); signer.Code(err) != signer.CodeRevoked {
+		t.Fatalf("the next good delta: %v", err)
 	}
 }

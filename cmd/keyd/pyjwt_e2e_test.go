@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -88,6 +89,41 @@ auth:
 			t.Fatalf("keyd's verify after a restart: %d %s", status, body)
 		}
 	}
+	// A running service: bob is valid; keyd revokes him; the helper's next
+	// refresh fetches only the delta, and bob is revoked.
+	cmd := exec.Command(python, "testdata/check_revoked.py", d.addr, "es", "ES256", "../../examples/python")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	ask := func(line string) string {
+		t.Helper()
+		fmt.Fprintln(stdin, line)
+		if !lines.Scan() {
+			t.Fatalf("the helper stopped: %v", cmd.Wait())
+		}
+		return lines.Text()
+	}
+	if got := ask(bob); got != "valid" {
+		t.Fatalf("bob before: %s", got)
+	}
+	if status, out, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/revocations", adminToken, `{"token":"`+bob+`"}`); status != 200 {
+		t.Fatalf("revoke bob: %d %s", status, out)
+	}
+	if got := ask("REFRESH"); got != "fetched=2 deltas=1" {
+		t.Fatalf("the helper's refresh: %s", got)
+	}
+	if got := ask(bob); got != "revoked" {
+		t.Fatalf("bob after the delta: %s", got)
+	}
+	if got := ask(stolen); got != "revoked" {
+		t.Fatalf("the earlier revocation after the delta: %s", got)
+	}
+	stdin.Close()
+	_ = cmd.Wait()
 	d.stop()
 }
 

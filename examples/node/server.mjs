@@ -3,7 +3,7 @@
 // checked, and keyd's signed revocation list honoured.
 //   KEYD_URL=http://127.0.0.1:8080 node server.mjs [PORT]   (default 3000)
 import http from "node:http";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { createRemoteJWKSet, jwtVerify, errors } from "jose";
 
 const KEYD = process.env.KEYD_URL ?? "http://127.0.0.1:8080";
@@ -14,23 +14,35 @@ const ISSUER = process.env.APP_ISSUER ?? "https://keyd.example";
 
 const jwks = createRemoteJWKSet(new URL(`${KEYD}/v1/keysets/${KEYSET}/jwks.json`), { cacheMaxAge: 60_000 });
 
-// keyd's revocation list: fetched again once its max-age has passed,
-// verified through the same JWKS before it is believed.
-let revoked = { jtis: new Set(), subs: new Map(), subKey: Buffer.alloc(0), until: 0 };
+// keyd's revocation list: the whole list once, then every max-age only the
+// changes since the list held (?since=its iat), each verified through the
+// same JWKS before it is believed. Tokens are named by the first 12 bytes
+// of the SHA-256 of their jti; subjects by an HMAC under the list's key
+// (a new key after keyd rotates: the whole list again).
+let revoked = { jtis: new Map(), subs: new Map(), subKey: "", iat: 0, until: 0 };
+async function fetchList(since) {
+  const resp = await fetch(`${KEYD}/v1/keysets/${KEYSET}/revocations.jwt${since ? `?since=${since}` : ""}`);
+  const maxAge = Number(/max-age=(\d+)/.exec(resp.headers.get("cache-control") ?? "")?.[1] ?? 60);
+  const { payload } = await jwtVerify(await resp.text(), jwks, { algorithms: [ALG], audience: "keyd-revocations", typ: "revocations+jwt" });
+  if (payload.v !== 2) throw new Error(`revocation list format ${payload.v}, this service reads 2`);
+  return { payload, maxAge };
+}
 async function isRevoked(claims) {
   if (Date.now() >= revoked.until) {
-    const resp = await fetch(`${KEYD}/v1/keysets/${KEYSET}/revocations.jwt`);
-    const maxAge = Number(/max-age=(\d+)/.exec(resp.headers.get("cache-control") ?? "")?.[1] ?? 60);
-    const { payload } = await jwtVerify(await resp.text(), jwks, { algorithms: [ALG], audience: "keyd-revocations" });
-    revoked = {
-      jtis: new Set(payload.revoked_jti.map((r) => r.jti)),
-      subs: new Map(payload.revoked_sub.map((r) => [r.sub_hmac, r.iat_before])),
-      subKey: Buffer.from(payload.sub_key, "base64url"), // subjects: HMAC-SHA256 under the list's key
-      until: Date.now() + maxAge * 1000,
-    };
+    let { payload, maxAge } = await fetchList(revoked.iat);
+    if (payload.since && payload.sub_key !== revoked.subKey) ({ payload, maxAge } = await fetchList(0));
+    const next = payload.since ? revoked : { jtis: new Map(), subs: new Map() };
+    if (payload.since) for (const [d, exp] of next.jtis) if (exp * 1000 < Date.now() - 60_000) next.jtis.delete(d);
+    for (const batch of payload.revoked_jti) {
+      const packed = Buffer.from(batch.jti, "base64url");
+      for (let i = 0; i < packed.length; i += 12) next.jtis.set(packed.subarray(i, i + 12).toString("hex"), batch.exp);
+    }
+    for (const r of payload.revoked_sub) next.subs.set(r.sub_hmac, Math.max(next.subs.get(r.sub_hmac) ?? 0, r.iat_before));
+    revoked = { jtis: next.jtis, subs: next.subs, subKey: payload.sub_key, iat: payload.iat, until: Date.now() + maxAge * 1000 };
   }
-  const cutoff = revoked.subs.get(createHmac("sha256", revoked.subKey).update(String(claims.sub)).digest("base64url"));
-  return revoked.jtis.has(claims.jti) || (cutoff !== undefined && (claims.iat ?? 0) <= cutoff);
+  const digest = createHash("sha256").update(String(claims.jti ?? "")).digest().subarray(0, 12).toString("hex");
+  const cutoff = revoked.subs.get(createHmac("sha256", Buffer.from(revoked.subKey, "base64url")).update(String(claims.sub)).digest("base64url"));
+  return (claims.jti !== undefined && revoked.jtis.has(digest)) || (cutoff !== undefined && (claims.iat ?? 0) <= cutoff);
 }
 
 // jose's errors as keyd's verify codes.

@@ -198,9 +198,18 @@ func (s *server) listRevocations(w http.ResponseWriter, r *http.Request) {
 }
 
 // revocationList serves the key set's signed revocation list, cacheable
-// like the JWKS.
+// like the JWKS: the whole list, or with ?since=IAT (the iat of the list
+// the caller holds) the changes since.
 func (s *server) revocationList(w http.ResponseWriter, r *http.Request) {
-	doc, err := s.Signer.RevocationList(r.PathValue("name"))
+	var since int64
+	if q := r.URL.Query().Get("since"); q != "" {
+		var err error
+		if since, err = strconv.ParseInt(q, 10, 64); err != nil || since <= 0 {
+			writeError(w, errorf(http.StatusBadRequest, "bad_request", "since must be the iat (Unix seconds) of the revocation list you hold, got %q", signer.Clip(q)))
+			return
+		}
+	}
+	doc, err := s.Signer.RevocationList(r.PathValue("name"), since)
 	if errors.Is(err, signer.ErrNoRevocationList) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "%s", err.Error()))
 		return

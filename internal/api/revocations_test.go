@@ -151,11 +151,9 @@ func TestRevocations(t *testing.T) {
 	}
 	var claims struct {
 		josejwt.Claims
-		Tokens []struct {
-			JTI string `json:"jti"`
-			Exp int64  `json:"exp"`
-		} `json:"revoked_jti"`
-		SubKey   string `json:"sub_key"`
+		Format   int                   `json:"v"`
+		Tokens   []signer.RevokedBatch `json:"revoked_jti"`
+		SubKey   string                `json:"sub_key"`
 		Subjects []struct {
 			SubHMAC string `json:"sub_hmac"`
 			Before  int64  `json:"iat_before"`
@@ -164,14 +162,23 @@ func TestRevocations(t *testing.T) {
 	if err := parsed.Claims(set.Key(parsed.Headers[0].KeyID)[0].Key, &claims); err != nil {
 		t.Fatalf("go-jose rejects the list: %v", err)
 	}
-	if err := claims.ValidateWithLeeway(josejwt.Expected{AnyAudience: []string{signer.RevocationListAudience}, Time: s.Clock.Now()}, 0); err != nil || len(claims.Tokens) != 2 || len(claims.Subjects) != 2 {
+	digests := map[[signer.RevocationDigestSize]byte]int64{}
+	if err := signer.RevokedTokens(claims.Tokens, func(d [signer.RevocationDigestSize]byte, exp int64) { digests[d] = exp }); err != nil {
+		t.Fatal(err)
+	}
+	if err := claims.ValidateWithLeeway(josejwt.Expected{AnyAudience: []string{signer.RevocationListAudience}, Time: s.Clock.Now()}, 0); err != nil || claims.Format != 2 || len(digests) != 2 || len(claims.Subjects) != 2 {
 		t.Fatalf("list claims: %+v, %v", claims, err)
+	}
+	// A token is named by its jti's digest, with an exp at or after its own
+	// (the end of its batch's minute), never in clear.
+	if exp, ok := digests[signer.RevocationDigest(jtiOf(t, byJTI.Token))]; !ok || exp < byJTI.ExpiresAt.Unix() || exp > byJTI.ExpiresAt.Unix()+60 {
+		t.Fatalf("the revoked jti in the list: %v %v (token exp %v)", ok, exp, byJTI.ExpiresAt.Unix())
 	}
 	// The list is public: subjects appear hashed, never in clear.
 	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(string(raw), ".")[1])
 	subKey, _ := base64.RawURLEncoding.DecodeString(claims.SubKey)
 	plainHash := sha256.Sum256([]byte("alice"))
-	if strings.Contains(string(payload), "alice") || len(subKey) != 16 || !strings.Contains(string(payload), signer.SubjectMAC(subKey, "alice")) ||
+	if strings.Contains(string(payload), "alice") || strings.Contains(string(payload), jtiOf(t, byJTI.Token)) || len(subKey) != 16 || !strings.Contains(string(payload), signer.SubjectMAC(subKey, "alice")) ||
 		strings.Contains(string(payload), base64.RawURLEncoding.EncodeToString(plainHash[:])) {
 		t.Fatalf("revoked subjects in the public list: %+v", claims.Subjects)
 	}
@@ -182,6 +189,11 @@ func TestRevocations(t *testing.T) {
 	}
 	if code, body := s.Call("POST", "/v1/keysets/es/verify", "svc-token", `{"token":"`+string(raw)+`","audience":["`+signer.RevocationListAudience+`"]}`); code != 200 || !strings.Contains(body, `"valid":false`) {
 		t.Fatalf("the revocation list with its own audience: %d %s", code, body)
+	}
+	for _, bad := range []string{"yesterday", "-5", "0", "1e9"} {
+		if code, body := s.Call("GET", "/v1/keysets/es/revocations.jwt?since="+bad, "", ""); code != 400 || !strings.Contains(body, "since must be the iat") {
+			t.Errorf("since=%s: %d %s", bad, code, body)
+		}
 	}
 	if code, _ := s.Call("GET", "/v1/keysets/hs/revocations.jwt", "", ""); code != 404 {
 		t.Errorf("an HMAC key set's list: %d", code)
