@@ -34,13 +34,10 @@ const RevocationListFormat = 2
 // unrevoked token matches; 1,000,000 entries leave it below 10^-22). Packed
 // in base64url, and that again as the JWT's payload, a revoked token costs
 // 21.3 bytes on the wire.
-const RevocationDigestSize = 12
+const RevocationDigestSize = tokenstate.DigestSize
 
 // RevocationDigest is how a revocation list names a jti.
-func RevocationDigest(jti string) [RevocationDigestSize]byte {
-	sum := sha256.Sum256([]byte(jti))
-	return [RevocationDigestSize]byte(sum[:RevocationDigestSize])
-}
+func RevocationDigest(jti string) [RevocationDigestSize]byte { return tokenstate.Digest(jti) }
 
 // RevokedBatch is the revoked tokens of a list that expire by the same
 // time: Exp is the end of a step (a minute, or a sixtieth of token_ttl if

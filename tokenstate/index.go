@@ -2,8 +2,9 @@ package tokenstate
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
-	"hash/maphash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,22 +14,55 @@ import (
 // Index is the revocations in force, in memory, for the checks of every
 // verification: sharded maps under read locks, so that checks run in
 // parallel and an addition locks one shard only. Safe for concurrent use.
+//
+// It is made to hold millions of entries cheaply: each is keyed by a
+// digest of its jti or subject (Digest) and holds only numbers, and the
+// strings (the jti or subject, the reason) live in one byte arena per
+// shard, so that neither the maps nor the arenas hold a pointer. The
+// garbage collector never scans them: verification costs the same with
+// none or a million in force, and an entry takes about 100 bytes.
 type Index struct {
-	seed   maphash.Seed
 	shards [64]shard
 
-	mu   sync.Mutex // guards sets' creation
-	sets sync.Map   // key set name -> *setStats
+	mu   sync.Mutex // guards numbering key sets
+	ids  sync.Map   // key set name -> uint32
+	next uint32     // the next key set's number
+	sets sync.Map   // key set number -> *setStats
 	now  func() time.Time
 }
 
-type shard struct {
-	mu   sync.RWMutex
-	jtis map[key]Revocation
-	subs map[key]Revocation
+// DigestSize is the bytes of Digest.
+const DigestSize = 12
+
+// Digest names a jti or subject in the index and in published revocation
+// lists: the first 12 bytes of its SHA-256 (two different ones share it
+// with a chance of 2^-96).
+func Digest(s string) [DigestSize]byte {
+	sum := sha256.Sum256([]byte(s))
+	return [DigestSize]byte(sum[:DigestSize])
 }
 
-type key struct{ keyset, v string }
+type key struct {
+	set uint32
+	d   [DigestSize]byte
+}
+
+// entry is an entry without its strings: times are Unix nanoseconds (0:
+// none), the jti or subject and the reason are at off in the shard's
+// arena.
+type entry struct {
+	expires, before, revokedAt int64
+	off                        uint32
+	vLen, rLen                 uint16
+}
+
+type shard struct {
+	mu    sync.RWMutex
+	jtis  map[key]entry
+	subs  map[key]entry
+	arena []byte
+	dead  int // arena bytes no entry uses any more
+}
 
 // setStats are one key set's count, version and recent entries.
 type setStats struct {
@@ -43,7 +77,7 @@ type setStats struct {
 // logged is an entry of a key set's recent log: enough to find it again.
 type logged struct {
 	at      int64 // RevokedAt, Unix nanoseconds
-	v       string
+	k       key
 	subject bool
 }
 
@@ -53,38 +87,124 @@ const DefaultHorizon = time.Hour
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	x := &Index{seed: maphash.MakeSeed(), now: time.Now}
+	x := &Index{now: time.Now}
 	for i := range x.shards {
-		x.shards[i].jtis = map[key]Revocation{}
-		x.shards[i].subs = map[key]Revocation{}
+		x.shards[i].jtis = map[key]entry{}
+		x.shards[i].subs = map[key]entry{}
 	}
 	return x
 }
 
-func (x *Index) shard(k key) *shard {
-	var h maphash.Hash
-	h.SetSeed(x.seed)
-	h.WriteString(k.keyset)
-	h.WriteString(k.v)
-	return &x.shards[h.Sum64()%uint64(len(x.shards))]
-}
-
-func (x *Index) stats(keyset string) *setStats {
-	if s, ok := x.sets.Load(keyset); ok {
-		return s.(*setStats)
+// id returns the key set's number, giving it one if it has none.
+func (x *Index) id(keyset string) uint32 {
+	if id, ok := x.ids.Load(keyset); ok {
+		return id.(uint32)
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	s, _ := x.sets.LoadOrStore(keyset, new(setStats))
+	if id, ok := x.ids.Load(keyset); ok {
+		return id.(uint32)
+	}
+	id := x.next
+	x.next++
+	x.ids.Store(keyset, id)
+	x.sets.Store(id, new(setStats))
+	return id
+}
+
+func (x *Index) shard(k key) *shard {
+	return &x.shards[binary.LittleEndian.Uint64(k.d[:8])%uint64(len(x.shards))]
+}
+
+func (x *Index) stats(id uint32) *setStats {
+	s, _ := x.sets.Load(id)
 	return s.(*setStats)
+}
+
+func keyOf(id uint32, r Revocation) key {
+	if r.IsSubject() {
+		return key{id, Digest(r.Subject)}
+	}
+	return key{id, Digest(r.JTI)}
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func timeOf(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// store puts r at k in m, its strings appended to the arena (those of
+// the entry it replaces become dead).
+func (sh *shard) store(m map[key]entry, k key, r Revocation, old entry, had bool) {
+	v := r.JTI
+	if r.IsSubject() {
+		v = r.Subject
+	}
+	reason := r.Reason
+	if len(reason) > 0xffff {
+		reason = reason[:0xffff]
+	}
+	e := entry{expires: nanos(r.Expires), before: nanos(r.Before), revokedAt: nanos(r.RevokedAt)}
+	if had && int(old.vLen) == len(v) && string(sh.arena[old.off:old.off+uint32(old.vLen)+uint32(old.rLen)]) == v+reason {
+		e.off, e.vLen, e.rLen = old.off, old.vLen, old.rLen // the same strings: kept where they are
+	} else {
+		if had {
+			sh.dead += int(old.vLen) + int(old.rLen)
+		}
+		e.off, e.vLen, e.rLen = uint32(len(sh.arena)), uint16(min(len(v), 0xffff)), uint16(len(reason))
+		sh.arena = append(append(sh.arena, v[:e.vLen]...), reason...)
+	}
+	m[k] = e
+}
+
+// revocation rebuilds the entry at k of the key set called keyset.
+func (sh *shard) revocation(keyset string, e entry, subject bool) Revocation {
+	v := string(sh.arena[e.off : e.off+uint32(e.vLen)])
+	r := Revocation{KeySet: keyset, Expires: timeOf(e.expires), Before: timeOf(e.before), RevokedAt: timeOf(e.revokedAt),
+		Reason: string(sh.arena[e.off+uint32(e.vLen) : e.off+uint32(e.vLen)+uint32(e.rLen)])}
+	if subject {
+		r.Subject = v
+	} else {
+		r.JTI = v
+	}
+	return r
+}
+
+// compact rewrites the arena without its dead bytes, once they are most
+// of it. Callers hold sh.mu.
+func (sh *shard) compact() {
+	if sh.dead < 4096 || sh.dead < len(sh.arena)/2 {
+		return
+	}
+	arena := make([]byte, 0, len(sh.arena)-sh.dead)
+	for _, m := range []map[key]entry{sh.jtis, sh.subs} {
+		for k, e := range m {
+			n := uint32(e.vLen) + uint32(e.rLen)
+			off := uint32(len(arena))
+			arena = append(arena, sh.arena[e.off:e.off+n]...)
+			e.off = off
+			m[k] = e
+		}
+	}
+	sh.arena, sh.dead = arena, 0
 }
 
 // Add puts r in the index (merged with an entry for the same token or
 // subject). When the key set has max entries already and r is new, it
 // refuses with ErrLimit; max <= 0 is no limit.
 func (x *Index) Add(r Revocation, max int) error {
-	k := keyOf(r)
-	st := x.stats(r.KeySet)
+	id := x.id(r.KeySet)
+	k := keyOf(id, r)
+	st := x.stats(id)
 	sh := x.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -92,17 +212,18 @@ func (x *Index) Add(r Revocation, max int) error {
 	if r.IsSubject() {
 		m = sh.subs
 	}
-	if cur, ok := m[k]; ok {
-		m[k] = cur.Merge(r)
-	} else {
-		if max > 0 && st.count.Load() >= int64(max) {
-			return ErrLimit
-		}
-		m[k] = r
+	cur, ok := m[k]
+	if ok {
+		r = sh.revocation(r.KeySet, cur, r.IsSubject()).Merge(r)
+	} else if max > 0 && st.count.Load() >= int64(max) {
+		return ErrLimit
+	}
+	sh.store(m, k, r, cur, ok)
+	if !ok {
 		st.count.Add(1)
 	}
 	st.version.Add(1)
-	st.log(r, x.now())
+	st.log(k, r, x.now())
 	return nil
 }
 
@@ -110,7 +231,7 @@ func (x *Index) Add(r Revocation, max int) error {
 // the horizon: in RevokedAt order, which is nearly the order of arrival
 // (a replica's may come a little late), so the insertion is at or near
 // the end.
-func (st *setStats) log(r Revocation, now time.Time) {
+func (st *setStats) log(k key, r Revocation, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if r.RevokedAt.Before(now.Add(-st.reach())) {
@@ -121,7 +242,7 @@ func (st *setStats) log(r Revocation, now time.Time) {
 	for i > 0 && st.recent[i-1].at > at {
 		i--
 	}
-	st.recent = slices.Insert(st.recent, i, logged{at: at, v: keyOf(r).v, subject: r.IsSubject()})
+	st.recent = slices.Insert(st.recent, i, logged{at: at, k: k, subject: r.IsSubject()})
 }
 
 func (st *setStats) reach() time.Duration { return cmp.Or(st.horizon, DefaultHorizon) }
@@ -129,7 +250,7 @@ func (st *setStats) reach() time.Duration { return cmp.Or(st.horizon, DefaultHor
 // SetHorizon sets how far back Since reaches for the key set (a verifier
 // polling every jwks_max_age should stay well within it).
 func (x *Index) SetHorizon(keyset string, d time.Duration) {
-	st := x.stats(keyset)
+	st := x.stats(x.id(keyset))
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.horizon = d
@@ -145,7 +266,7 @@ func (x *Index) SetClock(now func() time.Time) { x.now = now }
 // since is beyond the horizon: the caller sends the whole list instead.
 // Its cost grows with the entries since, not with those in force.
 func (x *Index) Since(keyset string, since, now time.Time) (tokens, subjects []Revocation, ok bool) {
-	st := x.stats(keyset)
+	st := x.stats(x.id(keyset))
 	st.mu.Lock()
 	if since.Before(now.Add(-st.reach())) {
 		st.mu.Unlock()
@@ -162,7 +283,7 @@ func (x *Index) Since(keyset string, since, now time.Time) (tokens, subjects []R
 			continue
 		}
 		seen[e] = true
-		r, found := x.lookup(key{keyset, e.v}, e.subject)
+		r, found := x.lookup(keyset, e.k, e.subject)
 		if !found || r.Expires.Before(now) {
 			continue
 		}
@@ -177,19 +298,12 @@ func (x *Index) Since(keyset string, since, now time.Time) (tokens, subjects []R
 
 // Has reports whether the index holds an entry for r's token or subject.
 func (x *Index) Has(r Revocation) bool {
-	_, ok := x.lookup(keyOf(r), r.IsSubject())
+	_, ok := x.find(keyOf(x.id(r.KeySet), r), r.IsSubject())
 	return ok
 }
 
-func keyOf(r Revocation) key {
-	if r.IsSubject() {
-		return key{r.KeySet, r.Subject}
-	}
-	return key{r.KeySet, r.JTI}
-}
-
-// lookup returns the entry for k among the subjects or the tokens.
-func (x *Index) lookup(k key, subject bool) (Revocation, bool) {
+// find returns the entry at k among the subjects or the tokens.
+func (x *Index) find(k key, subject bool) (entry, bool) {
 	sh := x.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
@@ -197,15 +311,31 @@ func (x *Index) lookup(k key, subject bool) (Revocation, bool) {
 	if subject {
 		m = sh.subs
 	}
-	r, ok := m[k]
-	return r, ok
+	e, ok := m[k]
+	return e, ok
+}
+
+// lookup returns the whole entry at k of the key set called keyset.
+func (x *Index) lookup(keyset string, k key, subject bool) (Revocation, bool) {
+	sh := x.shard(k)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	m := sh.jtis
+	if subject {
+		m = sh.subs
+	}
+	e, ok := m[k]
+	if !ok {
+		return Revocation{}, false
+	}
+	return sh.revocation(keyset, e, subject), true
 }
 
 // Len is the number of entries of the key set.
-func (x *Index) Len(keyset string) int { return int(x.stats(keyset).count.Load()) }
+func (x *Index) Len(keyset string) int { return int(x.stats(x.id(keyset)).count.Load()) }
 
 // Version changes whenever the key set's entries change.
-func (x *Index) Version(keyset string) uint64 { return x.stats(keyset).version.Load() }
+func (x *Index) Version(keyset string) uint64 { return x.stats(x.id(keyset)).version.Load() }
 
 // Prune drops the entries that expired before now, and the recent log's
 // entries beyond the horizon, and returns how many entries it dropped.
@@ -219,21 +349,23 @@ func (x *Index) Prune(now time.Time) int {
 		st.mu.Unlock()
 		return true
 	})
-	n := 0
+	n, t := 0, now.UnixNano()
 	for i := range x.shards {
 		sh := &x.shards[i]
 		sh.mu.Lock()
-		for _, m := range []map[key]Revocation{sh.jtis, sh.subs} {
-			for k, r := range m {
-				if r.Expires.Before(now) {
+		for _, m := range []map[key]entry{sh.jtis, sh.subs} {
+			for k, e := range m {
+				if e.expires < t {
 					delete(m, k)
-					st := x.stats(k.keyset)
+					sh.dead += int(e.vLen) + int(e.rLen)
+					st := x.stats(k.set)
 					st.count.Add(-1)
 					st.version.Add(1)
 					n++
 				}
 			}
 		}
+		sh.compact()
 		sh.mu.Unlock()
 	}
 	return n
@@ -241,17 +373,18 @@ func (x *Index) Prune(now time.Time) int {
 
 // Entries returns the key set's entries in force at now.
 func (x *Index) Entries(keyset string, now time.Time) (tokens, subjects []Revocation) {
+	id, t := x.id(keyset), now.UnixNano()
 	for i := range x.shards {
 		sh := &x.shards[i]
 		sh.mu.RLock()
-		for k, r := range sh.jtis {
-			if k.keyset == keyset && !r.Expires.Before(now) {
-				tokens = append(tokens, r)
+		for k, e := range sh.jtis {
+			if k.set == id && e.expires >= t {
+				tokens = append(tokens, sh.revocation(keyset, e, false))
 			}
 		}
-		for k, r := range sh.subs {
-			if k.keyset == keyset && !r.Expires.Before(now) {
-				subjects = append(subjects, r)
+		for k, e := range sh.subs {
+			if k.set == id && e.expires >= t {
+				subjects = append(subjects, sh.revocation(keyset, e, true))
 			}
 		}
 		sh.mu.RUnlock()
@@ -262,11 +395,11 @@ func (x *Index) Entries(keyset string, now time.Time) (tokens, subjects []Revoca
 // Cutoff returns the cut-off of a subject revocation in force: every token
 // (and login) of sub issued at or before it is revoked.
 func (x *Index) Cutoff(keyset, sub string, now time.Time) (time.Time, bool) {
-	r, ok := x.lookup(key{keyset, sub}, true)
-	if !ok || r.Expires.Before(now) {
+	e, ok := x.find(key{x.id(keyset), Digest(sub)}, true)
+	if !ok || e.expires < now.UnixNano() {
 		return time.Time{}, false
 	}
-	return r.Before, true
+	return timeOf(e.before), true
 }
 
 // Revoked reports whether the token whose claims (decoded with numbers as
@@ -276,8 +409,9 @@ func (x *Index) Cutoff(keyset, sub string, now time.Time) (time.Time, bool) {
 // that is the reason. Entries not yet pruned count: an expired entry
 // covers only tokens that have expired too.
 func (x *Index) Revoked(keyset string, claims map[string]any) (revoked bool, cutoff time.Time) {
+	id := x.id(keyset)
 	if jti, ok := claims["jti"].(string); ok {
-		if _, found := x.lookup(key{keyset, jti}, false); found {
+		if _, found := x.find(key{id, Digest(jti)}, false); found {
 			return true, time.Time{}
 		}
 	}
@@ -285,11 +419,11 @@ func (x *Index) Revoked(keyset string, claims map[string]any) (revoked bool, cut
 	if !ok {
 		return false, time.Time{}
 	}
-	r, found := x.lookup(key{keyset, sub}, true)
+	e, found := x.find(key{id, Digest(sub)}, true)
 	if !found {
 		return false, time.Time{}
 	}
-	before := r.Before
+	before := timeOf(e.before)
 	n, isNum := claims["iat"].(json.Number)
 	iat, err := n.Float64()
 	if !isNum || err != nil || iat <= float64(before.Unix()) {
