@@ -76,7 +76,8 @@ type Store interface {
 	// stored, and returns the entry as stored.
 	PutRevocation(ctx context.Context, r Revocation) (Revocation, error)
 	// Revocations returns every stored entry: at start, and when a
-	// replica resynchronises.
+	// replica resynchronises. A token revoked more than once may come
+	// more than once: Revocation.Merge (as Index.Add does) makes them one.
 	Revocations(ctx context.Context) ([]Revocation, error)
 	// PruneRevocations deletes the entries whose Expires is before now,
 	// and returns how many.

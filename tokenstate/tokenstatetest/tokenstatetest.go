@@ -66,6 +66,29 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 		}
 	})
 
+	t.Run("TokenRevokedAgain", func(t *testing.T) {
+		s := newStore(t)
+		r := tokenstate.Revocation{KeySet: "a", JTI: "twice", Expires: now.Add(time.Hour), RevokedAt: now, Reason: "first"}
+		again := r
+		again.Expires, again.RevokedAt, again.Reason = now.Add(2*time.Hour), now.Add(time.Second), "second"
+		for _, x := range []tokenstate.Revocation{r, again} {
+			if _, err := s.PutRevocation(ctx, x); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, err := s.Revocations(ctx)
+		if err != nil || len(all) == 0 || len(all) > 2 {
+			t.Fatalf("Revocations = %d, %v", len(all), err)
+		}
+		merged := all[0]
+		for _, x := range all[1:] {
+			merged = merged.Merge(x)
+		}
+		if merged.JTI != "twice" || !merged.Expires.Equal(again.Expires) {
+			t.Fatalf("merged: %+v", merged)
+		}
+	})
+
 	t.Run("Prune", func(t *testing.T) {
 		s := newStore(t)
 		for i, exp := range []time.Duration{-time.Minute, time.Minute} {
