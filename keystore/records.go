@@ -41,6 +41,32 @@ type RecordStore interface {
 	ListRecords(ctx context.Context, kind string) ([]*Record, error)
 }
 
+// RecordScanner is an optional capability of a RecordStore: every record
+// of a kind passed to fn as it is read, never all in memory at once, fn
+// possibly called from several goroutines at once (a million revocations
+// load at start on every processor). The first error fn returns stops it.
+type RecordScanner interface {
+	EachRecord(ctx context.Context, kind string, fn func(*Record) error) error
+}
+
+// EachRecord calls fn with every record of a kind of s: as s streams them
+// if it can (RecordScanner), else from its list.
+func EachRecord(ctx context.Context, s RecordStore, kind string, fn func(*Record) error) error {
+	if sc, ok := s.(RecordScanner); ok {
+		return sc.EachRecord(ctx, kind, fn)
+	}
+	recs, err := s.ListRecords(ctx, kind)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // UpdateRecord changes a record with compare-and-swap: fn gets the stored
 // record (nil when there is none) and returns the new data and expiry, or
 // ErrNoChange to leave it as it is. fn may run more than once, on

@@ -130,16 +130,11 @@ func (m *Manager) loadRevocations(ctx context.Context, sets []*keystore.KeySet) 
 	return m.syncRevocations(ctx)
 }
 
-// syncRevocations adds every stored entry to the index (merging).
+// syncRevocations adds every stored entry to the index (merging), as the
+// store streams them: a million are never all in memory twice.
 func (m *Manager) syncRevocations(ctx context.Context) error {
-	all, err := m.tokens.Revocations(ctx)
-	if m.note(err) != nil {
-		return err
-	}
-	for _, r := range all {
-		_ = m.revs.Add(r, 0)
-	}
-	return nil
+	err := m.tokens.Revocations(ctx, func(r tokenstate.Revocation) { _ = m.revs.Add(r, 0) })
+	return m.note(err)
 }
 
 // WatchRevocations keeps the index current with a shared token state that

@@ -12,6 +12,7 @@ import (
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/records"
 )
 
@@ -56,7 +57,7 @@ func TestEmbeddedRevocationsMoveToEntries(t *testing.T) {
 	if stored.Revocations.Len() != 0 {
 		t.Fatalf("the document still holds %d revocations", stored.Revocations.Len())
 	}
-	if all, _ := records.New(store).Revocations(ctx); len(all) != 2 {
+	if all, _ := tokenstate.All(ctx, records.New(store)); len(all) != 2 {
 		t.Fatalf("token state: %d entries", len(all))
 	}
 	// A new revocation is one entry; a restart finds all three.

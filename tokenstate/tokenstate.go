@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -75,10 +76,12 @@ type Store interface {
 	// entry for the same token or subject, in O(1) whatever the number
 	// stored, and returns the entry as stored.
 	PutRevocation(ctx context.Context, r Revocation) (Revocation, error)
-	// Revocations returns every stored entry: at start, and when a
-	// replica resynchronises. A token revoked more than once may come
-	// more than once: Revocation.Merge (as Index.Add does) makes them one.
-	Revocations(ctx context.Context) ([]Revocation, error)
+	// Revocations calls add with every stored entry, at start and when a
+	// replica resynchronises, without holding them all at once (a million
+	// entries): add may be called from several goroutines at once. A token
+	// revoked more than once may come more than once: Revocation.Merge (as
+	// Index.Add does) makes them one.
+	Revocations(ctx context.Context, add func(Revocation)) error
 	// PruneRevocations deletes the entries whose Expires is before now,
 	// and returns how many.
 	PruneRevocations(ctx context.Context, now time.Time) (int, error)
@@ -90,4 +93,17 @@ type Store interface {
 // missed. Watch returns when ctx is done.
 type Watcher interface {
 	Watch(ctx context.Context, add func(Revocation), resync func(context.Context) error) error
+}
+
+// All collects every entry of s (for tests and small states: at start,
+// keyd streams them into the index instead).
+func All(ctx context.Context, s Store) ([]Revocation, error) {
+	var mu sync.Mutex
+	var out []Revocation
+	err := s.Revocations(ctx, func(r Revocation) {
+		mu.Lock()
+		defer mu.Unlock()
+		out = append(out, r)
+	})
+	return out, err
 }

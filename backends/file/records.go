@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -110,6 +113,79 @@ func (s *Store) ListRecords(ctx context.Context, kind string) ([]*keystore.Recor
 	})
 	return out, s.wrap(err)
 }
+
+// EachRecord implements keystore.RecordScanner: one read transaction, the
+// raw records handed in chunks to a decoder per processor (opening and
+// decoding a million records is CPU work), each passed to fn.
+func (s *Store) EachRecord(ctx context.Context, kind string, fn func(*keystore.Record) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	type raw struct{ id, v []byte }
+	chunks := make(chan []raw, runtime.GOMAXPROCS(0))
+	var (
+		once     sync.Once
+		firstErr error
+		failed   atomic.Bool
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		once.Do(func() { firstErr = err })
+		failed.Store(true)
+	}
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for chunk := range chunks {
+				for _, r := range chunk {
+					if failed.Load() {
+						break
+					}
+					rec, err := s.decodeRecord(kind, string(r.id), r.v)
+					if err == nil {
+						err = fn(rec)
+					}
+					if err != nil {
+						fail(err)
+					}
+				}
+			}
+		})
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords).Bucket([]byte(kind))
+		if b == nil {
+			return nil
+		}
+		chunk := make([]raw, 0, 1024)
+		err := b.ForEach(func(k, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if failed.Load() {
+				return errStopped
+			}
+			// bbolt owns k and v only for the transaction: copied.
+			chunk = append(chunk, raw{append([]byte(nil), k...), append([]byte(nil), v...)})
+			if len(chunk) == cap(chunk) {
+				chunks <- chunk
+				chunk = make([]raw, 0, 1024)
+			}
+			return nil
+		})
+		if len(chunk) > 0 && err == nil {
+			chunks <- chunk
+		}
+		return err
+	})
+	close(chunks)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return s.wrap(err)
+}
+
+var errStopped = errors.New("stopped")
 
 // decodeRecord copies a record out of raw, which bbolt owns only for the
 // transaction.

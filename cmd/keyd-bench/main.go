@@ -69,7 +69,9 @@ var (
 	baoBin   = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
 	rotateKS = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
 	keysets  = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
-	only     = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup (empty: all)")
+	only     = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations (empty: all)")
+	revs     = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
+	redisBin = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
 )
 
 func main() {
@@ -90,7 +92,7 @@ func main() {
 	}
 }
 
-var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup"}
+var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup", "revocations"}
 
 // want says whether --only asks for section.
 func want(section string) bool {
@@ -147,6 +149,12 @@ func run() error {
 	if *keysets > 0 && want("startup") {
 		keyd.stop()
 		if err := startup(dir, *keysets); err != nil {
+			return err
+		}
+	}
+	if *revs > 0 && want("revocations") {
+		keyd.stop()
+		if err := revocationsAtScale(dir, *revs); err != nil {
 			return err
 		}
 	}

@@ -15,10 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/gctune"
 	"github.com/keyd-dev/keyd/internal/keygen"
 	"github.com/keyd-dev/keyd/internal/version"
 )
@@ -174,10 +176,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := daemon.Options{Config: cfg, ConfigPath: *configPath, Listener: ln, Logger: log, LogLevel: levelVar}
+	o := daemon.Options{Config: cfg, ConfigPath: *configPath, Listener: ln, Logger: log, LogLevel: levelVar, Loaded: tuneGC(ctx)}
 	if self, err := os.Executable(); err == nil {
 		o.Generator = keygen.Subprocess(self, keygenCommand)
 	}
@@ -188,14 +189,24 @@ func serve(args []string, stdout, stderr io.Writer) error {
 // GOMEMLIMIT say otherwise: keyd's live heap is small (tens of MiB for a
 // thousand key sets) while every token allocates, so the default GOGC of
 // 100 collects far too often; 400 costs a little memory and saves about a
-// tenth of the CPU per token (keyd-bench). The soft limit keeps a large
-// live heap (many revocations) from growing five-fold before a collection.
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
+// tenth of the CPU per token (keyd-bench). Once the key sets and
+// revocations are loaded, the headroom is kept at gctune.Headroom instead,
+// so that a million revocations do not let the heap grow five-fold; the
+// soft limit is the backstop. It returns what to do once loaded.
+func tuneGC(ctx context.Context) (loaded func()) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(512 << 20)
+	}
+	if os.Getenv("GOGC") != "" {
+		return debug.FreeOSMemory
+	}
+	debug.SetGCPercent(gctune.MaxPercent)
+	// Many revocations make the live heap large: from then on the headroom
+	// is kept absolute (gctune), not five times the live heap.
+	return func() {
+		debug.FreeOSMemory() // the start-up's garbage (a million records read) back to the system
+		gctune.Adjust()
+		go gctune.Run(ctx, 30*time.Second)
 	}
 }
 

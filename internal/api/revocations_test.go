@@ -19,6 +19,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/records"
 )
 
@@ -211,7 +212,7 @@ func TestRevocations(t *testing.T) {
 	if _, err := s.Manager.PruneRevocations(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if all, _ := records.New(s.Store).Revocations(context.Background()); len(all) != 1 {
+	if all, _ := tokenstate.All(context.Background(), records.New(s.Store)); len(all) != 1 {
 		t.Fatalf("the store kept %d entries, want the one in force", len(all))
 	}
 }

@@ -529,8 +529,8 @@ func (c *Config) validateKeySets(bad func(field, format string, args ...any)) ma
 		if ks.Refresh.TTL < 0 || (ks.Refresh.TTL > 0 && ks.Refresh.TTL < ks.TokenTTL) {
 			bad(f+".refresh.ttl", "must be at least token_ttl (%v), got %v", ks.TokenTTL, ks.Refresh.TTL)
 		}
-		if ks.MaxRevocations < 0 || ks.MaxRevocations > 1_000_000 {
-			bad(f+".max_revocations", "must be between 1 and 1000000 (0: the default %d), got %d", keystore.DefaultMaxRevocations, ks.MaxRevocations)
+		if ks.MaxRevocations < 0 || ks.MaxRevocations > 10_000_000 {
+			bad(f+".max_revocations", "must be between 1 and 10000000 (0: the default %d; each takes about 112 bytes of memory), got %d", keystore.DefaultMaxRevocations, ks.MaxRevocations)
 		}
 		if ks.Leeway != nil && *ks.Leeway < 0 {
 			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)

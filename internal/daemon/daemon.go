@@ -68,6 +68,10 @@ type Options struct {
 	Generator keystore.Generator  // default keystore.GenerateMaterial
 	Now       func() time.Time    // default time.Now
 	Getenv    func(string) string // default os.Getenv
+	// Loaded, when set, is called once the key sets and revocations are
+	// in memory (keyd serve returns the start-up's garbage to the system
+	// and tunes the collector then).
+	Loaded func()
 }
 
 func (o Options) withDefaults() Options {
@@ -243,6 +247,9 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	// "starting" until it is done; what it made so far is in the store.
 	if d.startErr != nil && !errors.Is(d.startErr, keystore.ErrUnavailable) && !errors.Is(d.startErr, context.DeadlineExceeded) {
 		return d.startErr
+	}
+	if d.startErr == nil && d.o.Loaded != nil {
+		d.o.Loaded()
 	}
 	return nil
 }

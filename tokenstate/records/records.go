@@ -107,21 +107,17 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 	return stored, err
 }
 
-// Revocations implements tokenstate.Store.
-func (s *Store) Revocations(ctx context.Context) ([]tokenstate.Revocation, error) {
-	recs, err := s.rs.ListRecords(ctx, Kind)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]tokenstate.Revocation, 0, len(recs))
-	for _, rec := range recs {
+// Revocations implements tokenstate.Store: records are decoded and
+// passed on as the store reads them (on every processor, from bbolt).
+func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)) error {
+	return keystore.EachRecord(ctx, s.rs, Kind, func(rec *keystore.Record) error {
 		var r record
 		if err := json.Unmarshal(rec.Data, &r); err != nil {
-			return nil, fmt.Errorf("%w: revocation %s: %v", keystore.ErrCorrupt, rec.ID, err)
+			return fmt.Errorf("%w: revocation %s: %v", keystore.ErrCorrupt, rec.ID, err)
 		}
-		out = append(out, r.revocation())
-	}
-	return out, nil
+		add(r.revocation())
+		return nil
+	})
 }
 
 // PruneRevocations implements tokenstate.Store.

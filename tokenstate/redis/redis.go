@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -72,7 +73,10 @@ func (e entry) revocation() tokenstate.Revocation {
 }
 
 // put merges the new entry into the stored one (later expiry, later
-// cut-off), stores it with its expiry and publishes it, atomically.
+// cut-off), stores it with its expiry and publishes it, atomically. Its
+// one key is the entry's; the channel is an argument, not a key (a
+// PUBLISH reaches every node of a Redis Cluster from any of them), so the
+// script runs on a cluster too.
 var put = goredis.NewScript(`
 local new = cjson.decode(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
@@ -84,7 +88,7 @@ if cur then
 end
 local s = cjson.encode(new)
 redis.call('SET', KEYS[1], s, 'PXAT', new.expires_ms)
-redis.call('PUBLISH', KEYS[2], s)
+redis.call('PUBLISH', ARGV[2], s)
 return s
 `)
 
@@ -98,7 +102,7 @@ func unavailable(err error) error {
 // PutRevocation implements tokenstate.Store.
 func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
 	arg, _ := json.Marshal(toEntry(r))
-	out, err := put.Run(ctx, s.c, []string{s.key(r), s.channel()}, arg).Text()
+	out, err := put.Run(ctx, s.c, []string{s.key(r)}, arg, s.channel()).Text()
 	if err != nil {
 		return tokenstate.Revocation{}, unavailable(err)
 	}
@@ -111,36 +115,58 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 
 // Revocations implements tokenstate.Store: a SCAN of the keys, read in
 // batches.
-func (s *Store) Revocations(ctx context.Context) ([]tokenstate.Revocation, error) {
-	var out []tokenstate.Revocation
-	err := s.scan(ctx, s.prefix+"rev:*", func(_, val string) error {
+func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)) error {
+	return s.scan(ctx, s.prefix+"rev:*", func(_, val string) error {
 		var e entry
 		if err := json.Unmarshal([]byte(val), &e); err != nil {
 			return fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
 		}
-		out = append(out, e.revocation())
+		add(e.revocation())
 		return nil
 	})
-	return out, err
 }
 
 // scan calls fn with each key matching pattern and its value, reading the
-// keys a SCAN batch at a time; keys that expire meanwhile are skipped.
+// keys a SCAN batch at a time (on every master of a Redis Cluster); keys
+// that expire meanwhile are skipped.
 func (s *Store) scan(ctx context.Context, pattern string, fn func(key, val string) error) error {
+	if cc, ok := s.c.(*goredis.ClusterClient); ok {
+		var mu sync.Mutex // fn is called from one master at a time
+		return unavailable(cc.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
+			return scanNode(ctx, node, pattern, func(key, val string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				return fn(key, val)
+			})
+		}))
+	}
+	return scanNode(ctx, s.c, pattern, fn)
+}
+
+// scanNode scans one server: SCAN, then the values of each batch in one
+// round trip (GETs pipelined: the keys of a batch may lie in different
+// slots, which MGET refuses on a cluster node).
+func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, fn func(key, val string) error) error {
 	var cursor uint64
 	for {
-		keys, next, err := s.c.Scan(ctx, cursor, pattern, 1000).Result()
+		keys, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
 		if err != nil {
 			return unavailable(err)
 		}
 		if len(keys) > 0 {
-			vals, err := s.c.MGet(ctx, keys...).Result()
-			if err != nil {
+			gets := make([]*goredis.StringCmd, len(keys))
+			_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+				for i, k := range keys {
+					gets[i] = p.Get(ctx, k)
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, goredis.Nil) {
 				return unavailable(err)
 			}
-			for i, v := range vals {
-				if str, ok := v.(string); ok {
-					if err := fn(keys[i], str); err != nil {
+			for i, g := range gets {
+				if v, err := g.Result(); err == nil {
+					if err := fn(keys[i], v); err != nil {
 						return err
 					}
 				}
@@ -215,10 +241,23 @@ type Options struct {
 // Open connects to Redis and checks that it answers (PING); go-redis's
 // own log lines go to o.Logger at warn. A url with master_name is
 // Sentinel's: redis://sentinel1:26379/0?master_name=keyd&addr=sentinel2:26379
-// (the username and password then are the master's, from Options).
+// (the username and password then are the master's, from Options). A url
+// with cluster=true, or with more nodes as addr, is a Redis Cluster's:
+// redis://node1:7000?addr=node2:7000&addr=node3:7000 (its other nodes are
+// discovered; every key keyd writes is alone in its script, and listings
+// scan every master).
 func Open(ctx context.Context, o Options) (*Store, error) {
-	if u, err := url.Parse(o.URL); err == nil && u.Query().Get("master_name") != "" {
-		return openFailover(ctx, o)
+	if u, err := url.Parse(o.URL); err == nil {
+		q := u.Query()
+		switch {
+		case q.Get("master_name") != "":
+			return openFailover(ctx, o)
+		case q.Get("cluster") == "true" || q.Has("addr"):
+			q.Del("cluster")
+			u.RawQuery = q.Encode()
+			o.URL = u.String()
+			return openCluster(ctx, o)
+		}
 	}
 	opts, err := goredis.ParseURL(o.URL)
 	if err != nil {
@@ -243,6 +282,35 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("%w: redis at %s: %v", keystore.ErrUnavailable, opts.Addr, err)
+	}
+	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
+}
+
+// openCluster connects to a Redis Cluster through the nodes it names.
+func openCluster(ctx context.Context, o Options) (*Store, error) {
+	co, err := goredis.ParseClusterURL(o.URL)
+	if err != nil {
+		return nil, errors.New("storage.token_state.url does not parse (redis://node1:7000?addr=node2:7000&addr=node3:7000)")
+	}
+	if o.Username != "" {
+		co.Username = o.Username
+	}
+	if o.Password != "" {
+		co.Password = o.Password
+	}
+	if o.TLSCAFile != "" && co.TLSConfig != nil {
+		if co.TLSConfig.RootCAs, err = rootCAs(o.TLSCAFile); err != nil {
+			return nil, err
+		}
+	}
+	co.DialTimeout, co.ReadTimeout, co.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
+	if o.Logger != nil {
+		goredis.SetLogger(slogLogger{o.Logger})
+	}
+	c := goredis.NewClusterClient(co)
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: redis cluster at %v: %v", keystore.ErrUnavailable, co.Addrs, err)
 	}
 	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
 }

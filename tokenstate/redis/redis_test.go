@@ -65,7 +65,7 @@ func TestWatchAndResync(t *testing.T) {
 	first := sync.OnceFunc(resyncs.Done)
 	go func() {
 		_ = reader.Watch(ctx, func(r tokenstate.Revocation) { _ = x.Add(r, 0) }, func(ctx context.Context) error {
-			all, err := reader.Revocations(ctx)
+			all, err := tokenstate.All(ctx, reader)
 			for _, r := range all {
 				_ = x.Add(r, 0)
 			}

@@ -28,7 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 				t.Fatal(err)
 			}
 		}
-		all, err := s.Revocations(ctx)
+		all, err := tokenstate.All(ctx, s)
 		if err != nil || len(all) != 3 {
 			t.Fatalf("Revocations = %d, %v", len(all), err)
 		}
@@ -61,7 +61,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 		if err != nil || !stored.Before.Equal(later.Before) || !stored.Expires.Equal(later.Expires) {
 			t.Fatalf("an earlier revocation moved it back: %+v %v", stored, err)
 		}
-		if all, _ := s.Revocations(ctx); len(all) != 1 {
+		if all, _ := tokenstate.All(ctx, s); len(all) != 1 {
 			t.Fatalf("%d entries for one subject", len(all))
 		}
 	})
@@ -76,7 +76,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 				t.Fatal(err)
 			}
 		}
-		all, err := s.Revocations(ctx)
+		all, err := tokenstate.All(ctx, s)
 		if err != nil || len(all) == 0 || len(all) > 2 {
 			t.Fatalf("Revocations = %d, %v", len(all), err)
 		}
@@ -101,7 +101,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 		if n, err := s.PruneRevocations(ctx, now); n > 1 || err != nil {
 			t.Fatalf("pruned %d, %v", n, err)
 		}
-		if all, _ := s.Revocations(ctx); len(all) != 1 || all[0].JTI != "1" {
+		if all, _ := tokenstate.All(ctx, s); len(all) != 1 || all[0].JTI != "1" {
 			t.Fatalf("after prune: %+v", all)
 		}
 	})
@@ -129,7 +129,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 		for err := range errs {
 			t.Fatal(err)
 		}
-		all, err := s.Revocations(ctx)
+		all, err := tokenstate.All(ctx, s)
 		if err != nil || len(all) != 33 {
 			t.Fatalf("%d entries (want 32 tokens and one subject), %v", len(all), err)
 		}
