@@ -118,6 +118,7 @@ func TestChart(t *testing.T) {
 		{"embedded", nil, "StatefulSet", "KEYD_MASTER_KEY"},
 		{"vault", []string{"mode=vault", "vault.auth.roleID=keyd-role"}, "Deployment", ""},
 		{"vault-token", []string{"mode=vault", "vault.auth.method=token", "tls.existingSecret=keyd-tls", "serviceMonitor.enabled=true", "networkPolicy.enabled=true"}, "Deployment", "VAULT_TOKEN"},
+		{"vault-kubernetes", []string{"mode=vault", "vault.auth.method=kubernetes"}, "Deployment", ""},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			objs := render(t, bin, append(mode.set, `config.auth.tokens[0].name=ops`, `config.auth.tokens[0].sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef`, `config.auth.tokens[0].scopes[0]=admin`)...)
@@ -297,9 +298,11 @@ func TestChartOnAnAPIServer(t *testing.T) {
 		t.Fatalf("namespace: %d %s", status, body)
 	}
 	// The namespace's default service account, which kube-controller-manager
-	// (not run here) would make: admission looks pods' up.
-	if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/serviceaccounts", map[string]any{"metadata": map[string]any{"name": "default"}}); status != 201 {
-		t.Fatalf("service account: %d %s", status, body)
+	// (not run here) would make: admission looks a pod's up.
+	for _, sa := range []string{"default"} {
+		if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/serviceaccounts", map[string]any{"metadata": map[string]any{"name": sa}}); status != 201 {
+			t.Fatalf("service account %s: %d %s", sa, status, body)
+		}
 	}
 	if out, err := kube.Kubectl(t, operatorCRDs, "apply", "-f", "-"); err != nil {
 		t.Fatalf("CRDs: %v\n%s", err, out)
@@ -316,6 +319,7 @@ func TestChartOnAnAPIServer(t *testing.T) {
 		{"embedded", all},
 		{"vault-approle", append([]string{"mode=vault", "vault.auth.roleID=keyd-role"}, all...)},
 		{"vault-token", append([]string{"mode=vault", "vault.auth.method=token"}, all...)},
+		{"vault-kubernetes", append([]string{"mode=vault", "vault.auth.method=kubernetes"}, all...)},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			args := []string{"template", "keyd", "helm/keyd", "--namespace", "keyd"}
@@ -330,7 +334,7 @@ func TestChartOnAnAPIServer(t *testing.T) {
 			if err != nil || strings.Contains(out, "Warning") {
 				t.Fatalf("the API server refused or warned about the chart's objects: %v\n%s", err, out)
 			}
-			for _, kind := range []string{"configmap", "service", "poddisruptionbudget", "networkpolicy", "servicemonitor", "prometheusrule"} {
+			for _, kind := range []string{"configmap", "service", "serviceaccount", "poddisruptionbudget", "networkpolicy", "servicemonitor", "prometheusrule"} {
 				if !strings.Contains(out, kind) {
 					t.Errorf("no %s among the applied objects:\n%s", kind, out)
 				}
@@ -356,8 +360,14 @@ func TestChartOnAnAPIServer(t *testing.T) {
 					volumes, _ := podSpec["volumes"].([]any)
 					podSpec["volumes"] = append(volumes, map[string]any{"name": name, "persistentVolumeClaim": map[string]any{"claimName": fmt.Sprint(name, "-keyd-0")}})
 				}
+				// The chart's service account, which the dry run did not make.
+				if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/serviceaccounts", map[string]any{"metadata": map[string]any{"name": "keyd-keyd"}}); status != 201 {
+					t.Fatalf("service account: %d %s", status, body)
+				}
 				pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "keyd-pod-template"}, "spec": podSpec}
-				if status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/pods?dryRun=All", pod); status != 201 {
+				status, body := kube.Do(t, "POST", "/api/v1/namespaces/keyd/pods?dryRun=All", pod)
+				kube.Do(t, "DELETE", "/api/v1/namespaces/keyd/serviceaccounts/keyd-keyd", nil) // the next mode's apply makes it anew
+				if status != 201 {
 					t.Fatalf("the %s's pod template as a Pod: %d %s", o["kind"], status, body)
 				}
 				break

@@ -69,9 +69,10 @@ type setStats struct {
 	count   atomic.Int64
 	version atomic.Uint64 // bumped on every change: the revocation list is re-signed
 
-	mu      sync.Mutex
-	horizon time.Duration // how far back recent reaches; 0: DefaultHorizon
-	recent  []logged      // entries revoked within the horizon, by RevokedAt
+	mu       sync.Mutex
+	horizon  time.Duration // how far back recent reaches; 0: DefaultHorizon
+	recent   []logged      // entries revoked within the horizon, by RevokedAt once sorted
+	unsorted bool          // an entry came out of order: sort before reading
 }
 
 // logged is an entry of a key set's recent log: enough to find it again.
@@ -228,9 +229,9 @@ func (x *Index) Add(r Revocation, max int) error {
 }
 
 // log records r in the key set's recent entries if it was revoked within
-// the horizon: in RevokedAt order, which is nearly the order of arrival
-// (a replica's may come a little late), so the insertion is at or near
-// the end.
+// the horizon. Entries mostly come in RevokedAt order; those that do not
+// (a replica's, a whole store read at start in its own order) mark the
+// log for one sort before it is next read, instead of an insertion each.
 func (st *setStats) log(k key, r Revocation, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -238,11 +239,19 @@ func (st *setStats) log(k key, r Revocation, now time.Time) {
 		return
 	}
 	at := r.RevokedAt.UnixNano()
-	i := len(st.recent)
-	for i > 0 && st.recent[i-1].at > at {
-		i--
+	if n := len(st.recent); n > 0 && st.recent[n-1].at > at {
+		st.unsorted = true
 	}
-	st.recent = slices.Insert(st.recent, i, logged{at: at, k: k, subject: r.IsSubject()})
+	st.recent = append(st.recent, logged{at: at, k: k, subject: r.IsSubject()})
+}
+
+// sorted puts the log in RevokedAt order. Callers hold st.mu.
+func (st *setStats) sorted() []logged {
+	if st.unsorted {
+		slices.SortStableFunc(st.recent, func(a, b logged) int { return cmp.Compare(a.at, b.at) })
+		st.unsorted = false
+	}
+	return st.recent
 }
 
 func (st *setStats) reach() time.Duration { return cmp.Or(st.horizon, DefaultHorizon) }
@@ -273,7 +282,7 @@ func (x *Index) Since(keyset string, since, now time.Time) (tokens, subjects []R
 		return nil, nil, false
 	}
 	at := since.UnixNano()
-	i, _ := slices.BinarySearchFunc(st.recent, at, func(e logged, t int64) int { return cmp.Compare(e.at, t) })
+	i, _ := slices.BinarySearchFunc(st.sorted(), at, func(e logged, t int64) int { return cmp.Compare(e.at, t) })
 	recent := slices.Clone(st.recent[i:])
 	st.mu.Unlock()
 	seen := make(map[logged]bool, len(recent))
@@ -344,7 +353,7 @@ func (x *Index) Prune(now time.Time) int {
 		st := v.(*setStats)
 		st.mu.Lock()
 		cut := now.Add(-st.reach()).UnixNano()
-		i, _ := slices.BinarySearchFunc(st.recent, cut, func(e logged, t int64) int { return cmp.Compare(e.at, t) })
+		i, _ := slices.BinarySearchFunc(st.sorted(), cut, func(e logged, t int64) int { return cmp.Compare(e.at, t) })
 		st.recent = slices.Delete(st.recent, 0, i)
 		st.mu.Unlock()
 		return true

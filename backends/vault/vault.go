@@ -12,12 +12,13 @@
 // Vault too.
 //
 // Open does no network I/O: a background loop authenticates (token or
-// AppRole), renews the token before it expires with the api package's
+// AppRole, or Kubernetes with the pod's service account token), renews the token before it expires with the api package's
 // lifetime watcher, and logs in again when renewal ends. Until Vault is
 // reachable, operations fail with keystore.ErrUnavailable.
 package vault
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
 
 	"github.com/keyd-dev/keyd/internal/storecodec"
 	"github.com/keyd-dev/keyd/keystore"
@@ -49,6 +51,12 @@ type Options struct {
 	SecretIDFile string
 	// AppRoleMount is the AppRole auth mount; default "approle".
 	AppRoleMount string
+	// Kubernetes auth instead when KubernetesRole is set: the pod's
+	// service account token, read from KubernetesTokenFile at every login
+	// (the kubelet rotates it), is exchanged for a Vault token.
+	KubernetesRole      string
+	KubernetesTokenFile string // default /var/run/secrets/kubernetes.io/serviceaccount/token
+	KubernetesMount     string // default "kubernetes"
 
 	CAFile     string // PEM CA bundle for Vault's TLS certificate
 	SkipVerify bool   // never in production
@@ -107,7 +115,20 @@ func Open(o Options) (*Store, error) {
 	s.cancel = cancel
 
 	var login func(context.Context) (*vault.Secret, error)
-	if o.RoleID != "" {
+	relogin := o.RoleID != "" || o.KubernetesRole != ""
+	if o.KubernetesRole != "" {
+		opts := []kubernetes.LoginOption{kubernetes.WithMountPath(cmp.Or(o.KubernetesMount, "kubernetes"))}
+		if o.KubernetesTokenFile != "" {
+			opts = append(opts, kubernetes.WithServiceAccountTokenPath(o.KubernetesTokenFile))
+		}
+		auth, err := kubernetes.NewKubernetesAuth(o.KubernetesRole, opts...)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("vault Kubernetes auth: %w", err)
+		}
+		login = func(ctx context.Context) (*vault.Secret, error) { return client.Auth().Login(ctx, auth) }
+		s.authErr = errors.New("not logged in to Vault yet")
+	} else if o.RoleID != "" {
 		mount := o.AppRoleMount
 		if mount == "" {
 			mount = "approle"
@@ -125,11 +146,11 @@ func Open(o Options) (*Store, error) {
 		}
 		if client.Token() == "" {
 			cancel()
-			return nil, errors.New("vault: no token (set VAULT_TOKEN, or configure AppRole)")
+			return nil, errors.New("vault: no token (set VAULT_TOKEN, or configure AppRole or Kubernetes auth)")
 		}
 		login = s.lookupSelf
 	}
-	go s.maintainAuth(ctx, login, o.RoleID != "")
+	go s.maintainAuth(ctx, login, relogin)
 	return s, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/keyd-dev/keyd/backends/vault"
+	"github.com/keyd-dev/keyd/internal/testkube"
 	"github.com/keyd-dev/keyd/internal/testvault"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
@@ -294,5 +295,75 @@ func TestTokenIsRenewed(t *testing.T) {
 			t.Fatalf("read %v after start with a 2s token: %v", time.Since(start), err)
 		}
 		time.Sleep(100 * time.Millisecond) // pacing reads while Vault's clock runs
+	}
+}
+
+// Kubernetes auth, end to end: a real kube-apiserver issues keyd's service
+// account token (TokenRequest, audience "vault", as a projected volume
+// would hold it); OpenBao's kubernetes auth checks it with the API
+// server's TokenReview and gives a token under the README's policy; the
+// store works with it. A token of another service account is refused.
+func TestKubernetesLogin(t *testing.T) {
+	kube := testkube.Start(t, testkube.Options{})
+	srv := testvault.Start(t)
+	root := rootClient(t, srv)
+	writePolicy(t, root)
+	if err := root.Sys().EnableAuthWithOptions("kubernetes", &vaultapi.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		t.Fatal(err)
+	}
+	// The reviewer: a cluster identity allowed to create TokenReviews.
+	if _, err := root.Logical().Write("auth/kubernetes/config", map[string]any{
+		"kubernetes_host": kube.URL, "kubernetes_ca_cert": string(kube.CACert(t)), "token_reviewer_jwt": kube.Token,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().Write("auth/kubernetes/role/keyd", map[string]any{
+		"bound_service_account_names": "keyd", "bound_service_account_namespaces": "keyd", "audience": "vault",
+		"token_policies": "keyd", "token_ttl": "1h",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tokenFile := func(namespace, name string) string {
+		p := filepath.Join(dir, namespace+"-"+name)
+		if err := os.WriteFile(p, []byte(kube.ServiceAccountToken(t, namespace, name, "vault")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := vault.Open(vault.Options{Address: srv.Addr, Mount: "secret", Prefix: "keyd", KubernetesRole: "keyd",
+		KubernetesTokenFile: tokenFile("keyd", "keyd"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ks *keystore.KeySet
+	for ks == nil { // the login runs in the background
+		if ks, err = s.Put(ctx, keystoretest.KeySet(t, "default", keystore.ES256)); err != nil && ctx.Err() != nil {
+			t.Fatalf("put with the Kubernetes login: %v", err)
+		}
+	}
+	if got, err := s.Get(ctx, "default"); err != nil || got.Version != ks.Version {
+		t.Fatalf("get with the Kubernetes login: %v", err)
+	}
+	// Another service account is not bound to the role.
+	other, err := vault.Open(vault.Options{Address: srv.Addr, Mount: "secret", Prefix: "keyd", KubernetesRole: "keyd",
+		KubernetesTokenFile: tokenFile("keyd", "intruder"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	short, cancelShort := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelShort()
+	for {
+		_, err := other.Get(short, "default")
+		if err != nil && strings.Contains(err.Error(), "vault login") {
+			break // refused, and said so
+		}
+		if err == nil || short.Err() != nil {
+			t.Fatalf("another service account's token: %v", err)
+		}
 	}
 }

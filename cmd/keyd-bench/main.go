@@ -285,10 +285,17 @@ func machineIdle() time.Duration {
 	return time.Duration(idle+iowait) * time.Second / 100 // USER_HZ
 }
 
-func (p *proc) rss() int64 {
+func (p *proc) rss() int64 { return p.status("VmRSS:") }
+
+// rssAnon is the resident memory of the process's own (anonymous) pages:
+// RSS less the file pages it maps (bbolt maps its database file; those
+// pages are the kernel's page cache, dropped under memory pressure).
+func (p *proc) rssAnon() int64 { return p.status("RssAnon:") }
+
+func (p *proc) status(field string) int64 {
 	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			return kb << 10
 		}

@@ -71,10 +71,12 @@ func revocationsAtScale(dir string, n int) error {
 			return err
 		}
 		ready := time.Since(t0)
-		rss := p.rss()
+		rss, anon := p.rss(), p.rssAnon()
 		full := measureRevocations(p, engine == "redis")
+		loaded := p.rssAnon()
 		p.stop()
-		fmt.Printf("%-6s filled %d in %s; start-up with them: ready in %s, RSS %d MiB\n", engine, n, fillTime.Round(time.Second), ready.Round(time.Millisecond), rss>>20)
+		fmt.Printf("%-6s filled %d in %s; start-up with them: ready in %s, RSS %d MiB (%d MiB its own, the rest the database file's mapped pages); %d MiB its own after the load below\n",
+			engine, n, fillTime.Round(time.Second), ready.Round(time.Millisecond), rss>>20, anon>>20, loaded>>20)
 		fmt.Printf("%-6s revoke: %8.0f/s none, %8.0f/s with %d (%.2f); verify: %8.0f/s none, %8.0f/s with them (%.2f)\n", engine,
 			empty.revoke, full.revoke, n, full.revoke/empty.revoke, empty.verify, full.verify, full.verify/empty.verify)
 		if engine == "redis" {

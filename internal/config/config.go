@@ -116,8 +116,17 @@ type Vault struct {
 
 // VaultAuth chooses how keyd logs in to Vault.
 type VaultAuth struct {
-	Method  string       `yaml:"method"` // token (VAULT_TOKEN) or approle
-	AppRole VaultAppRole `yaml:"approle"`
+	Method     string          `yaml:"method"` // token (VAULT_TOKEN), approle or kubernetes
+	AppRole    VaultAppRole    `yaml:"approle"`
+	Kubernetes VaultKubernetes `yaml:"kubernetes"`
+}
+
+// VaultKubernetes is the Kubernetes login: the pod's service account
+// token for a Vault token.
+type VaultKubernetes struct {
+	Role      string `yaml:"role"`
+	TokenFile string `yaml:"token_file"` // default /var/run/secrets/kubernetes.io/serviceaccount/token
+	Mount     string `yaml:"mount"`      // default kubernetes
 }
 
 // VaultAppRole is the AppRole login.
@@ -444,8 +453,12 @@ func (c *Config) validateStorage(bad func(field, format string, args ...any)) {
 			if v.Auth.AppRole.SecretIDFile == "" {
 				bad("storage.vault.auth.approle.secret_id_file", "is required for method approle")
 			}
+		case "kubernetes":
+			if v.Auth.Kubernetes.Role == "" {
+				bad("storage.vault.auth.kubernetes.role", "is required for method kubernetes: the Vault role bound to keyd's service account")
+			}
 		default:
-			bad("storage.vault.auth.method", "%q is not supported (want token or approle)", v.Auth.Method)
+			bad("storage.vault.auth.method", "%q is not supported (want token, approle or kubernetes)", v.Auth.Method)
 		}
 		if v.PollInterval <= 0 {
 			bad("storage.vault.poll_interval", "must be positive, got %v", v.PollInterval)

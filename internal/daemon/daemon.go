@@ -614,8 +614,11 @@ func openStore(sc config.Storage, getenv func(string) string, log *slog.Logger) 
 			Address: v.Address, Mount: v.Mount, Prefix: v.Prefix, Timeout: v.Timeout,
 			CAFile: v.TLS.CAFile, SkipVerify: v.TLS.SkipVerify, Logger: log,
 		}
-		if v.Auth.Method == "approle" {
+		switch v.Auth.Method {
+		case "approle":
 			o.RoleID, o.SecretIDFile, o.AppRoleMount = v.Auth.AppRole.RoleID, v.Auth.AppRole.SecretIDFile, v.Auth.AppRole.Mount
+		case "kubernetes":
+			o.KubernetesRole, o.KubernetesTokenFile, o.KubernetesMount = v.Auth.Kubernetes.Role, v.Auth.Kubernetes.TokenFile, v.Auth.Kubernetes.Mount
 		}
 		if v.TLS.SkipVerify {
 			log.Warn("storage.vault.tls.skip_verify is set: Vault's certificate is not checked")

@@ -163,6 +163,40 @@ func (s *Server) Restart(t testing.TB, o Options) {
 	}
 }
 
+// CACert is the PEM of the API server's own serving certificate (made at
+// its first start), for clients that check it, as Vault's Kubernetes auth
+// does.
+func (s *Server) CACert(t testing.TB) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(s.dir, "certs", "apiserver.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// ServiceAccountToken makes the service account name in namespace (and the
+// namespace, if new) and returns a token of it for audience, from the
+// TokenRequest API, as the kubelet projects one into a pod.
+func (s *Server) ServiceAccountToken(t testing.TB, namespace, name, audience string) string {
+	t.Helper()
+	if status, body := s.Do(t, "POST", "/api/v1/namespaces", map[string]any{"metadata": map[string]any{"name": namespace}}); status != 201 && status != 409 {
+		t.Fatalf("namespace %s: %d %s", namespace, status, body)
+	}
+	if status, body := s.Do(t, "POST", "/api/v1/namespaces/"+namespace+"/serviceaccounts", map[string]any{"metadata": map[string]any{"name": name}}); status != 201 && status != 409 {
+		t.Fatalf("service account %s/%s: %d %s", namespace, name, status, body)
+	}
+	status, body := s.Do(t, "POST", "/api/v1/namespaces/"+namespace+"/serviceaccounts/"+name+"/token",
+		map[string]any{"spec": map[string]any{"audiences": []string{audience}, "expirationSeconds": 3600}})
+	var tr struct {
+		Status struct{ Token string } `json:"status"`
+	}
+	if status != 201 || json.Unmarshal(body, &tr) != nil || tr.Status.Token == "" {
+		t.Fatalf("TokenRequest for %s/%s: %d %s", namespace, name, status, body)
+	}
+	return tr.Status.Token
+}
+
 // Do calls the API server as a cluster admin; body, when not nil, is sent
 // as JSON. It returns the status and body; a request that fails to reach
 // the server answers 0.

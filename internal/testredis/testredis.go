@@ -125,3 +125,85 @@ func StartSentinel(t testing.TB, master *Server) string {
 	t.Fatalf("redis sentinel did not listen on %s:\n%s", addr, out.String())
 	return ""
 }
+
+// StartCluster starts a Redis Cluster of three masters (no replicas) made
+// with redis-cli --cluster create, waits until every slot is served, and
+// returns the url keyd takes for it (redis://node1?addr=node2&addr=node3).
+func StartCluster(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	cli, err2 := exec.LookPath("redis-cli")
+	if err != nil || err2 != nil {
+		msg := "no redis-server and redis-cli (apt-get install redis-server)"
+		if os.Getenv(EnvRequire) != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	var addrs []string
+	for range 3 {
+		port := clusterPort(t)
+		dir := t.TempDir()
+		var out bytes.Buffer
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster node did not listen on %s:\n%s", addr, out.String())
+			}
+			time.Sleep(20 * time.Millisecond) // polling a process we started
+		}
+		addrs = append(addrs, addr)
+	}
+	args := append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	host, port, _ := net.SplitHostPort(addrs[0])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := exec.Command(cli, "-h", host, "-p", port, "cluster", "info").Output()
+		if bytes.Contains(out, []byte("cluster_state:ok")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster is not ok after 30 s:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the cluster's own state
+	}
+	return "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
+}
+
+// clusterPort finds a free port whose cluster bus port (port + 10000) is
+// free too.
+func clusterPort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if port+10000 > 65535 {
+			continue
+		}
+		if bus, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
+			bus.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port with a free cluster bus port")
+	return 0
+}

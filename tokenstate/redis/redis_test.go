@@ -170,3 +170,50 @@ func TestSentinel(t *testing.T) {
 		t.Fatalf("the master holds %d keys, %v", n, err)
 	}
 }
+
+// On a Redis Cluster of three masters: the conformance suites (revocations
+// and refresh records) pass, and a revocation written through one client
+// reaches a watcher on another (PUBLISH crosses the cluster's nodes).
+func TestCluster(t *testing.T) {
+	url := testredis.StartCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	open := func(t *testing.T, prefix string) *redis.Store {
+		s, err := redis.Open(ctx, redis.Options{URL: url, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	n := 0
+	tokenstatetest.Run(t, func(t *testing.T) tokenstate.Store {
+		n++
+		return open(t, fmt.Sprintf("c%d:", n))
+	})
+	keystoretest.RunRecords(t, func(t *testing.T) keystore.RecordStore {
+		n++
+		return open(t, fmt.Sprintf("c%d:", n)).Records()
+	})
+	writer, reader := open(t, "w:"), open(t, "w:")
+	x := tokenstate.NewIndex()
+	synced := make(chan struct{})
+	once := sync.OnceFunc(func() { close(synced) })
+	go func() {
+		_ = reader.Watch(ctx, func(r tokenstate.Revocation) { _ = x.Add(r, 0) }, func(ctx context.Context) error {
+			err := reader.Revocations(ctx, func(r tokenstate.Revocation) { _ = x.Add(r, 0) })
+			once()
+			return err
+		})
+	}()
+	for i := range 50 { // keys in every node's slots, before the watch
+		if _, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint("before-", i), Expires: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-synced
+	if _, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: "live", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return x.Has(tokenstate.Revocation{KeySet: "a", JTI: "live"}) }, "the published revocation")
+	waitFor(t, func() bool { return x.Len("a") == 51 }, "every revocation, from every master")
+}

@@ -27,6 +27,8 @@ storage:
       method: {{ .Values.vault.auth.method }}
       {{- if eq .Values.vault.auth.method "approle" }}
       approle: {role_id: {{ .Values.vault.auth.roleID | quote }}, secret_id_file: /etc/keyd/vault/secret-id}
+      {{- else if eq .Values.vault.auth.method "kubernetes" }}
+      kubernetes: {role: {{ .Values.vault.auth.kubernetes.role | quote }}, mount: {{ .Values.vault.auth.kubernetes.mount | quote }}, token_file: /var/run/secrets/keyd/vault/token}
       {{- end }}
 {{- else }}
   backend: file
@@ -49,6 +51,7 @@ metadata:
   annotations:
     checksum/config: {{ include "keyd.config" . | sha256sum }}
 spec:
+  serviceAccountName: {{ include "keyd.name" . }}
   automountServiceAccountToken: false
   securityContext:
     runAsNonRoot: true
@@ -93,6 +96,9 @@ spec:
         {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "approle") }}
         - {name: vault, mountPath: /etc/keyd/vault, readOnly: true}
         {{- end }}
+        {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "kubernetes") }}
+        - {name: vault-token, mountPath: /var/run/secrets/keyd/vault, readOnly: true}
+        {{- end }}
         {{- if .Values.tls.existingSecret }}
         - {name: tls, mountPath: /etc/keyd/tls, readOnly: true}
         {{- end }}
@@ -102,6 +108,15 @@ spec:
     {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "approle") }}
     - name: vault
       secret: {secretName: {{ .Values.vault.auth.existingSecret }}, items: [{key: secret-id, path: secret-id}], defaultMode: 0400}
+    {{- end }}
+    {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "kubernetes") }}
+    # A token of keyd's own service account, for Vault alone (its audience),
+    # rotated by the kubelet; keyd reads it at every login.
+    - name: vault-token
+      projected:
+        defaultMode: 0400
+        sources:
+          - serviceAccountToken: {audience: {{ .Values.vault.auth.kubernetes.audience | quote }}, expirationSeconds: 3600, path: token}
     {{- end }}
     {{- if .Values.tls.existingSecret }}
     - name: tls
