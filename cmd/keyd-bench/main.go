@@ -63,15 +63,16 @@ var masterKey = func() string {
 }()
 
 var (
-	keydBin  = flag.String("keyd", "./keyd", "keyd binary to start")
-	duration = flag.Duration("duration", 4*time.Second, "length of each measurement")
-	conns    = flag.Int("conns", 32, "concurrent connections (keep-alive)")
-	baoBin   = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
-	rotateKS = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
-	keysets  = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
-	only     = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations (empty: all)")
-	revs     = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
-	redisBin = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
+	keydBin    = flag.String("keyd", "./keyd", "keyd binary to start")
+	duration   = flag.Duration("duration", 4*time.Second, "length of each measurement")
+	conns      = flag.Int("conns", 32, "concurrent connections (keep-alive)")
+	baoBin     = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
+	rotateKS   = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
+	keysets    = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
+	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations (empty: all)")
+	revs       = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
+	redisBin   = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
+	revEngines = flag.String("revocation-engines", "", "the revocations section's engines, comma-separated: bbolt, redis (empty: bbolt, and redis with --redis)")
 )
 
 func main() {

@@ -36,6 +36,9 @@ func revocationsAtScale(dir string, n int) error {
 	if *redisBin != "" {
 		engines = append(engines, "redis")
 	}
+	if *revEngines != "" {
+		engines = strings.Split(*revEngines, ",")
+	}
 	fmt.Printf("\nRevocations in force: none vs %d (16 callers; HTTP; CPU and RSS of keyd)\n", n)
 	for _, engine := range engines {
 		sub := filepath.Join(dir, "revocations-"+engine)
@@ -43,13 +46,14 @@ func revocationsAtScale(dir string, n int) error {
 			return err
 		}
 		var redisURL string
+		var redisProc *proc
 		if engine == "redis" {
 			srv, url, err := startRedis(sub)
 			if err != nil {
 				return err
 			}
 			defer srv.stop()
-			redisURL = url
+			redisURL, redisProc = url, srv
 		}
 		cfg := revocationConfig(sub, redisURL)
 		// With none in force.
@@ -57,7 +61,7 @@ func revocationsAtScale(dir string, n int) error {
 		if err != nil {
 			return err
 		}
-		empty := measureRevocations(p, engine == "redis")
+		empty := measureRevocations(p, engine == "redis", redisProc)
 		p.stop()
 		// Fill n, straight into the engine's store, then start again.
 		t0 := time.Now()
@@ -72,7 +76,7 @@ func revocationsAtScale(dir string, n int) error {
 		}
 		ready := time.Since(t0)
 		rss, anon := p.rss(), p.rssAnon()
-		full := measureRevocations(p, engine == "redis")
+		full := measureRevocations(p, engine == "redis", redisProc)
 		loaded := p.rssAnon()
 		p.stop()
 		fmt.Printf("%-6s filled %d in %s; start-up with them: ready in %s, RSS %d MiB (%d MiB its own, the rest the database file's mapped pages); %d MiB its own after the load below\n",
@@ -81,6 +85,8 @@ func revocationsAtScale(dir string, n int) error {
 			empty.revoke, full.revoke, n, full.revoke/empty.revoke, empty.verify, full.verify, full.verify/empty.verify)
 		if engine == "redis" {
 			fmt.Printf("%-6s token-pair + refresh: %8.0f logins/s (each a pair then a refresh), with %d logins stored\n", engine, full.pairs, full.logins)
+			fmt.Printf("%-6s redis-server's CPU per second of measurement (revoke, verify): none %.2f, %.2f; with them %.2f, %.2f\n", engine,
+				empty.redisRevoke, empty.redisVerify, full.redisRevoke, full.redisVerify)
 		}
 	}
 	return nil
@@ -139,20 +145,34 @@ func fill(dir, redisURL string, n int) error {
 }
 
 type revocationFigures struct {
-	revoke, verify, pairs float64
-	logins                int64
+	revoke, verify, pairs    float64
+	logins                   int64
+	redisRevoke, redisVerify float64 // redis-server's CPU seconds per second
 }
 
-func measureRevocations(p *proc, pairs bool) revocationFigures {
+func measureRevocations(p *proc, pairs bool, redis *proc) revocationFigures {
 	var f revocationFigures
 	exp := time.Now().Add(time.Hour).Unix()
 	var seq atomic.Int64
-	f.revoke = callers(16, func() (string, []byte) {
-		return "/v1/keysets/app/revocations", fmt.Appendf(nil, `{"jti":"bench-%d-%d","exp":%d}`, time.Now().UnixNano(), seq.Add(1), exp)
-	}, p, nil)
+	busy := func(run func()) float64 {
+		if redis == nil {
+			run()
+			return 0
+		}
+		c0, t0 := redis.cpu(), time.Now()
+		run()
+		return (redis.cpu() - c0).Seconds() / time.Since(t0).Seconds()
+	}
+	f.redisRevoke = busy(func() {
+		f.revoke = callers(16, func() (string, []byte) {
+			return "/v1/keysets/app/revocations", fmt.Appendf(nil, `{"jti":"bench-%d-%d","exp":%d}`, time.Now().UnixNano(), seq.Add(1), exp)
+		}, p, nil)
+	})
 	tok := signOne(p)
 	body := []byte(`{"token":"` + tok + `"}`)
-	f.verify = callers(16, func() (string, []byte) { return "/v1/keysets/app/verify", body }, p, nil)
+	f.redisVerify = busy(func() {
+		f.verify = callers(16, func() (string, []byte) { return "/v1/keysets/app/verify", body }, p, nil)
+	})
 	if pairs {
 		f.pairs = callers(16, func() (string, []byte) { return "/v1/keysets/app/token-pair", []byte(`{"claims":{"sub":"user"}}`) }, p,
 			func(resp []byte) (string, []byte) {
