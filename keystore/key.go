@@ -75,6 +75,11 @@ type Key struct {
 	// Certificate is the key's X.509 certificate (DER), for key sets with
 	// certificates (Policy.Certificates): published in the JWKS as x5c.
 	Certificate []byte
+	// Custody, when set, names the custody that holds the private half
+	// (Custody.Name): Material is then its reference there, and Public
+	// the public key (PKIX DER).
+	Custody string
+	Public  []byte
 }
 
 // Published reports whether the key belongs in the JWKS: a public key that
@@ -90,6 +95,16 @@ func (k Key) Verifies() bool {
 // VerificationKey parses what verifies the key's tokens: the public key
 // (crypto.PublicKey) for RSA, EC and Ed25519, the secret []byte for HMAC.
 func (k Key) VerificationKey() (any, error) {
+	if k.InCustody() {
+		pub, err := x509.ParsePKIXPublicKey(k.Public)
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: public key does not parse", ErrCorrupt, k.ID)
+		}
+		if err := fits(k.Algorithm, pub); err != nil {
+			return nil, fmt.Errorf("%w: key %s: public key %v", ErrCorrupt, k.ID, err)
+		}
+		return pub, nil
+	}
 	if !k.PublicOnly {
 		priv, err := k.PrivateKey()
 		if signer, ok := priv.(crypto.Signer); ok && err == nil {
@@ -122,6 +137,9 @@ func fits(alg Algorithm, pub crypto.PublicKey) error {
 // the secret []byte for HMAC. Parse once and keep the result; this is not
 // meant for every request.
 func (k Key) PrivateKey() (any, error) {
+	if k.InCustody() {
+		return nil, fmt.Errorf("%w: key %s is held by the %s custody", ErrNoPrivateKey, k.ID, k.Custody)
+	}
 	if k.PublicOnly {
 		return nil, fmt.Errorf("%w: key %s is a public key only", ErrNoPrivateKey, k.ID)
 	}
@@ -167,6 +185,7 @@ func (ks *KeySet) Clone() *KeySet {
 	c.Keys = make([]Key, len(ks.Keys))
 	for i, k := range ks.Keys {
 		k.Material = slices.Clone(k.Material)
+		k.Public = slices.Clone(k.Public)
 		c.Keys[i] = k
 	}
 	return &c
@@ -218,6 +237,8 @@ func (ks *KeySet) Check() error {
 			return fmt.Errorf("%w: key set %s: key %s has algorithm %s", ErrCorrupt, ks.Name, k.ID, k.Algorithm)
 		case len(k.Material) == 0:
 			return fmt.Errorf("%w: key set %s: key %s has no material", ErrCorrupt, ks.Name, k.ID)
+		case k.InCustody() && len(k.Public) == 0:
+			return fmt.Errorf("%w: key set %s: key %s of the %s custody has no public key", ErrCorrupt, ks.Name, k.ID, k.Custody)
 		case k.PublicOnly && (k.State == StateActive || k.State == StatePending || ks.Algorithm.Symmetric()):
 			return fmt.Errorf("%w: key set %s: public-only key %s is %s", ErrCorrupt, ks.Name, k.ID, k.State)
 		}

@@ -37,6 +37,9 @@ type Policy struct {
 	// Certificates, when set, gives each published key an X.509
 	// certificate (x5c and x5t#S256 in the JWKS).
 	Certificates Certifier
+	// Custody, when set, holds the key set's new keys (Vault Transit);
+	// nil: keyd holds them itself.
+	Custody Custody
 }
 
 // Certifier issues and renews the X.509 certificates of a key set's

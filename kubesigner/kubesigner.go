@@ -227,6 +227,8 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, signer.ErrUnknownKeySet):
 		return status.Error(codes.Unavailable, "the key set is not loaded")
+	case errors.Is(err, keystore.ErrCustodyUnavailable):
+		return status.Error(codes.Unavailable, "the key set's key custody did not answer")
 	}
 	return status.Error(codes.Internal, "internal error")
 }

@@ -29,6 +29,13 @@ func (m *Manager) Import(ctx context.Context, name string, keys []keystore.Key, 
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
+	if p.Custody != nil {
+		for _, k := range keys {
+			if !k.PublicOnly {
+				return nil, fmt.Errorf("%w: key set %s keeps its private keys in the %s custody, not in keyd: import the public key (verify-only), or the private key into the custody itself", keystore.ErrInvalidImport, name, p.Custody.Name())
+			}
+		}
+	}
 	activate := state == keystore.StateActive
 	if activate {
 		if !force {

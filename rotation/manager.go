@@ -275,7 +275,7 @@ func (m *Manager) createAll(ctx context.Context, policies []keystore.Policy) (ma
 				writes <- struct{}{}
 				put.Go(func() {
 					defer func() { <-writes }()
-					stored, err := m.storeNew(ctx, ks)
+					stored, err := m.storeNew(ctx, p, ks)
 					if err != nil {
 						fail(p.Name, err)
 						return
@@ -465,7 +465,7 @@ func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeyS
 	if err != nil {
 		return nil, err
 	}
-	return m.storeNew(ctx, ks)
+	return m.storeNew(ctx, p, ks)
 }
 
 // generate makes a new key set's first two keys (CPU work: seconds for
@@ -475,19 +475,22 @@ func (m *Manager) generate(ctx context.Context, p keystore.Policy) (*keystore.Ke
 		return nil, err
 	}
 	now := m.now()
-	first, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, now)
+	first, err := m.newKey(ctx, p, now)
 	if err != nil {
 		return nil, err
 	}
-	next, err := keystore.Generate(m.gen, p.Algorithm, p.RSABits, now)
+	next, err := m.newKey(ctx, p, now)
 	if err != nil {
+		m.destroy(ctx, p, []keystore.Key{first})
 		return nil, err
 	}
 	ks, err := keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		ks, _, err = certify(ks, p, now)
 	}
-	ks, _, err = certify(ks, p, now)
+	if err != nil {
+		m.destroy(ctx, p, []keystore.Key{first, next})
+	}
 	return ks, err
 }
 
@@ -501,9 +504,10 @@ func (m *Manager) certified(ctx context.Context, name string, kids []string) {
 
 // storeNew writes a new key set; if another replica created it first, its
 // key set is the one kept.
-func (m *Manager) storeNew(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet, error) {
+func (m *Manager) storeNew(ctx context.Context, p keystore.Policy, ks *keystore.KeySet) (*keystore.KeySet, error) {
 	stored, err := m.store.Put(ctx, ks)
 	if errors.Is(err, keystore.ErrConflict) {
+		m.destroy(ctx, p, ks.Keys) // the other replica's keys are kept
 		return m.store.Get(ctx, ks.Name)
 	}
 	if err != nil {
@@ -555,18 +559,21 @@ func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool
 	if !ok {
 		return nil, keystore.Key{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	// The new key is made before the lock: a custody's is a remote call.
 	var next keystore.Key
-	var certified []string
 	if withNext {
 		var err error
-		if next, err = keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now()); err != nil {
-			return nil, keystore.Key{}, err
+		if next, err = m.newKey(ctx, p, m.now()); err != nil {
+			return nil, keystore.Key{}, m.note(err)
 		}
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var certified []string
+	var before *keystore.KeySet
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
 		now := m.now()
+		before = ks
 		if withNext {
 			next.CreatedAt = now.UTC()
 		}
@@ -578,8 +585,15 @@ func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool
 		return out, err
 	})
 	if m.note(err) != nil {
+		if notWritten(err) {
+			m.destroy(ctx, p, []keystore.Key{next}) // made for a write that did not happen
+		}
 		return nil, keystore.Key{}, err
 	}
+	if _, used := ks.Key(next.ID); withNext && !used {
+		m.destroy(ctx, p, []keystore.Key{next})
+	}
+	m.destroy(ctx, p, gone(before, ks))
 	m.certified(ctx, name, certified)
 	return ks, next, m.publish(p, ks)
 }

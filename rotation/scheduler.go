@@ -54,13 +54,15 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 
 	var next keystore.Key
 	if plan.Rotate {
-		if next, err = keystore.Generate(m.gen, p.Algorithm, p.RSABits, m.now()); err != nil {
-			return plan, err
+		if next, err = m.newKey(ctx, p, m.now()); err != nil {
+			return plan, m.note(err)
 		}
 	}
 	var applied Plan
+	var before *keystore.KeySet
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
 		now := m.now()
+		before = ks
 		applied = Decide(ks, p, sched, now)
 		if applied.Rotate && next.ID == "" { // became due meanwhile: next tick
 			applied.Rotate = false
@@ -83,11 +85,18 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		return out, err
 	})
 	if m.note(err) != nil {
+		if notWritten(err) {
+			m.destroy(ctx, p, []keystore.Key{next})
+		}
 		return plan, err
+	}
+	if !applied.Rotate {
+		m.destroy(ctx, p, []keystore.Key{next}) // made for a rotation that did not happen
 	}
 	if applied.Idle() {
 		return applied, m.publish(p, ks)
 	}
+	m.destroy(ctx, p, gone(before, ks))
 	if applied.Rotate {
 		active, _ := ks.Active()
 		m.log.Info("scheduled rotation", "keyset", name, "active_kid", active.ID, "pending_kid", next.ID, "due_at", applied.DueAt)

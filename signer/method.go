@@ -77,7 +77,45 @@ func newMethod(alg keystore.Algorithm, key any) (method, error) {
 			}, nil
 		}
 	}
+	if k, ok := key.(crypto.Signer); ok { // a key in custody: Sign asks it
+		return custodyMethod(alg, k, h)
+	}
 	return nil, fmt.Errorf("%w: a %T key cannot sign %s", keystore.ErrCorrupt, key, alg)
+}
+
+// custodyMethod signs through a crypto.Signer of a key held elsewhere, as
+// the standard library's keys are used above: a digest (the whole input
+// for Ed25519), PSS with the salt as long as the hash, ECDSA turned into
+// R||S.
+func custodyMethod(alg keystore.Algorithm, k crypto.Signer, h crypto.Hash) (method, error) {
+	switch pub := k.Public().(type) {
+	case *ecdsa.PublicKey:
+		if alg.Family() != keystore.FamilyEC || pub.Curve != alg.Curve() {
+			break
+		}
+		size := (pub.Curve.Params().BitSize + 7) / 8
+		return func(input []byte) ([]byte, error) {
+			der, err := k.Sign(rand.Reader, digest(h, input), h)
+			if err != nil {
+				return nil, err
+			}
+			return fixedSize(der, size)
+		}, nil
+	case ed25519.PublicKey:
+		if alg != keystore.EdDSA {
+			break
+		}
+		return func(input []byte) ([]byte, error) { return k.Sign(rand.Reader, input, crypto.Hash(0)) }, nil
+	case *rsa.PublicKey:
+		switch alg {
+		case keystore.RS256, keystore.RS384, keystore.RS512:
+			return func(input []byte) ([]byte, error) { return k.Sign(rand.Reader, digest(h, input), h) }, nil
+		case keystore.PS256, keystore.PS384, keystore.PS512:
+			opts := &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
+			return func(input []byte) ([]byte, error) { return k.Sign(rand.Reader, digest(h, input), opts) }, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: a %T key in custody cannot sign %s", keystore.ErrCorrupt, k.Public(), alg)
 }
 
 // signatureSize is the length of key's JWS signatures, to size token
@@ -91,6 +129,15 @@ func signatureSize(key any) int {
 		return k.Size()
 	case ed25519.PrivateKey:
 		return ed25519.SignatureSize
+	case crypto.Signer: // in custody
+		switch pub := k.Public().(type) {
+		case *ecdsa.PublicKey:
+			return 2 * ((pub.Curve.Params().BitSize + 7) / 8)
+		case *rsa.PublicKey:
+			return pub.Size()
+		case ed25519.PublicKey:
+			return ed25519.SignatureSize
+		}
 	}
 	return sha512.Size // HMAC: at most SHA-512's
 }

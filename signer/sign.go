@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/keyd-dev/keyd/keystore"
 )
 
 // Claims are a token's claims by name, each value the raw JSON the caller
@@ -118,6 +120,11 @@ func (r *keyring) make(now time.Time, claims Claims, ttl time.Duration) (*Token,
 // compact JWS, in input's own array when it has room.
 func (r *keyring) seal(input []byte) ([]byte, error) {
 	sig, err := r.method(input)
+	if errors.Is(err, keystore.ErrCustodyUnavailable) {
+		// The key's custody did not answer: its own words (a Vault error,
+		// never key material), so the operator can tell why.
+		return nil, fmt.Errorf("sign with %s key %s: %w", r.alg, r.kid, err)
+	}
 	if err != nil {
 		// The crypto's errors describe algorithms and sizes, never key
 		// bytes; still, keep them out of what callers see.

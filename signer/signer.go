@@ -178,9 +178,12 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 		}
 		if !reused {
 			var err error
-			if k.PublicOnly {
+			switch {
+			case k.InCustody():
+				priv, err = k.CustodySigner(p.Custody) // signs by asking its custody
+			case k.PublicOnly:
 				priv, err = k.VerificationKey() // verifies only: a public key
-			} else {
+			default:
 				priv, err = k.PrivateKey()
 			}
 			if err != nil {

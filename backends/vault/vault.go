@@ -154,6 +154,10 @@ func Open(o Options) (*Store, error) {
 	return s, nil
 }
 
+// Client is the store's Vault client, logged in and renewed by the store,
+// for other engines that share its connection (the Transit custody).
+func (s *Store) Client() *vault.Client { return s.client }
+
 // lookupSelf turns the static token into a secret the lifetime watcher can
 // renew.
 func (s *Store) lookupSelf(ctx context.Context) (*vault.Secret, error) {

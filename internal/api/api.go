@@ -240,6 +240,8 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusBadRequest, "bad_request", "%s", se.Reason)
 	case errors.Is(err, audit.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "audit_unavailable", "the audit trail cannot be written, and audit.required refuses to sign without it")
+	case errors.Is(err, keystore.ErrCustodyUnavailable):
+		return errorf(http.StatusServiceUnavailable, "custody_unavailable", "the key set's key custody (Vault Transit) did not answer; try again")
 	case errors.Is(err, keystore.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the key store is unavailable; try again")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -168,8 +168,19 @@ type KeySet struct {
 	Legacy Legacy `yaml:"legacy"`
 	// Certificates gives each published key an X.509 certificate (x5c).
 	Certificates Certificates `yaml:"certificates"`
+	// Custody keeps the key set's private keys outside keyd (Vault Transit).
+	Custody Custody `yaml:"custody"`
 
 	authority keystore.Certifier // loaded by Validate from Certificates
+}
+
+// Custody says who holds a key set's private keys: keyd itself (the
+// default, "software"), or Vault's Transit engine (vault_transit), through
+// the Vault connection of storage.vault.
+type Custody struct {
+	Type      string `yaml:"type"`       // software (default) or vault_transit
+	Mount     string `yaml:"mount"`      // vault_transit: the Transit mount; default transit
+	KeyPrefix string `yaml:"key_prefix"` // vault_transit: Transit key names start with it; default keyd-
 }
 
 // Certificates configures the X.509 certificates of a key set's published
@@ -549,6 +560,7 @@ func (c *Config) validateKeySets(bad func(field, format string, args ...any)) ma
 			bad(f+".leeway", "must not be negative, got %v", *ks.Leeway)
 		}
 		c.validateCertificates(f+".certificates", &c.KeySets[i], bad)
+		c.validateCustody(f+".custody", ks, bad)
 		if l := ks.Legacy; l != (Legacy{}) {
 			if l.KID == "" {
 				bad(f+".legacy.kid", "is required: the kid of the imported key that verifies tokens without one")
@@ -572,6 +584,30 @@ func (c *Config) validateKeySets(bad func(field, format string, args ...any)) ma
 		}
 	}
 	return names
+}
+
+// validateCustody checks where a key set's private keys are held.
+func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format string, args ...any)) {
+	cu := ks.Custody
+	switch cu.Type {
+	case "", "software":
+		if cu.Mount != "" || cu.KeyPrefix != "" {
+			bad(f+".type", "is required with mount or key_prefix (vault_transit)")
+		}
+	case "vault_transit":
+		switch {
+		case c.Storage.Backend != "vault":
+			bad(f+".type", "vault_transit uses the Vault connection of storage.vault: set storage.backend: vault (and its address and auth)")
+		case keystore.Algorithm(ks.Algorithm).Symmetric():
+			bad(f+".type", "vault_transit holds asymmetric keys for keyd (ES*, RS*, PS*, EdDSA), not %s secrets", ks.Algorithm)
+		case ks.Certificates.SelfSigned:
+			bad(f+".type", "keys held by vault_transit cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
+		}
+	case "pkcs11":
+		bad(f+".type", "pkcs11 custody is not in this keyd yet (it will need a build with -tags pkcs11); use vault_transit or leave custody out")
+	default:
+		bad(f+".type", "%q is not a custody (want software or vault_transit)", cu.Type)
+	}
 }
 
 // validateCertificates checks a key set's certificates settings and loads

@@ -299,3 +299,25 @@ func TestCertificatesRules(t *testing.T) {
 		t.Fatalf("self-signed policy: %#v", c.Policies()[0].Certificates)
 	}
 }
+
+// keysets[].custody: vault_transit needs the Vault backend and an
+// asymmetric algorithm; pkcs11 is refused as not in this keyd; every
+// problem is named by its field.
+func TestCustodyRules(t *testing.T) {
+	vault := "storage: {backend: vault, vault: {address: http://127.0.0.1:8200, auth: {method: token}}}\n"
+	for _, c := range []struct{ src, want string }{
+		{"keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit}}]\n", "keysets[0].custody.type: vault_transit uses the Vault connection of storage.vault"},
+		{vault + "keysets: [{name: a, algorithm: HS256, custody: {type: vault_transit}}]\n", "keysets[0].custody.type: vault_transit holds asymmetric keys"},
+		{vault + "keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit}, certificates: {self_signed: true}}]\n", "cannot sign their own certificates"},
+		{"keysets: [{name: a, algorithm: ES256, custody: {type: pkcs11}}]\n", "keysets[0].custody.type: pkcs11 custody is not in this keyd yet"},
+		{"keysets: [{name: a, algorithm: ES256, custody: {type: hsm}}]\n", `keysets[0].custody.type: "hsm" is not a custody`},
+		{"keysets: [{name: a, algorithm: ES256, custody: {mount: transit}}]\n", "keysets[0].custody.type: is required with mount"},
+	} {
+		if _, err := config.Parse(strings.NewReader(c.src), "t"); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v\nwant %q", c.src, err, c.want)
+		}
+	}
+	if _, err := config.Parse(strings.NewReader(vault+"keysets: [{name: a, algorithm: PS256, custody: {type: vault_transit, mount: transit, key_prefix: app-}}]\n"), "t"); err != nil {
+		t.Fatalf("a Transit key set: %v", err)
+	}
+}

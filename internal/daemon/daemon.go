@@ -234,7 +234,7 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 		return err
 	}
 	d.mgr = rotation.NewManager(rotation.Options{
-		Store: d.met.Store(d.store), Policies: d.cfg.Policies(), Generator: d.o.Generator, Now: d.o.Now,
+		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.store), Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
 		TokenState: tokens, Revocations: d.sg.Revocations(),
 	})
@@ -300,7 +300,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	}
 	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
 	d.guard = authguard.New(authguard.Options{Now: d.o.Now, Record: d.auditLog.Note})
-	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, pub: d.pub, audit: d.auditLog, cur: cfg}
+	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, store: d.store, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
 		Health: d.mgr.Health, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,

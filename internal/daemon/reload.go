@@ -15,6 +15,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
 	"github.com/keyd-dev/keyd/jwks"
+	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
 )
 
@@ -34,6 +35,7 @@ type reloader struct {
 	auth  *api.Authenticator
 	tls   *tlsconf.Server // nil without TLS
 	mgr   *rotation.Manager
+	store keystore.Store // the key store, for its custodies' connection
 	pub   *jwks.Publisher
 	audit *audit.Log
 
@@ -75,7 +77,7 @@ func (r *reloader) apply(ctx context.Context) error {
 	}
 	// Key sets last among the checks: new key sets are created in the
 	// store, the one step that writes.
-	if err := r.mgr.Reconfigure(ctx, next.Policies()); err != nil {
+	if err := r.mgr.Reconfigure(ctx, policies(next, r.store)); err != nil {
 		return err
 	}
 	if tlsConfig != nil {
@@ -112,5 +114,5 @@ func restartOnly(a, b *config.Config) []string {
 			out = append(out, f.name)
 		}
 	}
-	return out
+	return append(out, custodies(a, b)...)
 }

@@ -58,6 +58,10 @@ type KeyRecord struct {
 	VerifyUntil time.Time `json:"verify_until,omitzero"`
 	PublicOnly  bool      `json:"public_only,omitempty"` // material is a PKIX public key
 	Certificate []byte    `json:"certificate,omitempty"` // X.509 DER, for key sets with certificates
+	// Keys held by a custody: its name, and the public key (PKIX DER);
+	// material is then the custody's reference.
+	Custody string `json:"custody,omitempty"`
+	Public  []byte `json:"public,omitempty"`
 }
 
 // Seal transforms material before it is stored; aad names the key set and
@@ -93,7 +97,7 @@ func Encode(ks *keystore.KeySet, seal Seal) (*Record, error) {
 			CreatedAt: k.CreatedAt.UTC(), ActivatedAt: k.ActivatedAt.UTC(),
 			RetiredAt: k.RetiredAt.UTC(), RevokedAt: k.RevokedAt.UTC(),
 			Material: sealed, Imported: k.Imported, VerifyUntil: k.VerifyUntil.UTC(), PublicOnly: k.PublicOnly,
-			Certificate: k.Certificate,
+			Certificate: k.Certificate, Custody: k.Custody, Public: k.Public,
 		})
 	}
 	return r, nil
@@ -118,7 +122,7 @@ func (r *Record) Decode(open Open) (*keystore.KeySet, error) {
 			ID: kr.ID, Algorithm: keystore.Algorithm(kr.Algorithm), State: keystore.State(kr.State),
 			CreatedAt: kr.CreatedAt, ActivatedAt: kr.ActivatedAt, RetiredAt: kr.RetiredAt, RevokedAt: kr.RevokedAt,
 			Material: m, Imported: kr.Imported, VerifyUntil: kr.VerifyUntil, PublicOnly: kr.PublicOnly,
-			Certificate: kr.Certificate,
+			Certificate: kr.Certificate, Custody: kr.Custody, Public: kr.Public,
 		})
 	}
 	return ks, nil

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/keyd-dev/keyd/internal/testvault"
+)
+
+// TestTransitCustody runs keyd on a real OpenBao with two key sets whose
+// keys live in Transit: tokens verify with PyJWT through keyd's JWKS; the
+// key set's Vault entry holds Transit key names, never a private key; a
+// revoked key's Transit key is deleted at once; a rotation makes a new
+// Transit key; and with Transit gone, signing answers 503
+// custody_unavailable.
+func TestTransitCustody(t *testing.T) {
+	python := pyjwt(t)
+	srv := testvault.Start(t)
+	vc := func() *vaultapi.Client {
+		cfg := vaultapi.DefaultConfig()
+		cfg.Address = srv.Addr
+		c, err := vaultapi.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetToken(testvault.RootToken)
+		return c
+	}()
+	if err := vc.Sys().Mount("transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeVaultConfig(t, srv, `  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, custody: {type: vault_transit}}
+  - {name: ps, algorithm: PS256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, custody: {type: vault_transit, key_prefix: "app-"}}
+`)
+	d := startDaemon(t, vaultEnv, "--config", cfg)
+	defer d.stop()
+	rec := &recorder{}
+	transitKeys := func() []string {
+		s, err := vc.Logical().List("transit/keys")
+		if err != nil || s == nil {
+			return nil
+		}
+		var out []string
+		for _, k := range s.Data["keys"].([]any) {
+			out = append(out, k.(string))
+		}
+		return out
+	}
+	if got := transitKeys(); len(got) != 4 {
+		t.Fatalf("Transit keys after the start: %v (want two per key set)", got)
+	}
+	for keyset, alg := range map[string]string{"es": "ES256", "ps": "PS256"} {
+		status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/"+keyset+"/sign", serviceToken, `{"claims":{"sub":"held-by-transit"}}`)
+		tok := regexp.MustCompile(`"token":"([^"]+)"`).FindSubmatch(body)
+		if status != 200 || tok == nil {
+			t.Fatalf("sign %s: %d %s", keyset, status, body)
+		}
+		cmd := exec.Command(python, "testdata/seed_app.py", "verify", d.addr+"/v1/keysets/"+keyset+"/jwks.json", alg)
+		cmd.Stdin = strings.NewReader(string(tok[1]))
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "valid held-by-transit" {
+			t.Fatalf("PyJWT with %s: %v %s", keyset, err, out)
+		}
+	}
+	// The stored key set: Transit key names and public keys, no private key.
+	kv, err := vc.KVv2("secret").Get(context.Background(), prefixOf(t, cfg)+"/es")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(kv.Data)
+	var rec2 struct {
+		Keys []struct {
+			Material []byte `json:"material"`
+			Custody  string `json:"custody"`
+			Public   []byte `json:"public"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &rec2); err != nil || len(rec2.Keys) == 0 {
+		t.Fatalf("the stored record (%s): %v", raw, err)
+	}
+	for _, k := range rec2.Keys {
+		if k.Custody != "vault_transit" || !strings.HasPrefix(string(k.Material), "keyd-es-") || len(k.Public) == 0 {
+			t.Fatalf("stored key: custody %q, material %q", k.Custody, k.Material)
+		}
+		if _, err := x509.ParsePKCS8PrivateKey(k.Material); err == nil {
+			t.Fatal("a private key is stored for a Transit key set")
+		}
+	}
+	// Revoking the pending key deletes its Transit key at once (and makes
+	// a new pending one there).
+	keys := keysOf(t, rec, d, "es")
+	var pending string
+	for _, k := range keys {
+		if k.State == "pending" {
+			pending = k.KID
+		}
+	}
+	before := transitKeys()
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/keys/"+pending+"/revoke", adminToken, ""); status != 200 {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	after := transitKeys()
+	if len(after) != len(before) || strings.Join(after, ",") == strings.Join(before, ",") {
+		t.Fatalf("Transit keys before the revocation %v, after %v: want one deleted and one made", before, after)
+	}
+	// A rotation makes one more Transit key.
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/ps/rotate", adminToken, `{"force":true}`); status != 200 {
+		t.Fatalf("rotate: %d %s", status, body)
+	}
+	if got := transitKeys(); len(got) != len(after)+1 {
+		t.Fatalf("Transit keys after a rotation: %v", got)
+	}
+	// Transit gone: 503 custody_unavailable, and keyd stays up.
+	if err := vc.Sys().Unmount("transit"); err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`)
+	if status != 503 || !strings.Contains(string(body), "custody_unavailable") {
+		t.Fatalf("sign with Transit gone: %d %s", status, body)
+	}
+	if status, _, _ := rec.call(t, "GET", d.addr+"/healthz", "", ""); status != 200 {
+		t.Fatalf("healthz after custody failures: %d", status)
+	}
+}
+
+// prefixOf reads the Vault prefix writeVaultConfig chose.
+func prefixOf(t *testing.T, cfgPath string) string {
+	t.Helper()
+	out, err := exec.Command("sed", "-n", `s/^    prefix: "\(.*\)"$/\1/p`, cfgPath).Output()
+	if err != nil || len(out) == 0 {
+		t.Fatalf("prefix of %s: %v", cfgPath, err)
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -1,0 +1,237 @@
+// Package transit is the Vault Transit custody (keystore.Custody): each of
+// a key set's keys is a Transit key of its own (never exportable), created
+// in Transit, used there to sign (marshaling_algorithm asn1, prehashed
+// digests, PSS with the salt as long as the hash), and deleted when keyd
+// destroys the key, so destroying one never touches another. keyd stores
+// only the Transit key's name and its public key. It uses the Vault
+// connection (address, auth, TLS) of keyd's Vault backend.
+package transit
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Name is the custody's type in the config and on each stored key.
+const Name = "vault_transit"
+
+// Timeout bounds each Transit request (a signature waits for it).
+const Timeout = 10 * time.Second
+
+// Custody keeps keys in a Transit mount, named KeyPrefix + key set + "-"
+// + a random suffix.
+type Custody struct {
+	c         *vault.Client
+	mount     string
+	keyPrefix string
+}
+
+// New returns the custody of the Transit engine mounted at mount (default
+// "transit"), naming its keys with keyPrefix (default "keyd-").
+func New(c *vault.Client, mount, keyPrefix string) *Custody {
+	if mount = strings.Trim(mount, "/"); mount == "" {
+		mount = "transit"
+	}
+	if keyPrefix == "" {
+		keyPrefix = "keyd-"
+	}
+	return &Custody{c: c, mount: mount, keyPrefix: keyPrefix}
+}
+
+var _ keystore.Custody = (*Custody)(nil)
+
+// Name implements keystore.Custody.
+func (*Custody) Name() string { return Name }
+
+// KeyType is Transit's key type for alg, "" if Transit has none.
+func KeyType(alg keystore.Algorithm, rsaBits int) string {
+	switch alg {
+	case keystore.ES256:
+		return "ecdsa-p256"
+	case keystore.ES384:
+		return "ecdsa-p384"
+	case keystore.ES512:
+		return "ecdsa-p521"
+	case keystore.EdDSA:
+		return "ed25519"
+	case keystore.RS256, keystore.RS384, keystore.RS512, keystore.PS256, keystore.PS384, keystore.PS512:
+		if rsaBits == 0 {
+			rsaBits = keystore.DefaultRSABits
+		}
+		return fmt.Sprintf("rsa-%d", rsaBits)
+	}
+	return ""
+}
+
+// unavailable wraps a failed Transit call: keystore.ErrCustodyUnavailable,
+// with Vault's own words (they never hold key material).
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: vault transit %s: %v", keystore.ErrCustodyUnavailable, op, err)
+}
+
+// Create implements keystore.Custody.
+func (t *Custody) Create(ctx context.Context, keyset string, alg keystore.Algorithm, rsaBits int) (string, crypto.PublicKey, error) {
+	typ := KeyType(alg, rsaBits)
+	if typ == "" {
+		return "", nil, fmt.Errorf("%w: Vault Transit holds no %s keys for keyd", keystore.ErrUnsupportedAlgorithm, alg)
+	}
+	suffix := make([]byte, 8)
+	_, _ = rand.Read(suffix)
+	name := t.keyPrefix + keyset + "-" + hex.EncodeToString(suffix)
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	if _, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name, map[string]any{"type": typ, "exportable": false, "allow_plaintext_backup": false}); err != nil {
+		return "", nil, unavailable("create key", err)
+	}
+	pub, err := t.publicKey(ctx, name)
+	if err != nil {
+		_ = t.Destroy(ctx, name)
+		return "", nil, err
+	}
+	return name, pub, nil
+}
+
+// publicKey reads the public key of Transit key name's first version.
+func (t *Custody) publicKey(ctx context.Context, name string) (crypto.PublicKey, error) {
+	s, err := t.c.Logical().ReadWithContext(ctx, t.mount+"/keys/"+name)
+	if err != nil {
+		return nil, unavailable("read key", err)
+	}
+	if s == nil {
+		return nil, unavailable("read key", fmt.Errorf("key %s not found", name))
+	}
+	keys, _ := s.Data["keys"].(map[string]any)
+	v1, _ := keys["1"].(map[string]any)
+	raw, _ := v1["public_key"].(string)
+	if raw == "" {
+		return nil, fmt.Errorf("%w: transit key %s has no public key", keystore.ErrCorrupt, name)
+	}
+	if b, _ := pem.Decode([]byte(raw)); b != nil {
+		pub, err := x509.ParsePKIXPublicKey(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: transit key %s: public key does not parse", keystore.ErrCorrupt, name)
+		}
+		return pub, nil
+	}
+	der, err := base64.StdEncoding.DecodeString(raw) // ed25519: the raw key, in base64
+	if err != nil || len(der) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: transit key %s: public key does not parse", keystore.ErrCorrupt, name)
+	}
+	return ed25519.PublicKey(der), nil
+}
+
+// Destroy implements keystore.Custody: deletion is allowed on the key,
+// then it is deleted; a key already gone is no error.
+func (t *Custody) Destroy(ctx context.Context, ref string) error {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	if _, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+ref+"/config", map[string]any{"deletion_allowed": true}); err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return unavailable("allow deletion", err)
+	}
+	if _, err := t.c.Logical().DeleteWithContext(ctx, t.mount+"/keys/"+ref); err != nil && !isNotFound(err) {
+		return unavailable("delete key", err)
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var re *vault.ResponseError
+	return errors.As(err, &re) && (re.StatusCode == http.StatusNotFound ||
+		(re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "no existing key")))
+}
+
+// Keys lists the Transit keys of this custody's prefix for the key set
+// called keyset, for finding orphans.
+func (t *Custody) Keys(ctx context.Context, keyset string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	s, err := t.c.Logical().ListWithContext(ctx, t.mount+"/keys")
+	if err != nil {
+		return nil, unavailable("list keys", err)
+	}
+	var out []string
+	if s == nil {
+		return nil, nil
+	}
+	keys, _ := s.Data["keys"].([]any)
+	for _, k := range keys {
+		if name, _ := k.(string); strings.HasPrefix(name, t.keyPrefix+keyset+"-") {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// Signer implements keystore.Custody.
+func (t *Custody) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error) {
+	return &signer{t: t, name: ref, pub: pub}, nil
+}
+
+type signer struct {
+	t    *Custody
+	name string
+	pub  crypto.PublicKey
+}
+
+func (s *signer) Public() crypto.PublicKey { return s.pub }
+
+// Sign asks Transit to sign digest (for Ed25519 the whole message).
+func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	path := s.t.mount + "/sign/" + s.name
+	body := map[string]any{"input": base64.StdEncoding.EncodeToString(digest)}
+	if h := opts.HashFunc(); h != 0 {
+		alg, ok := map[crypto.Hash]string{crypto.SHA256: "sha2-256", crypto.SHA384: "sha2-384", crypto.SHA512: "sha2-512"}[h]
+		if !ok {
+			return nil, fmt.Errorf("vault transit: hash %v is not supported", h)
+		}
+		path += "/" + alg
+		body["prehashed"] = true
+		body["marshaling_algorithm"] = "asn1"
+		if _, isRSA := s.pub.(*rsa.PublicKey); isRSA {
+			body["signature_algorithm"] = "pkcs1v15"
+			if pss, ok := opts.(*rsa.PSSOptions); ok {
+				body["signature_algorithm"] = "pss"
+				body["salt_length"] = "hash"
+				if pss.SaltLength != rsa.PSSSaltLengthEqualsHash {
+					return nil, errors.New("vault transit: only PSS with the salt as long as the hash")
+				}
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	sec, err := s.t.c.Logical().WriteWithContext(ctx, path, body)
+	if err != nil {
+		return nil, unavailable("sign", err)
+	}
+	if sec == nil {
+		return nil, unavailable("sign", errors.New("no answer"))
+	}
+	sig, _ := sec.Data["signature"].(string)
+	// vault:v<version>:<base64>
+	parts := strings.SplitN(sig, ":", 3)
+	if len(parts) != 3 || parts[0] != "vault" {
+		return nil, unavailable("sign", errors.New("the signature is not vault:vN:base64"))
+	}
+	return base64.StdEncoding.DecodeString(parts[2])
+}

@@ -1,0 +1,145 @@
+package transit_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/custody/custodytest"
+	"github.com/keyd-dev/keyd/custody/transit"
+	"github.com/keyd-dev/keyd/internal/testvault"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/rotation"
+	"github.com/keyd-dev/keyd/signer"
+)
+
+func client(t *testing.T) *vaultapi.Client {
+	srv := testvault.Start(t)
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = srv.Addr
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(testvault.RootToken)
+	if err := c.Sys().Mount("transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The suite on a real OpenBao's Transit engine, every algorithm keyd
+// offers with it.
+func TestConformance(t *testing.T) {
+	c := transit.New(client(t), "transit", "keyd-")
+	custodytest.Run(t, c, []keystore.Algorithm{keystore.ES256, keystore.ES384, keystore.ES512, keystore.EdDSA, keystore.RS256, keystore.PS256})
+}
+
+// Transit keys are not exportable, and each keyd key is a Transit key of
+// its own: destroying one leaves the other.
+func TestKeysAreNotExportableAndApart(t *testing.T) {
+	vc := client(t)
+	c := transit.New(vc, "", "")
+	ctx := context.Background()
+	a, _, err := c.Create(ctx, "app", keystore.ES256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := c.Create(ctx, "app", keystore.ES256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := vc.Logical().Read("transit/keys/" + a)
+	if err != nil || s.Data["exportable"] != false || s.Data["deletion_allowed"] != false {
+		t.Fatalf("key %s: %v %v", a, s.Data, err)
+	}
+	if _, err := vc.Logical().Read("transit/export/signing-key/" + a); err == nil {
+		t.Fatal("a keyd key was exported from Transit")
+	}
+	if err := c.Destroy(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	names, err := c.Keys(ctx, "app")
+	if err != nil || len(names) != 1 || names[0] != b {
+		t.Fatalf("after destroying %s: %v %v", a, names, err)
+	}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+// The lifecycle with keys in Transit, on an injected clock: the hourly
+// rotation makes a Transit key for the new pending key; a retired key's
+// Transit key is deleted when its grace ends, not before; the key set
+// never points at a missing Transit key.
+func TestLifecycleDestroysTransitKeys(t *testing.T) {
+	vc := client(t)
+	c := transit.New(vc, "", "")
+	ctx := context.Background()
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	clk := &clock{t: time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)}
+	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "0 * * * *", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
+	sg := signer.New(clk.now, nil)
+	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: clk.now, Listeners: []rotation.Listener{sg}})
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		t.Helper()
+		n, err := c.Keys(ctx, "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	refs := func() []string {
+		ks, _, _ := m.KeySet("app")
+		var out []string
+		for _, k := range ks.Keys {
+			out = append(out, k.Ref())
+		}
+		return out
+	}
+	same := func(a, b []string) bool {
+		return fmt.Sprint(slices.Sorted(slices.Values(a))) == fmt.Sprint(slices.Sorted(slices.Values(b)))
+	}
+	if !same(names(), refs()) || len(refs()) != 2 {
+		t.Fatalf("after the start: Transit %v, key set %v", names(), refs())
+	}
+	first := refs()[0]
+	clk.t = clk.t.Add(time.Hour) // the rotation: a third key
+	if _, err := m.Tick(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if !same(names(), refs()) || len(refs()) != 3 {
+		t.Fatalf("after the rotation: Transit %v, key set %v", names(), refs())
+	}
+	if _, err := sg.Sign("app", signer.Claims{"sub": []byte(`"x"`)}, 0); err != nil {
+		t.Fatalf("sign after the rotation: %v", err)
+	}
+	clk.t = clk.t.Add(p.Grace() - time.Minute) // the retired key's grace: not over yet
+	if _, err := m.Tick(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names(), first) {
+		t.Fatal("the retired key's Transit key was deleted before its grace ended")
+	}
+	clk.t = clk.t.Add(2 * time.Minute)
+	if _, err := m.Tick(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(names(), first) || !same(names(), refs()) || len(refs()) != 2 {
+		t.Fatalf("after the grace: Transit %v, key set %v (first %s)", names(), refs(), first)
+	}
+}

@@ -1,0 +1,83 @@
+package keystore
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+)
+
+// Custody holds private keys outside keyd's memory and store (Vault's
+// Transit engine, an HSM through PKCS#11): for each such key keyd keeps
+// only the custody's reference (Key.Material) and the public key
+// (Key.Public), and asks the custody to sign. Software custody, the
+// default, is no Custody at all: Key.Custody is empty and Material is the
+// PKCS #8 private key. Implementations live in packages of their own
+// (custody/transit); custody/custodytest is the suite each passes.
+type Custody interface {
+	// Name is the custody's type, stored with each of its keys
+	// (vault_transit).
+	Name() string
+	// Create makes a key of alg inside the custody for the key set called
+	// keyset, never exportable, and returns its reference and public key.
+	Create(ctx context.Context, keyset string, alg Algorithm, rsaBits int) (ref string, pub crypto.PublicKey, err error)
+	// Signer returns a crypto.Signer of the key at ref whose public key is
+	// pub: its Sign asks the custody (RSA-PSS with the salt as long as the
+	// hash; Ed25519 over the whole message). Errors it returns wrap
+	// ErrCustodyUnavailable when the custody did not answer.
+	Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error)
+	// Destroy removes the key at ref; a key already gone is no error.
+	Destroy(ctx context.Context, ref string) error
+}
+
+// ErrCustodyUnavailable means a key's custody did not answer (Transit
+// sealed or unreachable, a token removed): signing answers 503
+// custody_unavailable, and rotation is retried later.
+var ErrCustodyUnavailable = errors.New("key custody unavailable")
+
+// NewCustodyKey makes a pending key held by the custody called custody at
+// ref, with public key pub; its kid is the RFC 7638 thumbprint of pub, as
+// for a key keyd holds itself.
+func NewCustodyKey(alg Algorithm, custody, ref string, pub crypto.PublicKey, now time.Time) (Key, error) {
+	if alg.Symmetric() {
+		return Key{}, fmt.Errorf("%w: %s keys cannot be held by a custody yet", ErrUnsupportedAlgorithm, alg)
+	}
+	if err := fits(alg, pub); err != nil {
+		return Key{}, fmt.Errorf("%w: the %s custody made a key that %v", ErrCorrupt, custody, err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return Key{}, err
+	}
+	j, err := jwk.Import(pub)
+	if err != nil {
+		return Key{}, fmt.Errorf("import %s public key: %w", alg, err)
+	}
+	if err := jwk.AssignKeyID(j); err != nil {
+		return Key{}, fmt.Errorf("thumbprint %s key: %w", alg, err)
+	}
+	kid, _ := j.KeyID()
+	return Key{ID: kid, Algorithm: alg, State: StatePending, CreatedAt: now.UTC(), Material: Material(ref), Custody: custody, Public: der}, nil
+}
+
+// InCustody reports whether a custody holds the key's private half.
+func (k Key) InCustody() bool { return k.Custody != "" }
+
+// Ref is a custody key's reference in its custody.
+func (k Key) Ref() string { return string(k.Material) }
+
+// CustodySigner returns the signer of a key held by c.
+func (k Key) CustodySigner(c Custody) (crypto.Signer, error) {
+	if c == nil || c.Name() != k.Custody {
+		return nil, fmt.Errorf("%w: key %s is held by the %s custody, which is not configured for its key set", ErrCustodyUnavailable, k.ID, k.Custody)
+	}
+	pub, err := k.VerificationKey()
+	if err != nil {
+		return nil, err
+	}
+	return c.Signer(k.Ref(), pub)
+}
