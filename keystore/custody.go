@@ -34,6 +34,19 @@ type Custody interface {
 	Destroy(ctx context.Context, ref string) error
 }
 
+// CustodyLister is an optional capability of a Custody: the objects it
+// holds for a key set, to find orphans (a key made and never stored, when
+// keyd died in between or the store did not answer).
+type CustodyLister interface {
+	Objects(ctx context.Context, keyset string) ([]CustodyObject, error)
+}
+
+// CustodyObject is a key a custody holds, by reference.
+type CustodyObject struct {
+	Ref       string
+	CreatedAt time.Time
+}
+
 // ErrCustodyUnavailable means a key's custody did not answer (Transit
 // sealed or unreachable, a token removed): signing answers 503
 // custody_unavailable, and rotation is retried later.

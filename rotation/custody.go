@@ -66,3 +66,44 @@ func gone(before, after *keystore.KeySet) []keystore.Key {
 func notWritten(err error) bool {
 	return err != nil && !errors.Is(err, keystore.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
 }
+
+// OrphanAge is how old a custody object no key set refers to must be
+// before Start deletes it: younger, it may be a key another replica has
+// just made and is about to store.
+const OrphanAge = 10 * time.Minute
+
+// sweep finds the objects a key set's custody holds that the key set does
+// not refer to (made, then never stored: keyd died in between, or the
+// store did not answer), and deletes those older than OrphanAge; it logs
+// the others. A custody that cannot list is left alone.
+func (m *Manager) sweep(ctx context.Context, p keystore.Policy, ks *keystore.KeySet) {
+	l, ok := p.Custody.(keystore.CustodyLister)
+	if !ok {
+		return
+	}
+	objs, err := l.Objects(ctx, p.Name)
+	if err != nil {
+		m.log.Warn("could not look for orphaned keys in the key set's custody", "keyset", p.Name, "err", err)
+		return
+	}
+	known := map[string]bool{}
+	for _, k := range ks.Keys {
+		if k.InCustody() {
+			known[k.Ref()] = true
+		}
+	}
+	for _, o := range objs {
+		if known[o.Ref] {
+			continue
+		}
+		if o.CreatedAt.IsZero() || m.now().Sub(o.CreatedAt) < OrphanAge {
+			m.log.Warn("the key set's custody holds a key it does not refer to; left for now (it may be being stored)", "keyset", p.Name, "ref", o.Ref, "created_at", o.CreatedAt)
+			continue
+		}
+		if err := p.Custody.Destroy(ctx, o.Ref); err != nil {
+			m.log.Error("could not delete an orphaned key in the key set's custody", "keyset", p.Name, "ref", o.Ref, "err", err)
+			continue
+		}
+		m.log.Warn("deleted an orphaned key from the key set's custody (made, never stored)", "keyset", p.Name, "ref", o.Ref, "created_at", o.CreatedAt)
+	}
+}

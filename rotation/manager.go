@@ -196,6 +196,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.publishAll(ps, sets); err != nil {
 		return err
 	}
+	for i, p := range ps {
+		if p.Custody != nil {
+			m.sweep(ctx, p, sets[i])
+		}
+	}
 	if err := m.loadRevocations(ctx, sets); err != nil {
 		return err
 	}

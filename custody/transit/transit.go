@@ -160,8 +160,36 @@ func isNotFound(err error) bool {
 		(re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "no existing key")))
 }
 
+// Objects implements keystore.CustodyLister: the Transit keys of the key
+// set, with when each was made.
+func (t *Custody) Objects(ctx context.Context, keyset string) ([]keystore.CustodyObject, error) {
+	names, err := t.Keys(ctx, keyset)
+	if err != nil {
+		return nil, err
+	}
+	var out []keystore.CustodyObject
+	for _, name := range names {
+		ctx, cancel := context.WithTimeout(ctx, Timeout)
+		s, err := t.c.Logical().ReadWithContext(ctx, t.mount+"/keys/"+name)
+		cancel()
+		if err != nil {
+			return nil, unavailable("read key", err)
+		}
+		o := keystore.CustodyObject{Ref: name}
+		if s != nil {
+			keys, _ := s.Data["keys"].(map[string]any)
+			v1, _ := keys["1"].(map[string]any)
+			if ts, _ := v1["creation_time"].(string); ts != "" {
+				o.CreatedAt, _ = time.Parse(time.RFC3339Nano, ts)
+			}
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
 // Keys lists the Transit keys of this custody's prefix for the key set
-// called keyset, for finding orphans.
+// called keyset.
 func (t *Custody) Keys(ctx context.Context, keyset string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()

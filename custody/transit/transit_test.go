@@ -143,3 +143,48 @@ func TestLifecycleDestroysTransitKeys(t *testing.T) {
 		t.Fatalf("after the grace: Transit %v, key set %v (first %s)", names(), refs(), first)
 	}
 }
+
+// A Transit key made and never stored (keyd killed between the two) is
+// found at start: left alone while young (another replica may be storing
+// it), deleted once older than rotation.OrphanAge; the key set's own keys
+// are never touched.
+func TestStartSweepsOrphans(t *testing.T) {
+	vc := client(t)
+	c := transit.New(vc, "", "")
+	ctx := context.Background()
+	orphan, _, err := c.Create(ctx, "app", keystore.ES256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
+	start := func(now time.Time) {
+		t.Helper()
+		m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: func() time.Time { return now }})
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(time.Now())
+	if names, _ := c.Keys(ctx, "app"); len(names) != 3 || !slices.Contains(names, orphan) {
+		t.Fatalf("a young orphan was deleted: %v", names)
+	}
+	start(time.Now().Add(rotation.OrphanAge + time.Minute))
+	names, _ := c.Keys(ctx, "app")
+	if len(names) != 2 || slices.Contains(names, orphan) {
+		t.Fatalf("after the orphan's age: %v (orphan %s)", names, orphan)
+	}
+	ks, err := store.Get(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ks.Keys {
+		if !slices.Contains(names, k.Ref()) {
+			t.Fatalf("the key set's key %s lost its Transit key", k.ID)
+		}
+	}
+}
