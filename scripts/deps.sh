@@ -2,7 +2,8 @@
 # Installs what the tests need and the machine lacks, and nothing when all
 # is there: gcc for -race, curl for scripts/dev-vault.sh, systemd-analyze and
 # promtool for the operator files, redis-server for the token state tests,
-# etcd for the real kube-apiserver tests, helm for the chart (go install),
+# etcd for the real kube-apiserver tests, SoftHSM2 and opensc for the
+# PKCS#11 custody, helm for the chart (go install),
 # PyJWT, Flask, FastAPI and uvicorn from
 # Debian for the Python tests and examples, Node for the Node example, and
 # its npm packages at their locked versions. scripts/test.sh runs it first.
@@ -19,6 +20,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)       # checks conf
 /usr/bin/python3 -c 'import flask, fastapi, uvicorn' >/dev/null 2>&1 || missing+=(python3-flask python3-fastapi python3-uvicorn)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server) # the Redis token state tests start their own
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)          # under the kube-apiserver of scripts/dev-kube.sh
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)        # the PKCS#11 custody's tests (a token each)
+command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)        # reads the token's attributes from outside keyd
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -36,6 +36,12 @@ export KEYD_REQUIRE_HELM=1  # and the chart's (helm lint and template)
 export PATH="$PATH:$(go env GOPATH)/bin"
 export KEYD_REQUIRE_EXAMPLES=1 # and the worked services of examples/ (.ci/run installs what they need)
 go test -race -count=1 -timeout 30m ./...
+# The PKCS#11 custody needs cgo and its build tag (the default binary stays
+# pure Go): its own tests on SoftHSM tokens, and keyd built with it end to end.
+go vet -tags pkcs11 ./custody/pkcs11/ ./cmd/keyd/
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags pkcs11 ./custody/pkcs11/
+KEYD_REQUIRE_PKCS11=1 go test -tags pkcs11 -count=1 ./custody/pkcs11/
+KEYD_REQUIRE_PKCS11=1 go test -tags pkcs11 -count=1 -run 'TestPKCS11' ./cmd/keyd/
 # Allocation bounds of the hot path: meaningless under -race, so run apart.
 go test -count=1 -run 'Allocations' ./signer/ ./internal/api/
 # The release command builds every target, and its linux/amd64 binary

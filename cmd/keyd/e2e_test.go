@@ -33,13 +33,17 @@ import (
 
 var keydBinary string
 
+// buildTags are the tags the tests' keyd is built with: pkcs11 when the
+// tests are (pkcs11_e2e_test.go).
+var buildTags = ""
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "keyd-e2e-")
 	if err != nil {
 		panic(err)
 	}
 	keydBinary = filepath.Join(dir, "keyd")
-	build := exec.Command("go", "build", "-o", keydBinary, ".")
+	build := exec.Command("go", "build", "-tags", buildTags, "-o", keydBinary, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building keyd:", err)

@@ -26,6 +26,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyd-dev/keyd/certs"
+	"github.com/keyd-dev/keyd/custody/pkcs11"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
 )
@@ -178,9 +179,14 @@ type KeySet struct {
 // default, "software"), or Vault's Transit engine (vault_transit), through
 // the Vault connection of storage.vault.
 type Custody struct {
-	Type      string `yaml:"type"`       // software (default) or vault_transit
+	Type      string `yaml:"type"`       // software (default), vault_transit or pkcs11
 	Mount     string `yaml:"mount"`      // vault_transit: the Transit mount; default transit
 	KeyPrefix string `yaml:"key_prefix"` // vault_transit: Transit key names start with it; default keyd-
+	// pkcs11: the module (library), the token's label, and a file holding
+	// the user PIN (else KEYD_PKCS11_PIN).
+	Module     string `yaml:"module"`
+	TokenLabel string `yaml:"token_label"`
+	PINFile    string `yaml:"pin_file"`
 }
 
 // Certificates configures the X.509 certificates of a key set's published
@@ -604,7 +610,25 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 			bad(f+".type", "keys held by vault_transit cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
 		}
 	case "pkcs11":
-		bad(f+".type", "pkcs11 custody is not in this keyd yet (it will need a build with -tags pkcs11); use vault_transit or leave custody out")
+		switch {
+		case !pkcs11.Available:
+			bad(f+".type", "%v", pkcs11.ErrNotBuilt)
+		case cu.Module == "":
+			bad(f+".module", "is required: the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
+		case cu.TokenLabel == "":
+			bad(f+".token_label", "is required: the label of the token holding the keys")
+		case keystore.Algorithm(ks.Algorithm).Symmetric() || ks.Algorithm == string(keystore.EdDSA):
+			bad(f+".type", "pkcs11 custody holds ES256/384/512, RS* and PS* keys, not %s (crypto11 has no EdDSA; HMAC in the token is not supported yet)", ks.Algorithm)
+		case ks.Certificates.SelfSigned:
+			bad(f+".type", "keys held by pkcs11 cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
+		}
+		if cu.PINFile != "" {
+			if fi, err := os.Stat(cu.PINFile); err != nil {
+				bad(f+".pin_file", "%v", err)
+			} else if fi.Mode().Perm()&0o077 != 0 {
+				bad(f+".pin_file", "%s has mode %04o, readable by others; run chmod 600 %s", cu.PINFile, fi.Mode().Perm(), cu.PINFile)
+			}
+		}
 	default:
 		bad(f+".type", "%q is not a custody (want software or vault_transit)", cu.Type)
 	}

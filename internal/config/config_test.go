@@ -309,7 +309,7 @@ func TestCustodyRules(t *testing.T) {
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit}}]\n", "keysets[0].custody.type: vault_transit uses the Vault connection of storage.vault"},
 		{vault + "keysets: [{name: a, algorithm: HS256, custody: {type: vault_transit}}]\n", "keysets[0].custody.type: vault_transit holds asymmetric keys"},
 		{vault + "keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit}, certificates: {self_signed: true}}]\n", "cannot sign their own certificates"},
-		{"keysets: [{name: a, algorithm: ES256, custody: {type: pkcs11}}]\n", "keysets[0].custody.type: pkcs11 custody is not in this keyd yet"},
+		{"keysets: [{name: a, algorithm: ES256, custody: {type: pkcs11}}]\n", "keysets[0].custody.type: this keyd was built without PKCS#11"},
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: hsm}}]\n", `keysets[0].custody.type: "hsm" is not a custody`},
 		{"keysets: [{name: a, algorithm: ES256, custody: {mount: transit}}]\n", "keysets[0].custody.type: is required with mount"},
 	} {

@@ -1,24 +1,71 @@
 package daemon
 
 import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
 	"github.com/keyd-dev/keyd/backends/vault"
+	"github.com/keyd-dev/keyd/custody/pkcs11"
 	"github.com/keyd-dev/keyd/custody/transit"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
-// policies returns cfg's key set policies, each with its custody: Vault
-// Transit through the Vault store's own client (the config check makes
-// sure the store is Vault's).
-func policies(cfg *config.Config, store keystore.Store) []keystore.Policy {
+// openCustodies opens the custody of every key set that has one, once per
+// place (a PKCS#11 token is logged in to once, whatever the number of key
+// sets in it): Vault Transit through the Vault store's own client (the
+// config check makes sure the store is Vault's), PKCS#11 with the PIN
+// from pin_file or KEYD_PKCS11_PIN. Errors name the key set's field.
+func (d *daemon) openCustodies() error {
+	d.custodies = map[string]keystore.Custody{}
+	tokens := map[pkcs11.Config]keystore.Custody{}
+	for i, ks := range d.cfg.KeySets {
+		f := fmt.Sprintf("keysets[%d].custody", i)
+		switch ks.Custody.Type {
+		case transit.Name:
+			vs, ok := d.store.(*vault.Store)
+			if !ok {
+				return fmt.Errorf("%s: vault_transit needs storage.backend: vault", f)
+			}
+			d.custodies[ks.Name] = transit.New(vs.Client(), ks.Custody.Mount, ks.Custody.KeyPrefix)
+		case pkcs11.Name:
+			pin := d.o.Getenv("KEYD_PKCS11_PIN")
+			if ks.Custody.PINFile != "" {
+				raw, err := os.ReadFile(ks.Custody.PINFile)
+				if err != nil {
+					return fmt.Errorf("%s.pin_file: %w", f, err)
+				}
+				pin = strings.TrimSpace(string(raw))
+			}
+			if pin == "" {
+				return fmt.Errorf("%s: no PIN: set pin_file, or KEYD_PKCS11_PIN", f)
+			}
+			cfg := pkcs11.Config{Module: ks.Custody.Module, TokenLabel: ks.Custody.TokenLabel, PIN: pin}
+			c, ok := tokens[cfg]
+			if !ok {
+				var err error
+				if c, err = pkcs11.Open(cfg); err != nil {
+					return fmt.Errorf("%s: %w", f, err)
+				}
+				tokens[cfg] = c
+				if cl, ok := c.(io.Closer); ok {
+					d.closers = append(d.closers, func() { _ = cl.Close() })
+				}
+			}
+			d.custodies[ks.Name] = c
+		}
+	}
+	return nil
+}
+
+// policies returns cfg's key set policies, each with its custody (opened
+// at start: a custody changes only at a restart).
+func policies(cfg *config.Config, custodies map[string]keystore.Custody) []keystore.Policy {
 	ps := cfg.Policies()
 	for i, ks := range cfg.KeySets {
-		if ks.Custody.Type != transit.Name {
-			continue
-		}
-		if vs, ok := store.(*vault.Store); ok {
-			ps[i].Custody = transit.New(vs.Client(), ks.Custody.Mount, ks.Custody.KeyPrefix)
-		}
+		ps[i].Custody = custodies[ks.Name]
 	}
 	return ps
 }

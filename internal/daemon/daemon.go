@@ -108,6 +108,8 @@ type daemon struct {
 	pub      *jwks.Publisher
 	mgr      *rotation.Manager
 	startErr error // the first load of the key sets, when it did not finish
+	// custodies hold key sets' private keys outside keyd, by key set.
+	custodies map[string]keystore.Custody
 	// stateRecords hold refresh token logins: the key store's records, or
 	// Redis's with token_state on Redis.
 	stateRecords keystore.RecordStore
@@ -189,7 +191,7 @@ func (d *daemon) openStore(context.Context) error {
 			d.log.Error("closing the store", "err", err)
 		}
 	})
-	return nil
+	return d.openCustodies()
 }
 
 func (d *daemon) openAuditLog(context.Context) error {
@@ -234,7 +236,7 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 		return err
 	}
 	d.mgr = rotation.NewManager(rotation.Options{
-		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.store), Generator: d.o.Generator, Now: d.o.Now,
+		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.custodies), Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
 		TokenState: tokens, Revocations: d.sg.Revocations(),
 	})
@@ -300,7 +302,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	}
 	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
 	d.guard = authguard.New(authguard.Options{Now: d.o.Now, Record: d.auditLog.Note})
-	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, store: d.store, pub: d.pub, audit: d.auditLog, cur: cfg}
+	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, custodies: d.custodies, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
 		Health: d.mgr.Health, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,

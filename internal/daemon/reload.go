@@ -29,15 +29,15 @@ var ErrReloadRefused = errors.New("reload refused")
 // checked and prepared first; only then is anything swapped, so a refused
 // reload changes nothing.
 type reloader struct {
-	path  string
-	log   *slog.Logger
-	level *slog.LevelVar
-	auth  *api.Authenticator
-	tls   *tlsconf.Server // nil without TLS
-	mgr   *rotation.Manager
-	store keystore.Store // the key store, for its custodies' connection
-	pub   *jwks.Publisher
-	audit *audit.Log
+	path      string
+	log       *slog.Logger
+	level     *slog.LevelVar
+	auth      *api.Authenticator
+	tls       *tlsconf.Server // nil without TLS
+	mgr       *rotation.Manager
+	custodies map[string]keystore.Custody // opened at start
+	pub       *jwks.Publisher
+	audit     *audit.Log
 
 	mu  sync.Mutex // one reload at a time
 	cur *config.Config
@@ -77,7 +77,7 @@ func (r *reloader) apply(ctx context.Context) error {
 	}
 	// Key sets last among the checks: new key sets are created in the
 	// store, the one step that writes.
-	if err := r.mgr.Reconfigure(ctx, policies(next, r.store)); err != nil {
+	if err := r.mgr.Reconfigure(ctx, policies(next, r.custodies)); err != nil {
 		return err
 	}
 	if tlsConfig != nil {

@@ -1,0 +1,173 @@
+//go:build pkcs11
+
+// Package pkcs11 is the PKCS#11 custody (keystore.Custody): a key set's
+// keys are generated inside a token (an HSM, SoftHSM in the tests) with
+// CKA_TOKEN, CKA_SENSITIVE and CKA_EXTRACTABLE=false, and sign there,
+// through github.com/ThalesGroup/crypto11 and its session pool. keyd keeps
+// only each key's CKA_ID (hex) and its public key. It needs cgo, so it is
+// built only with the pkcs11 build tag; without it, Open says how to get a
+// keyd that has it (stub.go).
+package pkcs11
+
+import (
+	"context"
+	"crypto"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ThalesGroup/crypto11"
+
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Available reports whether this keyd was built with PKCS#11.
+const Available = true
+
+// Custody keeps keys in one token.
+type Custody struct {
+	c *crypto11.Context
+}
+
+var _ keystore.Custody = (*Custody)(nil)
+
+// Open loads the module and logs in to the token. Errors say which: the
+// module, the token or the PIN; never the PIN itself.
+func Open(cfg Config) (keystore.Custody, error) {
+	c, err := crypto11.Configure(&crypto11.Config{Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN})
+	if err != nil {
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "CKR_PIN_INCORRECT") || strings.Contains(msg, "CKR_PIN"):
+			return nil, fmt.Errorf("pkcs11: the PIN of token %q is refused", cfg.TokenLabel)
+		case strings.Contains(msg, "could not find") && strings.Contains(msg, "token"):
+			return nil, fmt.Errorf("pkcs11: no token labelled %q in %s", cfg.TokenLabel, cfg.Module)
+		}
+		return nil, fmt.Errorf("pkcs11: %s with token %q: %s", cfg.Module, cfg.TokenLabel, strings.ReplaceAll(msg, cfg.PIN, "[pin]"))
+	}
+	return &Custody{c: c}, nil
+}
+
+// Close logs out and unloads the module (keyd's daemon closes it at
+// shutdown, as an io.Closer).
+func (p *Custody) Close() error { return p.c.Close() }
+
+// Name implements keystore.Custody.
+func (*Custody) Name() string { return Name }
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: pkcs11 %s: %v", keystore.ErrCustodyUnavailable, op, err)
+}
+
+// Create implements keystore.Custody: a key pair generated in the token,
+// labelled keyd-KEYSET-ID, its reference the hex of its CKA_ID.
+func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorithm, rsaBits int) (string, crypto.PublicKey, error) {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	ref := hex.EncodeToString(id)
+	label := []byte("keyd-" + keyset + "-" + ref)
+	var k crypto11.Signer
+	var err error
+	switch alg.Family() {
+	case keystore.FamilyEC:
+		curve := map[keystore.Algorithm]elliptic.Curve{keystore.ES256: elliptic.P256(), keystore.ES384: elliptic.P384(), keystore.ES512: elliptic.P521()}[alg]
+		k, err = p.c.GenerateECDSAKeyPairWithLabel(id, label, curve)
+	case keystore.FamilyRSA:
+		if rsaBits == 0 {
+			rsaBits = keystore.DefaultRSABits
+		}
+		k, err = p.c.GenerateRSAKeyPairWithLabel(id, label, rsaBits)
+	default:
+		return "", nil, fmt.Errorf("%w: the PKCS#11 custody holds no %s keys (crypto11 has no EdDSA)", keystore.ErrUnsupportedAlgorithm, alg)
+	}
+	if err != nil {
+		return "", nil, unavailable("generate key", err)
+	}
+	return ref, k.Public(), nil
+}
+
+func (p *Custody) find(ref string) (crypto11.Signer, error) {
+	id, err := hex.DecodeString(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
+	}
+	k, err := p.c.FindKeyPair(id, nil)
+	if err != nil && strings.Contains(err.Error(), "not found") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("find key", err)
+	}
+	return k, nil
+}
+
+// Signer implements keystore.Custody.
+func (p *Custody) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error) {
+	k, err := p.find(ref)
+	if err != nil {
+		return nil, err
+	}
+	if k == nil {
+		return nil, fmt.Errorf("%w: pkcs11: no key %s in the token", keystore.ErrCustodyUnavailable, ref)
+	}
+	return signer{k: k, pub: pub}, nil
+}
+
+// signer wraps the token's key so that its failures read as the custody's.
+type signer struct {
+	k   crypto11.Signer
+	pub crypto.PublicKey
+}
+
+func (s signer) Public() crypto.PublicKey { return s.pub }
+
+func (s signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	sig, err := s.k.Sign(r, digest, opts)
+	if err != nil {
+		return nil, unavailable("sign", err)
+	}
+	return sig, nil
+}
+
+// Destroy implements keystore.Custody: the key pair is deleted from the
+// token; a key already gone is no error.
+func (p *Custody) Destroy(_ context.Context, ref string) error {
+	k, err := p.find(ref)
+	if err != nil {
+		return err
+	}
+	if k == nil {
+		return nil
+	}
+	if err := k.Delete(); err != nil {
+		return unavailable("delete key", err)
+	}
+	return nil
+}
+
+// Objects implements keystore.CustodyLister: the token's key pairs
+// labelled for the key set. A token keeps no creation time: orphans are
+// reported at start, never deleted.
+func (p *Custody) Objects(_ context.Context, keyset string) ([]keystore.CustodyObject, error) {
+	keys, err := p.c.FindAllKeyPairs()
+	if err != nil {
+		return nil, unavailable("list keys", err)
+	}
+	var out []keystore.CustodyObject
+	prefix := "keyd-" + keyset + "-"
+	for _, k := range keys {
+		a, err := p.c.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel})
+		if err != nil {
+			return nil, unavailable("read key attributes", err)
+		}
+		label, id := a[crypto11.CkaLabel], a[crypto11.CkaId]
+		if label == nil || id == nil || !strings.HasPrefix(string(label.Value), prefix) {
+			continue
+		}
+		out = append(out, keystore.CustodyObject{Ref: hex.EncodeToString(id.Value)})
+	}
+	return out, nil
+}

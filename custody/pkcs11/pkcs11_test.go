@@ -1,0 +1,88 @@
+//go:build pkcs11
+
+package pkcs11_test
+
+import (
+	"context"
+	"encoding/hex"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/keyd-dev/keyd/custody/custodytest"
+	"github.com/keyd-dev/keyd/custody/pkcs11"
+	"github.com/keyd-dev/keyd/internal/testhsm"
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+func open(t *testing.T) keystore.Custody {
+	tok := testhsm.New(t)
+	return openToken(t, tok.Label, tok.PIN)
+}
+
+const Module = testhsm.Module
+
+// openToken opens the token, and closes it when the test ends: SoftHSM
+// reads SOFTHSM2_CONF when the module is initialised, so the next test's
+// token is seen only after this one's finalised it.
+func openToken(t *testing.T, label, pin string) keystore.Custody {
+	t.Helper()
+	c, err := pkcs11.Open(pkcs11.Config{Module: Module, TokenLabel: label, PIN: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.(io.Closer).Close() })
+	return c
+}
+
+// The suite on a real SoftHSM token: ES256/384/512, RS256 and PS256
+// (the salt as long as the hash) sign through keyd's signer and go-jose
+// verifies them; a destroyed key signs no more.
+func TestConformance(t *testing.T) {
+	custodytest.Run(t, open(t), []keystore.Algorithm{keystore.ES256, keystore.ES384, keystore.ES512, keystore.RS256, keystore.PS256})
+}
+
+// From outside keyd, with pkcs11-tool: the private key keyd made is
+// sensitive and never extractable, and reading it is refused.
+func TestKeysNeverLeaveTheToken(t *testing.T) {
+	tok := testhsm.New(t)
+	label, pin := tok.Label, tok.PIN
+	c := openToken(t, label, pin)
+	ref, _, err := c.Create(context.Background(), "app", keystore.ES256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hex.DecodeString(ref); err != nil {
+		t.Fatalf("reference %q", ref)
+	}
+	out, _ := exec.Command("pkcs11-tool", "--module", Module, "--token-label", label, "--login", "--pin", pin, "--list-objects", "--type", "privkey", "--id", ref).CombinedOutput()
+	if !strings.Contains(string(out), "sensitive") || !strings.Contains(string(out), "never extractable") || !strings.Contains(string(out), "keyd-app-"+ref) {
+		t.Fatalf("the private key's attributes:\n%s", out)
+	}
+	// pkcs11-tool refuses (the token would refuse CKA_VALUE of a
+	// sensitive key anyway): nothing of the key comes out.
+	out, _ = exec.Command("pkcs11-tool", "--module", Module, "--token-label", label, "--login", "--pin", pin, "--read-object", "--type", "privkey", "--id", ref).CombinedOutput()
+	if !strings.Contains(string(out), "not") || strings.Contains(string(out), "PRIVATE KEY") || len(out) > 200 {
+		t.Fatalf("pkcs11-tool --read-object of the private key:\n%s", out)
+	}
+}
+
+// Wrong PIN, unknown token, missing module: refused at open, saying which,
+// never showing the PIN.
+func TestOpenErrors(t *testing.T) {
+	label := testhsm.New(t).Label
+	for _, c := range []struct {
+		cfg  pkcs11.Config
+		want string
+	}{
+		{pkcs11.Config{Module: Module, TokenLabel: label, PIN: "9999"}, "PIN"},
+		{pkcs11.Config{Module: Module, TokenLabel: "nope", PIN: "1234"}, `no token labelled "nope"`},
+		{pkcs11.Config{Module: "/nonexistent/libpkcs11.so", TokenLabel: label, PIN: "4321"}, "/nonexistent/libpkcs11.so"},
+	} {
+		_, err := pkcs11.Open(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), c.cfg.PIN) {
+			t.Errorf("%+v: %v (want %q, never the PIN)", c.cfg, err, c.want)
+		}
+	}
+}
