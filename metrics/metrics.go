@@ -51,9 +51,10 @@ type Metrics struct {
 	storeDuration *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
 
-	auditRecords prometheus.Counter
-	auditWrites  prometheus.Histogram
-	auditErrors  prometheus.Counter
+	auditRecords  prometheus.Counter
+	auditWrites   prometheus.Histogram
+	auditErrors   prometheus.Counter
+	custodyErrors *prometheus.CounterVec
 }
 
 // New returns the collectors, registered on a new registry with the Go and
@@ -109,6 +110,9 @@ func New() *Metrics {
 		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keyd_audit_write_errors_total", Help: "Batches of audit records that could not be written: lost, or with audit.required refused.",
 		}),
+		custodyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_custody_errors_total", Help: "Operations of a key set's key custody (Vault Transit, PKCS#11) that failed: create, sign, destroy, list.",
+		}, []string{"keyset", "op"}),
 	}
 	m.jwksOK = m.jwksRequests.WithLabelValues("200")
 	m.jwks304 = m.jwksRequests.WithLabelValues("304")
@@ -125,7 +129,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.signed, m.signErrors, m.verifications, m.legacy, m.httpRequests, m.httpDuration, m.authFailures,
 		m.jwksRequests, m.rotations, m.destroyed, m.storeDuration, m.storeErrors, m.auditRecords,
-		m.auditWrites, m.auditErrors,
+		m.auditWrites, m.auditErrors, m.custodyErrors,
 	)
 	return m
 }
@@ -297,4 +301,13 @@ func (m *Metrics) AuditFailed() {
 	if m != nil {
 		m.auditErrors.Inc()
 	}
+}
+
+// CustodyFailed counts a failed operation of a key set's custody
+// (custody.Watch calls it).
+func (m *Metrics) CustodyFailed(keyset, op string) {
+	if m == nil {
+		return
+	}
+	m.custodyErrors.WithLabelValues(keyset, op).Inc()
 }

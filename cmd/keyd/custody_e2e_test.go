@@ -18,8 +18,9 @@ import (
 // keys live in Transit: tokens verify with PyJWT through keyd's JWKS; the
 // key set's Vault entry holds Transit key names, never a private key; a
 // revoked key's Transit key is deleted at once; a rotation makes a new
-// Transit key; and with Transit gone, signing answers 503
-// custody_unavailable.
+// Transit key; with Vault frozen, signing answers 503 custody_unavailable,
+// /readyz says degraded and keyd_custody_errors_total counts it, and all
+// is well again when Vault answers.
 func TestTransitCustody(t *testing.T) {
 	python := pyjwt(t)
 	srv := testvault.Start(t)
@@ -117,12 +118,39 @@ func TestTransitCustody(t *testing.T) {
 	if got := transitKeys(); len(got) != len(after)+1 {
 		t.Fatalf("Transit keys after a rotation: %v", got)
 	}
-	// Transit gone: 503 custody_unavailable, and keyd stays up.
-	if err := vc.Sys().Unmount("transit"); err != nil {
+	// Vault stops answering (frozen): 503 custody_unavailable, keyd stays
+	// up, /readyz says degraded and which key set, the metric counts it.
+	if err := srv.Freeze(); err != nil {
 		t.Fatal(err)
 	}
 	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`)
 	if status != 503 || !strings.Contains(string(body), "custody_unavailable") {
+		_ = srv.Thaw()
+		t.Fatalf("sign with Vault frozen: %d %s", status, body)
+	}
+	status, body, _ = rec.call(t, "GET", d.addr+"/readyz", "", "")
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if status != 200 || !strings.Contains(string(body), `"status":"degraded"`) || !strings.Contains(string(body), `"custody_keyset":"es"`) || strings.Contains(string(body), "custody_detail") {
+		t.Fatalf("readyz with Vault frozen: %d %s", status, body)
+	}
+	_, metrics, _ := rec.call(t, "GET", d.addr+"/metrics", "", "")
+	if !regexp.MustCompile(`keyd_custody_errors_total\{keyset="es",op="sign"\} [1-9]`).Match(metrics) {
+		t.Fatalf("custody metric:\n%s", grepLines(string(metrics), "custody"))
+	}
+	// Vault back: signing works again without a restart, and keyd is ready.
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`); status != 200 {
+		t.Fatalf("sign with Vault back: %d %s", status, body)
+	}
+	if status, body, _ := rec.call(t, "GET", d.addr+"/readyz", "", ""); status != 200 || !strings.Contains(string(body), `"status":"ready"`) {
+		t.Fatalf("readyz with Vault back: %d %s", status, body)
+	}
+	// Transit unmounted (its keys gone with it): 503 still, and keyd up.
+	if err := vc.Sys().Unmount("transit"); err != nil {
+		t.Fatal(err)
+	}
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`); status != 503 || !strings.Contains(string(body), "custody_unavailable") {
 		t.Fatalf("sign with Transit gone: %d %s", status, body)
 	}
 	if status, _, _ := rec.call(t, "GET", d.addr+"/healthz", "", ""); status != 200 {

@@ -62,7 +62,9 @@ auth:
 	env := append([]string{"KEYD_MASTER_KEY=" + masterKey}, tok.Env()...)
 	d := startDaemon(t, env, "--config", cfgPath)
 	rec := &recorder{}
-	pairs := func() int { return strings.Count(tok.Tool(t, "--list-objects", "--type", "privkey"), "Private Key Object") }
+	pairs := func() int {
+		return strings.Count(tok.Tool(t, "--list-objects", "--type", "privkey"), "Private Key Object")
+	}
 	if n := pairs(); n != 4 {
 		t.Fatalf("%d private keys in the token after the start, want 4", n)
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	// endpoint but /healthz and /readyz answers 503) and the last store
 	// failure (nil when the store answers).
 	Health func() (started bool, storeErr error)
+	// Custodies names a key set whose key custody failed its last
+	// operation, and why ("" when none did); nil: no custody.
+	Custodies func() (keyset string, err error)
 	// AuthGuard rate-limits failed authentications per source and writes
 	// their aggregated audit records; its owner runs its flush loop. nil:
 	// one whose records go to Audit, never flushed (tests).

@@ -43,6 +43,17 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 			body["detail"] = storeErr.Error()
 		}
 	}
+	if s.Custodies != nil && started {
+		if keyset, err := s.Custodies(); err != nil {
+			// Signing with that key set fails meanwhile (503
+			// custody_unavailable); the rest serves.
+			body["status"], body["custody"] = "degraded", "unavailable"
+			body["custody_keyset"] = keyset
+			if p, _ := s.Auth.AuthenticateRequest(r); p != nil && p.Can(config.ScopeAdmin) {
+				body["custody_detail"] = err.Error()
+			}
+		}
+	}
 	status := http.StatusOK
 	if !started {
 		status = http.StatusServiceUnavailable

@@ -3,10 +3,13 @@ package daemon
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/keyd-dev/keyd/backends/vault"
+	"github.com/keyd-dev/keyd/custody"
 	"github.com/keyd-dev/keyd/custody/pkcs11"
 	"github.com/keyd-dev/keyd/custody/transit"
 	"github.com/keyd-dev/keyd/internal/config"
@@ -58,6 +61,17 @@ func (d *daemon) openCustodies() error {
 		}
 	}
 	return nil
+}
+
+// custodyHealth names a key set whose custody's last operation failed,
+// and the failure; "" when every custody's last operation succeeded.
+func (d *daemon) custodyHealth() (string, error) {
+	for _, name := range slices.Sorted(maps.Keys(d.custodies)) {
+		if w, ok := d.custodies[name].(*custody.Watched); ok && w.Err() != nil {
+			return name, w.Err()
+		}
+	}
+	return "", nil
 }
 
 // policies returns cfg's key set policies, each with its custody (opened

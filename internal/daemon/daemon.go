@@ -25,6 +25,7 @@ import (
 	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backends/vault"
+	"github.com/keyd-dev/keyd/custody"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
@@ -226,6 +227,9 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	if d.auditLog != nil {
 		events = append(events, d.auditLog.RotationEvent)
 	}
+	for name, c := range d.custodies { // counted and watched for /readyz
+		d.custodies[name] = custody.Watch(c, name, d.met.CustodyFailed)
+	}
 	d.sg = signer.New(d.o.Now, obs)
 	d.pub = jwks.New()
 	if err := d.pub.SetIssuer(d.cfg.IssuerURL); err != nil {
@@ -305,7 +309,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, custodies: d.custodies, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
-		Health: d.mgr.Health, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
+		Health: d.mgr.Health, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
 		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard,
 	})
 	srv := newServer(handler, log)
