@@ -95,6 +95,12 @@ func Open(o Options) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	// Keep a connection per concurrent request alive (the api package's
+	// default keeps a few): a key set in Transit signs every token through
+	// this client, and a new connection per request costs both sides.
+	if tr, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		tr.MaxIdleConnsPerHost, tr.MaxIdleConns = 256, 256
+	}
 	if o.CAFile != "" || o.SkipVerify {
 		if err := cfg.ConfigureTLS(&vault.TLSConfig{CACert: o.CAFile, Insecure: o.SkipVerify}); err != nil {
 			return nil, fmt.Errorf("vault TLS: %w", err)

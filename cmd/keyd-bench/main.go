@@ -69,7 +69,7 @@ var (
 	baoBin     = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
 	rotateKS   = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
 	keysets    = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
-	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations (empty: all)")
+	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations, custody (empty: all)")
 	revs       = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
 	redisBin   = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
 	revEngines = flag.String("revocation-engines", "", "the revocations section's engines, comma-separated: bbolt, redis (empty: bbolt, and redis with --redis)")
@@ -93,7 +93,7 @@ func main() {
 	}
 }
 
-var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup", "revocations"}
+var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup", "revocations", "custody"}
 
 // want says whether --only asks for section.
 func want(section string) bool {
@@ -150,6 +150,16 @@ func run() error {
 	if *keysets > 0 && want("startup") {
 		keyd.stop()
 		if err := startup(dir, *keysets); err != nil {
+			return err
+		}
+	}
+	if want("custody") {
+		if *baoBin != "" {
+			if err := transitCustody(dir, body); err != nil {
+				return err
+			}
+		}
+		if err := pkcs11Custody(dir, body); err != nil {
 			return err
 		}
 	}
@@ -305,13 +315,19 @@ func (p *proc) status(field string) int64 {
 }
 
 // startKeyd runs keyd with cfg and waits until it is ready.
-func startKeyd(dir, cfg string) (*proc, error) {
+func startKeyd(dir, cfg string) (*proc, error) { return startKeydEnv(dir, cfg, nil) }
+
+// startKeydEnv is startKeyd with more environment.
+func startKeydEnv(dir, cfg string, env []string) (*proc, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, "keyd.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(*keydBin, "serve", "--config", path, "--log-format", "json", "--log-level", "info")
-	cmd.Env = append(os.Environ(), "KEYD_MASTER_KEY="+masterKey)
+	cmd.Env = append(append(os.Environ(), "KEYD_MASTER_KEY="+masterKey), env...)
 	p, err := startProc(cmd, "keyd listening")
 	if err != nil {
 		return nil, err

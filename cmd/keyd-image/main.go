@@ -4,9 +4,13 @@
 // and the data folder, on an empty base (no shell, no package manager),
 // for each platform given, under one image index. scripts/image.sh builds
 // the binaries and calls it; `crane push` (or any OCI tool) can push the
-// layout.
+// layout. With --libs (the keyd built with -tags pkcs11, which needs cgo),
+// the shared libraries the binary loads (ldd's list: glibc's) are copied
+// from the build machine into the layer: a glibc base of the build
+// machine's architecture only. The PKCS#11 module itself is the
+// operator's, mounted into the container.
 //
-//	keyd-image --out DIR --version V linux/amd64=PATH [linux/arm64=PATH]
+//	keyd-image --out DIR --version V [--libs] linux/amd64=PATH [linux/arm64=PATH]
 package main
 
 import (
@@ -17,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -40,6 +46,7 @@ const (
 func main() {
 	out := flag.String("out", "", "the OCI layout folder to write (made anew)")
 	version := flag.String("version", "dev", "the version label")
+	flag.BoolVar(&withLibs, "libs", false, "copy the binary's shared libraries (ldd) into the image: for a cgo build (-tags pkcs11)")
 	flag.Parse()
 	if *out == "" || flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: keyd-image --out DIR [--version V] OS/ARCH=BINARY...")
@@ -50,6 +57,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// withLibs copies the binary's shared libraries into the image.
+var withLibs bool
 
 // build writes the index of one image per OS/ARCH=BINARY argument to an
 // OCI layout at out.
@@ -81,7 +91,13 @@ func Image(bin, osName, arch, version string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := rootfs(keyd)
+	var libs []string
+	if withLibs {
+		if libs, err = sharedLibs(bin); err != nil {
+			return nil, err
+		}
+	}
+	files, err := rootfs(keyd, libs...)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +139,7 @@ var epoch = time.Unix(0, 0).UTC()
 // rootfs is the layer's tar: the binary, the data and config folders, a
 // passwd and group naming user 65532, and the build machine's CA bundle
 // (for TLS to Vault or Redis) when it has one.
-func rootfs(keyd []byte) ([]byte, error) {
+func rootfs(keyd []byte, libs ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dir := func(name string, mode int64, uid int) error {
@@ -164,6 +180,28 @@ func rootfs(keyd []byte) ([]byte, error) {
 			return file(strings.TrimPrefix(caBundle, "/"), 0o644, ca)
 		},
 	}
+	made := map[string]bool{"etc": true, "usr": true}
+	for _, lib := range libs {
+		// Each library at the path the binary names it by, with its
+		// folders; its content is what that path resolves to.
+		var parents []string
+		for d := filepath.Dir(lib); d != "/" && d != "."; d = filepath.Dir(d) {
+			parents = append([]string{strings.TrimPrefix(d, "/")}, parents...)
+		}
+		for _, d := range parents {
+			if !made[d] {
+				made[d] = true
+				steps = append(steps, func() error { return dir(d, 0o755, 0) })
+			}
+		}
+		steps = append(steps, func() error {
+			data, err := os.ReadFile(lib)
+			if err != nil {
+				return err
+			}
+			return file(strings.TrimPrefix(lib, "/"), 0o755, data)
+		})
+	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err
@@ -173,4 +211,27 @@ func rootfs(keyd []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// sharedLibs lists the shared libraries bin loads, by the paths it names
+// them (ldd's output), the dynamic loader included.
+func sharedLibs(bin string) ([]string, error) {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w (is it a cgo build?)", bin, err)
+	}
+	var libs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0]) // the loader, named by its own path
+		}
+	}
+	if len(libs) == 0 {
+		return nil, fmt.Errorf("ldd %s lists no shared library: a static binary needs no --libs", bin)
+	}
+	return libs, nil
 }

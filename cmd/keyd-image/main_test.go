@@ -144,3 +144,43 @@ func extract(t *testing.T, img v1.Image, root string) []string {
 		}
 	}
 }
+
+// TestPKCS11Image builds keyd with -tags pkcs11 (cgo), and its image with
+// the shared libraries ldd names: the root filesystem alone runs it
+// (chroot: nothing from the build machine's own /lib), and keyd reports
+// the pkcs11 tag. No shell in it either.
+func TestPKCS11Image(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chroot needs root")
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no C compiler for cgo")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "keyd")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "pkcs11", "-o", bin, "../keyd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags pkcs11: %v\n%s", err, out)
+	}
+	withLibs = true
+	defer func() { withLibs = false }()
+	img, err := Image(bin, "linux", "amd64", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "rootfs")
+	files := extract(t, img, root)
+	for _, name := range files {
+		if strings.HasSuffix(name, "/sh") || strings.HasSuffix(name, "/bash") {
+			t.Errorf("a shell in the image: %s", name)
+		}
+	}
+	if !slices.ContainsFunc(files, func(n string) bool { return strings.Contains(n, "libc.so") }) {
+		t.Fatalf("no libc in the image: %v", files)
+	}
+	out, err := exec.Command("chroot", root, "/usr/local/bin/keyd", "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pkcs11") {
+		t.Fatalf("keyd version inside the image's root: %v\n%s", err, out)
+	}
+}

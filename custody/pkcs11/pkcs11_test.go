@@ -7,13 +7,17 @@ import (
 	"encoding/hex"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/custody/custodytest"
 	"github.com/keyd-dev/keyd/custody/pkcs11"
 	"github.com/keyd-dev/keyd/internal/testhsm"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/rotation"
 )
 
 func open(t *testing.T) keystore.Custody {
@@ -84,5 +88,55 @@ func TestOpenErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), c.cfg.PIN) {
 			t.Errorf("%+v: %v (want %q, never the PIN)", c.cfg, err, c.want)
 		}
+	}
+}
+
+// The lifecycle with keys in the token, on an injected clock: the hourly
+// rotation makes a key pair in the token; a retired key's pair is deleted
+// when its grace ends, not before.
+func TestLifecycleDeletesTokenKeys(t *testing.T) {
+	tok := testhsm.New(t)
+	c := openToken(t, tok.Label, tok.PIN)
+	ctx := context.Background()
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	now := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "0 * * * *", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
+	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: clock})
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pairs := func() int {
+		return strings.Count(tok.Tool(t, "--list-objects", "--type", "privkey"), "Private Key Object")
+	}
+	if n := pairs(); n != 2 {
+		t.Fatalf("%d pairs after the start", n)
+	}
+	ks, _, _ := m.KeySet("app")
+	first, _ := ks.Active()
+	now = now.Add(time.Hour)
+	if _, err := m.Tick(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if n := pairs(); n != 3 {
+		t.Fatalf("%d pairs after the rotation", n)
+	}
+	now = now.Add(p.Grace() - time.Minute)
+	if _, err := m.Tick(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if n := pairs(); n != 3 {
+		t.Fatalf("%d pairs before the grace ended", n)
+	}
+	now = now.Add(2 * time.Minute)
+	if _, err := m.Tick(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if n := pairs(); n != 2 || strings.Contains(tok.Tool(t, "--list-objects", "--type", "privkey"), first.Ref()) {
+		t.Fatalf("after the grace: %d pairs\n%s", n, tok.Tool(t, "--list-objects", "--type", "privkey"))
 	}
 }

@@ -2,6 +2,7 @@ package transit_test
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -187,4 +188,36 @@ func TestStartSweepsOrphans(t *testing.T) {
 			t.Fatalf("the key set's key %s lost its Transit key", k.ID)
 		}
 	}
+}
+
+// BenchmarkSign signs through Transit from 32 goroutines: keyd's side of
+// each signature (the profile shows where it goes).
+func BenchmarkSign(b *testing.B) {
+	srv := testvault.Start(b)
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = srv.Addr
+	vc, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vc.SetToken(testvault.RootToken)
+	if err := vc.Sys().Mount("transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
+		b.Fatal(err)
+	}
+	c := transit.New(vc, "", "")
+	ref, pub, err := c.Create(context.Background(), "bench", keystore.ES256, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, _ := c.Signer(ref, pub)
+	digest := make([]byte, 32)
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Sign(nil, digest, crypto.SHA256); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

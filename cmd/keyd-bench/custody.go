@@ -1,0 +1,106 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keyd-dev/keyd/internal/daemon"
+)
+
+// --- keys in custody --------------------------------------------------------------
+
+// startBao runs an OpenBao dev server with a Transit mount.
+func startBao(dir string) (*proc, func(method, path, body string) error, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(*baoBin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token", "-dev-listen-address="+addr)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	bao := &proc{cmd: cmd, addr: "http://" + addr}
+	call := func(method, path, body string) error {
+		req, _ := http.NewRequest(method, bao.addr+path, strings.NewReader(body))
+		req.Header.Set("X-Vault-Token", "root")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for call("GET", "/v1/sys/health", "") != nil {
+		if time.Now().After(deadline) {
+			bao.stop()
+			return nil, nil, errors.New("OpenBao did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := call("POST", "/v1/sys/mounts/transit", `{"type":"transit"}`); err != nil {
+		bao.stop()
+		return nil, nil, err
+	}
+	return bao, call, nil
+}
+
+// transitCustody measures keyd signing ES256 with its key in Vault
+// Transit against calling Transit directly as keyd does (a prehashed
+// digest, asn1), at the same concurrency, on the same OpenBao.
+func transitCustody(dir string, body []byte) error {
+	sub := filepath.Join(dir, "transit-custody")
+	bao, call, err := startBao(dir)
+	if err != nil {
+		return err
+	}
+	defer bao.stop()
+	if err := call("POST", "/v1/transit/keys/direct", `{"type":"ecdsa-p256"}`); err != nil {
+		return err
+	}
+	digest := sha256.Sum256([]byte("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9"))
+	req := []byte(`{"input":"` + base64.StdEncoding.EncodeToString(digest[:]) + `","prehashed":true,"marshaling_algorithm":"asn1"}`)
+	direct := loadAs(bao, "POST", "/v1/transit/sign/direct/sha2-256", req, 1, "X-Vault-Token", "root")
+	baoDirectCPU := direct.cpuPer
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+storage:
+  backend: vault
+  vault: {address: %q, mount: secret, prefix: keyd-bench, auth: {method: token}}
+keysets:
+  - {name: app, algorithm: ES256, rotation: "@daily", token_ttl: 15m, jwks_max_age: 5m, custody: {type: vault_transit}}
+auth:
+  tokens:
+    - {name: bench, sha256: %q, scopes: [admin, "sign:*"]}
+`, bao.addr, daemon.TokenHash(token))
+	t0 := time.Now()
+	k, err := startKeydEnv(sub, cfg, []string{"VAULT_TOKEN=root"})
+	if err != nil {
+		return err
+	}
+	defer k.stop()
+	ready := time.Since(t0)
+	c0 := bao.cpu()
+	keyd := load(k, "POST", "/v1/keysets/app/sign", body, 1)
+	baoPerToken := float64((bao.cpu() - c0).Microseconds()) / (keyd.perSec * duration.Seconds())
+	fmt.Printf("\nES256 with the key in Vault Transit (OpenBao on the same 2 cores), %d connections:\n", *conns)
+	fmt.Printf("  Transit called directly: %8.0f signatures/s, p99 %s, OpenBao %.1f µs CPU each\n", direct.perSec, direct.p99, baoDirectCPU)
+	fmt.Printf("  keyd /sign through it:   %8.0f tokens/s, p99 %s, keyd %.1f µs CPU per token, OpenBao %.1f µs (%.2f of direct; keyd ready in %s)\n",
+		keyd.perSec, keyd.p99, keyd.cpuPer, baoPerToken, keyd.perSec/direct.perSec, ready.Round(time.Millisecond))
+	return nil
+}
