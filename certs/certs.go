@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/keyimport"
 	"github.com/keyd-dev/keyd/keystore"
 )
@@ -98,14 +99,7 @@ func readChain(path string) ([][]byte, error) {
 }
 
 func readKey(path string) (crypto.Signer, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o, readable by others; run chmod 600 %s", path, perm, path)
-	}
-	raw, err := os.ReadFile(path)
+	raw, err := secretfile.Read(path)
 	if err != nil {
 		return nil, err
 	}

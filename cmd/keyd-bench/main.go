@@ -685,43 +685,11 @@ func auditCost(dir string, body []byte) error {
 // transit measures OpenBao transit's ES256 signing, then keyd's and the
 // bare signing handler's right after it, each as a multiple of OpenBao's.
 func transit(dir string, body []byte, keyd, bare *proc) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bao, call, err := startBao(dir)
 	if err != nil {
 		return err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(*baoBin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token", "-dev-listen-address="+addr)
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	bao := &proc{cmd: cmd, addr: "http://" + addr}
 	defer bao.stop()
-	call := func(method, path, body string) error {
-		req, _ := http.NewRequest(method, bao.addr+path, strings.NewReader(body))
-		req.Header.Set("X-Vault-Token", "root")
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			b, _ := io.ReadAll(resp.Body)
-			return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-		return nil
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for call("GET", "/v1/sys/health", "") != nil {
-		if time.Now().After(deadline) {
-			return errors.New("OpenBao did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := call("POST", "/v1/sys/mounts/transit", `{"type":"transit"}`); err != nil {
-		return err
-	}
 	if err := call("POST", "/v1/transit/keys/es", `{"type":"ecdsa-p256"}`); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/keyd-dev/keyd/signer"
 )
 
-func client(t *testing.T) *vaultapi.Client {
+func client(t testing.TB) *vaultapi.Client {
 	srv := testvault.Start(t)
 	cfg := vaultapi.DefaultConfig()
 	cfg.Address = srv.Addr
@@ -193,17 +193,7 @@ func TestStartSweepsOrphans(t *testing.T) {
 // BenchmarkSign signs through Transit from 32 goroutines: keyd's side of
 // each signature (the profile shows where it goes).
 func BenchmarkSign(b *testing.B) {
-	srv := testvault.Start(b)
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = srv.Addr
-	vc, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	vc.SetToken(testvault.RootToken)
-	if err := vc.Sys().Mount("transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
-		b.Fatal(err)
-	}
+	vc := client(b)
 	c := transit.New(vc, "", "")
 	ref, pub, err := c.Create(context.Background(), "bench", keystore.ES256, 0)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/keyd-dev/keyd/certs"
 	"github.com/keyd-dev/keyd/custody/pkcs11"
+	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
 )
@@ -623,10 +624,8 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 			bad(f+".type", "keys held by pkcs11 cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
 		}
 		if cu.PINFile != "" {
-			if fi, err := os.Stat(cu.PINFile); err != nil {
+			if err := secretfile.Check(cu.PINFile); err != nil {
 				bad(f+".pin_file", "%v", err)
-			} else if fi.Mode().Perm()&0o077 != 0 {
-				bad(f+".pin_file", "%s has mode %04o, readable by others; run chmod 600 %s", cu.PINFile, fi.Mode().Perm(), cu.PINFile)
 			}
 		}
 	default:

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/keyd-dev/keyd/custody/pkcs11"
 	"github.com/keyd-dev/keyd/custody/transit"
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -36,7 +36,7 @@ func (d *daemon) openCustodies() error {
 		case pkcs11.Name:
 			pin := d.o.Getenv("KEYD_PKCS11_PIN")
 			if ks.Custody.PINFile != "" {
-				raw, err := os.ReadFile(ks.Custody.PINFile)
+				raw, err := secretfile.Read(ks.Custody.PINFile)
 				if err != nil {
 					return fmt.Errorf("%s.pin_file: %w", f, err)
 				}

@@ -29,6 +29,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
@@ -649,14 +650,7 @@ func loadMasterKey(fc config.File, getenv func(string) string) ([]byte, error) {
 		}
 		return key, nil
 	case fc.MasterKeyFile != "":
-		fi, err := os.Stat(fc.MasterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("storage.file.master_key_file: %w", err)
-		}
-		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			return nil, fmt.Errorf("storage.file.master_key_file: %s has mode %04o, readable by others; run chmod 600 %s", fc.MasterKeyFile, perm, fc.MasterKeyFile)
-		}
-		raw, err := os.ReadFile(fc.MasterKeyFile)
+		raw, err := secretfile.Read(fc.MasterKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("storage.file.master_key_file: %w", err)
 		}
