@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/tokenstate"
@@ -69,6 +71,9 @@ func revocationsAtScale(dir string, n int) error {
 			return err
 		}
 		fillTime := time.Since(t0)
+		if redisURL != "" {
+			settle(redisURL) // measure Redis in its steady state, not during the rewrite the fill set off
+		}
 		t0 = time.Now()
 		p, err = startKeyd(sub, cfg)
 		if err != nil {
@@ -259,4 +264,26 @@ func startRedis(dir string) (*proc, string, error) {
 	}
 	_ = cmd.Process.Kill()
 	return nil, "", fmt.Errorf("redis-server did not listen on %d", port)
+}
+
+// settle waits until Redis has no AOF rewrite or RDB save in progress
+// (at most two minutes): a million keys written at once set one off, and
+// it takes a core while it runs.
+func settle(url string) {
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		return
+	}
+	c := goredis.NewClient(opts)
+	defer c.Close()
+	ctx := context.Background()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		info, err := c.Info(ctx, "persistence").Result()
+		if err != nil || (strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "rdb_bgsave_in_progress:0") &&
+			!strings.Contains(info, "aof_rewrite_scheduled:1")) {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,11 +16,13 @@ import (
 	"github.com/keyd-dev/keyd/internal/testredis"
 )
 
-// TestRedisTokenState runs two keyd daemons on one real redis-server for
-// token state: a revocation made through one is enforced by the other's
-// verify endpoint within a second; with Redis stopped, revoking answers
-// 503 and every known revocation is still enforced; Redis back, revoking
-// works again without a restart.
+// TestRedisTokenState runs three keyd daemons on one real redis-server for
+// token state: a revocation made through one is enforced by the other two's
+// verify endpoints within a second; a replica cut from Redis (through a
+// proxy the test severs) misses a revocation, and enforces it once
+// reconnected (its resync); with Redis stopped, revoking answers 503 and
+// every known revocation is still enforced; Redis back, revoking works
+// again without a restart.
 func TestRedisTokenState(t *testing.T) {
 	srv := testredis.Start(t)
 	dir := t.TempDir()
@@ -26,7 +31,7 @@ func TestRedisTokenState(t *testing.T) {
 	// Each replica has its own bbolt file (its own keys): a token is
 	// verified at the replica that signed it and revoked through the other
 	// (a revocation names a jti or a subject, not a key).
-	start := func(name string) *daemonProc {
+	start := func(name, url string) *daemonProc {
 		cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 storage:
   backend: file
@@ -38,12 +43,13 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, name+".db"), srv.URL, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, name+".db"), url, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
 		path := filepath.Join(dir, name+".yaml")
 		writeFile(t, path, []byte(cfg))
 		return startDaemon(t, env, "--config", path)
 	}
-	a, b := start("a"), start("b")
+	link := newCuttableProxy(t, srv.Addr) // C reaches Redis through it
+	a, b, c := start("a", srv.URL), start("b", srv.URL), start("c", "redis://"+link.addr+"/0")
 	rec := &recorder{}
 	sign := func(d *daemonProc, sub string) string {
 		status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"`+sub+`"}}`)
@@ -74,12 +80,38 @@ auth:
 	if status, out, _ := rec.call(t, "POST", a.addr+"/v1/keysets/es/revocations", adminToken, body); status != 200 {
 		t.Fatalf("revoke at A: %d %s", status, out)
 	}
-	for code(b, atB) != "token_revoked" {
-		if time.Since(revokedAt) > time.Second {
-			t.Fatalf("B did not enforce A's revocation within 1 s")
-		}
-		time.Sleep(10 * time.Millisecond) // polling the other replica
+	atC := sign(c, "carol")
+	body = fmt.Sprintf(`{"jti":%q,"exp":%d}`, jtiOf(t, atC), time.Now().Add(10*time.Minute).Unix())
+	if status, out, _ := rec.call(t, "POST", a.addr+"/v1/keysets/es/revocations", adminToken, body); status != 200 {
+		t.Fatalf("revoke at A: %d %s", status, out)
 	}
+	for code(b, atB) != "token_revoked" || code(c, atC) != "token_revoked" {
+		if time.Since(revokedAt) > time.Second {
+			t.Fatalf("B and C did not enforce A's revocations within 1 s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the other replicas
+	}
+
+	// C is cut from Redis: a revocation made meanwhile does not reach it;
+	// reconnected, it resyncs and enforces it.
+	missed := sign(c, "dave")
+	link.cut()
+	body = fmt.Sprintf(`{"jti":%q,"exp":%d}`, jtiOf(t, missed), time.Now().Add(10*time.Minute).Unix())
+	if status, out, _ := rec.call(t, "POST", a.addr+"/v1/keysets/es/revocations", adminToken, body); status != 200 {
+		t.Fatalf("revoke at A while C is cut: %d %s", status, out)
+	}
+	if got := code(c, missed); got != "valid" {
+		t.Fatalf("C heard a revocation while cut from Redis: %s", got)
+	}
+	link.restore()
+	reconnected := time.Now()
+	for code(c, missed) != "token_revoked" {
+		if time.Since(reconnected) > 15*time.Second {
+			t.Fatalf("C did not catch up within 15 s of reconnecting")
+		}
+		time.Sleep(50 * time.Millisecond) // waiting for C's reconnect and resync
+	}
+	c.stop()
 
 	// Redis stops: revoking is 503, what is known is still enforced.
 	srv.Stop()
@@ -112,4 +144,64 @@ auth:
 	}
 	a.stop()
 	b.stop()
+}
+
+// cuttableProxy forwards TCP to a server until cut: then it closes every
+// connection and refuses new ones, until restored.
+type cuttableProxy struct {
+	addr  string
+	mu    sync.Mutex
+	down  bool
+	conns []net.Conn
+}
+
+func newCuttableProxy(t *testing.T, target string) *cuttableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttableProxy{addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.down {
+				p.mu.Unlock()
+				in.Close()
+				continue
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				p.mu.Unlock()
+				in.Close()
+				continue
+			}
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cuttableProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *cuttableProxy) restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
 }
