@@ -32,8 +32,9 @@ func init() { buildTags = "pkcs11" }
 // token: an ES256 key set and the Kubernetes signer's RS256 key set keep
 // their keys in the token. Tokens verify with PyJWT through the JWKS, the
 // Kubernetes signer's with go-jose and FetchKeys' key; a rotation makes a
-// key pair in the token and a revocation deletes one at once; the bbolt
-// file holds token references, never a private key.
+// key pair in the token and a revocation deletes one at once; with the
+// token removed while keyd runs, signing answers 503 and /readyz says
+// degraded; the bbolt file holds token references, never a private key.
 func TestPKCS11Custody(t *testing.T) {
 	python := pyjwt(t)
 	tok := testhsm.New(t)
@@ -131,6 +132,21 @@ auth:
 	}
 	if n := pairs(); n != 5 {
 		t.Fatalf("%d private keys after revoking the pending key, want 5 (one deleted, one made)", n)
+	}
+	// The token removed while keyd runs (its folder deleted): signing
+	// answers 503 custody_unavailable, /readyz says degraded, keyd stays up.
+	if err := os.RemoveAll(filepath.Join(filepath.Dir(tok.Conf), "tokens")); err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ = rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`)
+	if status != 503 || !strings.Contains(string(body), "custody_unavailable") {
+		t.Fatalf("sign with the token removed: %d %s", status, body)
+	}
+	if status, body, _ := rec.call(t, "GET", d.addr+"/readyz", "", ""); status != 200 || !strings.Contains(string(body), `"custody_keyset":"es"`) {
+		t.Fatalf("readyz with the token removed: %d %s", status, body)
+	}
+	if status, _, _ := rec.call(t, "GET", d.addr+"/healthz", "", ""); status != 200 {
+		t.Fatalf("healthz with the token removed: %d", status)
 	}
 	d.stop()
 	// The store: references into the token, no private key.
