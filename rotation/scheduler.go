@@ -23,10 +23,12 @@ const (
 // Tick brings the key set called name up to date with its schedule: it
 // rotates if a rotation is due and the pending key is old enough,
 // destroys retired and revoked keys whose grace has ended, and renews
-// certificates that are due, in one atomic write. A tick that finds nothing due writes nothing. It decides on the
-// stored state, re-checked inside the compare-and-swap, so ticks from a
-// restart or from several replicas never rotate twice. The new key is made
-// before the write; signing goes on meanwhile.
+// certificates that are due, in one atomic write. A tick that finds
+// nothing due writes nothing. It decides on the stored state, re-checked
+// inside the compare-and-swap, so ticks from a restart or from several
+// replicas never rotate twice. The new key is made before the write;
+// signing goes on meanwhile. Keys that left the store, or were revoked,
+// leave their custody after the write.
 func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
