@@ -32,7 +32,7 @@ const (
 func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	conf := m.conf.Load() // under m.mu: Reconfigure cannot change it meanwhile
+	conf := m.conf.Load() // under m.mu: Reconfigure cannot change it meanwhile (a custody's key is made without it: checked after)
 	p, ok := conf.policies[name]
 	if !ok {
 		return Plan{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
@@ -56,7 +56,20 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 
 	var next keystore.Key
 	if plan.Rotate {
-		if next, err = m.newKey(ctx, p, m.now()); err != nil {
+		if p.Custody != nil {
+			// A custody's key is a remote call: made without the lock, so
+			// that a slow custody stalls no other key set meanwhile.
+			m.mu.Unlock()
+			next, err = m.newKey(ctx, p, m.now())
+			m.mu.Lock()
+			if err == nil && m.conf.Load() != conf {
+				m.destroy(ctx, p, []keystore.Key{next})
+				return plan, nil // the settings changed meanwhile: the next tick decides anew
+			}
+		} else {
+			next, err = m.newKey(ctx, p, m.now())
+		}
+		if err != nil {
 			return plan, m.note(err)
 		}
 	}
