@@ -9,6 +9,7 @@ package custody
 import (
 	"context"
 	"crypto"
+	"fmt"
 	"io"
 	"sync/atomic"
 
@@ -93,4 +94,30 @@ func (s watchedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 	sig, err := s.Signer.Sign(r, digest, opts)
 	s.w.note("sign", err)
 	return sig, err
+}
+
+// MAC implements keystore.CustodyMACer when the custody does: its MACs
+// are watched too.
+func (w *Watched) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) {
+	m, ok := w.Custody.(keystore.CustodyMACer)
+	if !ok {
+		return nil, fmt.Errorf("%w: the %s custody holds no HMAC secrets", keystore.ErrCustodyUnavailable, w.Name())
+	}
+	mac, err := m.MAC(ref, alg)
+	if err != nil {
+		w.note("sign", err)
+		return nil, err
+	}
+	return watchedMAC{mac, w}, nil
+}
+
+type watchedMAC struct {
+	keystore.MAC
+	w *Watched
+}
+
+func (m watchedMAC) Sum(input []byte) ([]byte, error) {
+	sum, err := m.MAC.Sum(input)
+	m.w.note("sign", err)
+	return sum, err
 }

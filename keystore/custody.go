@@ -3,7 +3,9 @@ package keystore
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -57,7 +59,11 @@ var ErrCustodyUnavailable = errors.New("key custody unavailable")
 // for a key keyd holds itself.
 func NewCustodyKey(alg Algorithm, custody, ref string, pub crypto.PublicKey, now time.Time) (Key, error) {
 	if alg.Symmetric() {
-		return Key{}, fmt.Errorf("%w: %s keys cannot be held by a custody yet", ErrUnsupportedAlgorithm, alg)
+		// An HMAC secret held by the custody: nothing public, a random
+		// kid as for keyd's own secrets.
+		id := make([]byte, 16)
+		_, _ = rand.Read(id)
+		return Key{ID: base64.RawURLEncoding.EncodeToString(id), Algorithm: alg, State: StatePending, CreatedAt: now.UTC(), Material: Material(ref), Custody: custody}, nil
 	}
 	if err := fits(alg, pub); err != nil {
 		return Key{}, fmt.Errorf("%w: the %s custody made a key that %v", ErrCorrupt, custody, err)
@@ -75,6 +81,29 @@ func NewCustodyKey(alg Algorithm, custody, ref string, pub crypto.PublicKey, now
 	}
 	kid, _ := j.KeyID()
 	return Key{ID: kid, Algorithm: alg, State: StatePending, CreatedAt: now.UTC(), Material: Material(ref), Custody: custody, Public: der}, nil
+}
+
+// CustodyMACer is the capability of a custody that holds HMAC secrets
+// (Transit's hmac keys): Create with an HS* algorithm makes one (its pub is
+// nil), and MAC returns what computes its MACs.
+type CustodyMACer interface {
+	MAC(ref string, alg Algorithm) (MAC, error)
+}
+
+// MAC computes, in its custody, the MAC of a signing input with one
+// secret. Errors wrap ErrCustodyUnavailable when the custody did not
+// answer.
+type MAC interface {
+	Sum(input []byte) ([]byte, error)
+}
+
+// CustodyMAC returns the MAC of an HMAC key held by c.
+func (k Key) CustodyMAC(c Custody) (MAC, error) {
+	m, ok := c.(CustodyMACer)
+	if c == nil || c.Name() != k.Custody || !ok {
+		return nil, fmt.Errorf("%w: key %s is held by the %s custody, which is not configured (or holds no HMAC secrets) for its key set", ErrCustodyUnavailable, k.ID, k.Custody)
+	}
+	return m.MAC(k.Ref(), k.Algorithm)
 }
 
 // InCustody reports whether a custody holds the key's private half.

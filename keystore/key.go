@@ -95,6 +95,9 @@ func (k Key) Verifies() bool {
 // VerificationKey parses what verifies the key's tokens: the public key
 // (crypto.PublicKey) for RSA, EC and Ed25519, the secret []byte for HMAC.
 func (k Key) VerificationKey() (any, error) {
+	if k.InCustody() && k.Algorithm.Symmetric() {
+		return nil, fmt.Errorf("%w: key %s: its HMAC secret is held by the %s custody", ErrNoPrivateKey, k.ID, k.Custody)
+	}
 	if k.InCustody() {
 		pub, err := x509.ParsePKIXPublicKey(k.Public)
 		if err != nil {
@@ -237,7 +240,7 @@ func (ks *KeySet) Check() error {
 			return fmt.Errorf("%w: key set %s: key %s has algorithm %s", ErrCorrupt, ks.Name, k.ID, k.Algorithm)
 		case len(k.Material) == 0:
 			return fmt.Errorf("%w: key set %s: key %s has no material", ErrCorrupt, ks.Name, k.ID)
-		case k.InCustody() && len(k.Public) == 0:
+		case k.InCustody() && len(k.Public) == 0 && !ks.Algorithm.Symmetric():
 			return fmt.Errorf("%w: key set %s: key %s of the %s custody has no public key", ErrCorrupt, ks.Name, k.ID, k.Custody)
 		case k.PublicOnly && (k.State == StateActive || k.State == StatePending || ks.Algorithm.Symmetric()):
 			return fmt.Errorf("%w: key set %s: public-only key %s is %s", ErrCorrupt, ks.Name, k.ID, k.State)

@@ -30,6 +30,9 @@ type method func(input []byte) ([]byte, error)
 // key as keystore.Key.PrivateKey returns it.
 func newMethod(alg keystore.Algorithm, key any) (method, error) {
 	h := hashOf(alg)
+	if m, ok := key.(keystore.MAC); ok && alg.Family() == keystore.FamilyHMAC { // a secret in custody
+		return m.Sum, nil
+	}
 	switch k := key.(type) {
 	case []byte:
 		if alg.Family() != keystore.FamilyHMAC {

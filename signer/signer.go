@@ -179,6 +179,8 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 		if !reused {
 			var err error
 			switch {
+			case k.InCustody() && k.Algorithm.Symmetric():
+				priv, err = k.CustodyMAC(p.Custody) // MACs (and verifies) by asking its custody
 			case k.InCustody():
 				priv, err = k.CustodySigner(p.Custody) // signs by asking its custody
 			case k.PublicOnly:

@@ -40,6 +40,7 @@ func TestTransitCustody(t *testing.T) {
 	}
 	cfg := writeVaultConfig(t, srv, `  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, custody: {type: vault_transit}}
   - {name: ps, algorithm: PS256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, custody: {type: vault_transit, key_prefix: "app-"}}
+  - {name: hs, algorithm: HS256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, custody: {type: vault_transit, key_prefix: "mac-"}}
 `)
 	d := startDaemon(t, vaultEnv, "--config", cfg)
 	defer d.stop()
@@ -55,8 +56,18 @@ func TestTransitCustody(t *testing.T) {
 		}
 		return out
 	}
-	if got := transitKeys(); len(got) != 4 {
+	if got := transitKeys(); len(got) != 6 {
 		t.Fatalf("Transit keys after the start: %v (want two per key set)", got)
+	}
+	// HMAC in Transit: keyd signs and verifies by asking it.
+	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/hs/sign", serviceToken, `{"claims":{"sub":"mac"}}`)
+	hs := regexp.MustCompile(`"token":"([^"]+)"`).FindSubmatch(body)
+	if status != 200 || hs == nil {
+		t.Fatalf("sign hs: %d %s", status, body)
+	}
+	status, body, _ = rec.call(t, "POST", d.addr+"/v1/keysets/hs/verify", serviceToken, `{"token":"`+string(hs[1])+`"}`)
+	if status != 200 || !strings.Contains(string(body), `"valid":true`) {
+		t.Fatalf("verify hs: %d %s", status, body)
 	}
 	for keyset, alg := range map[string]string{"es": "ES256", "ps": "PS256"} {
 		status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/"+keyset+"/sign", serviceToken, `{"claims":{"sub":"held-by-transit"}}`)
@@ -124,7 +135,7 @@ func TestTransitCustody(t *testing.T) {
 	if err := srv.Freeze(); err != nil {
 		t.Fatal(err)
 	}
-	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`)
+	status, body, _ = rec.call(t, "POST", d.addr+"/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"x"}}`)
 	if status != 503 || !strings.Contains(string(body), "custody_unavailable") {
 		_ = srv.Thaw()
 		t.Fatalf("sign with Vault frozen: %d %s", status, body)

@@ -74,6 +74,8 @@ func KeyType(alg keystore.Algorithm, rsaBits int) string {
 		return "ecdsa-p521"
 	case keystore.EdDSA:
 		return "ed25519"
+	case keystore.HS256, keystore.HS384, keystore.HS512:
+		return "hmac"
 	case keystore.RS256, keystore.RS384, keystore.RS512, keystore.PS256, keystore.PS384, keystore.PS512:
 		if rsaBits == 0 {
 			rsaBits = keystore.DefaultRSABits
@@ -100,8 +102,15 @@ func (t *Custody) Create(ctx context.Context, keyset string, alg keystore.Algori
 	name := t.keyPrefix + keyset + "-" + hex.EncodeToString(suffix)
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
-	if _, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name, map[string]any{"type": typ, "exportable": false, "allow_plaintext_backup": false}); err != nil {
+	params := map[string]any{"type": typ, "exportable": false, "allow_plaintext_backup": false}
+	if typ == "hmac" {
+		params["key_size"] = alg.SecretSize()
+	}
+	if _, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name, params); err != nil {
 		return "", nil, unavailable("create key", err)
+	}
+	if typ == "hmac" {
+		return name, nil, nil // a secret: nothing public
 	}
 	pub, err := t.publicKey(ctx, name)
 	if err != nil {
@@ -251,38 +260,70 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 			}
 		}
 	}
+	sig, err := s.t.post(path, body, "signature")
+	if err != nil {
+		return nil, unavailable("sign", err)
+	}
+	return sig, nil
+}
+
+// post sends body to path on the Vault client's own pooled connections
+// with its token, and returns the field of the answer's data, a
+// vault:vN:base64 value, decoded.
+func (t *Custody) post(path string, body any, field string) ([]byte, error) {
 	raw, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.t.c.Address()+"/v1/"+path, bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.c.Address()+"/v1/"+path, bytes.NewReader(raw))
 	if err != nil {
-		return nil, unavailable("sign", err)
+		return nil, err
 	}
-	req.Header.Set("X-Vault-Token", s.t.c.Token())
+	req.Header.Set("X-Vault-Token", t.c.Token())
 	req.Header.Set("Content-Type", "application/json")
-	if ns := s.t.c.Namespace(); ns != "" {
+	if ns := t.c.Namespace(); ns != "" {
 		req.Header.Set("X-Vault-Namespace", ns)
 	}
-	resp, err := s.t.http.Do(req)
+	resp, err := t.http.Do(req)
 	if err != nil {
-		return nil, unavailable("sign", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var out struct {
-		Data struct {
-			Signature string `json:"signature"`
-		} `json:"data"`
-		Errors []string `json:"errors"`
+		Data   map[string]any `json:"data"`
+		Errors []string       `json:"errors"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
-		return nil, unavailable("sign", fmt.Errorf("%s: %s", resp.Status, strings.Join(out.Errors, "; ")))
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.Join(out.Errors, "; "))
 	}
-	// vault:v<version>:<base64>
-	parts := strings.SplitN(out.Data.Signature, ":", 3)
+	v, _ := out.Data[field].(string)
+	parts := strings.SplitN(v, ":", 3)
 	if len(parts) != 3 || parts[0] != "vault" {
-		return nil, unavailable("sign", errors.New("the signature is not vault:vN:base64"))
+		return nil, fmt.Errorf("the %s is not vault:vN:base64", field)
 	}
 	return base64.StdEncoding.DecodeString(parts[2])
+}
+
+// MAC implements keystore.CustodyMACer: Transit's hmac endpoint with the
+// key's hash.
+func (t *Custody) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) {
+	h, ok := map[keystore.Algorithm]string{keystore.HS256: "sha2-256", keystore.HS384: "sha2-384", keystore.HS512: "sha2-512"}[alg]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not an HMAC algorithm", keystore.ErrUnsupportedAlgorithm, alg)
+	}
+	return mac{t: t, path: t.mount + "/hmac/" + ref + "/" + h}, nil
+}
+
+type mac struct {
+	t    *Custody
+	path string
+}
+
+func (m mac) Sum(input []byte) ([]byte, error) {
+	sum, err := m.t.post(m.path, map[string]string{"input": base64.StdEncoding.EncodeToString(input)}, "hmac")
+	if err != nil {
+		return nil, unavailable("hmac", err)
+	}
+	return sum, nil
 }
 
 type signRequest struct {

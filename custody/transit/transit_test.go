@@ -39,7 +39,7 @@ func client(t testing.TB) *vaultapi.Client {
 // offers with it.
 func TestConformance(t *testing.T) {
 	c := transit.New(client(t), "transit", "keyd-")
-	custodytest.Run(t, c, []keystore.Algorithm{keystore.ES256, keystore.ES384, keystore.ES512, keystore.EdDSA, keystore.RS256, keystore.PS256})
+	custodytest.Run(t, c, []keystore.Algorithm{keystore.ES256, keystore.ES384, keystore.ES512, keystore.EdDSA, keystore.RS256, keystore.PS256, keystore.HS256, keystore.HS512})
 }
 
 // Transit keys are not exportable, and each keyd key is a Transit key of

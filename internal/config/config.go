@@ -605,8 +605,6 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 		switch {
 		case c.Storage.Backend != "vault":
 			bad(f+".type", "vault_transit uses the Vault connection of storage.vault: set storage.backend: vault (and its address and auth)")
-		case keystore.Algorithm(ks.Algorithm).Symmetric():
-			bad(f+".type", "vault_transit holds asymmetric keys for keyd (ES*, RS*, PS*, EdDSA), not %s secrets", ks.Algorithm)
 		case ks.Certificates.SelfSigned:
 			bad(f+".type", "keys held by vault_transit cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
 		}

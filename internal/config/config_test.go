@@ -307,7 +307,6 @@ func TestCustodyRules(t *testing.T) {
 	vault := "storage: {backend: vault, vault: {address: http://127.0.0.1:8200, auth: {method: token}}}\n"
 	for _, c := range []struct{ src, want string }{
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit}}]\n", "keysets[0].custody.type: vault_transit uses the Vault connection of storage.vault"},
-		{vault + "keysets: [{name: a, algorithm: HS256, custody: {type: vault_transit}}]\n", "keysets[0].custody.type: vault_transit holds asymmetric keys"},
 		{vault + "keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit}, certificates: {self_signed: true}}]\n", "cannot sign their own certificates"},
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: pkcs11}}]\n", "keysets[0].custody.type: this keyd was built without PKCS#11"},
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: hsm}}]\n", `keysets[0].custody.type: "hsm" is not a custody`},
@@ -317,7 +316,9 @@ func TestCustodyRules(t *testing.T) {
 			t.Errorf("%s: %v\nwant %q", c.src, err, c.want)
 		}
 	}
-	if _, err := config.Parse(strings.NewReader(vault+"keysets: [{name: a, algorithm: PS256, custody: {type: vault_transit, mount: transit, key_prefix: app-}}]\n"), "t"); err != nil {
-		t.Fatalf("a Transit key set: %v", err)
+	for _, alg := range []string{"PS256", "HS256", "EdDSA"} {
+		if _, err := config.Parse(strings.NewReader(vault+"keysets: [{name: a, algorithm: "+alg+", custody: {type: vault_transit, mount: transit, key_prefix: app-}}]\n"), "t"); err != nil {
+			t.Fatalf("a Transit key set of %s: %v", alg, err)
+		}
 	}
 }
