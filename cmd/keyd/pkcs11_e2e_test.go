@@ -51,12 +51,13 @@ storage: {backend: file, file: {path: %q}}
 keysets:
   - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, %s}
   - {name: kube-sa, algorithm: RS256, rotation: "@daily", token_ttl: 1h, jwks_max_age: 1m, %s}
+  - {name: hs, algorithm: HS256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, %s}
 kubernetes: {socket: %q, keyset: kube-sa}
 auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), hsm, hsm, socket, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), hsm, hsm, hsm, socket, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(cfg))
 	masterKey, _ := file.NewMasterKey()
@@ -78,6 +79,19 @@ auth:
 	cmd.Stdin = strings.NewReader(string(m[1]))
 	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "valid in-the-hsm" {
 		t.Fatalf("PyJWT: %v %s", err, out)
+	}
+	// HMAC in the token: keyd signs and verifies by asking it; the secret
+	// reads back sensitive and never extractable.
+	status, body, _ = rec.call(t, "POST", d.addr+"/v1/keysets/hs/sign", serviceToken, `{"claims":{"sub":"mac"}}`)
+	hs := regexp.MustCompile(`"token":"([^"]+)"`).FindSubmatch(body)
+	if status != 200 || hs == nil {
+		t.Fatalf("sign hs: %d %s", status, body)
+	}
+	if status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/hs/verify", serviceToken, `{"token":"`+string(hs[1])+`"}`); status != 200 || !strings.Contains(string(body), `"valid":true`) {
+		t.Fatalf("verify hs: %d %s", status, body)
+	}
+	if out := tok.Tool(t, "--list-objects", "--type", "secrkey"); strings.Count(out, "never extractable") != 2 || !strings.Contains(out, "sensitive") {
+		t.Fatalf("the HMAC secrets in the token:\n%s", out)
 	}
 	// The Kubernetes signer signs with the token's RSA key.
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -156,7 +170,7 @@ auth:
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, name := range []string{"es", "kube-sa"} {
+	for _, name := range []string{"es", "kube-sa", "hs"} {
 		ks, err := s.Get(context.Background(), name)
 		if err != nil {
 			t.Fatal(err)

@@ -15,11 +15,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
 
 	"github.com/keyd-dev/keyd/keystore"
 )
@@ -80,6 +82,13 @@ func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorith
 			rsaBits = keystore.DefaultRSABits
 		}
 		k, err = p.c.GenerateRSAKeyPairWithLabel(id, label, rsaBits)
+	case keystore.FamilyHMAC:
+		// A generic secret (CKM_GENERIC_SECRET_KEY_GEN), which the
+		// CKM_SHA*_HMAC mechanisms take on every token.
+		if _, err := p.c.GenerateSecretKeyWithLabel(id, label, alg.SecretSize()*8, crypto11.CipherGeneric); err != nil {
+			return "", nil, unavailable("generate secret", err)
+		}
+		return ref, nil, nil // a secret: nothing public
 	default:
 		return "", nil, fmt.Errorf("%w: the PKCS#11 custody holds no %s keys (crypto11 has no EdDSA)", keystore.ErrUnsupportedAlgorithm, alg)
 	}
@@ -132,20 +141,80 @@ func (s signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte
 	return sig, nil
 }
 
-// Destroy implements keystore.Custody: the key pair is deleted from the
-// token; a key already gone is no error.
+// Destroy implements keystore.Custody: the key pair (or HMAC secret) is
+// deleted from the token; a key already gone is no error.
 func (p *Custody) Destroy(_ context.Context, ref string) error {
 	k, err := p.find(ref)
 	if err != nil {
 		return err
 	}
-	if k == nil {
+	if k != nil {
+		if err := k.Delete(); err != nil {
+			return unavailable("delete key", err)
+		}
 		return nil
 	}
-	if err := k.Delete(); err != nil {
-		return unavailable("delete key", err)
+	secret, err := p.findSecret(ref)
+	if err != nil || secret == nil {
+		return err
+	}
+	if err := secret.Delete(); err != nil {
+		return unavailable("delete secret", err)
 	}
 	return nil
+}
+
+// findSecret finds the HMAC secret at ref; nil when there is none.
+func (p *Custody) findSecret(ref string) (*crypto11.SecretKey, error) {
+	id, err := hex.DecodeString(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
+	}
+	k, err := p.c.FindKey(id, nil)
+	if err != nil && strings.Contains(err.Error(), "not found") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("find secret", err)
+	}
+	return k, nil
+}
+
+// MAC implements keystore.CustodyMACer: the token computes the HMAC
+// (CKM_SHA256_HMAC and kin); the secret never leaves it.
+func (p *Custody) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) {
+	mech, ok := map[keystore.Algorithm]int{keystore.HS256: pkcs11.CKM_SHA256_HMAC, keystore.HS384: pkcs11.CKM_SHA384_HMAC, keystore.HS512: pkcs11.CKM_SHA512_HMAC}[alg]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not an HMAC algorithm", keystore.ErrUnsupportedAlgorithm, alg)
+	}
+	k, err := p.findSecret(ref)
+	if err != nil {
+		return nil, err
+	}
+	if k == nil {
+		return nil, fmt.Errorf("%w: pkcs11: no secret %s in the token", keystore.ErrCustodyUnavailable, ref)
+	}
+	return mac{k: k, mech: mech}, nil
+}
+
+type mac struct {
+	k    *crypto11.SecretKey
+	mech int
+}
+
+func (m mac) Sum(input []byte) ([]byte, error) {
+	h, err := m.k.NewHMAC(m.mech, 0)
+	if err != nil {
+		return nil, unavailable("hmac", err)
+	}
+	if _, err := h.Write(input); err != nil {
+		return nil, unavailable("hmac", err)
+	}
+	sum := h.Sum(nil)
+	if len(sum) == 0 {
+		return nil, unavailable("hmac", errors.New("the token computed no MAC"))
+	}
+	return sum, nil
 }
 
 // Objects implements keystore.CustodyLister: the token's key pairs

@@ -44,7 +44,7 @@ func openToken(t *testing.T, label, pin string) keystore.Custody {
 // (the salt as long as the hash) sign through keyd's signer and go-jose
 // verifies them; a destroyed key signs no more.
 func TestConformance(t *testing.T) {
-	custodytest.Run(t, open(t), []keystore.Algorithm{keystore.ES256, keystore.ES384, keystore.ES512, keystore.RS256, keystore.PS256})
+	custodytest.Run(t, open(t), []keystore.Algorithm{keystore.ES256, keystore.ES384, keystore.ES512, keystore.RS256, keystore.PS256, keystore.HS256, keystore.HS512})
 }
 
 // From outside keyd, with pkcs11-tool: the private key keyd made is

@@ -616,8 +616,8 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 			bad(f+".module", "is required: the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
 		case cu.TokenLabel == "":
 			bad(f+".token_label", "is required: the label of the token holding the keys")
-		case keystore.Algorithm(ks.Algorithm).Symmetric() || ks.Algorithm == string(keystore.EdDSA):
-			bad(f+".type", "pkcs11 custody holds ES256/384/512, RS* and PS* keys, not %s (crypto11 has no EdDSA; HMAC in the token is not supported yet)", ks.Algorithm)
+		case ks.Algorithm == string(keystore.EdDSA):
+			bad(f+".type", "pkcs11 custody holds ES256/384/512, RS*, PS* and HS* keys, not EdDSA (crypto11 has no EdDSA): use ES256, or vault_transit")
 		case ks.Certificates.SelfSigned:
 			bad(f+".type", "keys held by pkcs11 cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
 		}
