@@ -217,13 +217,24 @@ func (m mac) Sum(input []byte) ([]byte, error) {
 	return sum, nil
 }
 
-// Objects implements keystore.CustodyLister: the token's key pairs
-// labelled for the key set. A token keeps no creation time: orphans are
+// Objects implements keystore.CustodyLister: the token's key pairs and
+// secrets labelled for the key set. A token keeps no creation time: orphans are
 // reported at start, never deleted.
 func (p *Custody) Objects(_ context.Context, keyset string) ([]keystore.CustodyObject, error) {
-	keys, err := p.c.FindAllKeyPairs()
+	pairs, err := p.c.FindAllKeyPairs()
 	if err != nil {
 		return nil, unavailable("list keys", err)
+	}
+	secrets, err := p.c.FindAllKeys()
+	if err != nil {
+		return nil, unavailable("list secrets", err)
+	}
+	keys := make([]any, 0, len(pairs)+len(secrets))
+	for _, k := range pairs {
+		keys = append(keys, k)
+	}
+	for _, k := range secrets {
+		keys = append(keys, k)
 	}
 	var out []keystore.CustodyObject
 	prefix := "keyd-" + keyset + "-"

@@ -140,3 +140,31 @@ func TestLifecycleDeletesTokenKeys(t *testing.T) {
 		t.Fatalf("after the grace: %d pairs\n%s", n, tok.Tool(t, "--list-objects", "--type", "privkey"))
 	}
 }
+
+// The objects the token holds for a key set, pairs and secrets alike, are
+// listed (orphans are reported at start).
+func TestObjects(t *testing.T) {
+	tok := testhsm.New(t)
+	c := openToken(t, tok.Label, tok.PIN)
+	ctx := context.Background()
+	a, _, err := c.Create(ctx, "app", keystore.ES256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := c.Create(ctx, "app", keystore.HS256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Create(ctx, "other", keystore.ES256, 0); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := c.(keystore.CustodyLister).Objects(ctx, "app")
+	if err != nil || len(objs) != 2 {
+		t.Fatalf("objects of app: %v %v", objs, err)
+	}
+	for _, o := range objs {
+		if o.Ref != a && o.Ref != b {
+			t.Fatalf("object %s is not app's", o.Ref)
+		}
+	}
+}
