@@ -84,8 +84,9 @@ func batches(tokens []tokenstate.Revocation, leeway, step time.Duration) []Revok
 	return out
 }
 
-// revocationListClaims is what a list claims.
-type revocationListClaims struct {
+// RevocationListClaims is what a list claims (format 2): keyd signs them,
+// and the verify package reads them.
+type RevocationListClaims struct {
 	Format   int    `json:"v"`
 	Issuer   string `json:"iss,omitempty"`
 	Audience string `json:"aud"`
@@ -97,16 +98,16 @@ type revocationListClaims struct {
 	Since    int64            `json:"since,omitempty"`
 	Tokens   []RevokedBatch   `json:"revoked_jti"`
 	SubKey   string           `json:"sub_key"` // base64url; the key of sub_hmac
-	Subjects []revokedSubject `json:"revoked_sub"`
+	Subjects []RevokedSubject `json:"revoked_sub"`
 }
 
-// revokedSubject names a subject by an HMAC of its sub under the list's
+// RevokedSubject names a subject by an HMAC of its sub under the list's
 // key: the list is public and subjects are user identifiers, and an
 // unkeyed hash would let anyone test a guess (an e-mail address) against
 // every list at once with a precomputed table. The key is derived from the
 // active signing key, so every replica uses the same one and it changes at
 // each rotation (a verifier then fetches the whole list again).
-type revokedSubject struct {
+type RevokedSubject struct {
 	SubHMAC string `json:"sub_hmac"`
 	Before  int64  `json:"iat_before"` // tokens with iat <= this are revoked
 }
@@ -198,17 +199,17 @@ func (s *Signer) RevocationList(name string, since int64) (jwks.Document, error)
 		from = time.Time{}
 		tokens, subjects = r.revs.Entries(name, now)
 	}
-	claims := revocationListClaims{
+	claims := RevocationListClaims{
 		Format: RevocationListFormat, Issuer: r.policy.Issuer, Audience: RevocationListAudience, KeySet: name,
 		IssuedAt: now.Unix(), Expires: now.Add(2 * maxAge).Unix(), SubKey: b64.EncodeToString(r.subKey),
-		Subjects: make([]revokedSubject, 0, len(subjects)),
+		Subjects: make([]RevokedSubject, 0, len(subjects)),
 	}
 	if !from.IsZero() {
 		claims.Since = from.Unix()
 	}
 	claims.Tokens = batches(tokens, r.policy.Leeway, max(time.Minute, (r.policy.TokenTTL/60).Truncate(time.Second)))
 	for _, sr := range subjects {
-		claims.Subjects = append(claims.Subjects, revokedSubject{SubjectMAC(r.subKey, sr.Subject), sr.Before.Unix()})
+		claims.Subjects = append(claims.Subjects, RevokedSubject{SubjectMAC(r.subKey, sr.Subject), sr.Before.Unix()})
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {

@@ -14,18 +14,6 @@ import (
 	"github.com/keyd-dev/keyd/tokenstate"
 )
 
-type listClaims struct {
-	Format   int                   `json:"v"`
-	IssuedAt int64                 `json:"iat"`
-	Since    int64                 `json:"since"`
-	Tokens   []signer.RevokedBatch `json:"revoked_jti"`
-	SubKey   string                `json:"sub_key"`
-	Subjects []struct {
-		SubHMAC string `json:"sub_hmac"`
-		Before  int64  `json:"iat_before"`
-	} `json:"revoked_sub"`
-}
-
 // held is a verifier's copy of a list: digests and subject cut-offs.
 type held struct {
 	tokens   map[[signer.RevocationDigestSize]byte]int64
@@ -34,7 +22,7 @@ type held struct {
 	iat      int64
 }
 
-func fetchList(t testing.TB, s *signer.Signer, since int64) (listClaims, int) {
+func fetchList(t testing.TB, s *signer.Signer, since int64) (signer.RevocationListClaims, int) {
 	t.Helper()
 	doc, err := s.RevocationList("s", since)
 	if err != nil {
@@ -42,14 +30,14 @@ func fetchList(t testing.TB, s *signer.Signer, since int64) (listClaims, int) {
 	}
 	parts := strings.Split(string(doc.Body), ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c listClaims
+	var c signer.RevocationListClaims
 	if err := json.Unmarshal(payload, &c); err != nil {
 		t.Fatal(err)
 	}
 	return c, len(doc.Body)
 }
 
-func (h *held) apply(t testing.TB, c listClaims) {
+func (h *held) apply(t testing.TB, c signer.RevocationListClaims) {
 	t.Helper()
 	if c.Since == 0 {
 		h.tokens, h.subjects = map[[signer.RevocationDigestSize]byte]int64{}, map[string]int64{}

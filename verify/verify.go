@@ -194,21 +194,6 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 
 var errNewEpoch = errors.New("the delta is of another sub_key: fetch the whole list")
 
-// list is what a revocation list claims.
-type list struct {
-	Format   int                   `json:"v"`
-	Audience string                `json:"aud"`
-	IssuedAt int64                 `json:"iat"`
-	Expires  int64                 `json:"exp"`
-	Since    int64                 `json:"since"`
-	Tokens   []signer.RevokedBatch `json:"revoked_jti"`
-	SubKey   string                `json:"sub_key"`
-	Subjects []struct {
-		SubHMAC string `json:"sub_hmac"`
-		Before  int64  `json:"iat_before"`
-	} `json:"revoked_sub"`
-}
-
 func (v *Verifier) fetch(ctx context.Context, since int64) error {
 	url := v.listURL
 	if since > 0 {
@@ -290,7 +275,7 @@ func (v *Verifier) prune() {
 
 // verifyList checks a list's signature through the JWKS (refreshed once
 // if it does not know the kid yet) and its claims.
-func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*list, error) {
+func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*signer.RevocationListClaims, error) {
 	set, err := v.cache.Lookup(ctx, v.jwksURL)
 	if err != nil {
 		return nil, err
@@ -304,7 +289,7 @@ func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*list, error) {
 			return nil, err
 		}
 	}
-	var l list
+	var l signer.RevocationListClaims
 	if err := json.Unmarshal(payload, &l); err != nil {
 		return nil, err
 	}
