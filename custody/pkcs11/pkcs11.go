@@ -99,16 +99,23 @@ func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorith
 }
 
 func (p *Custody) find(ref string) (crypto11.Signer, error) {
+	return lookup(ref, "key", p.c.FindKeyPair)
+}
+
+// lookup finds the token's object at ref with find (by CKA_ID): the zero
+// value when the token holds none.
+func lookup[K any](ref, what string, find func(id, label []byte) (K, error)) (K, error) {
+	var none K
 	id, err := hex.DecodeString(ref)
 	if err != nil {
-		return nil, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
+		return none, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
 	}
-	k, err := p.c.FindKeyPair(id, nil)
+	k, err := find(id, nil)
 	if err != nil && strings.Contains(err.Error(), "not found") {
-		return nil, nil
+		return none, nil
 	}
 	if err != nil {
-		return nil, unavailable("find key", err)
+		return none, unavailable("find "+what, err)
 	}
 	return k, nil
 }
@@ -166,18 +173,7 @@ func (p *Custody) Destroy(_ context.Context, ref string) error {
 
 // findSecret finds the HMAC secret at ref; nil when there is none.
 func (p *Custody) findSecret(ref string) (*crypto11.SecretKey, error) {
-	id, err := hex.DecodeString(ref)
-	if err != nil {
-		return nil, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
-	}
-	k, err := p.c.FindKey(id, nil)
-	if err != nil && strings.Contains(err.Error(), "not found") {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, unavailable("find secret", err)
-	}
-	return k, nil
+	return lookup(ref, "secret", p.c.FindKey)
 }
 
 // MAC implements keystore.CustodyMACer: the token computes the HMAC
