@@ -12,6 +12,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testvault"
 )
 
@@ -182,12 +183,13 @@ func TestTransitCustody(t *testing.T) {
 	}
 }
 
-// prefixOf reads the Vault prefix writeVaultConfig chose.
+// prefixOf reads the Vault prefix writeVaultConfig chose, with keyd's own
+// config parser.
 func prefixOf(t *testing.T, cfgPath string) string {
 	t.Helper()
-	out, err := exec.Command("sed", "-n", `s/^    prefix: "\(.*\)"$/\1/p`, cfgPath).Output()
-	if err != nil || len(out) == 0 {
-		t.Fatalf("prefix of %s: %v", cfgPath, err)
+	c, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(out))
+	return c.Storage.Vault.Prefix
 }
