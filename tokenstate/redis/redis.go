@@ -9,6 +9,7 @@ package redis
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -263,27 +264,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, errors.New("storage.token_state.url does not parse (redis://host:port/db)")
 	}
-	if o.Username != "" {
-		opts.Username = o.Username
+	if err := o.apply(&opts.Username, &opts.Password, opts.TLSConfig, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout); err != nil {
+		return nil, err
 	}
-	if o.Password != "" {
-		opts.Password = o.Password
-	}
-	if o.TLSCAFile != "" && opts.TLSConfig != nil {
-		if opts.TLSConfig.RootCAs, err = rootCAs(o.TLSCAFile); err != nil {
-			return nil, err
-		}
-	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
-	if o.Logger != nil {
-		goredis.SetLogger(slogLogger{o.Logger})
-	}
-	c := goredis.NewClient(opts)
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("%w: redis at %s: %v", keystore.ErrUnavailable, opts.Addr, err)
-	}
-	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
+	return o.connect(ctx, goredis.NewClient(opts), "redis at "+opts.Addr)
 }
 
 // openCluster connects to a Redis Cluster through the nodes it names.
@@ -292,25 +276,42 @@ func openCluster(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, errors.New("storage.token_state.url does not parse (redis://node1:7000?addr=node2:7000&addr=node3:7000)")
 	}
-	if o.Username != "" {
-		co.Username = o.Username
+	if err := o.apply(&co.Username, &co.Password, co.TLSConfig, &co.DialTimeout, &co.ReadTimeout, &co.WriteTimeout); err != nil {
+		return nil, err
 	}
-	if o.Password != "" {
-		co.Password = o.Password
+	return o.connect(ctx, goredis.NewClusterClient(co), fmt.Sprintf("redis cluster at %v", co.Addrs))
+}
+
+// apply sets on a client's options what o gives beyond the url: the
+// username and password when given (nil: the caller sets them), the CA
+// for TLS, the timeouts (2 s by default), and go-redis's log.
+func (o Options) apply(username, password *string, tlsConf *tls.Config, dial, read, write *time.Duration) error {
+	if username != nil && o.Username != "" {
+		*username = o.Username
 	}
-	if o.TLSCAFile != "" && co.TLSConfig != nil {
-		if co.TLSConfig.RootCAs, err = rootCAs(o.TLSCAFile); err != nil {
-			return nil, err
+	if password != nil && o.Password != "" {
+		*password = o.Password
+	}
+	if o.TLSCAFile != "" && tlsConf != nil {
+		roots, err := rootCAs(o.TLSCAFile)
+		if err != nil {
+			return err
 		}
+		tlsConf.RootCAs = roots
 	}
-	co.DialTimeout, co.ReadTimeout, co.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
+	*dial, *read, *write = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
 	if o.Logger != nil {
 		goredis.SetLogger(slogLogger{o.Logger})
 	}
-	c := goredis.NewClusterClient(co)
+	return nil
+}
+
+// connect makes the store on c once c answers a PING; c is closed if it
+// does not, and the error names where (never the password).
+func (o Options) connect(ctx context.Context, c goredis.UniversalClient, where string) (*Store, error) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("%w: redis cluster at %v: %v", keystore.ErrUnavailable, co.Addrs, err)
+		return nil, fmt.Errorf("%w: %s: %v", keystore.ErrUnavailable, where, err)
 	}
 	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
 }
@@ -321,22 +322,11 @@ func openFailover(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, errors.New("storage.token_state.url does not parse (redis://sentinel:26379/db?master_name=NAME&addr=sentinel2:26379)")
 	}
-	fo.Username, fo.Password = o.Username, o.Password
-	if o.TLSCAFile != "" && fo.TLSConfig != nil {
-		if fo.TLSConfig.RootCAs, err = rootCAs(o.TLSCAFile); err != nil {
-			return nil, err
-		}
+	fo.Username, fo.Password = o.Username, o.Password // the master's, given or not
+	if err := o.apply(nil, nil, fo.TLSConfig, &fo.DialTimeout, &fo.ReadTimeout, &fo.WriteTimeout); err != nil {
+		return nil, err
 	}
-	fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = cmp.Or(o.DialTimeout, 2*time.Second), cmp.Or(o.ReadTimeout, 2*time.Second), cmp.Or(o.WriteTimeout, 2*time.Second)
-	if o.Logger != nil {
-		goredis.SetLogger(slogLogger{o.Logger})
-	}
-	c := goredis.NewFailoverClient(fo)
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("%w: redis master %s through sentinel: %v", keystore.ErrUnavailable, fo.MasterName, err)
-	}
-	return New(c, cmp.Or(o.Prefix, "keyd:")), nil
+	return o.connect(ctx, goredis.NewFailoverClient(fo), "redis master "+fo.MasterName+" through sentinel")
 }
 
 // rootCAs reads the CA bundle that signed Redis's certificate.
