@@ -40,7 +40,9 @@ func (w *Watched) Err() error {
 
 func (w *Watched) note(op string, err error) {
 	if err == nil {
-		w.last.Store(nil)
+		if w.last.Load() != nil { // a store only when it changes: signatures from every core read this
+			w.last.Store(nil)
+		}
 		return
 	}
 	w.last.Store(&err)
@@ -72,6 +74,9 @@ func (w *Watched) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error
 	}
 	return watchedSigner{s, w}, nil
 }
+
+// SignConcurrency implements keystore.CustodyConcurrency: the custody's.
+func (w *Watched) SignConcurrency() int { return keystore.SignConcurrency(w.Custody) }
 
 // Objects implements keystore.CustodyLister when the custody does; a
 // custody that cannot list has no objects to report.

@@ -43,6 +43,26 @@ type CustodyLister interface {
 	Objects(ctx context.Context, keyset string) ([]CustodyObject, error)
 }
 
+// CustodyConcurrency is an optional capability of a Custody: how many
+// signatures it is best asked for at once when a batch of tokens is
+// signed (Transit: a whole batch, which it gathers into few requests).
+type CustodyConcurrency interface {
+	SignConcurrency() int
+}
+
+// DefaultSignConcurrency is how many signatures of a batch a custody
+// without CustodyConcurrency is asked for at once: enough to keep an
+// HSM's sessions busy without piling callers onto its session pool.
+const DefaultSignConcurrency = 16
+
+// SignConcurrency is how many signatures of a batch to ask c for at once.
+func SignConcurrency(c Custody) int {
+	if cc, ok := c.(CustodyConcurrency); ok {
+		return max(cc.SignConcurrency(), 1)
+	}
+	return DefaultSignConcurrency
+}
+
 // CustodyObject is a key a custody holds, by reference.
 type CustodyObject struct {
 	Ref       string

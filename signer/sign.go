@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -66,6 +68,42 @@ func (s *Signer) Batch(name string) (*Batch, error) {
 // Sign signs one token of the batch, as Signer.Sign does.
 func (b *Batch) Sign(claims Claims, ttl time.Duration) (*Token, error) {
 	return b.ring.sign(b.now(), claims, ttl)
+}
+
+// Item is one token to sign in a batch: its claims and lifetime, as for
+// Sign.
+type Item struct {
+	Claims Claims
+	TTL    time.Duration
+}
+
+// SignAll signs every item, as Sign does, and returns each one's token or
+// error in the items' order. A key keyd holds signs them one after another
+// (the batch is one of the requests sharing the cores); a key in custody
+// signs as many at once as the custody says it takes
+// (keystore.CustodyConcurrency), so that a batch costs its custody a few
+// round trips rather than one per token: Transit gathers them into a
+// request or a few, an HSM's sessions sign in parallel.
+func (b *Batch) SignAll(items []Item) ([]*Token, []error) {
+	toks, errs := make([]*Token, len(items)), make([]error, len(items))
+	one := func(i int) { toks[i], errs[i] = b.Sign(items[i].Claims, items[i].TTL) }
+	if b.ring.concurrency < 2 || len(items) < 2 {
+		for i := range items {
+			one(i)
+		}
+		return toks, errs
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(items), b.ring.concurrency) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(items); i = int(next.Add(1) - 1) {
+				one(i)
+			}
+		})
+	}
+	wg.Wait()
+	return toks, errs
 }
 
 // sign makes a token and tells the observer how it went.

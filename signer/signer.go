@@ -71,14 +71,17 @@ type keyring struct {
 	version uint64
 	alg     keystore.Algorithm
 	jwaAlg  jwa.SignatureAlgorithm
-	kid     string         // the active key's
-	header  []byte         // base64url of {"alg","kid","typ":"JWT"}
-	method  method         // signs with the active key
-	sigSize int            // bytes of a signature, at most
-	issuer  []byte         // the policy's issuer as a JSON string; nil if none
-	verify  map[string]any // kid -> public key or HMAC secret, for keys that verify
-	parsed  map[string]any // kid -> parsed private key, reused by the next Load
-	obs     KeySetObserver
+	kid     string // the active key's
+	header  []byte // base64url of {"alg","kid","typ":"JWT"}
+	method  method // signs with the active key
+	// concurrency is how many tokens of a batch to sign at once: 1 for a
+	// key keyd holds, what its custody takes for one held elsewhere.
+	concurrency int
+	sigSize     int            // bytes of a signature, at most
+	issuer      []byte         // the policy's issuer as a JSON string; nil if none
+	verify      map[string]any // kid -> public key or HMAC secret, for keys that verify
+	parsed      map[string]any // kid -> parsed private key, reused by the next Load
+	obs         KeySetObserver
 
 	// The signed revocation list, re-signed as it ages or changes.
 	list     atomic.Pointer[cachedList]
@@ -199,7 +202,10 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 			r.verify[k.ID] = priv
 		}
 		if k.State == keystore.StateActive {
-			r.kid, active = k.ID, priv
+			r.kid, active, r.concurrency = k.ID, priv, 1
+			if k.InCustody() {
+				r.concurrency = keystore.SignConcurrency(p.Custody)
+			}
 			r.subKey = listSubjectKey(k.Material, ks.Name, k.ID)
 		}
 	}

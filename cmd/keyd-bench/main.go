@@ -80,6 +80,10 @@ func main() {
 		bareServer(os.Args[2:])
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "bare-hsm-server" {
+		bareHSMServer()
+		return
+	}
 	flag.Parse()
 	for _, s := range strings.Split(*only, ",") {
 		if s != "" && !slices.Contains(sections, s) {
@@ -205,19 +209,24 @@ func singleSign(keyd, bare *proc, body []byte) {
 
 // batchSign measures sign-batch of 100 ES256 items against the raw signer.
 func batchSign(keyd *proc) {
+	bt := load(keyd, "POST", "/v1/keysets/es256/sign-batch", batchBody(100), 100)
+	raw := rawSign("ES256")
+	fmt.Printf("\nbatch sign, 100 ES256 items: %.0f tokens/s, %.1f µs CPU/token; raw signer %.0f tokens/s: ratio %.2f\n",
+		bt.perSec, bt.cpuPer, raw.perSec, bt.perSec/raw.perSec)
+}
+
+// batchBody is a sign-batch request of n items.
+func batchBody(n int) []byte {
 	var items bytes.Buffer
 	items.WriteString(`{"items":[`)
-	for i := range 100 {
+	for i := range n {
 		if i > 0 {
 			items.WriteByte(',')
 		}
 		items.WriteString(`{"claims":{"sub":"alice","aud":"billing"}}`)
 	}
 	items.WriteString(`]}`)
-	bt := load(keyd, "POST", "/v1/keysets/es256/sign-batch", items.Bytes(), 100)
-	raw := rawSign("ES256")
-	fmt.Printf("\nbatch sign, 100 ES256 items: %.0f tokens/s, %.1f µs CPU/token; raw signer %.0f tokens/s: ratio %.2f\n",
-		bt.perSec, bt.cpuPer, raw.perSec, bt.perSec/raw.perSec)
+	return items.Bytes()
 }
 
 // jwksServing measures keyd's JWKS route against the minimal handler
@@ -576,6 +585,20 @@ func (t *rawTokens) token(jti []byte) string {
 	return input + "." + base64.RawURLEncoding.EncodeToString(t.sign([]byte(input)))
 }
 
+// p256RS turns a DER ECDSA P-256 signature into JWS's R||S.
+func p256RS(der []byte) []byte {
+	var seq, r, s cryptobyte.String
+	in := cryptobyte.String(der)
+	in.ReadASN1(&seq, asn1.SEQUENCE)
+	seq.ReadASN1(&r, asn1.INTEGER)
+	seq.ReadASN1(&s, asn1.INTEGER)
+	out := make([]byte, 64)
+	rb, sb := bytes.TrimLeft(r, "\x00"), bytes.TrimLeft(s, "\x00")
+	copy(out[32-len(rb):32], rb)
+	copy(out[64-len(sb):], sb)
+	return out
+}
+
 func rawSigner(alg string) func([]byte) []byte {
 	switch alg {
 	case "ES256":
@@ -583,16 +606,7 @@ func rawSigner(alg string) func([]byte) []byte {
 		return func(in []byte) []byte {
 			d := sha256.Sum256(in)
 			der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
-			var seq, r, s cryptobyte.String
-			in2 := cryptobyte.String(der)
-			in2.ReadASN1(&seq, asn1.SEQUENCE)
-			seq.ReadASN1(&r, asn1.INTEGER)
-			seq.ReadASN1(&s, asn1.INTEGER)
-			out := make([]byte, 64)
-			rb, sb := bytes.TrimLeft(r, "\x00"), bytes.TrimLeft(s, "\x00")
-			copy(out[32-len(rb):32], rb)
-			copy(out[64-len(sb):], sb)
-			return out
+			return p256RS(der)
 		}
 	case "EdDSA":
 		_, k, _ := ed25519.GenerateKey(rand.Reader)

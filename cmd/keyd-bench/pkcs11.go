@@ -7,7 +7,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,6 +71,19 @@ func pkcs11Custody(dir string, body []byte) error {
 	directCPU := float64((selfCPU() - cpu0).Microseconds()) / float64(n.Load())
 	_ = c.Close()
 
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	bareCmd := exec.Command(self, "bare-hsm-server")
+	bareCmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+	bare, err := startProc(bareCmd, "bare listening")
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+	bs := load(bare, "POST", "/sign", body, 1)
+
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 storage: {backend: file, file: {path: %q}}
 keysets:
@@ -81,9 +98,12 @@ auth:
 	}
 	defer k.stop()
 	r := load(k, "POST", "/v1/keysets/app/sign", body, 1)
+	batch := load(k, "POST", "/v1/keysets/app/sign-batch", batchBody(100), 100)
 	fmt.Printf("\nES256 with the key in a SoftHSM token, %d concurrent signers:\n", *conns)
-	fmt.Printf("  crypto11's own loop:   %8.0f signatures/s, %.1f µs CPU each\n", direct, directCPU)
-	fmt.Printf("  keyd /sign through it: %8.0f tokens/s, p99 %s, %.1f µs CPU per token (%.2f of the loop)\n", r.perSec, r.p99, r.cpuPer, r.perSec/direct)
+	fmt.Printf("  crypto11's own loop:     %8.0f signatures/s, %.1f µs CPU each\n", direct, directCPU)
+	fmt.Printf("  a bare net/http handler signing with it: %8.0f tokens/s, p99 %s, %.1f µs CPU per token (%.2f of the loop)\n", bs.perSec, bs.p99, bs.cpuPer, bs.perSec/direct)
+	fmt.Printf("  keyd /sign through it:   %8.0f tokens/s, p99 %s, %.1f µs CPU per token (%.2f of the loop, %.2f of the bare handler)\n", r.perSec, r.p99, r.cpuPer, r.perSec/direct, r.perSec/bs.perSec)
+	fmt.Printf("  keyd /sign-batch of 100: %8.0f tokens/s, %.1f µs CPU per token (%.2f of the loop)\n", batch.perSec, batch.cpuPer, batch.perSec/direct)
 	return nil
 }
 
@@ -91,4 +111,41 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// bareHSMServer is the least a signing server on net/http with its key in
+// the token does: read the body, make a JWS with a fresh jti, sign it
+// with crypto11 (the key pkcs11Custody made, labelled direct, in the
+// token of SOFTHSM2_CONF), answer the token in JSON.
+func bareHSMServer() {
+	c, err := crypto11.Configure(&crypto11.Config{Path: softhsm, TokenLabel: "bench", Pin: "1234"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	key, err := c.FindKeyPair(nil, []byte("direct"))
+	if err != nil || key == nil {
+		fmt.Fprintln(os.Stderr, "the key labelled direct:", err)
+		os.Exit(1)
+	}
+	raw := &rawTokens{
+		header: base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"ES256","kid":"bench","typ":"JWT"}`)),
+		sign: func(in []byte) []byte {
+			d := sha256.Sum256(in)
+			der, _ := key.Sign(rand.Reader, d[:], crypto.SHA256)
+			return p256RS(der)
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /sign", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"token":%q}`+"\n", raw.token(make([]byte, 16)))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, `{"msg":"bare listening","addr":%q}`+"\n", ln.Addr().String())
+	_ = http.Serve(ln, mux)
 }

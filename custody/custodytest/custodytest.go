@@ -1,12 +1,14 @@
 // Package custodytest is the conformance suite every keystore.Custody
 // passes (custody/transit on a real OpenBao): keys made in the custody sign
-// tokens through keyd's signer that go-jose verifies with the public key
-// the custody gave, and a destroyed key signs no more.
+// tokens through keyd's signer, alone and in a batch signed concurrently,
+// that go-jose verifies with the public key the custody gave, and a
+// destroyed key signs no more.
 package custodytest
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,43 @@ import (
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/signer"
 )
+
+// batch signs 50 tokens in one batch, as many at once as the custody
+// takes: each is signed for its own claims (go-jose checks the public
+// key's, keyd its custody MACs).
+func batch(t *testing.T, sg *signer.Signer, alg keystore.Algorithm, active keystore.Key) {
+	t.Helper()
+	b, err := sg.Batch("suite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]signer.Item, 50)
+	for i := range items {
+		items[i].Claims = signer.Claims{"sub": fmt.Appendf(nil, `"user-%d"`, i)}
+	}
+	toks, errs := b.SignAll(items)
+	for i, tok := range toks {
+		if errs[i] != nil {
+			t.Fatalf("batch item %d: %v", i, errs[i])
+		}
+		want := fmt.Sprintf("user-%d", i)
+		if alg.Symmetric() {
+			if _, err := sg.Verify("suite", tok.Token, signer.Expect{Subject: want}); err != nil {
+				t.Fatalf("batch item %d: %v", i, err)
+			}
+			continue
+		}
+		pub, _ := active.VerificationKey()
+		parsed, err := josejwt.ParseSigned(tok.Token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims josejwt.Claims
+		if err := parsed.Claims(pub, &claims); err != nil || claims.Subject != want {
+			t.Fatalf("batch item %d, go-jose: %v, sub %q", i, err, claims.Subject)
+		}
+	}
+}
 
 // Run checks c with each of algs.
 func Run(t *testing.T, c keystore.Custody, algs []keystore.Algorithm) {
@@ -82,6 +121,7 @@ func Run(t *testing.T, c keystore.Custody, algs []keystore.Algorithm) {
 			if _, err := sg.Verify("suite", tok.Token, signer.Expect{}); err != nil {
 				t.Fatalf("keyd's own verification: %v", err)
 			}
+			batch(t, sg, alg, active)
 			// Destroyed: it signs no more, and destroying it again is fine.
 			if err := c.Destroy(ctx, active.Ref()); err != nil {
 				t.Fatalf("destroy: %v", err)

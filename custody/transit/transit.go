@@ -8,7 +8,6 @@
 package transit
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -17,13 +16,13 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -40,10 +39,23 @@ const Timeout = 10 * time.Second
 // Custody keeps keys in a Transit mount, named KeyPrefix + key set + "-"
 // + a random suffix.
 type Custody struct {
+	// MaxInFlight is how many Transit requests signing with one key may
+	// have out at once (0: DefaultMaxInFlight); signatures asked for
+	// beyond that leave together in the next request. Set it before use.
+	MaxInFlight int
+
 	c         *vault.Client
 	http      *http.Client // the client's own: its pooled connections
 	mount     string
 	keyPrefix string
+}
+
+func (t *Custody) maxInFlight() int {
+	if t.MaxInFlight > 0 {
+		return t.MaxInFlight
+	}
+
+	return DefaultMaxInFlight
 }
 
 // New returns the custody of the Transit engine mounted at mount (default
@@ -228,79 +240,50 @@ func (t *Custody) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error
 }
 
 type signer struct {
-	t    *Custody
-	name string
-	pub  crypto.PublicKey
+	t        *Custody
+	name     string
+	pub      crypto.PublicKey
+	batchers sync.Map // batchKey -> *batcher
+}
+
+type batchKey struct {
+	path string
+	params
 }
 
 func (s *signer) Public() crypto.PublicKey { return s.pub }
 
 // Sign asks Transit to sign digest (for Ed25519 the whole message). It is
-// keyd's hot path with this custody: one small JSON POST on the Vault
-// client's own pooled connections and token, without the api package's
-// per-request machinery (the token is still the one it logs in and
-// renews).
+// keyd's hot path with this custody: concurrent signatures with one key
+// leave together (see batcher).
 func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	path := s.t.mount + "/sign/" + s.name
-	body := signRequest{Input: base64.StdEncoding.EncodeToString(digest)}
+	k := batchKey{path: s.t.mount + "/sign/" + s.name}
 	if h := opts.HashFunc(); h != 0 {
 		alg, ok := map[crypto.Hash]string{crypto.SHA256: "sha2-256", crypto.SHA384: "sha2-384", crypto.SHA512: "sha2-512"}[h]
 		if !ok {
 			return nil, fmt.Errorf("vault transit: hash %v is not supported", h)
 		}
-		path += "/" + alg
-		body.Prehashed, body.Marshaling = true, "asn1"
+		k.path += "/" + alg
+		k.Prehashed, k.Marshaling = true, "asn1"
 		if _, isRSA := s.pub.(*rsa.PublicKey); isRSA {
-			body.SignatureAlgorithm = "pkcs1v15"
+			k.SignatureAlgorithm = "pkcs1v15"
 			if pss, ok := opts.(*rsa.PSSOptions); ok {
 				if pss.SaltLength != rsa.PSSSaltLengthEqualsHash {
 					return nil, errors.New("vault transit: only PSS with the salt as long as the hash")
 				}
-				body.SignatureAlgorithm, body.SaltLength = "pss", "hash"
+				k.SignatureAlgorithm, k.SaltLength = "pss", "hash"
 			}
 		}
 	}
-	sig, err := s.t.post(path, body, "signature")
+	b, ok := s.batchers.Load(k)
+	if !ok {
+		b, _ = s.batchers.LoadOrStore(k, &batcher{t: s.t, path: k.path, params: k.params, field: "signature"})
+	}
+	sig, err := b.(*batcher).do(digest)
 	if err != nil {
 		return nil, unavailable("sign", err)
 	}
 	return sig, nil
-}
-
-// post sends body to path on the Vault client's own pooled connections
-// with its token, and returns the field of the answer's data, a
-// vault:vN:base64 value, decoded.
-func (t *Custody) post(path string, body any, field string) ([]byte, error) {
-	raw, _ := json.Marshal(body)
-	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.c.Address()+"/v1/"+path, bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("X-Vault-Token", t.c.Token())
-	req.Header.Set("Content-Type", "application/json")
-	if ns := t.c.Namespace(); ns != "" {
-		req.Header.Set("X-Vault-Namespace", ns)
-	}
-	resp, err := t.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Data   map[string]any `json:"data"`
-		Errors []string       `json:"errors"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.Join(out.Errors, "; "))
-	}
-	v, _ := out.Data[field].(string)
-	parts := strings.SplitN(v, ":", 3)
-	if len(parts) != 3 || parts[0] != "vault" {
-		return nil, fmt.Errorf("the %s is not vault:vN:base64", field)
-	}
-	return base64.StdEncoding.DecodeString(parts[2])
 }
 
 // MAC implements keystore.CustodyMACer: Transit's hmac endpoint with the
@@ -310,26 +293,15 @@ func (t *Custody) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) 
 	if !ok {
 		return nil, fmt.Errorf("%w: %s is not an HMAC algorithm", keystore.ErrUnsupportedAlgorithm, alg)
 	}
-	return mac{t: t, path: t.mount + "/hmac/" + ref + "/" + h}, nil
+	return mac{&batcher{t: t, path: t.mount + "/hmac/" + ref + "/" + h, field: "hmac"}}, nil
 }
 
-type mac struct {
-	t    *Custody
-	path string
-}
+type mac struct{ b *batcher }
 
 func (m mac) Sum(input []byte) ([]byte, error) {
-	sum, err := m.t.post(m.path, map[string]string{"input": base64.StdEncoding.EncodeToString(input)}, "hmac")
+	sum, err := m.b.do(input)
 	if err != nil {
 		return nil, unavailable("hmac", err)
 	}
 	return sum, nil
-}
-
-type signRequest struct {
-	Input              string `json:"input"`
-	Prehashed          bool   `json:"prehashed,omitempty"`
-	Marshaling         string `json:"marshaling_algorithm,omitempty"`
-	SignatureAlgorithm string `json:"signature_algorithm,omitempty"`
-	SaltLength         string `json:"salt_length,omitempty"`
 }

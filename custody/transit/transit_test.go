@@ -3,9 +3,16 @@ package transit_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,4 +217,172 @@ func BenchmarkSign(b *testing.B) {
 			}
 		}
 	})
+}
+
+// countingClient is a client of a fresh OpenBao with a Transit mount
+// that counts the requests it sends.
+func countingClient(t *testing.T) (*vaultapi.Client, *counting) {
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = client(t).Address()
+	cnt := &counting{next: cfg.HttpClient.Transport}
+	cfg.HttpClient.Transport = cnt
+	vc, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetToken(testvault.RootToken)
+	return vc, cnt
+}
+
+// counting counts the requests that reach Vault.
+type counting struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// Signatures asked for at once with one key leave together: 200
+// concurrent signatures of 200 different digests with one request in
+// flight take far fewer than 200 requests, and each caller gets the
+// signature of its own digest (RS256 and HS256 alike); a lone signature
+// leaves at once, in a request of its own.
+func TestConcurrentSignaturesLeaveTogether(t *testing.T) {
+	vc, cnt := countingClient(t)
+	c := transit.New(vc, "", "")
+	c.MaxInFlight = 1
+	ctx := context.Background()
+	for _, alg := range []keystore.Algorithm{keystore.ES256, keystore.PS256, keystore.HS256} {
+		ref, pub, err := c.Create(ctx, "app", alg, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := keystore.Key{ID: "k", Algorithm: alg, Custody: transit.Name, Material: keystore.Material(ref)}
+		var sum func(input []byte) ([]byte, error)
+		var check func(input, sig []byte) bool
+		if alg.Symmetric() {
+			m, err := key.CustodyMAC(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum = m.Sum
+			check = func(input, mac []byte) bool { // a MAC of its own input: the same again
+				again, err := m.Sum(input)
+				return err == nil && string(again) == string(mac)
+			}
+		} else {
+			s, err := c.Signer(ref, pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts crypto.SignerOpts = crypto.SHA256
+			if alg == keystore.PS256 {
+				opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+			}
+			sum = func(input []byte) ([]byte, error) {
+				d := sha256.Sum256(input)
+				return s.Sign(nil, d[:], opts)
+			}
+			check = func(input, sig []byte) bool {
+				d := sha256.Sum256(input)
+				switch pub := pub.(type) {
+				case *ecdsa.PublicKey:
+					return ecdsa.VerifyASN1(pub, d[:], sig)
+				case *rsa.PublicKey:
+					return rsa.VerifyPSS(pub, crypto.SHA256, d[:], sig, opts.(*rsa.PSSOptions)) == nil
+				}
+				return false
+			}
+		}
+		before := cnt.n.Load()
+		if _, err := sum([]byte("alone")); err != nil {
+			t.Fatal(err)
+		}
+		if n := cnt.n.Load() - before; n != 1 {
+			t.Fatalf("%s: a lone signature took %d requests", alg, n)
+		}
+		const calls = 200
+		inputs := make([][]byte, calls)
+		outs := make([][]byte, calls)
+		errs := make([]error, calls)
+		before = cnt.n.Load()
+		var wg sync.WaitGroup
+		for i := range calls {
+			inputs[i] = fmt.Appendf(nil, "input %d", i)
+			wg.Go(func() { outs[i], errs[i] = sum(inputs[i]) })
+		}
+		wg.Wait()
+		requests := cnt.n.Load() - before
+		for i := range calls {
+			if errs[i] != nil {
+				t.Fatalf("%s: signature %d: %v", alg, i, errs[i])
+			}
+			if !check(inputs[i], outs[i]) {
+				t.Fatalf("%s: signature %d is not of its own input", alg, i)
+			}
+		}
+		if requests >= calls/2 {
+			t.Fatalf("%s: %d concurrent signatures took %d requests", alg, calls, requests)
+		}
+		t.Logf("%s: %d concurrent signatures in %d requests", alg, calls, requests)
+	}
+}
+
+// A batch of tokens signed with a Transit key costs Transit a few
+// requests, not one per token; each token verifies, and an item that
+// cannot be signed gets its own error in its place.
+func TestBatchSignsInFewRequests(t *testing.T) {
+	vc, cnt := countingClient(t)
+	c := transit.New(vc, "", "")
+	ctx := context.Background()
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
+	sg := signer.New(time.Now, nil)
+	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: time.Now, Listeners: []rotation.Listener{sg}})
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := sg.Batch("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]signer.Item, 100)
+	for i := range items {
+		items[i].Claims = signer.Claims{"sub": fmt.Appendf(nil, `"user-%d"`, i)}
+	}
+	items[50].Claims["exp"] = []byte(`"tomorrow"`)
+	before := cnt.n.Load()
+	toks, errs := b.SignAll(items)
+	requests := cnt.n.Load() - before
+	if requests > 40 {
+		t.Fatalf("a batch of 100 took %d Transit requests", requests)
+	}
+	t.Logf("a batch of 100 in %d Transit requests", requests)
+	jtis := map[string]bool{}
+	for i, tok := range toks {
+		if i == 50 {
+			if tok != nil || !errors.Is(errs[i], signer.ErrInvalidRequest) {
+				t.Fatalf("item 50 (a bad exp): %v %v", tok, errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("item %d: %v", i, errs[i])
+		}
+		v, err := sg.Verify("app", tok.Token, signer.Expect{Subject: fmt.Sprintf("user-%d", i)})
+		if err != nil {
+			t.Fatalf("item %d does not verify: %v", i, err)
+		}
+		jtis[v.Claims["jti"].(string)] = true
+	}
+	if len(jtis) != 99 {
+		t.Fatalf("%d distinct jti in 99 tokens", len(jtis))
+	}
 }

@@ -204,21 +204,28 @@ func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
 	if s.Audit != nil {
 		records = make([]audit.Record, 0, len(req.Items))
 	}
+	items, at := make([]signer.Item, 0, len(req.Items)), make([]int, 0, len(req.Items))
 	for i, item := range req.Items {
 		ttl, err := parseTTL(item.TTL)
-		var tok *signer.Token
-		if err == nil {
-			tok, err = batch.Sign(item.Claims, ttl)
-		}
 		if err != nil {
 			e := s.problem(r, err)
 			results[i].Error = &ErrorBody{Code: e.code, Message: e.message}
 			continue
 		}
+		items, at = append(items, signer.Item{Claims: item.Claims, TTL: ttl}), append(at, i)
+	}
+	toks, errs := batch.SignAll(items)
+	for j, i := range at {
+		if errs[j] != nil {
+			e := s.problem(r, errs[j])
+			results[i].Error = &ErrorBody{Code: e.code, Message: e.message}
+			continue
+		}
+		tok := toks[j]
 		tokens[i] = SignResponse{Token: tok.Token, KID: tok.KID, Alg: tok.Alg, ExpiresAt: tok.ExpiresAt}
 		results[i].Token = &tokens[i]
 		if s.Audit != nil {
-			records = append(records, signedRecord(w, r, name, item.Claims, tok))
+			records = append(records, signedRecord(w, r, name, items[j].Claims, tok))
 		}
 	}
 	if err := s.Audit.RecordAll(records...); err != nil { // one write, one sync

@@ -183,6 +183,10 @@ type Custody struct {
 	Type      string `yaml:"type"`       // software (default), vault_transit or pkcs11
 	Mount     string `yaml:"mount"`      // vault_transit: the Transit mount; default transit
 	KeyPrefix string `yaml:"key_prefix"` // vault_transit: Transit key names start with it; default keyd-
+	// vault_transit: how many Transit requests signing with one key may be
+	// out at once; signatures asked for beyond that leave together in one
+	// request (batch_input). Default 4.
+	MaxInFlight int `yaml:"max_in_flight"`
 	// pkcs11: the module (library), the token's label, and a file holding
 	// the user PIN (else KEYD_PKCS11_PIN).
 	Module     string `yaml:"module"`
@@ -598,11 +602,13 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 	cu := ks.Custody
 	switch cu.Type {
 	case "", "software":
-		if cu.Mount != "" || cu.KeyPrefix != "" {
-			bad(f+".type", "is required with mount or key_prefix (vault_transit)")
+		if cu.Mount != "" || cu.KeyPrefix != "" || cu.MaxInFlight != 0 {
+			bad(f+".type", "is required with mount, key_prefix or max_in_flight (vault_transit)")
 		}
 	case "vault_transit":
 		switch {
+		case cu.MaxInFlight < 0 || cu.MaxInFlight > 1024:
+			bad(f+".max_in_flight", "%d is not between 1 and 1024 (0: the default, 4)", cu.MaxInFlight)
 		case c.Storage.Backend != "vault":
 			bad(f+".type", "vault_transit uses the Vault connection of storage.vault: set storage.backend: vault (and its address and auth)")
 		case ks.Certificates.SelfSigned:
@@ -610,6 +616,8 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 		}
 	case "pkcs11":
 		switch {
+		case cu.MaxInFlight != 0:
+			bad(f+".max_in_flight", "is for vault_transit; a PKCS#11 token's sessions are crypto11's pool")
 		case !pkcs11.Available:
 			bad(f+".type", "%v", pkcs11.ErrNotBuilt)
 		case cu.Module == "":
@@ -627,7 +635,7 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 			}
 		}
 	default:
-		bad(f+".type", "%q is not a custody (want software or vault_transit)", cu.Type)
+		bad(f+".type", "%q is not a custody (want software, vault_transit or pkcs11)", cu.Type)
 	}
 }
 

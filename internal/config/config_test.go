@@ -311,13 +311,15 @@ func TestCustodyRules(t *testing.T) {
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: pkcs11}}]\n", "keysets[0].custody.type: this keyd was built without PKCS#11"},
 		{"keysets: [{name: a, algorithm: ES256, custody: {type: hsm}}]\n", `keysets[0].custody.type: "hsm" is not a custody`},
 		{"keysets: [{name: a, algorithm: ES256, custody: {mount: transit}}]\n", "keysets[0].custody.type: is required with mount"},
+		{vault + "keysets: [{name: a, algorithm: ES256, custody: {type: vault_transit, max_in_flight: -1}}]\n", "keysets[0].custody.max_in_flight: -1 is not between 1 and 1024"},
+		{"keysets: [{name: a, algorithm: ES256, custody: {max_in_flight: 8}}]\n", "keysets[0].custody.type: is required with mount, key_prefix or max_in_flight"},
 	} {
 		if _, err := config.Parse(strings.NewReader(c.src), "t"); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v\nwant %q", c.src, err, c.want)
 		}
 	}
 	for _, alg := range []string{"PS256", "HS256", "EdDSA"} {
-		if _, err := config.Parse(strings.NewReader(vault+"keysets: [{name: a, algorithm: "+alg+", custody: {type: vault_transit, mount: transit, key_prefix: app-}}]\n"), "t"); err != nil {
+		if _, err := config.Parse(strings.NewReader(vault+"keysets: [{name: a, algorithm: "+alg+", custody: {type: vault_transit, mount: transit, key_prefix: app-, max_in_flight: 16}}]\n"), "t"); err != nil {
 			t.Fatalf("a Transit key set of %s: %v", alg, err)
 		}
 	}

@@ -32,7 +32,9 @@ func (d *daemon) openCustodies() error {
 			if !ok {
 				return fmt.Errorf("%s: vault_transit needs storage.backend: vault", f)
 			}
-			d.custodies[ks.Name] = transit.New(vs.Client(), ks.Custody.Mount, ks.Custody.KeyPrefix)
+			c := transit.New(vs.Client(), ks.Custody.Mount, ks.Custody.KeyPrefix)
+			c.MaxInFlight = ks.Custody.MaxInFlight
+			d.custodies[ks.Name] = c
 		case pkcs11.Name:
 			pin := d.o.Getenv("KEYD_PKCS11_PIN")
 			if ks.Custody.PINFile != "" {
