@@ -98,6 +98,12 @@ type Manager struct {
 
 	started  atomic.Bool
 	storeErr atomic.Pointer[error] // last store failure; nil after a success
+
+	watch struct { // the revocations watch and the start-up load: which came first
+		mu         sync.Mutex
+		subscribed chan struct{} // made by WatchRevocations, closed at its first subscription
+		loadBegun  bool          // the start-up load of the index has begun
+	}
 }
 
 // NewManager returns a Manager; call Start before anything else.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/keyd-dev/keyd/keystore"
@@ -127,7 +128,7 @@ func (m *Manager) loadRevocations(ctx context.Context, sets []*keystore.KeySet) 
 		}
 		m.log.Info("moved the key set's revocations to entries of their own", "keyset", ks.Name, "tokens", len(in.Tokens), "subjects", len(in.Subjects))
 	}
-	return m.syncRevocations(ctx)
+	return m.firstSync(ctx)
 }
 
 // syncRevocations adds every stored entry to the index (merging), as the
@@ -137,17 +138,71 @@ func (m *Manager) syncRevocations(ctx context.Context) error {
 	return m.note(err)
 }
 
+// SubscribeWait bounds how long Start waits for the revocations watch to
+// subscribe before it loads the index (see WatchRevocations).
+const SubscribeWait = 5 * time.Second
+
 // WatchRevocations keeps the index current with a shared token state that
 // tells its changes (tokenstate.Watcher: Redis): each revocation made by
 // any replica is added as it is published, and after every reconnection
-// the index is resynchronised from the whole state. It returns when ctx is
-// done; with another token state it returns at once.
-func (m *Manager) WatchRevocations(ctx context.Context) {
+// the index is resynchronised from the whole state. It returns at once;
+// the watch goes on until ctx is done, and done is closed when it has
+// ended (at once with a token state that tells nothing).
+//
+// Called before Start, it lets the start-up load be the first
+// subscription's resynchronisation: Start waits (at most SubscribeWait)
+// for the subscription before loading, so what is revoked from then on
+// reaches the index through the watch and everything before through the
+// load, and a million entries are read once at start, not twice.
+func (m *Manager) WatchRevocations(ctx context.Context) (done <-chan struct{}) {
+	ch := make(chan struct{})
 	w, ok := m.tokens.(tokenstate.Watcher)
 	if !ok {
-		return
+		close(ch)
+		return ch
 	}
-	_ = w.Watch(ctx, func(r tokenstate.Revocation) { _ = m.revs.Add(r, 0) }, m.syncRevocations)
+	subscribed := make(chan struct{})
+	m.watch.mu.Lock()
+	m.watch.subscribed = subscribed
+	m.watch.mu.Unlock()
+	var once sync.Once
+	resync := func(ctx context.Context) error {
+		m.watch.mu.Lock()
+		loadFollows := !m.watch.loadBegun
+		m.watch.mu.Unlock()
+		once.Do(func() { close(subscribed) })
+		if loadFollows {
+			return nil // the start-up load, after this subscription, is the resync
+		}
+		return m.syncRevocations(ctx)
+	}
+	go func() {
+		defer close(ch)
+		_ = w.Watch(ctx, func(r tokenstate.Revocation) { _ = m.revs.Add(r, 0) }, resync)
+	}()
+	return ch
+}
+
+// firstSync is the start-up load of the index; with a watch on it waits
+// for the watch's subscription first (see WatchRevocations).
+func (m *Manager) firstSync(ctx context.Context) error {
+	m.watch.mu.Lock()
+	subscribed := m.watch.subscribed
+	m.watch.mu.Unlock()
+	if subscribed != nil {
+		t := time.NewTimer(SubscribeWait)
+		select {
+		case <-subscribed:
+		case <-t.C:
+			m.log.Warn("the revocations watch has not subscribed yet; loading the index without it (it resynchronises when it does)")
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	m.watch.mu.Lock()
+	m.watch.loadBegun = true
+	m.watch.mu.Unlock()
+	return m.syncRevocations(ctx)
 }
 
 // PruneRevocations drops the entries every token of which has expired,

@@ -246,6 +246,11 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 		TokenState: tokens, Revocations: d.sg.Revocations(),
 	})
 	d.met.WatchKeySets(d.mgr, d.o.Now)
+	// The revocations watch (Redis) subscribes before the first load, so
+	// that the load is its first resynchronisation (see WatchRevocations).
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := d.mgr.WatchRevocations(watchCtx)
+	d.closers = append(d.closers, func() { stopWatch(); <-watched })
 	startCtx, cancel := context.WithTimeout(ctx, StartTimeout)
 	d.startErr = d.mgr.Start(startCtx)
 	cancel()
@@ -407,7 +412,6 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 		tasks := []func(context.Context){d.mgr.Run, d.guard.Run, func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }}
-		tasks = append(tasks, d.mgr.WatchRevocations)
 		if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
 			tasks = append(tasks, func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) })
 		}

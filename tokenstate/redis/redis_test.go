@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/testredis"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
+	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/redis"
 	"github.com/keyd-dev/keyd/tokenstate/tokenstatetest"
@@ -216,4 +221,69 @@ func TestCluster(t *testing.T) {
 	}
 	waitFor(t, func() bool { return x.Has(tokenstate.Revocation{KeySet: "a", JTI: "live"}) }, "the published revocation")
 	waitFor(t, func() bool { return x.Len("a") == 51 }, "every revocation, from every master")
+}
+
+// scans is how many SCAN commands the server has run.
+func scans(t *testing.T, c goredis.UniversalClient) int64 {
+	t.Helper()
+	stats, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(stats, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_scan:calls="); ok {
+			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// With the watch started first, as keyd does, the start-up load is the
+// watch's first resynchronisation: the stored revocations are read once,
+// not a second time right after start (with a million, a second pass took
+// a core for seconds just as keyd became ready); a revocation published
+// once Start has returned still reaches the index.
+func TestStartReadsTheStateOnce(t *testing.T) {
+	srv := testredis.Start(t)
+	c := client(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writer := redis.New(c, "s:")
+	exp := time.Now().Add(time.Hour)
+	for i := range 3000 {
+		if _, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "app", JTI: fmt.Sprint("j", i), Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := scans(t, c)
+	if err := writer.Revocations(ctx, func(tokenstate.Revocation) {}); err != nil {
+		t.Fatal(err)
+	}
+	onePass := scans(t, c) - before
+
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute}
+	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: time.Now, TokenState: redis.New(client(t, srv), "s:")})
+	watched := m.WatchRevocations(ctx)
+	before = scans(t, c)
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.Revocations().Len("app"); n != 3000 {
+		t.Fatalf("the index holds %d of 3000 after start", n)
+	}
+	if _, err := writer.PutRevocation(ctx, tokenstate.Revocation{KeySet: "app", JTI: "after-start", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return m.Revocations().Has(tokenstate.Revocation{KeySet: "app", JTI: "after-start"}) }, "a revocation after start")
+	if got := scans(t, c) - before; got != onePass {
+		t.Fatalf("start and its watch ran %d SCANs; one pass over the state is %d", got, onePass)
+	}
+	cancel()
+	<-watched
 }
