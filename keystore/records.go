@@ -41,6 +41,20 @@ type RecordStore interface {
 	ListRecords(ctx context.Context, kind string) ([]*Record, error)
 }
 
+// RecordExpirer is an optional capability of a RecordStore that deletes
+// each record itself at its Expires (Redis): nothing needs to sweep its
+// records, so sweeps skip it.
+type RecordExpirer interface {
+	ExpiresRecords() bool
+}
+
+// ExpiresRecords reports whether s deletes records at their Expires
+// itself.
+func ExpiresRecords(s RecordStore) bool {
+	e, ok := s.(RecordExpirer)
+	return ok && e.ExpiresRecords()
+}
+
 // RecordScanner is an optional capability of a RecordStore: every record
 // of a kind passed to fn as it is read, never all in memory at once, fn
 // possibly called from several goroutines at once (a million revocations

@@ -66,4 +66,13 @@ func TestRefreshOnRedis(t *testing.T) {
 	if ttl, err := cl.PTTL(ctx, keys[0]).Result(); err != nil || ttl <= 0 || ttl > 25*time.Hour+time.Hour {
 		t.Fatalf("the login's expiry: %v %v", ttl, err)
 	}
+	// Redis expires logins itself: the hourly prune lists none of them
+	// (with a million logins, a sweep would read them all).
+	before := srv.Calls(t, "scan")
+	if n, err := a.Prune(ctx); err != nil || n != 0 {
+		t.Fatalf("prune on Redis: %d %v", n, err)
+	}
+	if got := srv.Calls(t, "scan") - before; got != 0 {
+		t.Fatalf("prune on Redis ran %d SCANs", got)
+	}
 }

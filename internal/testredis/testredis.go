@@ -5,12 +5,15 @@
 package testredis
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,5 +208,37 @@ func clusterPort(t testing.TB) int {
 		}
 	}
 	t.Fatal("no free port with a free cluster bus port")
+	return 0
+}
+
+// Calls is how many times the server has run command (lower case, as
+// INFO commandstats names it: "scan"), read over a connection of its own.
+func (s *Server) Calls(t testing.TB, command string) int64 {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("INFO commandstats\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n') // $LEN
+	if err != nil || !strings.HasPrefix(head, "$") {
+		t.Fatalf("INFO commandstats: %q %v", head, err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(head[1:]))
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+command+":calls="); ok {
+			calls, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+			return calls
+		}
+	}
 	return 0
 }

@@ -20,6 +20,10 @@ type Records struct{ s *Store }
 
 var _ keystore.RecordStore = Records{}
 
+// ExpiresRecords implements keystore.RecordExpirer: each record's key
+// expires at the record's Expires.
+func (Records) ExpiresRecords() bool { return true }
+
 // Records returns the record store on the same connection and prefix.
 func (s *Store) Records() Records { return Records{s: s} }
 

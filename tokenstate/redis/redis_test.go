@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -223,22 +221,6 @@ func TestCluster(t *testing.T) {
 	waitFor(t, func() bool { return x.Len("a") == 51 }, "every revocation, from every master")
 }
 
-// scans is how many SCAN commands the server has run.
-func scans(t *testing.T, c goredis.UniversalClient) int64 {
-	t.Helper()
-	stats, err := c.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(stats, "\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_scan:calls="); ok {
-			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
 // With the watch started first, as keyd does, the start-up load is the
 // watch's first resynchronisation: the stored revocations are read once,
 // not a second time right after start (with a million, a second pass took
@@ -256,11 +238,11 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := scans(t, c)
+	before := srv.Calls(t, "scan")
 	if err := writer.Revocations(ctx, func(tokenstate.Revocation) {}); err != nil {
 		t.Fatal(err)
 	}
-	onePass := scans(t, c) - before
+	onePass := srv.Calls(t, "scan") - before
 
 	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
 	if err != nil {
@@ -270,7 +252,7 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute}
 	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: time.Now, TokenState: redis.New(client(t, srv), "s:")})
 	watched := m.WatchRevocations(ctx)
-	before = scans(t, c)
+	before = srv.Calls(t, "scan")
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +263,7 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return m.Revocations().Has(tokenstate.Revocation{KeySet: "app", JTI: "after-start"}) }, "a revocation after start")
-	if got := scans(t, c) - before; got != onePass {
+	if got := srv.Calls(t, "scan") - before; got != onePass {
 		t.Fatalf("start and its watch ran %d SCANs; one pass over the state is %d", got, onePass)
 	}
 	cancel()
