@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/records"
 	keydredis "github.com/keyd-dev/keyd/tokenstate/redis"
@@ -65,10 +68,16 @@ func revocationsAtScale(dir string, n int) error {
 		}
 		empty := measureRevocations(p, engine == "redis", redisProc)
 		p.stop()
-		// Fill n, straight into the engine's store, then start again.
+		// Fill n, straight into the engine's store (with Redis, n logins
+		// too), then start again.
 		t0 := time.Now()
 		if err := fill(sub, redisURL, n); err != nil {
 			return err
+		}
+		if redisURL != "" {
+			if err := fillLogins(redisURL, n); err != nil {
+				return err
+			}
 		}
 		fillTime := time.Since(t0)
 		if redisURL != "" {
@@ -84,12 +93,13 @@ func revocationsAtScale(dir string, n int) error {
 		full := measureRevocations(p, engine == "redis", redisProc)
 		loaded := p.rssAnon()
 		p.stop()
-		fmt.Printf("%-6s filled %d in %s; start-up with them: ready in %s, RSS %d MiB (%d MiB its own, the rest the database file's mapped pages); %d MiB its own after the load below\n",
+		fmt.Printf("%-6s filled %d (and as many logins with Redis) in %s; start-up with them: ready in %s, RSS %d MiB (%d MiB its own, the rest the database file's mapped pages); %d MiB its own after the load below\n",
 			engine, n, fillTime.Round(time.Second), ready.Round(time.Millisecond), rss>>20, anon>>20, loaded>>20)
 		fmt.Printf("%-6s revoke: %8.0f/s none, %8.0f/s with %d (%.2f); verify: %8.0f/s none, %8.0f/s with them (%.2f)\n", engine,
 			empty.revoke, full.revoke, n, full.revoke/empty.revoke, empty.verify, full.verify, full.verify/empty.verify)
 		if engine == "redis" {
-			fmt.Printf("%-6s token-pair + refresh: %8.0f logins/s (each a pair then a refresh), with %d logins stored\n", engine, full.pairs, full.logins)
+			fmt.Printf("%-6s token-pair + refresh: %8.0f logins/s none, %8.0f/s with %d logins stored (%.2f; each login a pair then a refresh)\n",
+				engine, empty.pairs, full.pairs, int64(n)+empty.logins+full.logins, full.pairs/empty.pairs)
 			fmt.Printf("%-6s redis-server's CPU per second of measurement (revoke, verify): none %.2f, %.2f; with them %.2f, %.2f\n", engine,
 				empty.redisRevoke, empty.redisVerify, full.redisRevoke, full.redisVerify)
 		}
@@ -138,6 +148,42 @@ func fill(dir, redisURL string, n int) error {
 				r := tokenstate.Revocation{KeySet: "app", JTI: fmt.Sprintf("fill-%016d", i), Expires: now.Add(2 * time.Hour),
 					RevokedAt: now.Add(-time.Duration(rand.Int64N(int64(time.Hour)))), Reason: "logout"}
 				if _, err := st.PutRevocation(ctx, r); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// fillLogins stores n refresh token logins in Redis as keyd stores them
+// (one key per login, a family of its size, expiring in a day), from 64
+// writers at once.
+func fillLogins(redisURL string, n int) error {
+	ctx := context.Background()
+	s, err := keydredis.Open(ctx, keydredis.Options{URL: redisURL})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	rs := s.Records()
+	now := time.Now().UTC()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Go(func() {
+			id, secret := make([]byte, 16), make([]byte, 32)
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				_, _ = crand.Read(id)
+				_, _ = crand.Read(secret)
+				data, _ := json.Marshal(map[string]any{"keyset": "app", "claims": map[string]string{"sub": fmt.Sprintf("user-%d", i)},
+					"secret": secret, "generation": 1, "created_at": now, "expires_at": now.Add(24 * time.Hour)})
+				rec := &keystore.Record{ID: base64.RawURLEncoding.EncodeToString(id), Data: data, Expires: now.Add(48 * time.Hour)}
+				if _, err := rs.PutRecord(ctx, refresh.Kind, rec); err != nil {
 					errs <- err
 					return
 				}

@@ -48,7 +48,8 @@ return have + 1
 
 // GetRecord implements keystore.RecordStore.
 func (r Records) GetRecord(ctx context.Context, kind, id string) (*keystore.Record, error) {
-	raw, err := r.s.c.Get(ctx, r.key(kind, id)).Bytes()
+	key := r.key(kind, id)
+	raw, err := r.s.pl.do(func(p goredis.Pipeliner) goredis.Cmder { return p.Get(ctx, key) }).(*goredis.StringCmd).Bytes()
 	if errors.Is(err, goredis.Nil) {
 		return nil, fmt.Errorf("%w: record %s %s", keystore.ErrNotFound, kind, id)
 	}
@@ -76,7 +77,7 @@ func (r Records) PutRecord(ctx context.Context, kind string, rec *keystore.Recor
 	if !rec.Expires.IsZero() {
 		exp = rec.Expires.UnixMilli()
 	}
-	got, err := cas.Run(ctx, r.s.c, []string{r.key(kind, rec.ID)}, rec.Version, val, exp).Int64()
+	got, err := r.s.script(ctx, cas, []string{r.key(kind, rec.ID)}, rec.Version, val, exp).Int64()
 	if err != nil {
 		return nil, unavailable(err)
 	}

@@ -30,6 +30,7 @@ import (
 type Store struct {
 	c      goredis.UniversalClient
 	prefix string
+	pl     *pipeliner // revocation writes, login reads and writes: the hot commands
 }
 
 var (
@@ -39,7 +40,20 @@ var (
 
 // New returns the engine over c, with its keys under prefix (e.g.
 // "keyd:"), so that several keyd deployments can share one Redis.
-func New(c goredis.UniversalClient, prefix string) *Store { return &Store{c: c, prefix: prefix} }
+func New(c goredis.UniversalClient, prefix string) *Store {
+	return &Store{c: c, prefix: prefix, pl: &pipeliner{c: c, maxInFlight: DefaultMaxInFlight, timeout: 5 * time.Second}}
+}
+
+// script runs sc through the pipeliner (EVALSHA); when Redis does not
+// know the script yet (a new or restarted server: NOSCRIPT, nothing run),
+// it runs it alone, which loads it.
+func (s *Store) script(ctx context.Context, sc *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+	cmd := s.pl.do(func(p goredis.Pipeliner) goredis.Cmder { return sc.EvalSha(ctx, p, keys, args...) }).(*goredis.Cmd)
+	if err := cmd.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		return sc.Run(ctx, s.c, keys, args...)
+	}
+	return cmd
+}
 
 func (s *Store) key(r tokenstate.Revocation) string { return s.prefix + "rev:" + r.ID() }
 func (s *Store) channel() string                    { return s.prefix + "revocations" }
@@ -103,7 +117,7 @@ func unavailable(err error) error {
 // PutRevocation implements tokenstate.Store.
 func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
 	arg, _ := json.Marshal(toEntry(r))
-	out, err := put.Run(ctx, s.c, []string{s.key(r)}, arg, s.channel()).Text()
+	out, err := s.script(ctx, put, []string{s.key(r)}, arg, s.channel()).Text()
 	if err != nil {
 		return tokenstate.Revocation{}, unavailable(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,4 +269,89 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 	}
 	cancel()
 	<-watched
+}
+
+// pipelines counts the pipelines a client sends and the commands in them.
+type pipelines struct {
+	n, cmds atomic.Int64
+}
+
+func (h *pipelines) DialHook(next goredis.DialHook) goredis.DialHook          { return next }
+func (h *pipelines) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
+func (h *pipelines) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.n.Add(1)
+		h.cmds.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// Commands given at once by concurrent callers leave together: 400
+// concurrent login writes, then reads, then revocations take far fewer
+// pipelines than commands, and every caller gets its own answer (the
+// record it wrote, a conflict for the one stale write); a lone command
+// leaves at once, alone. On a fresh server the scripts are not loaded
+// yet: the first pipelined EVALSHA's NOSCRIPT loads them.
+func TestConcurrentCommandsLeaveTogether(t *testing.T) {
+	srv := testredis.Start(t)
+	c := client(t, srv)
+	h := &pipelines{}
+	c.AddHook(h)
+	s := redis.New(c, "p:")
+	rs := s.Records()
+	ctx := context.Background()
+	const n = 400
+	run := func(what string, op func(i int) error) {
+		t.Helper()
+		p0, c0 := h.n.Load(), h.cmds.Load()
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { errs[i] = op(i) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("%s %d: %v", what, i, err)
+			}
+		}
+		p, cmds := h.n.Load()-p0, h.cmds.Load()-c0
+		if cmds < n || p > n/2 {
+			t.Fatalf("%s: %d commands of %d callers in %d pipelines", what, cmds, n, p)
+		}
+		t.Logf("%s: %d commands in %d pipelines", what, cmds, p)
+	}
+	run("writes", func(i int) error {
+		got, err := rs.PutRecord(ctx, "login", &keystore.Record{ID: fmt.Sprint("l", i), Data: []byte(fmt.Sprint("data ", i))})
+		if err == nil && got.Version != 1 {
+			return fmt.Errorf("version %d", got.Version)
+		}
+		return err
+	})
+	run("reads", func(i int) error {
+		rec, err := rs.GetRecord(ctx, "login", fmt.Sprint("l", i))
+		if err == nil && (string(rec.Data) != fmt.Sprint("data ", i) || rec.Version != 1) {
+			return fmt.Errorf("read %q version %d", rec.Data, rec.Version)
+		}
+		return err
+	})
+	exp := time.Now().Add(time.Hour)
+	run("revocations", func(i int) error {
+		r, err := s.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint("j", i), Expires: exp, Reason: fmt.Sprint("r", i)})
+		if err == nil && (r.JTI != fmt.Sprint("j", i) || r.Reason != fmt.Sprint("r", i)) {
+			return fmt.Errorf("answered %+v", r)
+		}
+		return err
+	})
+	// A stale write among them is refused, and only it.
+	if _, err := rs.PutRecord(ctx, "login", &keystore.Record{ID: "l7", Data: []byte("stale")}); !errors.Is(err, keystore.ErrConflict) {
+		t.Fatalf("a stale write: %v", err)
+	}
+	if _, err := rs.GetRecord(ctx, "login", "missing"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("a missing record: %v", err)
+	}
+	p0 := h.n.Load()
+	if _, err := rs.GetRecord(ctx, "login", "l1"); err != nil || h.n.Load()-p0 != 1 {
+		t.Fatalf("a lone read: %v, %d pipelines", err, h.n.Load()-p0)
+	}
 }
