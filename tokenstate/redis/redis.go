@@ -17,7 +17,9 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -128,67 +130,130 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 	return e.revocation(), nil
 }
 
-// Revocations implements tokenstate.Store: a SCAN of the keys, read in
-// batches.
+// Revocations implements tokenstate.Store: a SCAN of the keys, their
+// values read a batch at a time while every processor decodes the batches
+// before (add is called from several goroutines at once).
 func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)) error {
-	return s.scan(ctx, s.prefix+"rev:*", func(_, val string) error {
-		var e entry
-		if err := json.Unmarshal([]byte(val), &e); err != nil {
-			return fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
+	batches := make(chan []string, 4)
+	var bad atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for vals := range batches {
+				for _, v := range vals {
+					var e entry
+					if err := json.Unmarshal([]byte(v), &e); err != nil {
+						err = fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
+						bad.CompareAndSwap(nil, &err)
+						continue
+					}
+					add(e.revocation())
+				}
+			}
+		})
+	}
+	err := s.scanBatches(ctx, s.prefix+"rev:*", func(_, vals []string) error {
+		if p := bad.Load(); p != nil {
+			return *p
 		}
-		add(e.revocation())
+		select {
+		case batches <- vals:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(batches)
+	wg.Wait()
+	if p := bad.Load(); err == nil && p != nil {
+		err = *p
+	}
+	return err
+}
+
+// scan calls fn with each key matching pattern and its value, one at a
+// time; keys that expire meanwhile are skipped.
+func (s *Store) scan(ctx context.Context, pattern string, fn func(key, val string) error) error {
+	var mu sync.Mutex // the masters of a cluster are scanned at once
+	return s.scanBatches(ctx, pattern, func(keys, vals []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range keys {
+			if err := fn(keys[i], vals[i]); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
 
-// scan calls fn with each key matching pattern and its value, reading the
-// keys a SCAN batch at a time (on every master of a Redis Cluster); keys
-// that expire meanwhile are skipped.
-func (s *Store) scan(ctx context.Context, pattern string, fn func(key, val string) error) error {
+// scanBatches calls batch with the keys matching pattern and their
+// values, a SCAN batch at a time, on every master of a Redis Cluster (at
+// once: batch may be called from several goroutines).
+func (s *Store) scanBatches(ctx context.Context, pattern string, batch func(keys, vals []string) error) error {
 	if cc, ok := s.c.(*goredis.ClusterClient); ok {
-		var mu sync.Mutex // fn is called from one master at a time
 		return unavailable(cc.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
-			return scanNode(ctx, node, pattern, func(key, val string) error {
-				mu.Lock()
-				defer mu.Unlock()
-				return fn(key, val)
-			})
+			return scanNode(ctx, node, pattern, false, batch)
 		}))
 	}
-	return scanNode(ctx, s.c, pattern, fn)
+	return scanNode(ctx, s.c, pattern, true, batch)
 }
 
-// scanNode scans one server: SCAN, then the values of each batch in one
-// round trip (GETs pipelined: the keys of a batch may lie in different
-// slots, which MGET refuses on a cluster node).
-func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, fn func(key, val string) error) error {
-	var cursor uint64
+// scanNode scans one server: the values of each SCAN batch are read in
+// one round trip with the next SCAN, by one MGET (mget) or by pipelined
+// GETs (on a cluster node, whose batch's keys may lie in different slots,
+// which MGET refuses); keys that expired meanwhile are left out.
+func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool, batch func(keys, vals []string) error) error {
+	keys, cursor, err := c.Scan(ctx, 0, pattern, 1000).Result()
+	if err != nil {
+		return unavailable(err)
+	}
 	for {
-		keys, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
-		if err != nil {
-			return unavailable(err)
-		}
-		if len(keys) > 0 {
-			gets := make([]*goredis.StringCmd, len(keys))
-			_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		var gets []*goredis.StringCmd
+		var all *goredis.SliceCmd
+		var next *goredis.ScanCmd
+		_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			switch {
+			case len(keys) == 0:
+			case mget:
+				all = p.MGet(ctx, keys...)
+			default:
+				gets = make([]*goredis.StringCmd, len(keys))
 				for i, k := range keys {
 					gets[i] = p.Get(ctx, k)
 				}
-				return nil
-			})
-			if err != nil && !errors.Is(err, goredis.Nil) {
-				return unavailable(err)
 			}
-			for i, g := range gets {
-				if v, err := g.Result(); err == nil {
-					if err := fn(keys[i], v); err != nil {
-						return err
-					}
+			if cursor != 0 {
+				next = p.Scan(ctx, cursor, pattern, 1000)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return unavailable(err)
+		}
+		found, vals := make([]string, 0, len(keys)), make([]string, 0, len(keys))
+		for i, g := range gets {
+			if v, err := g.Result(); err == nil {
+				found, vals = append(found, keys[i]), append(vals, v)
+			}
+		}
+		if all != nil {
+			for i, v := range all.Val() {
+				if v, ok := v.(string); ok { // nil: expired meanwhile
+					found, vals = append(found, keys[i]), append(vals, v)
 				}
 			}
 		}
-		if cursor = next; cursor == 0 {
+		if len(found) > 0 {
+			if err := batch(found, vals); err != nil {
+				return err
+			}
+		}
+		if next == nil {
 			return nil
+		}
+		if keys, cursor, err = next.Result(); err != nil {
+			return unavailable(err)
 		}
 	}
 }
