@@ -260,10 +260,24 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	if d.startErr != nil && !errors.Is(d.startErr, keystore.ErrUnavailable) && !errors.Is(d.startErr, context.DeadlineExceeded) {
 		return d.startErr
 	}
-	if d.startErr == nil && d.o.Loaded != nil {
-		d.o.Loaded()
+	if d.startErr == nil {
+		d.loaded()
 	}
 	return nil
+}
+
+// loaded runs once the key sets and revocations are in memory: bbolt's
+// pages read by the load leave keyd's RSS (they stay in the page cache),
+// then the Loaded hook returns the load's garbage.
+func (d *daemon) loaded() {
+	if r, ok := d.store.(interface{ ReleaseMapped() error }); ok {
+		if err := r.ReleaseMapped(); err != nil {
+			d.log.Warn("could not release the database file's pages read at start", "err", err)
+		}
+	}
+	if d.o.Loaded != nil {
+		d.o.Loaded()
+	}
 }
 
 // openTokenState opens where token revocations live: Redis when
@@ -473,6 +487,7 @@ func (d *daemon) finishStart(ctx context.Context) error {
 	if err := retryStart(ctx, d.mgr, d.log); err != nil {
 		return err
 	}
+	d.loaded()
 	d.log.Info("key sets loaded: ready")
 	return nil
 }
