@@ -9,7 +9,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
+
+	"github.com/keyd-dev/keyd/internal/gather"
 )
 
 // DefaultMaxInFlight is how many requests keyd keeps out to Transit for
@@ -48,95 +49,56 @@ type batchInput struct {
 }
 
 // batcher sends the signatures (or MACs) asked of one Transit key at one
-// path with the same params. A caller's input leaves at once while fewer
-// than maxInFlight requests are out; under more load the inputs that
-// arrive meanwhile wait for the next request to free up and leave together
-// in it (Transit's batch_input, up to maxBatch): batching adds no delay to
-// a lone caller and forms only under load, where it saves Vault and keyd a
-// round trip, a token lookup and a request's bookkeeping per signature.
+// path with the same params together (gather.Batcher: a lone caller's
+// input leaves at once; under load the inputs that arrive while
+// maxInFlight requests are out leave together in Transit's batch_input,
+// up to maxBatch), saving Vault and keyd a round trip, a token lookup and
+// a request's bookkeeping per signature.
 type batcher struct {
 	t      *Custody
 	path   string
 	params params
 	field  string // the value each batch result carries: signature or hmac
-
-	mu       sync.Mutex
-	queue    []*pending
-	inFlight int
+	g      gather.Batcher[string, []byte]
 }
 
-type pending struct {
-	input string // base64
-	out   []byte
-	err   error
-	done  chan struct{}
+func newBatcher(t *Custody, path string, p params, field string) *batcher {
+	b := &batcher{t: t, path: path, params: p, field: field}
+	b.g = gather.Batcher[string, []byte]{MaxInFlight: t.maxInFlight(), MaxBatch: maxBatch, Send: b.send}
+	return b
 }
 
 // do returns the decoded value Transit gives for input.
 func (b *batcher) do(input []byte) ([]byte, error) {
-	p := &pending{input: base64.StdEncoding.EncodeToString(input), done: make(chan struct{})}
-	b.mu.Lock()
-	b.queue = append(b.queue, p)
-	if b.inFlight < b.t.maxInFlight() {
-		b.inFlight++
-		b.mu.Unlock()
-		b.flush()
-	} else {
-		b.mu.Unlock()
-	}
-	<-p.done
-	return p.out, p.err
+	return b.g.Do(base64.StdEncoding.EncodeToString(input))
 }
 
-// flush holds one of the in-flight places: it sends what waits, and when
-// more has arrived by the time the answer is in, hands its place to a
-// goroutine that sends that, so its own caller is answered at once.
-func (b *batcher) flush() {
-	b.mu.Lock()
-	n := min(len(b.queue), maxBatch)
-	batch := make([]*pending, n)
-	copy(batch, b.queue)
-	b.queue = append(b.queue[:0], b.queue[n:]...)
-	b.mu.Unlock()
-
-	b.send(batch)
-
-	b.mu.Lock()
-	if len(b.queue) > 0 {
-		b.mu.Unlock()
-		go b.flush()
-		return
-	}
-	b.inFlight--
-	b.mu.Unlock()
-}
-
-// send makes one Transit request for batch and answers each of its
-// callers.
-func (b *batcher) send(batch []*pending) {
-	req := batchRequest{BatchInput: make([]batchInput, len(batch)), params: b.params}
-	for i, p := range batch {
-		req.BatchInput[i].Input = p.input
+// send makes one Transit request for inputs (base64).
+func (b *batcher) send(inputs []string) ([][]byte, []error) {
+	outs, errs := make([][]byte, len(inputs)), make([]error, len(inputs))
+	req := batchRequest{BatchInput: make([]batchInput, len(inputs)), params: b.params}
+	for i, in := range inputs {
+		req.BatchInput[i].Input = in
 	}
 	results, err := b.t.postBatch(b.path, req)
-	if err == nil && len(results) != len(batch) {
-		err = fmt.Errorf("%d results for %d inputs", len(results), len(batch))
+	if err == nil && len(results) != len(inputs) {
+		err = fmt.Errorf("%d results for %d inputs", len(results), len(inputs))
 	}
-	for i, p := range batch {
+	for i := range inputs {
 		switch {
 		case err != nil:
-			p.err = err
+			errs[i] = err
 		case results[i].Error != "":
-			p.err = fmt.Errorf("%s", results[i].Error)
+			errs[i] = fmt.Errorf("%s", results[i].Error)
 		default:
 			v := results[i].Signature
 			if b.field == "hmac" {
 				v = results[i].HMAC
 			}
-			p.out, p.err = decodeValue(b.field, v)
+			outs[i], errs[i] = decodeValue(b.field, v)
 		}
-		close(p.done)
 	}
+	return outs, errs
 }
 
 type batchResult struct {

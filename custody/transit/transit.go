@@ -277,7 +277,7 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	}
 	b, ok := s.batchers.Load(k)
 	if !ok {
-		b, _ = s.batchers.LoadOrStore(k, &batcher{t: s.t, path: k.path, params: k.params, field: "signature"})
+		b, _ = s.batchers.LoadOrStore(k, newBatcher(s.t, k.path, k.params, "signature"))
 	}
 	sig, err := b.(*batcher).do(digest)
 	if err != nil {
@@ -293,7 +293,7 @@ func (t *Custody) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) 
 	if !ok {
 		return nil, fmt.Errorf("%w: %s is not an HMAC algorithm", keystore.ErrUnsupportedAlgorithm, alg)
 	}
-	return mac{&batcher{t: t, path: t.mount + "/hmac/" + ref + "/" + h, field: "hmac"}}, nil
+	return mac{newBatcher(t, t.mount+"/hmac/"+ref+"/"+h, params{}, "hmac")}, nil
 }
 
 type mac struct{ b *batcher }

@@ -2,10 +2,11 @@ package redis
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/keyd-dev/keyd/internal/gather"
 )
 
 // DefaultMaxInFlight is how many pipelines a Store keeps out to Redis at
@@ -18,75 +19,43 @@ const DefaultMaxInFlight = 2
 // maxPipeline bounds the commands of one pipeline.
 const maxPipeline = 128
 
-// pipeliner sends the commands that concurrent callers give it together:
-// a command leaves at once, alone, while fewer than maxInFlight pipelines
-// are out; under more load the commands that arrive meanwhile wait for
-// the next pipeline to free up and leave together in it (one write and
-// one read for all of them, where each command alone costs go-redis a
-// connection from its pool, a health check, a write and a read). A lone
-// caller waits for nothing; under load, each revocation, login read and
-// login write costs keyd and Redis a fraction of a round trip.
+// pipeliner sends the commands that concurrent callers give it together
+// (gather.Batcher): a command leaves at once, alone, while fewer than
+// maxInFlight pipelines are out; under more load the commands that arrive
+// meanwhile leave together in the next pipeline (one write and one read
+// for all of them, where each command alone costs go-redis a connection
+// from its pool, a health check, a write and a read). Under load, each
+// revocation, login read and login write costs keyd and Redis a fraction
+// of a round trip.
 type pipeliner struct {
-	c           goredis.UniversalClient
-	maxInFlight int
-	timeout     time.Duration // of one pipeline
-
-	mu       sync.Mutex
-	queue    []*queued
-	inFlight int
+	c       goredis.UniversalClient
+	timeout time.Duration // of one pipeline
+	g       gather.Batcher[func(p goredis.Pipeliner) goredis.Cmder, goredis.Cmder]
 }
 
-type queued struct {
-	add  func(p goredis.Pipeliner) goredis.Cmder // queues the command in p
-	cmd  goredis.Cmder
-	done chan struct{}
+func newPipeliner(c goredis.UniversalClient, maxInFlight int, timeout time.Duration) *pipeliner {
+	pl := &pipeliner{c: c, timeout: timeout}
+	pl.g = gather.Batcher[func(p goredis.Pipeliner) goredis.Cmder, goredis.Cmder]{MaxInFlight: maxInFlight, MaxBatch: maxPipeline, Send: pl.send}
+	return pl
 }
 
-// do runs the command add queues, in a pipeline with whatever else is
+// do runs the command add queues in a pipeline, with whatever else is
 // waiting, and returns it with its answer.
 func (pl *pipeliner) do(add func(p goredis.Pipeliner) goredis.Cmder) goredis.Cmder {
-	q := &queued{add: add, done: make(chan struct{})}
-	pl.mu.Lock()
-	pl.queue = append(pl.queue, q)
-	if pl.inFlight < pl.maxInFlight {
-		pl.inFlight++
-		pl.mu.Unlock()
-		pl.flush()
-	} else {
-		pl.mu.Unlock()
-	}
-	<-q.done
-	return q.cmd
+	cmd, _ := pl.g.Do(add)
+	return cmd
 }
 
-// flush holds one of the in-flight places: it sends what waits, and when
-// more has arrived by the time the answers are in, hands its place to a
-// goroutine that sends that, so its own caller is answered at once.
-func (pl *pipeliner) flush() {
-	pl.mu.Lock()
-	n := min(len(pl.queue), maxPipeline)
-	batch := make([]*queued, n)
-	copy(batch, pl.queue)
-	pl.queue = append(pl.queue[:0], pl.queue[n:]...)
-	pl.mu.Unlock()
-
+// send runs one pipeline of the commands adds queue; each command holds
+// its own answer or error.
+func (pl *pipeliner) send(adds []func(p goredis.Pipeliner) goredis.Cmder) ([]goredis.Cmder, []error) {
 	ctx, cancel := context.WithTimeout(context.Background(), pl.timeout)
+	defer cancel()
 	p := pl.c.Pipeline()
-	for _, q := range batch {
-		q.cmd = q.add(p)
+	cmds := make([]goredis.Cmder, len(adds))
+	for i, add := range adds {
+		cmds[i] = add(p)
 	}
-	_, _ = p.Exec(ctx) // each command holds its own answer or error
-	cancel()
-	for _, q := range batch {
-		close(q.done)
-	}
-
-	pl.mu.Lock()
-	if len(pl.queue) > 0 {
-		pl.mu.Unlock()
-		go pl.flush()
-		return
-	}
-	pl.inFlight--
-	pl.mu.Unlock()
+	_, _ = p.Exec(ctx)
+	return cmds, make([]error, len(adds))
 }

@@ -43,7 +43,7 @@ var (
 // New returns the engine over c, with its keys under prefix (e.g.
 // "keyd:"), so that several keyd deployments can share one Redis.
 func New(c goredis.UniversalClient, prefix string) *Store {
-	return &Store{c: c, prefix: prefix, pl: &pipeliner{c: c, maxInFlight: DefaultMaxInFlight, timeout: 5 * time.Second}}
+	return &Store{c: c, prefix: prefix, pl: newPipeliner(c, DefaultMaxInFlight, 5*time.Second)}
 }
 
 // script runs sc through the pipeliner (EVALSHA); when Redis does not
