@@ -199,12 +199,16 @@ func (s *Store) scanBatches(ctx context.Context, pattern string, batch func(keys
 	return scanNode(ctx, s.c, pattern, true, batch)
 }
 
+// scanCount is the COUNT of each SCAN: how many keys Redis looks at per
+// call.
+const scanCount = 5000
+
 // scanNode scans one server: the values of each SCAN batch are read in
 // one round trip with the next SCAN, by one MGET (mget) or by pipelined
 // GETs (on a cluster node, whose batch's keys may lie in different slots,
 // which MGET refuses); keys that expired meanwhile are left out.
 func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool, batch func(keys, vals []string) error) error {
-	keys, cursor, err := c.Scan(ctx, 0, pattern, 1000).Result()
+	keys, cursor, err := c.Scan(ctx, 0, pattern, scanCount).Result()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -224,7 +228,7 @@ func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool,
 				}
 			}
 			if cursor != 0 {
-				next = p.Scan(ctx, cursor, pattern, 1000)
+				next = p.Scan(ctx, cursor, pattern, scanCount)
 			}
 			return nil
 		})
