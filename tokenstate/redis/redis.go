@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,8 +58,19 @@ func (s *Store) script(ctx context.Context, sc *goredis.Script, keys []string, a
 	return cmd
 }
 
-func (s *Store) key(r tokenstate.Revocation) string { return s.prefix + "rev:" + r.ID() }
-func (s *Store) channel() string                    { return s.prefix + "revocations" }
+// Revocations live under one hash tag, {rev}: each entry's key and the
+// index of them all (a sorted set of their ids by expiry) are in one slot
+// of a Redis Cluster, so the script that writes both runs there, and a
+// start-up reads the index, not every key in Redis.
+func (s *Store) key(r tokenstate.Revocation) string { return s.entryKey(r.ID()) }
+func (s *Store) entryKey(id string) string          { return s.prefix + "{rev}:" + id }
+func (s *Store) index() string                      { return s.prefix + "{rev}" }
+func (s *Store) layoutKey() string                  { return s.prefix + "{rev}:layout" }
+
+// oldPattern matches the keys of revocations written before the index
+// (keyd:rev:ID), moved at the first start that finds them.
+func (s *Store) oldPattern() string { return s.prefix + "rev:*" }
+func (s *Store) channel() string    { return s.prefix + "revocations" }
 
 // entry is a revocation as Redis holds it (times in Unix milliseconds,
 // which Lua compares as numbers).
@@ -90,10 +102,11 @@ func (e entry) revocation() tokenstate.Revocation {
 }
 
 // put merges the new entry into the stored one (later expiry, later
-// cut-off), stores it with its expiry and publishes it, atomically. Its
-// one key is the entry's; the channel is an argument, not a key (a
-// PUBLISH reaches every node of a Redis Cluster from any of them), so the
-// script runs on a cluster too.
+// cut-off), stores it with its expiry, records its id in the index with
+// that expiry, and publishes it (unless the channel is empty), atomically.
+// Its keys (the entry's, the index) share the {rev} hash tag; the channel
+// is an argument, not a key (a PUBLISH reaches every node of a Redis
+// Cluster from any of them), so the script runs on a cluster too.
 var put = goredis.NewScript(`
 local new = cjson.decode(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
@@ -105,7 +118,8 @@ if cur then
 end
 local s = cjson.encode(new)
 redis.call('SET', KEYS[1], s, 'PXAT', new.expires_ms)
-redis.call('PUBLISH', ARGV[2], s)
+redis.call('ZADD', KEYS[2], new.expires_ms, ARGV[3])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], s) end
 return s
 `)
 
@@ -119,7 +133,7 @@ func unavailable(err error) error {
 // PutRevocation implements tokenstate.Store.
 func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
 	arg, _ := json.Marshal(toEntry(r))
-	out, err := s.script(ctx, put, []string{s.key(r)}, arg, s.channel()).Text()
+	out, err := s.script(ctx, put, []string{s.key(r), s.index()}, arg, s.channel(), r.ID()).Text()
 	if err != nil {
 		return tokenstate.Revocation{}, unavailable(err)
 	}
@@ -130,10 +144,17 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 	return e.revocation(), nil
 }
 
-// Revocations implements tokenstate.Store: a SCAN of the keys, their
-// values read a batch at a time while every processor decodes the batches
-// before (add is called from several goroutines at once).
+// Revocations implements tokenstate.Store: the index read by ZSCAN (an
+// entry present throughout is read at least once, whatever changes
+// meanwhile), the entries of each batch in one MGET sent with the next
+// ZSCAN, decoded on every processor while the next batch is read (add is
+// called from several goroutines at once). Ids whose expiry has passed
+// are skipped. The first call on a Redis written by an older keyd moves
+// its entries under the index first.
 func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)) error {
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
 	batches := make(chan []string, 4)
 	var bad atomic.Pointer[error]
 	var wg sync.WaitGroup
@@ -152,7 +173,7 @@ func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)
 			}
 		})
 	}
-	err := s.scanBatches(ctx, s.prefix+"rev:*", func(_, vals []string) error {
+	err := s.readIndex(ctx, func(vals []string) error {
 		if p := bad.Load(); p != nil {
 			return *p
 		}
@@ -169,6 +190,95 @@ func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)
 		err = *p
 	}
 	return err
+}
+
+// readIndex calls batch with the stored entries the index names, a ZSCAN
+// batch at a time.
+func (s *Store) readIndex(ctx context.Context, batch func(vals []string) error) error {
+	now := float64(time.Now().UnixMilli())
+	var cursor uint64
+	first := true
+	var page *goredis.ScanCmd
+	for {
+		var all *goredis.SliceCmd
+		var next *goredis.ScanCmd
+		var keys []string
+		if page != nil {
+			ids, c, err := page.Result()
+			if err != nil {
+				return unavailable(err)
+			}
+			cursor = c
+			for i := 0; i+1 < len(ids); i += 2 { // member, score (the expiry)
+				if exp, err := strconv.ParseFloat(ids[i+1], 64); err != nil || exp >= now {
+					keys = append(keys, s.entryKey(ids[i]))
+				}
+			}
+		}
+		if !first && cursor == 0 && len(keys) == 0 {
+			return nil
+		}
+		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			if len(keys) > 0 {
+				all = p.MGet(ctx, keys...)
+			}
+			if first || cursor != 0 {
+				next = p.ZScan(ctx, s.index(), cursor, "", scanCount)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return unavailable(err)
+		}
+		first = false
+		if all != nil {
+			vals := make([]string, 0, len(keys))
+			for _, v := range all.Val() {
+				if v, ok := v.(string); ok { // nil: expired meanwhile
+					vals = append(vals, v)
+				}
+			}
+			if len(vals) > 0 {
+				if err := batch(vals); err != nil {
+					return err
+				}
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		page = next
+	}
+}
+
+// migrate moves the entries an older keyd wrote (one key each, no index)
+// under the index, once per Redis: each is written again by the put
+// script (merged, with its expiry, not published), then its old key is
+// deleted; a marker says it is done. Replicas migrating at once write
+// the same entries; merging makes that harmless.
+func (s *Store) migrate(ctx context.Context) error {
+	done, err := s.c.Exists(ctx, s.layoutKey()).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if done == 1 {
+		return nil
+	}
+	err = s.scan(ctx, s.oldPattern(), func(key, val string) error {
+		var e entry
+		if err := json.Unmarshal([]byte(val), &e); err != nil {
+			return fmt.Errorf("%w: redis revocation %s: %v", keystore.ErrCorrupt, key, err)
+		}
+		r := e.revocation()
+		if err := s.script(ctx, put, []string{s.key(r), s.index()}, val, "", r.ID()).Err(); err != nil {
+			return unavailable(err)
+		}
+		return unavailable(s.c.Del(ctx, key).Err())
+	})
+	if err != nil {
+		return err
+	}
+	return unavailable(s.c.Set(ctx, s.layoutKey(), "2", 0).Err())
 }
 
 // scan calls fn with each key matching pattern and its value, one at a
@@ -262,9 +372,12 @@ func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool,
 	}
 }
 
-// PruneRevocations implements tokenstate.Store: Redis expires the keys
-// itself.
-func (s *Store) PruneRevocations(context.Context, time.Time) (int, error) { return 0, nil }
+// PruneRevocations implements tokenstate.Store: Redis expires the entries
+// itself; what is left is their ids in the index, removed here.
+func (s *Store) PruneRevocations(ctx context.Context, now time.Time) (int, error) {
+	n, err := s.c.ZRemRangeByScore(ctx, s.index(), "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10)).Result()
+	return int(n), unavailable(err)
+}
 
 // Watch implements tokenstate.Watcher: every revocation published by any
 // replica goes to add; on every (re)subscription, resync is called first,

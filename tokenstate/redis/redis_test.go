@@ -49,7 +49,7 @@ func TestNativeExpiry(t *testing.T) {
 	if _, err := s.PutRevocation(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	ttl, err := c.PTTL(ctx, "x:rev:"+r.ID()).Result()
+	ttl, err := c.PTTL(ctx, "x:{rev}:"+r.ID()).Result()
 	if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 		t.Fatalf("the key's expiry: %v %v", ttl, err)
 	}
@@ -170,7 +170,7 @@ func TestSentinel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The write reached the master itself.
-	if n, err := client(t, srv).Exists(ctx, "s:rev:"+tokenstate.Revocation{KeySet: "a", JTI: "j"}.ID()).Result(); err != nil || n != 1 {
+	if n, err := client(t, srv).Exists(ctx, "s:{rev}:"+tokenstate.Revocation{KeySet: "a", JTI: "j"}.ID()).Result(); err != nil || n != 1 {
 		t.Fatalf("the master holds %d keys, %v", n, err)
 	}
 }
@@ -239,11 +239,11 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := srv.Calls(t, "scan")
+	before := srv.Calls(t, "zscan")
 	if err := writer.Revocations(ctx, func(tokenstate.Revocation) {}); err != nil {
 		t.Fatal(err)
 	}
-	onePass := srv.Calls(t, "scan") - before
+	onePass := srv.Calls(t, "zscan") - before
 
 	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
 	if err != nil {
@@ -253,7 +253,7 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute}
 	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: time.Now, TokenState: redis.New(client(t, srv), "s:")})
 	watched := m.WatchRevocations(ctx)
-	before = srv.Calls(t, "scan")
+	before = srv.Calls(t, "zscan")
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -264,8 +264,8 @@ func TestStartReadsTheStateOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return m.Revocations().Has(tokenstate.Revocation{KeySet: "app", JTI: "after-start"}) }, "a revocation after start")
-	if got := srv.Calls(t, "scan") - before; got != onePass {
-		t.Fatalf("start and its watch ran %d SCANs; one pass over the state is %d", got, onePass)
+	if got := srv.Calls(t, "zscan") - before; got != onePass {
+		t.Fatalf("start and its watch ran %d ZSCANs; one pass over the state is %d", got, onePass)
 	}
 	cancel()
 	<-watched
@@ -353,5 +353,46 @@ func TestConcurrentCommandsLeaveTogether(t *testing.T) {
 	p0 := h.n.Load()
 	if _, err := rs.GetRecord(ctx, "login", "l1"); err != nil || h.n.Load()-p0 != 1 {
 		t.Fatalf("a lone read: %v, %d pipelines", err, h.n.Load()-p0)
+	}
+}
+
+// Revocations written by a keyd before the index (one key each, no
+// index) are moved under it at the first start: every one is loaded, its
+// old key is gone, and an expired one is not brought back; later starts
+// do not look for old keys again (no SCAN).
+func TestOldLayoutMoves(t *testing.T) {
+	srv := testredis.Start(t)
+	c := client(t, srv)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour).UnixMilli()
+	for i := range 50 {
+		r := tokenstate.Revocation{KeySet: "app", JTI: fmt.Sprint("old-", i)}
+		val := fmt.Sprintf(`{"keyset":"app","jti":"old-%d","sub":"","before_ms":0,"expires_ms":%d,"revoked_ms":%d,"reason":"logout"}`, i, exp, exp-3600_000)
+		if err := c.Set(ctx, "m:rev:"+r.ID(), val, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := redis.New(c, "m:")
+	all, err := tokenstate.All(ctx, s)
+	if err != nil || len(all) != 50 {
+		t.Fatalf("after the move: %d entries, %v", len(all), err)
+	}
+	for _, r := range all {
+		if r.Reason != "logout" || r.Expires.UnixMilli() != exp {
+			t.Fatalf("moved entry %+v", r)
+		}
+	}
+	if old, _ := c.Keys(ctx, "m:rev:*").Result(); len(old) != 0 {
+		t.Fatalf("old keys left: %v", old)
+	}
+	if n, _ := c.ZCard(ctx, "m:{rev}").Result(); n != 50 {
+		t.Fatalf("the index holds %d ids", n)
+	}
+	before := srv.Calls(t, "scan")
+	if all, err := tokenstate.All(ctx, s); err != nil || len(all) != 50 {
+		t.Fatalf("a second load: %d entries, %v", len(all), err)
+	}
+	if n := srv.Calls(t, "scan") - before; n != 0 {
+		t.Fatalf("a second load scanned for old keys (%d SCANs)", n)
 	}
 }
