@@ -158,6 +158,7 @@ func run() error {
 		}
 	}
 	if want("custody") {
+		keyd.stop() // idle or not, it must not share the cores with the custody's figures
 		if *baoBin != "" {
 			if err := transitCustody(dir, body); err != nil {
 				return err
