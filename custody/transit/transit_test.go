@@ -79,6 +79,17 @@ func TestKeysAreNotExportableAndApart(t *testing.T) {
 	}
 }
 
+// openStore is a bbolt store of its own for t.
+func openStore(t *testing.T) *file.Store {
+	t.Helper()
+	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store
+}
+
 type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
@@ -91,11 +102,7 @@ func TestLifecycleDestroysTransitKeys(t *testing.T) {
 	vc := client(t)
 	c := transit.New(vc, "", "")
 	ctx := context.Background()
-	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t)
 	clk := &clock{t: time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)}
 	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "0 * * * *", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
 	sg := signer.New(clk.now, nil)
@@ -164,11 +171,7 @@ func TestStartSweepsOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t)
 	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
 	start := func(now time.Time) {
 		t.Helper()
@@ -338,11 +341,7 @@ func TestBatchSignsInFewRequests(t *testing.T) {
 	vc, cnt := countingClient(t)
 	c := transit.New(vc, "", "")
 	ctx := context.Background()
-	store, err := file.Open(file.Options{Path: filepath.Join(t.TempDir(), "keyd.db"), MasterKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t)
 	p := keystore.Policy{Name: "app", Algorithm: keystore.ES256, Rotation: "@daily", TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute, Custody: c}
 	sg := signer.New(time.Now, nil)
 	m := rotation.NewManager(rotation.Options{Store: store, Policies: []keystore.Policy{p}, Now: time.Now, Listeners: []rotation.Listener{sg}})
