@@ -9,7 +9,10 @@
 // subtly wrong loses a caller's answer.
 package gather
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // Batcher gathers requests of type In into calls of Send.
 type Batcher[In, Out any] struct {
@@ -64,7 +67,7 @@ func (b *Batcher[In, Out]) flush() {
 	for i, c := range batch {
 		ins[i] = c.in
 	}
-	outs, errs := b.Send(ins)
+	outs, errs := b.send(ins)
 	for i, c := range batch {
 		c.out, c.err = outs[i], errs[i]
 		close(c.done)
@@ -78,4 +81,24 @@ func (b *Batcher[In, Out]) flush() {
 	}
 	b.inFlight--
 	b.mu.Unlock()
+}
+
+// send calls Send; a panic in it (a bug) becomes every request's error,
+// so that no caller waits forever and the in-flight place is given back.
+func (b *Batcher[In, Out]) send(ins []In) (outs []Out, errs []error) {
+	defer func() {
+		v := recover()
+		if v == nil && len(outs) == len(ins) && len(errs) == len(ins) {
+			return
+		}
+		err := fmt.Errorf("gather: the round trip panicked: %v", v)
+		if v == nil {
+			err = fmt.Errorf("gather: %d answers and %d errors for %d requests", len(outs), len(errs), len(ins))
+		}
+		outs, errs = make([]Out, len(ins)), make([]error, len(ins))
+		for i := range errs {
+			errs[i] = err
+		}
+	}()
+	return b.Send(ins)
 }

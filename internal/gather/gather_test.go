@@ -72,3 +72,22 @@ func TestBatcher(t *testing.T) {
 	}
 	t.Logf("%d requests in %d calls", n, calls.Load()-1)
 }
+
+// A Send that panics (a bug) answers every request of its round trip with
+// an error instead of leaving them waiting, and the next requests still
+// go out.
+func TestSendPanics(t *testing.T) {
+	var calls atomic.Int64
+	b := &gather.Batcher[int, int]{MaxInFlight: 1, MaxBatch: 10, Send: func(ins []int) ([]int, []error) {
+		if calls.Add(1) == 1 {
+			panic("a bug")
+		}
+		return ins, make([]error, len(ins))
+	}}
+	if _, err := b.Do(1); err == nil {
+		t.Fatal("a panicking round trip answered no error")
+	}
+	if out, err := b.Do(2); out != 2 || err != nil {
+		t.Fatalf("the next request: %d %v", out, err)
+	}
+}
