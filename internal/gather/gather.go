@@ -10,6 +10,7 @@
 package gather
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -83,7 +84,8 @@ func (b *Batcher[In, Out]) flush() {
 	b.mu.Unlock()
 }
 
-// send calls Send; a panic in it (a bug) becomes every request's error,
+// send calls Send; a panic in it (a bug) becomes every request's error
+// (its value is not told: it could hold anything),
 // so that no caller waits forever and the in-flight place is given back.
 func (b *Batcher[In, Out]) send(ins []In) (outs []Out, errs []error) {
 	defer func() {
@@ -91,7 +93,7 @@ func (b *Batcher[In, Out]) send(ins []In) (outs []Out, errs []error) {
 		if v == nil && len(outs) == len(ins) && len(errs) == len(ins) {
 			return
 		}
-		err := fmt.Errorf("gather: the round trip panicked: %v", v)
+		err := errors.New("gather: the round trip panicked") // not its value: it could hold anything
 		if v == nil {
 			err = fmt.Errorf("gather: %d answers and %d errors for %d requests", len(outs), len(errs), len(ins))
 		}
