@@ -264,21 +264,40 @@ func (s *Store) migrate(ctx context.Context) error {
 	if done == 1 {
 		return nil
 	}
-	err = s.scan(ctx, s.oldPattern(), func(key, val string) error {
-		var e entry
-		if err := json.Unmarshal([]byte(val), &e); err != nil {
-			return fmt.Errorf("%w: redis revocation %s: %v", keystore.ErrCorrupt, key, err)
+	err = s.scanBatches(ctx, s.oldPattern(), func(keys, vals []string) error {
+		// Each batch's entries moved at once: the pipeliner gathers their
+		// writes and deletions into a few round trips.
+		errs := make([]error, len(keys))
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(len(keys), 64) {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < len(keys); i = int(next.Add(1) - 1) {
+					errs[i] = s.moveOld(ctx, keys[i], vals[i])
+				}
+			})
 		}
-		r := e.revocation()
-		if err := s.script(ctx, put, []string{s.key(r), s.index()}, val, "", r.ID()).Err(); err != nil {
-			return unavailable(err)
-		}
-		return unavailable(s.c.Del(ctx, key).Err())
+		wg.Wait()
+		return errors.Join(errs...)
 	})
 	if err != nil {
 		return err
 	}
 	return unavailable(s.c.Set(ctx, s.layoutKey(), "2", 0).Err())
+}
+
+// moveOld writes the entry val of the old layout's key under the index,
+// then deletes key.
+func (s *Store) moveOld(ctx context.Context, key, val string) error {
+	var e entry
+	if err := json.Unmarshal([]byte(val), &e); err != nil {
+		return fmt.Errorf("%w: redis revocation %s: %v", keystore.ErrCorrupt, key, err)
+	}
+	r := e.revocation()
+	if err := s.script(ctx, put, []string{s.key(r), s.index()}, val, "", r.ID()).Err(); err != nil {
+		return unavailable(err)
+	}
+	return unavailable(s.pl.do(func(p goredis.Pipeliner) goredis.Cmder { return p.Del(ctx, key) }).Err())
 }
 
 // scan calls fn with each key matching pattern and its value, one at a
