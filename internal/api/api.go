@@ -451,7 +451,9 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		// Debug: sign and verify are the hot path. Rotations and
 		// revocations log themselves at info or warn.
 		level := slog.LevelDebug
-		if rec.status >= 500 {
+		if rec.status >= 500 && r.URL.Path != "/readyz" {
+			// A 503 from /readyz is its answer, not a failure: a probe
+			// every few seconds through a long start would flood the log.
 			level = slog.LevelWarn
 		}
 		if s.Logger.Enabled(r.Context(), level) { // spare the hot path the arguments

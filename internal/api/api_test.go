@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -297,5 +299,31 @@ func TestClaimsNotAnObject(t *testing.T) {
 		if code != 400 || !strings.Contains(string(out), "claims must be a JSON object of claims") {
 			t.Errorf("%s: %d %s", body, code, out)
 		}
+	}
+}
+
+// While keyd is starting, /readyz answers 503 to every probe: that is its
+// answer, logged at debug, not a warning per probe; other endpoints' 503s
+// (not loaded yet) are still warnings.
+func TestReadyzNotReadyIsNoWarning(t *testing.T) {
+	var logs bytes.Buffer
+	h := api.New(api.Options{
+		Health: func() (bool, error) { return false, nil },
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	for range 3 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if rec.Code != 503 {
+			t.Fatalf("/readyz while starting: %d", rec.Code)
+		}
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("/readyz's 503s were logged: %s", logs.String())
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/keysets", nil))
+	if rec.Code != 503 || !strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("another endpoint's %d while starting was not a warning: %q", rec.Code, logs.String())
 	}
 }
