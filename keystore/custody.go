@@ -52,8 +52,12 @@ type CustodyConcurrency interface {
 
 // DefaultSignConcurrency is how many signatures of a batch a custody
 // without CustodyConcurrency is asked for at once: enough to keep an
-// HSM's sessions busy without piling callers onto its session pool.
-const DefaultSignConcurrency = 16
+// HSM's sessions busy without piling callers onto its session pool. With
+// SoftHSM on the 2-core machine, 32 concurrent batches of 100
+// (keyd-bench --only custody, runs alternated): 4 at once gave 0.91-1.03
+// of crypto11's own loop at the loop's CPU per signature; 2 gave 0.90-0.94,
+// 16 0.65-0.88, 64 0.82-0.86, with up to 40% more CPU per signature.
+const DefaultSignConcurrency = 4
 
 // SignConcurrency is how many signatures of a batch to ask c for at once.
 func SignConcurrency(c Custody) int {
