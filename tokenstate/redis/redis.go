@@ -193,62 +193,23 @@ func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)
 }
 
 // readIndex calls batch with the stored entries the index names, a ZSCAN
-// batch at a time.
+// batch at a time; ids whose expiry has passed are not read. The entries
+// share the index's slot, so one MGET reads a batch even on a cluster.
 func (s *Store) readIndex(ctx context.Context, batch func(vals []string) error) error {
 	now := float64(time.Now().UnixMilli())
-	var cursor uint64
-	first := true
-	var page *goredis.ScanCmd
-	for {
-		var all *goredis.SliceCmd
-		var next *goredis.ScanCmd
-		var keys []string
-		if page != nil {
-			ids, c, err := page.Result()
-			if err != nil {
-				return unavailable(err)
-			}
-			cursor = c
-			for i := 0; i+1 < len(ids); i += 2 { // member, score (the expiry)
-				if exp, err := strconv.ParseFloat(ids[i+1], 64); err != nil || exp >= now {
-					keys = append(keys, s.entryKey(ids[i]))
-				}
-			}
-		}
-		if !first && cursor == 0 && len(keys) == 0 {
-			return nil
-		}
-		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			if len(keys) > 0 {
-				all = p.MGet(ctx, keys...)
-			}
-			if first || cursor != 0 {
-				next = p.ZScan(ctx, s.index(), cursor, "", scanCount)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, goredis.Nil) {
-			return unavailable(err)
-		}
-		first = false
-		if all != nil {
-			vals := make([]string, 0, len(keys))
-			for _, v := range all.Val() {
-				if v, ok := v.(string); ok { // nil: expired meanwhile
-					vals = append(vals, v)
-				}
-			}
-			if len(vals) > 0 {
-				if err := batch(vals); err != nil {
-					return err
-				}
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		page = next
+	zscan := func(c goredis.Cmdable, cursor uint64) *goredis.ScanCmd {
+		return c.ZScan(ctx, s.index(), cursor, "", scanCount)
 	}
+	live := func(page []string) []string { // member, score (the expiry), ...
+		var keys []string
+		for i := 0; i+1 < len(page); i += 2 {
+			if exp, err := strconv.ParseFloat(page[i+1], 64); err != nil || exp >= now {
+				keys = append(keys, s.entryKey(page[i]))
+			}
+		}
+		return keys
+	}
+	return scanValues(ctx, s.c, zscan, live, true, func(_, vals []string) error { return batch(vals) })
 }
 
 // migrate moves the entries an older keyd wrote (one key each, no index)
@@ -332,16 +293,29 @@ func (s *Store) scanBatches(ctx context.Context, pattern string, batch func(keys
 // call.
 const scanCount = 5000
 
-// scanNode scans one server: the values of each SCAN batch are read in
-// one round trip with the next SCAN, by one MGET (mget) or by pipelined
-// GETs (on a cluster node, whose batch's keys may lie in different slots,
-// which MGET refuses); keys that expired meanwhile are left out.
+// scanNode scans one server's keys matching pattern with their values
+// (see scanValues).
 func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool, batch func(keys, vals []string) error) error {
-	keys, cursor, err := c.Scan(ctx, 0, pattern, scanCount).Result()
+	scan := func(c goredis.Cmdable, cursor uint64) *goredis.ScanCmd {
+		return c.Scan(ctx, cursor, pattern, scanCount)
+	}
+	return scanValues(ctx, c, scan, func(page []string) []string { return page }, mget, batch)
+}
+
+// scanValues walks a cursor (scan makes the command for a cursor, on c or
+// in a pipeline), turns each page into the keys to read (keysOf), and
+// reads their values in one round trip with the next page: by one MGET
+// (mget) or by pipelined GETs (on a cluster node, whose page's keys may
+// lie in different slots, which MGET refuses). Keys gone meanwhile are
+// left out.
+func scanValues(ctx context.Context, c goredis.Cmdable, scan func(c goredis.Cmdable, cursor uint64) *goredis.ScanCmd,
+	keysOf func(page []string) []string, mget bool, batch func(keys, vals []string) error) error {
+	page, cursor, err := scan(c, 0).Result()
 	if err != nil {
 		return unavailable(err)
 	}
 	for {
+		keys := keysOf(page)
 		var gets []*goredis.StringCmd
 		var all *goredis.SliceCmd
 		var next *goredis.ScanCmd
@@ -357,7 +331,7 @@ func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool,
 				}
 			}
 			if cursor != 0 {
-				next = p.Scan(ctx, cursor, pattern, scanCount)
+				next = scan(p, cursor)
 			}
 			return nil
 		})
@@ -385,7 +359,7 @@ func scanNode(ctx context.Context, c goredis.Cmdable, pattern string, mget bool,
 		if next == nil {
 			return nil
 		}
-		if keys, cursor, err = next.Result(); err != nil {
+		if page, cursor, err = next.Result(); err != nil {
 			return unavailable(err)
 		}
 	}
