@@ -128,6 +128,7 @@ func fill(dir, redisURL string, n int) error {
 		if err != nil {
 			return err
 		}
+		defer s.Close()
 		st = s
 	} else {
 		key, _ := base64.StdEncoding.DecodeString(masterKey)
@@ -139,15 +140,24 @@ func fill(dir, redisURL string, n int) error {
 		st = records.New(s)
 	}
 	now := time.Now()
+	return writers(n, func(i int64) error {
+		r := tokenstate.Revocation{KeySet: "app", JTI: fmt.Sprintf("fill-%016d", i), Expires: now.Add(2 * time.Hour),
+			RevokedAt: now.Add(-time.Duration(rand.Int64N(int64(time.Hour)))), Reason: "logout"}
+		_, err := st.PutRevocation(ctx, r)
+		return err
+	})
+}
+
+// writers calls write with 1 to n from 64 writers at once, and returns
+// the first error (each writer stops at its own).
+func writers(n int, write func(i int64) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for range 64 {
 		wg.Go(func() {
 			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-				r := tokenstate.Revocation{KeySet: "app", JTI: fmt.Sprintf("fill-%016d", i), Expires: now.Add(2 * time.Hour),
-					RevokedAt: now.Add(-time.Duration(rand.Int64N(int64(time.Hour)))), Reason: "logout"}
-				if _, err := st.PutRevocation(ctx, r); err != nil {
+				if err := write(i); err != nil {
 					errs <- err
 					return
 				}
@@ -171,28 +181,16 @@ func fillLogins(redisURL string, n int) error {
 	defer s.Close()
 	rs := s.Records()
 	now := time.Now().UTC()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for range 64 {
-		wg.Go(func() {
-			id, secret := make([]byte, 16), make([]byte, 32)
-			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-				_, _ = crand.Read(id)
-				_, _ = crand.Read(secret)
-				data, _ := json.Marshal(map[string]any{"keyset": "app", "claims": map[string]string{"sub": fmt.Sprintf("user-%d", i)},
-					"secret": secret, "generation": 1, "created_at": now, "expires_at": now.Add(24 * time.Hour)})
-				rec := &keystore.Record{ID: base64.RawURLEncoding.EncodeToString(id), Data: data, Expires: now.Add(48 * time.Hour)}
-				if _, err := rs.PutRecord(ctx, refresh.Kind, rec); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return writers(n, func(i int64) error {
+		id, secret := make([]byte, 16), make([]byte, 32)
+		_, _ = crand.Read(id)
+		_, _ = crand.Read(secret)
+		data, _ := json.Marshal(map[string]any{"keyset": "app", "claims": map[string]string{"sub": fmt.Sprintf("user-%d", i)},
+			"secret": secret, "generation": 1, "created_at": now, "expires_at": now.Add(24 * time.Hour)})
+		rec := &keystore.Record{ID: base64.RawURLEncoding.EncodeToString(id), Data: data, Expires: now.Add(48 * time.Hour)}
+		_, err := rs.PutRecord(ctx, refresh.Kind, rec)
+		return err
+	})
 }
 
 type revocationFigures struct {
