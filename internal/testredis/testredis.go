@@ -71,15 +71,26 @@ func (s *Server) Restart() error {
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
+	if !listens(s.Addr) {
+		return fmt.Errorf("redis-server did not listen on %s:\n%s", s.Addr, s.out.String())
+	}
+	return nil
+}
+
+// listens polls addr until a process we started accepts connections
+// there (at most 20 s), and says whether it did.
+func listens(addr string) bool {
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", s.Addr); err == nil {
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return nil
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
 		}
 		time.Sleep(20 * time.Millisecond) // polling a process we started, not waiting for time
 	}
-	return fmt.Errorf("redis-server did not listen on %s:\n%s", s.Addr, s.out.String())
 }
 
 // Stop stops the server (a cut connection for its clients).
@@ -117,16 +128,10 @@ func StartSentinel(t testing.TB, master *Server) string {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		time.Sleep(20 * time.Millisecond) // polling a process we started
+	if !listens(addr) {
+		t.Fatalf("redis sentinel did not listen on %s:\n%s", addr, out.String())
 	}
-	t.Fatalf("redis sentinel did not listen on %s:\n%s", addr, out.String())
-	return ""
+	return addr
 }
 
 // StartCluster starts a Redis Cluster of three masters (no replicas) made
@@ -156,16 +161,8 @@ func StartCluster(t testing.TB) string {
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node did not listen on %s:\n%s", addr, out.String())
-			}
-			time.Sleep(20 * time.Millisecond) // polling a process we started
+		if !listens(addr) {
+			t.Fatalf("cluster node did not listen on %s:\n%s", addr, out.String())
 		}
 		addrs = append(addrs, addr)
 	}
