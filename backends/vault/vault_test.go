@@ -85,11 +85,7 @@ func TestMetadataRequiresCASAndKeepsOneVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	client, err := vaultapi.NewClient(&vaultapi.Config{Address: srv.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client.SetToken(testvault.RootToken)
+	client := srv.RootClient(t)
 	meta, err := client.KVv2("secret").GetMetadata(ctx, prefix+"/meta")
 	if err != nil {
 		t.Fatal(err)
@@ -136,17 +132,6 @@ func TestBadTokenIsUnavailableWithReason(t *testing.T) {
 	}
 }
 
-// rootClient talks to the test server as root, to set it up.
-func rootClient(t *testing.T, srv *testvault.Server) *vaultapi.Client {
-	t.Helper()
-	c, err := vaultapi.NewClient(&vaultapi.Config{Address: srv.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(testvault.RootToken)
-	return c
-}
-
 func writePolicy(t *testing.T, c *vaultapi.Client) {
 	t.Helper()
 	policy, err := os.ReadFile("../../configs/vault-policy.hcl")
@@ -162,7 +147,7 @@ func writePolicy(t *testing.T, c *vaultapi.Client) {
 // renewable token limited to it is renewed.
 func TestLeastPrivilegePolicy(t *testing.T) {
 	srv := testvault.Start(t)
-	root := rootClient(t, srv)
+	root := srv.RootClient(t)
 	writePolicy(t, root)
 	tok, err := root.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"keyd"}, TTL: "1h", NoDefaultPolicy: true})
 	if err != nil {
@@ -221,7 +206,7 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 
 func TestAppRoleLogin(t *testing.T) {
 	srv := testvault.Start(t)
-	root := rootClient(t, srv)
+	root := srv.RootClient(t)
 	writePolicy(t, root)
 	if err := root.Sys().EnableAuthWithOptions("approle", &vaultapi.EnableAuthOptions{Type: "approle"}); err != nil {
 		t.Fatal(err)
@@ -272,7 +257,7 @@ func TestTokenIsRenewed(t *testing.T) {
 		t.Skip("needs a few seconds of real time")
 	}
 	srv := testvault.Start(t)
-	root := rootClient(t, srv)
+	root := srv.RootClient(t)
 	writePolicy(t, root)
 	tok, err := root.Auth().Token().Create(&vaultapi.TokenCreateRequest{
 		Policies: []string{"keyd"}, TTL: "2s", ExplicitMaxTTL: "1h", NoDefaultPolicy: true, Renewable: new(true),
@@ -306,7 +291,7 @@ func TestTokenIsRenewed(t *testing.T) {
 func TestKubernetesLogin(t *testing.T) {
 	kube := testkube.Start(t, testkube.Options{})
 	srv := testvault.Start(t)
-	root := rootClient(t, srv)
+	root := srv.RootClient(t)
 	writePolicy(t, root)
 	if err := root.Sys().EnableAuthWithOptions("kubernetes", &vaultapi.EnableAuthOptions{Type: "kubernetes"}); err != nil {
 		t.Fatal(err)

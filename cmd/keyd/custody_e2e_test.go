@@ -26,16 +26,7 @@ import (
 func TestTransitCustody(t *testing.T) {
 	python := pyjwt(t)
 	srv := testvault.Start(t)
-	vc := func() *vaultapi.Client {
-		cfg := vaultapi.DefaultConfig()
-		cfg.Address = srv.Addr
-		c, err := vaultapi.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetToken(testvault.RootToken)
-		return c
-	}()
+	vc := srv.RootClient(t)
 	if err := vc.Sys().Mount("transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
 		t.Fatal(err)
 	}

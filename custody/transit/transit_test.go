@@ -27,15 +27,10 @@ import (
 	"github.com/keyd-dev/keyd/signer"
 )
 
-func client(t testing.TB) *vaultapi.Client {
-	srv := testvault.Start(t)
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = srv.Addr
-	c, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(testvault.RootToken)
+// client is a root client of a fresh OpenBao with a Transit mount;
+// configure (optional) adjusts its config first.
+func client(t testing.TB, configure ...func(*vaultapi.Config)) *vaultapi.Client {
+	c := testvault.Start(t).RootClient(t, configure...)
 	if err := c.Sys().Mount("transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
 		t.Fatal(err)
 	}
@@ -225,15 +220,11 @@ func BenchmarkSign(b *testing.B) {
 // countingClient is a client of a fresh OpenBao with a Transit mount
 // that counts the requests it sends.
 func countingClient(t *testing.T) (*vaultapi.Client, *counting) {
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = client(t).Address()
-	cnt := &counting{next: cfg.HttpClient.Transport}
-	cfg.HttpClient.Transport = cnt
-	vc, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc.SetToken(testvault.RootToken)
+	cnt := &counting{}
+	vc := client(t, func(cfg *vaultapi.Config) {
+		cnt.next = cfg.HttpClient.Transport
+		cfg.HttpClient.Transport = cnt
+	})
 	return vc, cnt
 }
 

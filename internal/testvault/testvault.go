@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
 )
 
 // EnvBinary names the variable holding the OpenBao binary's path;
@@ -36,6 +38,24 @@ type Server struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	out  bytes.Buffer
+}
+
+// RootClient is a client of the server with the root token, for tests to
+// set it up and look at it; configure (optional) adjusts its config
+// first (a transport that counts requests).
+func (s *Server) RootClient(t testing.TB, configure ...func(*vaultapi.Config)) *vaultapi.Client {
+	t.Helper()
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = s.Addr
+	for _, f := range configure {
+		f(cfg)
+	}
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(RootToken)
+	return c
 }
 
 // Start starts a server for t and stops it when t ends. Without a binary it
