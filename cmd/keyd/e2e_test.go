@@ -21,6 +21,9 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/daemon"
@@ -644,4 +647,16 @@ func activeKID(body []byte) string {
 		}
 	}
 	return ""
+}
+
+// kubeSigner is a client of keyd's Kubernetes signer listening at socket,
+// closed when t ends.
+func kubeSigner(t *testing.T, socket string) v1.ExternalJWTSignerClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return v1.NewExternalJWTSignerClient(conn)
 }

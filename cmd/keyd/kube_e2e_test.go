@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/backends/file"
@@ -40,12 +38,7 @@ kubernetes: {socket: %q, keyset: kube-sa}
 	env := []string{"KEYD_MASTER_KEY=" + masterKey}
 	d := startDaemon(t, env, "--config", cfgPath)
 
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := v1.NewExternalJWTSignerClient(conn)
+	c := kubeSigner(t, socket)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	meta, err := c.Metadata(ctx, &v1.MetadataRequest{})

@@ -17,8 +17,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/backends/file"
@@ -94,12 +92,7 @@ auth:
 		t.Fatalf("the HMAC secrets in the token:\n%s", out)
 	}
 	// The Kubernetes signer signs with the token's RSA key.
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	kc := v1.NewExternalJWTSignerClient(conn)
+	kc := kubeSigner(t, socket)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	claims := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":"system:serviceaccount:default:app","exp":%d}`, time.Now().Add(30*time.Minute).Unix())))

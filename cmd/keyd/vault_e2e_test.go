@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/internal/daemon"
@@ -510,14 +508,9 @@ func TestKubeSocketWaitsForTheStore(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling another process
 	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	keys, err := v1.NewExternalJWTSignerClient(conn).FetchKeys(ctx, &v1.FetchKeysRequest{})
+	keys, err := kubeSigner(t, socket).FetchKeys(ctx, &v1.FetchKeysRequest{})
 	if err != nil || len(keys.Keys) != 2 {
 		t.Fatalf("FetchKeys once the socket is there: %v, %v", keys, err)
 	}
