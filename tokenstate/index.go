@@ -209,10 +209,7 @@ func (x *Index) Add(r Revocation, max int) error {
 	sh := x.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m := sh.jtis
-	if r.IsSubject() {
-		m = sh.subs
-	}
+	m := sh.entries(r.IsSubject())
 	cur, ok := m[k]
 	if ok {
 		r = sh.revocation(r.KeySet, cur, r.IsSubject()).Merge(r)
@@ -316,12 +313,16 @@ func (x *Index) find(k key, subject bool) (entry, bool) {
 	sh := x.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	m := sh.jtis
-	if subject {
-		m = sh.subs
-	}
-	e, ok := m[k]
+	e, ok := sh.entries(subject)[k]
 	return e, ok
+}
+
+// entries is the shard's map of subjects or of tokens. Callers hold mu.
+func (sh *shard) entries(subject bool) map[key]entry {
+	if subject {
+		return sh.subs
+	}
+	return sh.jtis
 }
 
 // lookup returns the whole entry at k of the key set called keyset.
@@ -329,11 +330,7 @@ func (x *Index) lookup(keyset string, k key, subject bool) (Revocation, bool) {
 	sh := x.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	m := sh.jtis
-	if subject {
-		m = sh.subs
-	}
-	e, ok := m[k]
+	e, ok := sh.entries(subject)[k]
 	if !ok {
 		return Revocation{}, false
 	}
