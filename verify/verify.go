@@ -229,28 +229,45 @@ func (v *Verifier) fetch(ctx context.Context, since int64) error {
 		n, _ := strconv.Atoi(m[1])
 		maxAge = time.Duration(n) * time.Second
 	}
+	if l.Since == 0 {
+		// The whole list: built aside, then swapped in, so that
+		// verifications go on while a million entries are read.
+		rv := &signer.Revoked{Tokens: map[[signer.RevocationDigestSize]byte]int64{}, Subjects: map[string]int64{}, SubjectKey: subKey}
+		if err := addList(rv, l); err != nil {
+			return err
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		v.revs, v.listIat, v.listExp, v.maxAge = rv, l.IssuedAt, l.Expires, maxAge
+		return nil
+	}
+	// A delta: added to the list held, of the same sub_key.
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	rv := v.revs
-	if l.Since > 0 { // a delta: added to the list held, of the same sub_key
-		if rv == nil || !bytes.Equal(rv.SubjectKey, subKey) {
-			return errNewEpoch
-		}
-		v.deltas.Add(1)
-		if now := v.o.Now(); now.Sub(v.pruned) > 10*time.Minute {
-			v.prune()
-			v.pruned = now
-		}
-	} else {
-		rv = &signer.Revoked{Tokens: map[[signer.RevocationDigestSize]byte]int64{}, Subjects: map[string]int64{}, SubjectKey: subKey}
+	if v.revs == nil || !bytes.Equal(v.revs.SubjectKey, subKey) {
+		return errNewEpoch
 	}
+	v.deltas.Add(1)
+	if now := v.o.Now(); now.Sub(v.pruned) > 10*time.Minute {
+		v.prune()
+		v.pruned = now
+	}
+	if err := addList(v.revs, l); err != nil {
+		return err
+	}
+	v.listIat, v.listExp, v.maxAge = l.IssuedAt, l.Expires, maxAge
+	return nil
+}
+
+// addList adds a list's tokens and subjects to rv, each with the later of
+// its expiries or cut-offs.
+func addList(rv *signer.Revoked, l *signer.RevocationListClaims) error {
 	if err := signer.RevokedTokens(l.Tokens, func(d [signer.RevocationDigestSize]byte, exp int64) { rv.Tokens[d] = max(rv.Tokens[d], exp) }); err != nil {
 		return err
 	}
 	for _, s := range l.Subjects {
 		rv.Subjects[s.SubHMAC] = max(rv.Subjects[s.SubHMAC], s.Before)
 	}
-	v.revs, v.listIat, v.listExp, v.maxAge = rv, l.IssuedAt, l.Expires, maxAge
 	return nil
 }
 
