@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -18,15 +20,20 @@ import (
 
 // --- keys in custody --------------------------------------------------------------
 
-// startBao runs an OpenBao dev server with a Transit mount.
-func startBao(dir string) (*proc, func(method, path, body string) error, error) {
+// startBao runs an OpenBao dev server with a Transit mount; on the CPUs
+// cpus (taskset's list) alone when cpus is set.
+func startBao(dir, cpus string) (*proc, func(method, path, body string) error, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(*baoBin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token", "-dev-listen-address="+addr)
+	args := []string{*baoBin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token", "-dev-listen-address=" + addr}
+	if cpus != "" {
+		args = append([]string{"taskset", "-c", cpus}, args...) // taskset execs it: the pid is OpenBao's
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
@@ -63,10 +70,41 @@ func startBao(dir string) (*proc, func(method, path, body string) error, error) 
 
 // transitCustody measures keyd signing ES256 with its key in Vault
 // Transit against calling Transit directly as keyd does (a prehashed
-// digest, asn1), at the same concurrency, on the same OpenBao.
+// digest, asn1), at the same concurrency, on the same OpenBao: first with
+// OpenBao sharing every CPU with keyd and the load, then, as a Vault on
+// machines of its own would be, with OpenBao alone on the last CPU and
+// keyd and the load on the others (taskset; skipped without it or with
+// one CPU).
 func transitCustody(dir string, body []byte) error {
-	sub := filepath.Join(dir, "transit-custody")
-	bao, call, err := startBao(dir)
+	if err := transitRun(filepath.Join(dir, "transit-custody"), body, ""); err != nil {
+		return err
+	}
+	n := runtime.NumCPU()
+	if _, err := exec.LookPath("taskset"); err != nil || n < 2 {
+		fmt.Println("  (OpenBao on a CPU of its own: skipped, it needs taskset and 2 CPUs)")
+		return nil
+	}
+	own, rest, all := fmt.Sprint(n-1), fmt.Sprintf("0-%d", n-2), fmt.Sprintf("0-%d", n-1)
+	if err := pinSelf(rest); err != nil {
+		return err
+	}
+	defer func() { _ = pinSelf(all) }()
+	return transitRun(filepath.Join(dir, "transit-custody-pinned"), body, own)
+}
+
+// pinSelf keeps every thread of this process, and so the processes it
+// starts next, on the CPUs cpus (taskset's list).
+func pinSelf(cpus string) error {
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, fmt.Sprint(os.Getpid())).CombinedOutput(); err != nil {
+		return fmt.Errorf("taskset: %v: %s", err, out)
+	}
+	return nil
+}
+
+// transitRun is one measurement of transitCustody, in sub, with OpenBao on
+// the CPUs baoCPUs alone when set.
+func transitRun(sub string, body []byte, baoCPUs string) error {
+	bao, call, err := startBao(filepath.Dir(sub), baoCPUs)
 	if err != nil {
 		return err
 	}
@@ -103,7 +141,11 @@ auth:
 	c0 = bao.cpu()
 	batch := load(k, "POST", "/v1/keysets/app/sign-batch", batchBody(100), 100)
 	baoPerBatched := float64((bao.cpu() - c0).Microseconds()) / (batch.perSec * duration.Seconds())
-	fmt.Printf("\nES256 with the key in Vault Transit (OpenBao on the same 2 cores), %d connections:\n", *conns)
+	where := fmt.Sprintf("OpenBao, keyd and the load sharing %d CPUs", runtime.NumCPU())
+	if baoCPUs != "" {
+		where = fmt.Sprintf("OpenBao alone on CPU %s, keyd and the load on the others", baoCPUs)
+	}
+	fmt.Printf("\nES256 with the key in Vault Transit (%s), %d connections:\n", where, *conns)
 	fmt.Printf("  Transit called directly:        %8.0f signatures/s, p99 %s, OpenBao %.1f µs CPU each\n", direct.perSec, direct.p99, direct.cpuPer)
 	fmt.Printf("  keyd /sign through it:          %8.0f tokens/s, p99 %s, keyd %.1f µs CPU per token, OpenBao %.1f µs (%.2f of direct; keyd ready in %s)\n",
 		keyd.perSec, keyd.p99, keyd.cpuPer, baoPerToken, keyd.perSec/direct.perSec, ready.Round(time.Millisecond))

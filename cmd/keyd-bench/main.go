@@ -700,7 +700,7 @@ func auditCost(dir string, body []byte) error {
 // transit measures OpenBao transit's ES256 signing, then keyd's and the
 // bare signing handler's right after it, each as a multiple of OpenBao's.
 func transit(dir string, body []byte, keyd, bare *proc) error {
-	bao, call, err := startBao(dir)
+	bao, call, err := startBao(dir, "")
 	if err != nil {
 		return err
 	}
