@@ -72,6 +72,7 @@ var (
 	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations, custody (empty: all)")
 	revs       = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
 	redisBin   = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
+	rounds     = flag.Int("rounds", 3, "the revocations section's rounds: each figure measured this many times on each keyd in turn")
 	revEngines = flag.String("revocation-engines", "", "the revocations section's engines, comma-separated: bbolt, redis (empty: bbolt, and redis with --redis)")
 )
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,13 @@ import (
 // revocationsAtScale measures, for each token state engine (bbolt, and
 // Redis when a redis-server is given), keyd with none and with n
 // revocations in force: revocation writes by 16 callers, verification,
-// start-up time and RSS; with Redis also token pairs and refreshes.
+// start-up time and RSS; with Redis also token pairs and refreshes. Two
+// keyds run side by side, one on an empty store (and its own
+// redis-server) and one on the filled one, and each figure is measured on
+// them in turn, round after round (the machine's noise swings a figure by
+// a fifth from one minute to the next; alternating makes the ratio one of
+// the same minutes): the medians are reported, and the range of the
+// rounds' ratios.
 func revocationsAtScale(dir string, n int) error {
 	engines := []string{"bbolt"}
 	if *redisBin != "" {
@@ -44,67 +51,118 @@ func revocationsAtScale(dir string, n int) error {
 	if *revEngines != "" {
 		engines = strings.Split(*revEngines, ",")
 	}
-	fmt.Printf("\nRevocations in force: none vs %d (16 callers; HTTP; CPU and RSS of keyd)\n", n)
+	fmt.Printf("\nRevocations in force: none vs %d (16 callers; HTTP; CPU and RSS of keyd; medians of %d alternated rounds)\n", n, *rounds)
 	for _, engine := range engines {
-		sub := filepath.Join(dir, "revocations-"+engine)
-		if err := os.MkdirAll(sub, 0o700); err != nil {
+		if err := revocationsOn(filepath.Join(dir, "revocations-"+engine), engine, n); err != nil {
 			return err
 		}
-		var redisURL string
-		var redisProc *proc
+	}
+	return nil
+}
+
+// side is one of the two keyds revocationsOn compares, its redis-server
+// and its figures, round by round.
+type side struct {
+	keyd, redis *proc
+	url         string
+	rounds      []revocationFigures
+}
+
+func revocationsOn(sub, engine string, n int) error {
+	var empty, full side
+	for _, s := range []struct {
+		side *side
+		dir  string
+	}{{&empty, filepath.Join(sub, "none")}, {&full, filepath.Join(sub, "full")}} {
+		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+			return err
+		}
 		if engine == "redis" {
-			srv, url, err := startRedis(sub)
+			srv, url, err := startRedis(s.dir)
 			if err != nil {
 				return err
 			}
 			defer srv.stop()
-			redisURL, redisProc = url, srv
-		}
-		cfg := revocationConfig(sub, redisURL)
-		// With none in force.
-		p, err := startKeyd(sub, cfg)
-		if err != nil {
-			return err
-		}
-		empty := measureRevocations(p, engine == "redis", redisProc)
-		p.stop()
-		// Fill n, straight into the engine's store (with Redis, n logins
-		// too), then start again.
-		t0 := time.Now()
-		if err := fill(sub, redisURL, n); err != nil {
-			return err
-		}
-		if redisURL != "" {
-			if err := fillLogins(redisURL, n); err != nil {
-				return err
-			}
-		}
-		fillTime := time.Since(t0)
-		if redisURL != "" {
-			settle(redisURL) // measure Redis in its steady state, not during the rewrite the fill set off
-		}
-		t0 = time.Now()
-		p, err = startKeyd(sub, cfg)
-		if err != nil {
-			return err
-		}
-		ready := time.Since(t0)
-		rss, anon := p.rss(), p.rssAnon()
-		full := measureRevocations(p, engine == "redis", redisProc)
-		loaded := p.rssAnon()
-		p.stop()
-		fmt.Printf("%-6s filled %d (and as many logins with Redis) in %s; start-up with them: ready in %s, RSS %d MiB (%d MiB its own, the rest the database file's mapped pages); %d MiB its own after the load below\n",
-			engine, n, fillTime.Round(time.Second), ready.Round(time.Millisecond), rss>>20, anon>>20, loaded>>20)
-		fmt.Printf("%-6s revoke: %8.0f/s none, %8.0f/s with %d (%.2f); verify: %8.0f/s none, %8.0f/s with them (%.2f)\n", engine,
-			empty.revoke, full.revoke, n, full.revoke/empty.revoke, empty.verify, full.verify, full.verify/empty.verify)
-		if engine == "redis" {
-			fmt.Printf("%-6s token-pair + refresh: %8.0f logins/s none, %8.0f/s with %d logins stored (%.2f; each login a pair then a refresh)\n",
-				engine, empty.pairs, full.pairs, int64(n)+empty.logins+full.logins, full.pairs/empty.pairs)
-			fmt.Printf("%-6s redis-server's CPU per second of measurement (revoke, verify): none %.2f, %.2f; with them %.2f, %.2f\n", engine,
-				empty.redisRevoke, empty.redisVerify, full.redisRevoke, full.redisVerify)
+			s.side.redis, s.side.url = srv, url
 		}
 	}
+	var err error
+	if empty.keyd, err = startKeyd(filepath.Join(sub, "none"), revocationConfig(filepath.Join(sub, "none"), empty.url)); err != nil {
+		return err
+	}
+	defer empty.keyd.stop()
+	// Fill n, straight into the engine's store (with Redis, n logins
+	// too), then start the second keyd on it.
+	t0 := time.Now()
+	if err := fill(filepath.Join(sub, "full"), full.url, n); err != nil {
+		return err
+	}
+	if full.url != "" {
+		if err := fillLogins(full.url, n); err != nil {
+			return err
+		}
+	}
+	fillTime := time.Since(t0)
+	if full.url != "" {
+		settle(full.url) // measure Redis in its steady state, not during the rewrite the fill set off
+	}
+	t0 = time.Now()
+	if full.keyd, err = startKeyd(filepath.Join(sub, "full"), revocationConfig(filepath.Join(sub, "full"), full.url)); err != nil {
+		return err
+	}
+	defer full.keyd.stop()
+	ready := time.Since(t0)
+	rss, anon := full.keyd.rss(), full.keyd.rssAnon()
+	for range *rounds {
+		for _, s := range []*side{&empty, &full} {
+			s.rounds = append(s.rounds, measureRevocations(s.keyd, engine == "redis", s.redis))
+		}
+	}
+	loaded := full.keyd.rssAnon()
+	fmt.Printf("%-6s filled %d (and as many logins with Redis) in %s; start-up with them: ready in %s, RSS %d MiB (%d MiB its own, the rest the database file's mapped pages); %d MiB its own after the loads below\n",
+		engine, n, fillTime.Round(time.Second), ready.Round(time.Millisecond), rss>>20, anon>>20, loaded>>20)
+	ratio := func(of func(revocationFigures) float64) string {
+		e, f := median(empty.rounds, of), median(full.rounds, of)
+		lo, hi := 0.0, 0.0
+		for i := range full.rounds {
+			r := of(full.rounds[i]) / of(empty.rounds[i])
+			if i == 0 || r < lo {
+				lo = r
+			}
+			hi = max(hi, r)
+		}
+		return fmt.Sprintf("%8.0f/s none, %8.0f/s with them (%.2f; rounds %.2f-%.2f)", e, f, f/e, lo, hi)
+	}
+	fmt.Printf("%-6s revoke:  %s\n", engine, ratio(func(f revocationFigures) float64 { return f.revoke }))
+	fmt.Printf("%-6s verify:  %s\n", engine, ratio(func(f revocationFigures) float64 { return f.verify }))
+	if engine == "redis" {
+		// Each caller makes a pair, then spends its refresh token: two
+		// requests a login.
+		var logins int64
+		for _, r := range append(empty.rounds, full.rounds...) {
+			logins += r.logins
+		}
+		fmt.Printf("%-6s token-pair + refresh, requests: %s; %d logins stored beside the revocations at the end\n", engine,
+			ratio(func(f revocationFigures) float64 { return 2 * f.pairs }), int64(n)+logins)
+		fmt.Printf("%-6s the same as logins, a pair then its refresh: %s\n", engine, ratio(func(f revocationFigures) float64 { return f.pairs }))
+		fmt.Printf("%-6s redis-server's CPU per second of measurement (revoke, verify): none %.2f, %.2f; with them %.2f, %.2f\n", engine,
+			median(empty.rounds, func(f revocationFigures) float64 { return f.redisRevoke }), median(empty.rounds, func(f revocationFigures) float64 { return f.redisVerify }),
+			median(full.rounds, func(f revocationFigures) float64 { return f.redisRevoke }), median(full.rounds, func(f revocationFigures) float64 { return f.redisVerify }))
+	}
 	return nil
+}
+
+// median is the median of of over rounds.
+func median(rounds []revocationFigures, of func(revocationFigures) float64) float64 {
+	v := make([]float64, len(rounds))
+	for i, r := range rounds {
+		v[i] = of(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 func revocationConfig(dir, redisURL string) string {
