@@ -69,8 +69,16 @@ type side struct {
 	rounds      []revocationFigures
 }
 
+// revocationsOn is revocationsAtScale for one engine, in sub.
 func revocationsOn(sub, engine string, n int) error {
 	var empty, full side
+	defer func() {
+		for _, s := range []*side{&empty, &full} {
+			if s.redis != nil {
+				s.redis.stop()
+			}
+		}
+	}()
 	for _, s := range []struct {
 		side *side
 		dir  string
@@ -86,13 +94,6 @@ func revocationsOn(sub, engine string, n int) error {
 			s.side.redis, s.side.url = srv, url
 		}
 	}
-	defer func() {
-		for _, s := range []*side{&empty, &full} {
-			if s.redis != nil {
-				s.redis.stop()
-			}
-		}
-	}()
 	var err error
 	if empty.keyd, err = startKeyd(filepath.Join(sub, "none"), revocationConfig(filepath.Join(sub, "none"), empty.url)); err != nil {
 		return err
@@ -124,7 +125,7 @@ func revocationsOn(sub, engine string, n int) error {
 	defer full.keyd.stop()
 	ready := time.Since(t0)
 	rss, anon := full.keyd.rss(), full.keyd.rssAnon()
-	for range *rounds {
+	for range max(*rounds, 1) {
 		for _, s := range []*side{&empty, &full} {
 			s.rounds = append(s.rounds, measureRevocations(s.keyd, engine == "redis", s.redis))
 		}
