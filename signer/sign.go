@@ -9,12 +9,11 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -93,16 +92,7 @@ func (b *Batch) SignAll(items []Item) ([]*Token, []error) {
 		}
 		return toks, errs
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(len(items), b.ring.concurrency) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(items); i = int(next.Add(1) - 1) {
-				one(i)
-			}
-		})
-	}
-	wg.Wait()
+	parallel.Each(len(items), b.ring.concurrency, one)
 	return toks, errs
 }
 

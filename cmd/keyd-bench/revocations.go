@@ -25,6 +25,7 @@ import (
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/tokenstate"
@@ -219,24 +220,18 @@ func fill(dir, redisURL string, n int) error {
 }
 
 // writers calls write with 1 to n from 64 writers at once, and returns
-// the first error (each writer stops at its own).
+// the first error (the others' writes go on).
 func writers(n int, write func(i int64) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for range 64 {
-		wg.Go(func() {
-			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-				if err := write(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
+	var first atomic.Pointer[error]
+	parallel.Each(n, 64, func(i int) {
+		if err := write(int64(i) + 1); err != nil {
+			first.CompareAndSwap(nil, &err)
+		}
+	})
+	if p := first.Load(); p != nil {
+		return *p
 	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return nil
 }
 
 // fillLogins stores n refresh token logins in Redis as keyd stores them

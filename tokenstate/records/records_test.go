@@ -7,12 +7,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/records"
 	"github.com/keyd-dev/keyd/tokenstate/tokenstatetest"
@@ -52,21 +52,11 @@ func BenchmarkPutRevocation(b *testing.B) {
 			defer s.Close()
 			st := records.New(s)
 			ctx := context.Background()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range 64 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-						if _, err := st.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint("old-", i), Expires: now.Add(time.Hour)}); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
+			parallel.Each(n, 64, func(i int) {
+				if _, err := st.PutRevocation(ctx, tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint("old-", i+1), Expires: now.Add(time.Hour)}); err != nil {
+					b.Error(err)
+				}
+			})
 			b.SetParallelism(8) // 16 callers on 2 cores
 			var id atomic.Int64
 			b.ResetTimer()

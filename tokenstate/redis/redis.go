@@ -25,6 +25,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/tokenstate"
 )
@@ -229,16 +230,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		// Each batch's entries moved at once: the pipeliner gathers their
 		// writes and deletions into a few round trips.
 		errs := make([]error, len(keys))
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range min(len(keys), 64) {
-			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < len(keys); i = int(next.Add(1) - 1) {
-					errs[i] = s.moveOld(ctx, keys[i], vals[i])
-				}
-			})
-		}
-		wg.Wait()
+		parallel.Each(len(keys), 64, func(i int) { errs[i] = s.moveOld(ctx, keys[i], vals[i]) })
 		return errors.Join(errs...)
 	})
 	if err != nil {
