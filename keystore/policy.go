@@ -81,6 +81,38 @@ func (p Policy) PublishedFor() time.Duration { return p.JWKSMaxAge + p.PublishDe
 // been refreshed (jwks_max_age).
 func (p Policy) Grace() time.Duration { return p.TokenTTL + p.JWKSMaxAge + p.Leeway + p.PublishDelay }
 
+// TokensEndBy is the latest time at which a token that the key set ks
+// verifies at now can still be valid, leeway aside: now + token_ttl for
+// the tokens keyd signs; an imported key's verify_until (or, without one,
+// its retirement plus the grace, when it is destroyed) for the tokens
+// another issuer signed with it, whatever their exp; legacy.until while
+// tokens without a kid (some without exp) are accepted. A revocation kept
+// until then (plus leeway) outlives every token it can cover.
+func (p Policy) TokensEndBy(ks *KeySet, now time.Time) time.Time {
+	end := now.Add(p.TokenTTL)
+	if ks != nil {
+		for _, k := range ks.Keys {
+			if !k.Imported || !k.Verifies() {
+				continue
+			}
+			until := k.VerifyUntil
+			if until.IsZero() {
+				if k.RetiredAt.IsZero() {
+					continue // signs or will: keyd's own tokens, within token_ttl
+				}
+				until = k.RetiredAt.Add(p.Grace())
+			}
+			if until.After(end) {
+				end = until
+			}
+		}
+	}
+	if p.Legacy.InForce(now) && p.Legacy.Until.After(end) {
+		end = p.Legacy.Until
+	}
+	return end
+}
+
 // VerifyPolicy is what a key set's verify endpoint requires of every token
 // (config: keysets[].verify). A request may narrow it, never drop it.
 type VerifyPolicy struct {

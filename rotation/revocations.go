@@ -43,15 +43,18 @@ func (m *Manager) RevokeToken(ctx context.Context, name, jti string, exp time.Ti
 // is subject and whose iat is at or before now (iat has whole seconds, so
 // a token signed in the same second is revoked too), and returns that
 // cut-off. Tokens signed later are valid. The entry leaves once every
-// token it covers has expired.
+// token it covers has expired: token_ttl for keyd's own, and as long as
+// the key set verifies imported keys' and legacy tokens
+// (keystore.Policy.TokensEndBy).
 func (m *Manager) RevokeSubject(ctx context.Context, name, subject, reason string) (time.Time, error) {
-	p, ok := m.Policy(name)
-	if !ok {
-		return time.Time{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
+	ks, p, err := m.KeySet(name)
+	if err != nil {
+		return time.Time{}, err
 	}
 	now := m.now().UTC()
 	before := now.Truncate(time.Second)
-	r := tokenstate.Revocation{KeySet: name, Subject: subject, Before: before, Expires: before.Add(p.TokenTTL + p.Leeway + time.Second), RevokedAt: now, Reason: reason}
+	end := p.TokensEndBy(ks, before)
+	r := tokenstate.Revocation{KeySet: name, Subject: subject, Before: before, Expires: end.Add(p.Leeway + time.Second), RevokedAt: now, Reason: reason}
 	if _, err := m.revoke(ctx, p, r); err != nil {
 		return time.Time{}, err
 	}

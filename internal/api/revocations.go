@@ -44,7 +44,7 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	_, p, err := s.Manager.KeySet(name)
+	ks, p, err := s.Manager.KeySet(name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -107,8 +107,11 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "the token has no jti: revoke its subject or its key instead"))
 			return
 		}
-		secs, _ := v.Claims["exp"].(json.Number).Float64() // verified: a number
-		exp = time.Unix(int64(secs), 0)
+		exp = p.TokensEndBy(ks, now) // a token without exp (legacy.allow_missing_exp): as long as such tokens verify
+		if n, ok := v.Claims["exp"].(json.Number); ok {
+			secs, _ := n.Float64() // verified: a number
+			exp = time.Unix(int64(secs), 0)
+		}
 	} else {
 		secs, err := strconv.ParseInt(req.Exp.String(), 10, 64)
 		switch {
@@ -124,8 +127,8 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s has passed: the token is expired already", exp.UTC().Format(time.RFC3339)))
 			return
 		}
-		if exp.After(now.Add(p.TokenTTL + p.Leeway)) {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s is beyond token_ttl from now: no token of this key set lives that long", exp.UTC().Format(time.RFC3339)))
+		if end := p.TokensEndBy(ks, now); exp.After(end.Add(p.Leeway)) {
+			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s is beyond token_ttl from now and every longer window of this key set (imported keys' verify_until, legacy.until): no token it verifies lives past %s", exp.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339)))
 			return
 		}
 	}
