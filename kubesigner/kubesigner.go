@@ -79,6 +79,12 @@ func Listen(o Options) (*Server, error) {
 		conn.Close()
 		return nil, fmt.Errorf("kubernetes.socket %s: another process is serving it (a second keyd?)", o.Socket)
 	}
+	// Only a stale socket is removed (and replaced by the rename below):
+	// a wrong kubernetes.socket pointing at a regular file, a folder or a
+	// link must not cost the operator that file.
+	if fi, err := os.Lstat(o.Socket); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("kubernetes.socket %s: there is a %s at that path, not a socket; keyd will neither remove nor replace it (point kubernetes.socket at a path of its own)", o.Socket, fileKind(fi.Mode()))
+	}
 	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("kubernetes.socket %s: removing the stale socket: %w", o.Socket, err)
 	}
@@ -97,8 +103,25 @@ func Listen(o Options) (*Server, error) {
 
 // Serve answers until Stop; it removes the socket when it returns.
 func (s *Server) Serve() error {
-	defer os.Remove(s.o.Socket)
+	defer func() {
+		if fi, err := os.Lstat(s.o.Socket); err == nil && fi.Mode().Type() == os.ModeSocket {
+			_ = os.Remove(s.o.Socket)
+		}
+	}()
 	return s.grpc.Serve(s.ln)
+}
+
+// fileKind names what a path holds, for errors.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "folder"
+	case m&os.ModeSymlink != 0:
+		return "symbolic link"
+	case m.IsRegular():
+		return "regular file"
+	}
+	return "file of another kind"
 }
 
 // listenPrivately creates the socket with its final mode and group before

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -171,11 +172,26 @@ func TestErrorsAndSocket(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Fatalf("second signer: %v", err)
 	}
-	// A stale socket file (a crash) is replaced.
-	stale := filepath.Join(filepath.Dir(f.socket), "stale.sock")
-	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+	// A regular file at the socket's path (a wrong kubernetes.socket) is
+	// refused and kept: Listen removed whatever was there.
+	regular := filepath.Join(filepath.Dir(f.socket), "keyd.yaml")
+	if err := os.WriteFile(regular, []byte("precious"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := kubesigner.Listen(kubesigner.Options{Socket: regular, KeySet: "kube-sa"}); err == nil || !strings.Contains(err.Error(), "regular file") {
+		t.Fatalf("a regular file at the socket path: %v", err)
+	}
+	if b, err := os.ReadFile(regular); err != nil || string(b) != "precious" {
+		t.Fatalf("the regular file at the socket path was not kept: %q %v", b, err)
+	}
+	// A stale socket (a crash: nobody answers on it) is replaced.
+	stale := filepath.Join(filepath.Dir(f.socket), "stale.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	_ = ln.Close()
 	s2, err := kubesigner.Listen(kubesigner.Options{Socket: stale, KeySet: "kube-sa"})
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)

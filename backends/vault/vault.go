@@ -24,8 +24,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,6 +92,13 @@ func Open(o Options) (*Store, error) {
 	if cfg.Error != nil {
 		return nil, fmt.Errorf("vault client config: %w", cfg.Error)
 	}
+	// The api package would turn TLS verification off on VAULT_SKIP_VERIFY
+	// alone: an environment variable left over from a debugging session
+	// must not silently expose keyd's keys to whoever sits between it and
+	// Vault. Only the config (storage.vault.tls.skip_verify, logged) may.
+	if skip, _ := strconv.ParseBool(os.Getenv(vault.EnvVaultSkipVerify)); skip && !o.SkipVerify {
+		return nil, fmt.Errorf("%s is set in keyd's environment: keyd does not skip Vault's TLS verification because of it; unset it (or, if you mean it, set storage.vault.tls.skip_verify: true, which keyd logs)", vault.EnvVaultSkipVerify)
+	}
 	if o.Address != "" {
 		cfg.Address = o.Address
 	}
@@ -112,6 +123,9 @@ func Open(o Options) (*Store, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if u, err := url.Parse(cfg.Address); err == nil && u.Scheme == "http" && !loopback(u.Hostname()) {
+		o.Logger.Warn("Vault is reached over plain http beyond loopback: keyd's Vault token and every key cross the network in clear; use https", "address", cfg.Address)
 	}
 	s := &Store{
 		client: client, kv: client.KVv2(o.Mount), mount: strings.Trim(o.Mount, "/"),
@@ -417,4 +431,13 @@ func (s *Store) wrap(err error) error {
 		return fmt.Errorf("%w: vault answered %d: %s", keystore.ErrUnavailable, re.StatusCode, strings.Join(re.Errors, "; "))
 	}
 	return fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
+}
+
+// loopback reports whether host names this machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

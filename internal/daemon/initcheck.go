@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
 )
 
@@ -96,7 +97,7 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 		}
 	}
 	if cfg.Storage.Backend == "vault" && cfg.Storage.Vault.Auth.Method == "approle" {
-		if _, err := os.ReadFile(cfg.Storage.Vault.Auth.AppRole.SecretIDFile); err != nil {
+		if _, err := secretfile.Read(cfg.Storage.Vault.Auth.AppRole.SecretIDFile); err != nil {
 			errs = append(errs, fmt.Errorf("storage.vault.auth.approle.secret_id_file: %w", err))
 		}
 	}

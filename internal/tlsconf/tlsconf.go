@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/secretfile"
 )
 
 // Server is a reloadable server TLS configuration.
@@ -40,6 +41,9 @@ func (s *Server) Set(c *tls.Config) { s.cur.Store(c) }
 // forward-secret AEAD cipher suites, and client certificates verified
 // against tls.client_ca_file when it is set.
 func Build(tc config.TLS) (*tls.Config, error) {
+	if err := secretfile.Check(tc.KeyFile); err != nil { // owner-only, as every secret file
+		return nil, fmt.Errorf("tls.key_file: %w", err)
+	}
 	cert, err := tls.LoadX509KeyPair(tc.CertFile, tc.KeyFile)
 	if err != nil {
 		// The error names the files and what is wrong with their PEM,
