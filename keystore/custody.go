@@ -34,6 +34,13 @@ type Custody interface {
 	Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error)
 	// Destroy removes the key at ref; a key already gone is no error.
 	Destroy(ctx context.Context, ref string) error
+	// Owns reports whether ref has the form this custody gives the keys
+	// it makes for the key set called keyset (Transit: key_prefix + key
+	// set + "-" + 16 hex digits, nothing more). keyd signs with, lists as
+	// the key set's and destroys only such references: a stored key that
+	// names anything else (another key set's key, another application's)
+	// is refused. A pure check of the form, no I/O.
+	Owns(keyset, ref string) bool
 }
 
 // CustodyLister is an optional capability of a Custody: the objects it
@@ -77,6 +84,46 @@ type CustodyObject struct {
 // sealed or unreachable, a token removed): signing answers 503
 // custody_unavailable, and rotation is retried later.
 var ErrCustodyUnavailable = errors.New("key custody unavailable")
+
+// ErrForeignKey means a stored key does not belong to its key set's
+// custody: its private key is in the store while the key set keeps its
+// keys in a custody, it names another custody, or its reference is not
+// one the custody makes for that key set. Someone who can write the store
+// but not the custody put it there (or the key set's custody changed): it
+// is never signed with, published or destroyed.
+var ErrForeignKey = errors.New("key does not belong to the key set's custody")
+
+// CheckCustody checks every key of ks against c, the key set's custody
+// (nil: keyd holds its keys itself): a key with a private half must be
+// held by c, under a reference c owns for the key set, and no two keys may
+// share a reference. Public-only (imported) keys are not held anywhere
+// and pass. It returns an error wrapping ErrForeignKey that names the kid
+// and the reason, never the key's material. Revoked keys pass: they
+// neither sign, verify nor appear in the JWKS, so revoking a foreign key
+// (by its kid, named in the error) is how an operator clears it.
+func (ks *KeySet) CheckCustody(c Custody) error {
+	refs := make(map[string]string, len(ks.Keys))
+	for _, k := range ks.Keys {
+		switch {
+		case k.PublicOnly || k.State == StateRevoked:
+			continue
+		case c == nil && k.InCustody():
+			return fmt.Errorf("%w: key set %s: key %s is held by the %s custody, which is not configured for the key set", ErrForeignKey, ks.Name, k.ID, k.Custody)
+		case c == nil:
+			continue
+		case !k.InCustody():
+			return fmt.Errorf("%w: key set %s keeps its keys in the %s custody, but key %s holds its private key in the store", ErrForeignKey, ks.Name, c.Name(), k.ID)
+		case k.Custody != c.Name():
+			return fmt.Errorf("%w: key set %s keeps its keys in the %s custody, but key %s names the %s custody", ErrForeignKey, ks.Name, c.Name(), k.ID, k.Custody)
+		case !c.Owns(ks.Name, k.Ref()):
+			return fmt.Errorf("%w: key set %s: key %s names %q in the %s custody, which is not a key keyd makes for this key set", ErrForeignKey, ks.Name, k.ID, k.Ref(), c.Name())
+		case refs[k.Ref()] != "":
+			return fmt.Errorf("%w: key set %s: keys %s and %s name the same key %q in the %s custody", ErrForeignKey, ks.Name, refs[k.Ref()], k.ID, k.Ref(), c.Name())
+		}
+		refs[k.Ref()] = k.ID
+	}
+	return nil
+}
 
 // NewCustodyKey makes a pending key held by the custody called custody at
 // ref, with public key pub; its kid is the RFC 7638 thumbprint of pub, as

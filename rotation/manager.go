@@ -73,6 +73,10 @@ type Options struct {
 	// revoking tokens is refused.
 	TokenState  tokenstate.Store
 	Revocations *tokenstate.Index
+	// Refused is told each time a stored key set is refused for a key not
+	// of its custody, or a custody object is not destroyed because it is
+	// not keyd's (keyd_keys_refused_total).
+	Refused func(keyset string)
 }
 
 // Manager owns the configured key sets' lifecycle in one process.
@@ -96,6 +100,10 @@ type Manager struct {
 	waitMu     sync.Mutex
 	waitLogged map[string]string // key set -> pending kid whose wait was logged
 
+	onRefused func(keyset string)
+	refusedMu sync.Mutex
+	refusedAt map[string]uint64 // key set -> the stored version last refused (logged once)
+
 	started  atomic.Bool
 	storeErr atomic.Pointer[error] // last store failure; nil after a success
 
@@ -111,7 +119,7 @@ func NewManager(o Options) *Manager {
 	m := &Manager{
 		store: o.Store, gen: o.Generator, now: o.Now, log: o.Logger,
 		listeners: o.Listeners, events: o.Events, after: o.After, waitLogged: map[string]string{},
-		tokens: o.TokenState, revs: o.Revocations,
+		tokens: o.TokenState, revs: o.Revocations, onRefused: o.Refused, refusedAt: map[string]uint64{},
 	}
 	if m.revs == nil {
 		m.revs = tokenstate.NewIndex()
@@ -202,9 +210,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.publishAll(ps, sets); err != nil {
 		return err
 	}
-	for i, p := range ps {
+	known := custodyRefs(sets)
+	for _, p := range ps {
 		if p.Custody != nil {
-			m.sweep(ctx, p, sets[i])
+			m.sweep(ctx, p, known)
 		}
 	}
 	if err := m.loadRevocations(ctx, sets); err != nil {
@@ -327,6 +336,9 @@ type BatchListener interface {
 // the listener takes batches, and records them as current, whatever
 // version is current already (publish checks that). Callers hold m.mu.
 func (m *Manager) publishAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
+	if err := m.admit(ps, sets); err != nil {
+		return err
+	}
 	for _, l := range m.listeners {
 		if bl, ok := l.(BatchListener); ok {
 			if err := bl.LoadAll(ps, sets); err != nil {
@@ -432,6 +444,7 @@ func (m *Manager) Refresh(ctx context.Context) error {
 			return err
 		}
 	}
+	var refused []error // a key set refused (a foreign key) holds up no other
 	for _, name := range m.Names() {
 		ks, err := m.store.Get(ctx, name)
 		if m.note(err) != nil {
@@ -442,10 +455,10 @@ func (m *Manager) Refresh(ctx context.Context) error {
 		err = m.publish(p, ks)
 		m.mu.Unlock()
 		if err != nil {
-			return err
+			refused = append(refused, err)
 		}
 	}
-	return nil
+	return errors.Join(refused...)
 }
 
 // Poll calls Refresh every interval until ctx is cancelled, logging

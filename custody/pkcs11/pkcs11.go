@@ -120,16 +120,44 @@ func lookup[K any](ref, what string, find func(id, label []byte) (K, error)) (K,
 	return k, nil
 }
 
-// Signer implements keystore.Custody.
+// Owns implements keystore.Custody: keyd's references in a token are the
+// 32 lowercase hex digits of a CKA_ID it chose (the label, keyd-KEYSET-ID,
+// binds the object to its key set; Objects reads it).
+func (*Custody) Owns(_, ref string) bool {
+	if len(ref) != 32 {
+		return false
+	}
+	for _, c := range ref {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Signer implements keystore.Custody: of the token's key pairs with the
+// reference's CKA_ID, the one whose public key is pub, the one keyd
+// stored. Another object planted with the same CKA_ID is never used,
+// whatever order the token lists them in.
 func (p *Custody) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error) {
-	k, err := p.find(ref)
+	id, err := hex.DecodeString(ref)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
 	}
-	if k == nil {
-		return nil, fmt.Errorf("%w: pkcs11: no key %s in the token", keystore.ErrCustodyUnavailable, ref)
+	pairs, err := p.c.FindKeyPairs(id, nil)
+	if err != nil && !strings.Contains(err.Error(), "not found") {
+		return nil, unavailable("find key", err)
 	}
-	return signer{k: k, pub: pub}, nil
+	eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	for _, k := range pairs {
+		if ok && eq.Equal(k.Public()) {
+			return signer{k: k, pub: pub}, nil
+		}
+	}
+	if len(pairs) > 0 {
+		return nil, fmt.Errorf("%w: %w: pkcs11: no key %s in the token holds the public key stored for it", keystore.ErrCustodyUnavailable, keystore.ErrForeignKey, ref)
+	}
+	return nil, fmt.Errorf("%w: pkcs11: no key %s in the token", keystore.ErrCustodyUnavailable, ref)
 }
 
 // signer wraps the token's key so that its failures read as the custody's.
@@ -214,7 +242,7 @@ func (m mac) Sum(input []byte) ([]byte, error) {
 }
 
 // Objects implements keystore.CustodyLister: the token's key pairs and
-// secrets labelled for the key set. A token keeps no creation time: orphans are
+// secrets labelled exactly keyd-KEYSET-REF. A token keeps no creation time: orphans are
 // reported at start, never deleted.
 func (p *Custody) Objects(_ context.Context, keyset string) ([]keystore.CustodyObject, error) {
 	pairs, err := p.c.FindAllKeyPairs()
@@ -233,17 +261,22 @@ func (p *Custody) Objects(_ context.Context, keyset string) ([]keystore.CustodyO
 		keys = append(keys, k)
 	}
 	var out []keystore.CustodyObject
-	prefix := "keyd-" + keyset + "-"
 	for _, k := range keys {
 		a, err := p.c.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel})
 		if err != nil {
 			return nil, unavailable("read key attributes", err)
 		}
 		label, id := a[crypto11.CkaLabel], a[crypto11.CkaId]
-		if label == nil || id == nil || !strings.HasPrefix(string(label.Value), prefix) {
+		if label == nil || id == nil {
 			continue
 		}
-		out = append(out, keystore.CustodyObject{Ref: hex.EncodeToString(id.Value)})
+		// Exactly keyd's label for the key set and this id: key set a's
+		// objects are never key set a-b's (keyd-a-b-...).
+		ref := hex.EncodeToString(id.Value)
+		if string(label.Value) != "keyd-"+keyset+"-"+ref || !p.Owns(keyset, ref) {
+			continue
+		}
+		out = append(out, keystore.CustodyObject{Ref: ref})
 	}
 	return out, nil
 }

@@ -37,6 +37,10 @@ type params struct {
 	Marshaling         string `json:"marshaling_algorithm,omitempty"`
 	SignatureAlgorithm string `json:"signature_algorithm,omitempty"`
 	SaltLength         string `json:"salt_length,omitempty"`
+	// KeyVersion pins the version keyd signs with: 1, the only one keyd
+	// makes and the one its JWKS holds (a rotation behind keyd's back
+	// changes nothing it signs).
+	KeyVersion int `json:"key_version,omitempty"`
 }
 
 type batchRequest struct {
@@ -140,11 +144,15 @@ func (t *Custody) postBatch(path string, req batchRequest) ([]batchResult, error
 	return out.Data.BatchResults, nil
 }
 
-// decodeValue decodes a vault:vN:base64 value.
+// decodeValue decodes a vault:v1:base64 value: a value of any other
+// version is not of the key keyd published, and is refused.
 func decodeValue(field, v string) ([]byte, error) {
 	parts := strings.SplitN(v, ":", 3)
 	if len(parts) != 3 || parts[0] != "vault" {
 		return nil, fmt.Errorf("the %s is not vault:vN:base64", field)
+	}
+	if parts[1] != "v1" {
+		return nil, fmt.Errorf("the %s was made with version %s of the key, not version 1, the one keyd publishes", field, parts[1])
 	}
 	return base64.StdEncoding.DecodeString(parts[2])
 }

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -103,13 +104,33 @@ func unavailable(op string, err error) error {
 	return fmt.Errorf("%w: vault transit %s: %v", keystore.ErrCustodyUnavailable, op, err)
 }
 
+// suffixBytes is the length of the random part of keyd's Transit key
+// names (16 lowercase hex digits).
+const suffixBytes = 8
+
+// Owns implements keystore.Custody: ref is exactly key_prefix + keyset +
+// "-" + 16 lowercase hex digits. The suffix holds no "-", so a key of key
+// set a-b (keyd-a-b-0123456789abcdef) is never one of key set a's.
+func (t *Custody) Owns(keyset, ref string) bool {
+	rest, ok := strings.CutPrefix(ref, t.keyPrefix+keyset+"-")
+	if !ok || len(rest) != 2*suffixBytes {
+		return false
+	}
+	for _, c := range rest {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Create implements keystore.Custody.
 func (t *Custody) Create(ctx context.Context, keyset string, alg keystore.Algorithm, rsaBits int) (string, crypto.PublicKey, error) {
 	typ := KeyType(alg, rsaBits)
 	if typ == "" {
 		return "", nil, fmt.Errorf("%w: Vault Transit holds no %s keys for keyd", keystore.ErrUnsupportedAlgorithm, alg)
 	}
-	suffix := make([]byte, 8)
+	suffix := make([]byte, suffixBytes)
 	_, _ = rand.Read(suffix)
 	name := t.keyPrefix + keyset + "-" + hex.EncodeToString(suffix)
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
@@ -134,6 +155,15 @@ func (t *Custody) Create(ctx context.Context, keyset string, alg keystore.Algori
 
 // publicKey reads the public key of Transit key name's first version.
 func (t *Custody) publicKey(ctx context.Context, name string) (crypto.PublicKey, error) {
+	s, err := t.readKey(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return parsePublic(name, s.Data)
+}
+
+// readKey reads Transit key name's description.
+func (t *Custody) readKey(ctx context.Context, name string) (*vault.Secret, error) {
 	s, err := t.c.Logical().ReadWithContext(ctx, t.mount+"/keys/"+name)
 	if err != nil {
 		return nil, unavailable("read key", err)
@@ -141,7 +171,12 @@ func (t *Custody) publicKey(ctx context.Context, name string) (crypto.PublicKey,
 	if s == nil {
 		return nil, unavailable("read key", fmt.Errorf("key %s not found", name))
 	}
-	keys, _ := s.Data["keys"].(map[string]any)
+	return s, nil
+}
+
+// parsePublic is the public key of version 1 in a Transit key's description.
+func parsePublic(name string, data map[string]any) (crypto.PublicKey, error) {
+	keys, _ := data["keys"].(map[string]any)
 	v1, _ := keys["1"].(map[string]any)
 	raw, _ := v1["public_key"].(string)
 	if raw == "" {
@@ -159,6 +194,38 @@ func (t *Custody) publicKey(ctx context.Context, name string) (crypto.PublicKey,
 		return nil, fmt.Errorf("%w: transit key %s: public key does not parse", keystore.ErrCorrupt, name)
 	}
 	return ed25519.PublicKey(der), nil
+}
+
+// checkKey reads Transit key name before keyd first signs with it and
+// refuses it (wrapping keystore.ErrForeignKey) when it is not the key keyd
+// made and stored: made exportable, rotated to a second version, or (pub
+// non-nil) with a public key other than the stored one. keyd signs only
+// with version 1 (key_version), the one its JWKS publishes, whatever
+// happens to the key later.
+func (t *Custody) checkKey(name string, pub crypto.PublicKey) error {
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	s, err := t.readKey(ctx, name)
+	if err != nil {
+		return err
+	}
+	if exp, _ := s.Data["exportable"].(bool); exp {
+		return fmt.Errorf("%w: transit key %s was made exportable outside keyd: its private key may have left Vault; keyd will not sign with it (rotate or revoke the key)", keystore.ErrForeignKey, name)
+	}
+	if v := fmt.Sprint(s.Data["latest_version"]); v != "1" {
+		return fmt.Errorf("%w: transit key %s was rotated outside keyd (latest version %s); keyd signs only with version 1, the one its JWKS holds, and will not sign with a key changed behind its back (rotate or revoke the key)", keystore.ErrForeignKey, name, v)
+	}
+	if pub == nil {
+		return nil
+	}
+	got, err := parsePublic(name, s.Data)
+	if err != nil {
+		return err
+	}
+	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(got) {
+		return fmt.Errorf("%w: transit key %s does not hold the public key stored for it: it is not the key keyd made", keystore.ErrForeignKey, name)
+	}
+	return nil
 }
 
 // Destroy implements keystore.Custody: deletion is allowed on the key,
@@ -213,7 +280,7 @@ func (t *Custody) Objects(ctx context.Context, keyset string) ([]keystore.Custod
 }
 
 // Keys lists the Transit keys of this custody's prefix for the key set
-// called keyset.
+// called keyset: those it Owns, no other key set's nor application's.
 func (t *Custody) Keys(ctx context.Context, keyset string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
@@ -227,7 +294,7 @@ func (t *Custody) Keys(ctx context.Context, keyset string) ([]string, error) {
 	}
 	keys, _ := s.Data["keys"].([]any)
 	for _, k := range keys {
-		if name, _ := k.(string); strings.HasPrefix(name, t.keyPrefix+keyset+"-") {
+		if name, _ := k.(string); t.Owns(keyset, name) {
 			out = append(out, name)
 		}
 	}
@@ -244,6 +311,34 @@ type signer struct {
 	name     string
 	pub      crypto.PublicKey
 	batchers sync.Map // batchKey -> *batcher
+	checked  checked
+}
+
+// checked remembers that a Transit key passed checkKey: it is read once,
+// before keyd first signs with it, not per signature (callers arriving
+// meanwhile wait for that one read).
+type checked struct {
+	ok atomic.Bool
+	mu sync.Mutex
+}
+
+func (c *checked) check(t *Custody, name string, pub crypto.PublicKey) error {
+	if c.ok.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ok.Load() {
+		return nil
+	}
+	if err := t.checkKey(name, pub); err != nil {
+		if errors.Is(err, keystore.ErrCustodyUnavailable) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", keystore.ErrCustodyUnavailable, err)
+	}
+	c.ok.Store(true)
+	return nil
 }
 
 type batchKey struct {
@@ -257,7 +352,10 @@ func (s *signer) Public() crypto.PublicKey { return s.pub }
 // keyd's hot path with this custody: concurrent signatures with one key
 // leave together (see batcher).
 func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	k := batchKey{path: s.t.mount + "/sign/" + s.name}
+	if err := s.checked.check(s.t, s.name, s.pub); err != nil {
+		return nil, err
+	}
+	k := batchKey{path: s.t.mount + "/sign/" + s.name, params: params{KeyVersion: 1}}
 	if h := opts.HashFunc(); h != 0 {
 		alg, ok := map[crypto.Hash]string{crypto.SHA256: "sha2-256", crypto.SHA384: "sha2-384", crypto.SHA512: "sha2-512"}[h]
 		if !ok {
@@ -293,12 +391,20 @@ func (t *Custody) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) 
 	if !ok {
 		return nil, fmt.Errorf("%w: %s is not an HMAC algorithm", keystore.ErrUnsupportedAlgorithm, alg)
 	}
-	return mac{newBatcher(t, t.mount+"/hmac/"+ref+"/"+h, params{}, "hmac")}, nil
+	return &mac{b: newBatcher(t, t.mount+"/hmac/"+ref+"/"+h, params{KeyVersion: 1}, "hmac"), t: t, name: ref}, nil
 }
 
-type mac struct{ b *batcher }
+type mac struct {
+	b       *batcher
+	t       *Custody
+	name    string
+	checked checked
+}
 
-func (m mac) Sum(input []byte) ([]byte, error) {
+func (m *mac) Sum(input []byte) ([]byte, error) {
+	if err := m.checked.check(m.t, m.name, nil); err != nil {
+		return nil, err
+	}
 	sum, err := m.b.do(input)
 	if err != nil {
 		return nil, unavailable("hmac", err)

@@ -291,7 +291,16 @@ func TestConcurrentSignaturesLeaveTogether(t *testing.T) {
 				return false
 			}
 		}
+		// The first use reads the Transit key once (checked against what
+		// keyd stored); signatures from then on are a request each.
 		before := cnt.n.Load()
+		if _, err := sum([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		if n := cnt.n.Load() - before; n != 2 {
+			t.Fatalf("%s: the first signature took %d requests, want the key's check and the signature", alg, n)
+		}
+		before = cnt.n.Load()
 		if _, err := sum([]byte("alone")); err != nil {
 			t.Fatal(err)
 		}

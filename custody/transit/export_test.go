@@ -1,0 +1,4 @@
+package transit
+
+// PublicKeyOf is parsePublic, for the tests.
+var PublicKeyOf = parsePublic
