@@ -81,6 +81,14 @@ func EachRecord(ctx context.Context, s RecordStore, kind string, fn func(*Record
 	return nil
 }
 
+// StoredVersioner is an error of a GetRecord that reads a stored record as
+// absent (one refused as forged): the version it has in the store, which
+// a write replacing it must be based on.
+type StoredVersioner interface {
+	error
+	StoredVersion() uint64
+}
+
 // UpdateRecord changes a record with compare-and-swap: fn gets the stored
 // record (nil when there is none) and returns the new data and expiry, or
 // ErrNoChange to leave it as it is. fn may run more than once, on
@@ -89,7 +97,11 @@ func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(c
 	var lastErr error
 	for attempt := range MaxUpdateAttempts {
 		cur, err := s.GetRecord(ctx, kind, id)
+		var stored uint64 // a record read as absent may still hold a version (see StoredVersioner)
 		if errors.Is(err, ErrNotFound) {
+			if sv, ok := errors.AsType[StoredVersioner](err); ok {
+				stored = sv.StoredVersion()
+			}
 			cur, err = nil, nil
 		}
 		if err != nil {
@@ -102,7 +114,7 @@ func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(c
 		if err != nil {
 			return err
 		}
-		next := &Record{ID: id, Data: data, Expires: expires}
+		next := &Record{ID: id, Data: data, Expires: expires, Version: stored}
 		if cur != nil {
 			next.Version = cur.Version
 		}

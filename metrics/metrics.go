@@ -55,6 +55,8 @@ type Metrics struct {
 	auditWrites   prometheus.Histogram
 	auditErrors   prometheus.Counter
 	custodyErrors *prometheus.CounterVec
+	keysRefused   *prometheus.CounterVec
+	stateRejected *prometheus.CounterVec
 }
 
 // New returns the collectors, registered on a new registry with the Go and
@@ -113,6 +115,12 @@ func New() *Metrics {
 		custodyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyd_custody_errors_total", Help: "Operations of a key set's key custody (Vault Transit, PKCS#11) that failed: create, sign, destroy, list.",
 		}, []string{"keyset", "op"}),
+		keysRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_keys_refused_total", Help: "Stored key sets refused for a key not of their custody (a private key in the store, another custody, a reference keyd does not make for the key set), and custody objects not destroyed for the same reason, by key set. Anything but 0 means someone wrote keyd's store.",
+		}, []string{"keyset"}),
+		stateRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyd_token_state_rejected_total", Help: "Token state records read from Redis that keyd did not seal (forged, altered or unsealed), refused, by kind. Anything but 0 means someone wrote keyd's Redis.",
+		}, []string{"kind"}),
 	}
 	m.jwksOK = m.jwksRequests.WithLabelValues("200")
 	m.jwks304 = m.jwksRequests.WithLabelValues("304")
@@ -129,7 +137,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.signed, m.signErrors, m.verifications, m.legacy, m.httpRequests, m.httpDuration, m.authFailures,
 		m.jwksRequests, m.rotations, m.destroyed, m.storeDuration, m.storeErrors, m.auditRecords,
-		m.auditWrites, m.auditErrors, m.custodyErrors,
+		m.auditWrites, m.auditErrors, m.custodyErrors, m.keysRefused, m.stateRejected,
 	)
 	return m
 }
@@ -310,4 +318,22 @@ func (m *Metrics) CustodyFailed(keyset, op string) {
 		return
 	}
 	m.custodyErrors.WithLabelValues(keyset, op).Inc()
+}
+
+// KeyRefused counts a stored key refused for not being of its key set's
+// custody (rotation.Options.Refused).
+func (m *Metrics) KeyRefused(keyset string) {
+	if m == nil {
+		return
+	}
+	m.keysRefused.WithLabelValues(keyset).Inc()
+}
+
+// TokenStateRejected counts a token state record refused as not sealed by
+// keyd (tokenstate/sealed).
+func (m *Metrics) TokenStateRejected(kind string) {
+	if m == nil {
+		return
+	}
+	m.stateRejected.WithLabelValues(kind).Inc()
 }

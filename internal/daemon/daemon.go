@@ -6,7 +6,6 @@
 package daemon
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -38,9 +37,6 @@ import (
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
-	"github.com/keyd-dev/keyd/tokenstate"
-	"github.com/keyd-dev/keyd/tokenstate/records"
-	redisstate "github.com/keyd-dev/keyd/tokenstate/redis"
 )
 
 // EnvMasterKey names the environment variable holding the master key.
@@ -243,7 +239,7 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	d.mgr = rotation.NewManager(rotation.Options{
 		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.custodies), Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
-		TokenState: tokens, Revocations: d.sg.Revocations(),
+		TokenState: tokens, Revocations: d.sg.Revocations(), Refused: d.met.KeyRefused,
 	})
 	d.met.WatchKeySets(d.mgr, d.o.Now)
 	// The revocations watch (Redis) subscribes before the first load, so
@@ -278,37 +274,6 @@ func (d *daemon) loaded() {
 	if d.o.Loaded != nil {
 		d.o.Loaded()
 	}
-}
-
-// openTokenState opens where token revocations live: Redis when
-// storage.token_state says so, else the key store's own records.
-func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
-	ts := d.cfg.Storage.TokenState
-	if ts.Backend != "redis" {
-		if rs, ok := d.store.(keystore.RecordStore); ok { // both backends are
-			d.stateRecords = rs
-			return records.New(rs), nil
-		}
-		return nil, nil
-	}
-	var password string
-	if ts.PasswordFile != "" {
-		raw, err := os.ReadFile(ts.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("storage.token_state.password_file: %w", err)
-		}
-		password = strings.TrimSpace(string(raw))
-	}
-	openCtx, cancel := context.WithTimeout(ctx, StartTimeout)
-	defer cancel()
-	s, err := redisstate.Open(openCtx, redisstate.Options{URL: ts.URL, Username: ts.Username, Password: password, TLSCAFile: ts.TLSCAFile, Prefix: ts.Prefix, Logger: d.log})
-	if err != nil {
-		return nil, fmt.Errorf("storage.token_state: %w", err)
-	}
-	d.closers = append(d.closers, func() { _ = s.Close() })
-	d.stateRecords = s.Records() // refresh token logins too
-	d.log.Info("token state on redis", "prefix", cmp.Or(ts.Prefix, "keyd:"))
-	return s, nil
 }
 
 func (d *daemon) buildAPI(context.Context) error {
@@ -642,6 +607,9 @@ func openStore(sc config.Storage, getenv func(string) string, log *slog.Logger) 
 		}
 		switch v.Auth.Method {
 		case "approle":
+			if err := secretfile.Check(v.Auth.AppRole.SecretIDFile); err != nil { // owner-only, as every secret file
+				return nil, fmt.Errorf("storage.vault.auth.approle.secret_id_file: %w", err)
+			}
 			o.RoleID, o.SecretIDFile, o.AppRoleMount = v.Auth.AppRole.RoleID, v.Auth.AppRole.SecretIDFile, v.Auth.AppRole.Mount
 		case "kubernetes":
 			o.KubernetesRole, o.KubernetesTokenFile, o.KubernetesMount = v.Auth.Kubernetes.Role, v.Auth.Kubernetes.TokenFile, v.Auth.Kubernetes.Mount
