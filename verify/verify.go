@@ -194,6 +194,10 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 
 var errNewEpoch = errors.New("the delta is of another sub_key: fetch the whole list")
 
+// ErrListRollback means a revocation list was refused because it is older
+// than the one held, or a delta that leaves a gap: the list held stays.
+var ErrListRollback = errors.New("revocation list refused: older than the list held")
+
 func (v *Verifier) fetch(ctx context.Context, since int64) error {
 	url := v.listURL
 	if since > 0 {
@@ -223,6 +227,17 @@ func (v *Verifier) fetch(ctx context.Context, since int64) error {
 	subKey, err := base64.RawURLEncoding.DecodeString(l.SubKey)
 	if err != nil || len(subKey) == 0 {
 		return errors.New("the revocation list's sub_key is missing or not base64url")
+	}
+	v.mu.RLock()
+	held := v.listIat
+	v.mu.RUnlock()
+	switch {
+	case l.IssuedAt < held:
+		// A replay (a proxy, or a CDN that ignores ?since=, serving an
+		// older list): believing it would make revoked tokens valid again.
+		return fmt.Errorf("%w: it was issued at %d, before the list held (%d)", ErrListRollback, l.IssuedAt, held)
+	case l.Since > held:
+		return fmt.Errorf("%w: a delta since %d does not reach back to the list held (%d)", ErrListRollback, l.Since, held)
 	}
 	maxAge := time.Minute
 	if m := maxAgeRE.FindStringSubmatch(resp.Header.Get("Cache-Control")); m != nil {

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -298,5 +299,62 @@ func TestRevocationDeltas(t *testing.T) {
 	}
 	if _, err := v.Verify(ctx, second); signer.Code(err) != signer.CodeRevoked {
 		t.Fatalf("the next good delta: %v", err)
+	}
+}
+
+// A proxy (or a CDN that ignores ?since=) that replays the list captured
+// before a revocation, in answer to the next request: the verifier refuses
+// the older list, keeps the one it holds, and the revoked token stays
+// refused. It used to take the replayed list, making the token valid again.
+func TestRevocationListRollbackRefused(t *testing.T) {
+	s, ctx := setup(t, time.Minute)
+	var captured atomic.Pointer[[]byte]
+	var replay atomic.Bool
+	target, _ := url.Parse(s.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/revocations.jwt") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if captured.Load() == nil {
+			captured.Store(&body)
+		}
+		if replay.Load() {
+			body = *captured.Load()
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	defer front.Close()
+	tok := sign(t, s, `{"sub":"dave"}`)
+	s.Clock.Add(time.Minute)
+	v, err := verify.New(ctx, front.URL, "es", verify.Options{Algorithm: "ES256", Now: s.Clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out := s.Call("POST", "/v1/keysets/es/revocations", apitest.AdminToken, `{"token":"`+tok+`"}`); code != 200 {
+		t.Fatalf("revoke: %d %s", code, out)
+	}
+	s.Clock.Add(time.Minute)
+	if err := v.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, tok); signer.Code(err) != signer.CodeRevoked {
+		t.Fatalf("revoked: %v", err)
+	}
+	replay.Store(true)
+	s.Clock.Add(time.Minute)
+	if err := v.Refresh(ctx); !errors.Is(err, verify.ErrListRollback) {
+		t.Fatalf("a replayed older list: %v, want ErrListRollback", err)
+	}
+	if _, err := v.Verify(ctx, tok); signer.Code(err) != signer.CodeRevoked {
+		t.Fatalf("after the replay the revoked token: %v", err)
 	}
 }

@@ -1,15 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,8 +68,9 @@ auth:
 				}
 				t.Skipf("%s example cannot run here: %v", ex.name, err)
 			}
-			url := startExample(t, ex.cmd, ex.dir, d.addr)
-			exerciseExample(t, d, url, ex.login)
+			front := newListProxy(t, d.addr)
+			url := startExample(t, ex.cmd, ex.dir, front.URL)
+			exerciseExample(t, d, url, ex.login, front)
 		})
 	}
 }
@@ -121,7 +128,55 @@ func startExample(t *testing.T, argv []string, dir, keyd string) string {
 	}
 }
 
-func exerciseExample(t *testing.T, d *daemonProc, url string, login bool) {
+// listProxy stands between an example and keyd, as a proxy or a CDN
+// would. capture takes keyd's whole revocation list as it stands and from
+// then on tells the example the lists it passes on are stale at once
+// (max-age=0: the example fetches at its next request); replay answers
+// every revocation list request with the captured list, as a CDN that
+// ignores ?since= would, once the example holds a newer one.
+type listProxy struct {
+	URL      string
+	keyd     string
+	captured atomic.Pointer[[]byte]
+	replayed atomic.Bool
+}
+
+func newListProxy(t *testing.T, keyd string) *listProxy {
+	p := &listProxy{keyd: keyd}
+	target, _ := neturl.Parse(keyd)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/revocations.jwt") || p.captured.Load() == nil {
+			return nil
+		}
+		resp.Header.Set("Cache-Control", "max-age=0")
+		if !p.replayed.Load() {
+			return nil
+		}
+		body := *p.captured.Load()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *listProxy) capture(t *testing.T) {
+	t.Helper()
+	resp, err := http.Get(p.keyd + "/v1/keysets/app/revocations.jwt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	p.captured.Store(&body)
+}
+
+func exerciseExample(t *testing.T, d *daemonProc, url string, login bool, front *listProxy) {
 	rec := &recorder{}
 	sign := func(claims, ttl string) string {
 		t.Helper()
@@ -175,6 +230,18 @@ func exerciseExample(t *testing.T, d *daemonProc, url string, login bool) {
 	expect("revoked token", revoked, 401, "token_revoked")
 	expect("a token of a revoked subject", loggedOut, 401, "token_revoked")
 	expect("the valid token still", valid, 200, "alice")
+	// A list from before a revocation, replayed once the example holds a
+	// newer one (within the older list's exp): refused, the list held
+	// stays, and the revoked token with it.
+	oscar := sign(`{"sub":"oscar","aud":"billing"}`, "5m")
+	front.capture(t)
+	if status, out, _ := rec.call(t, "POST", d.addr+"/v1/keysets/app/revocations", adminToken, `{"token":"`+oscar+`"}`); status != 200 {
+		t.Fatalf("revoke: %d %s", status, out)
+	}
+	time.Sleep(1050 * time.Millisecond) // keyd signs the change in; the Go verifier polls
+	expect("a token revoked after the capture", oscar, 401, "token_revoked")
+	front.replayed.Store(true)
+	expect("a revoked token once an older list is replayed", oscar, 401, "token_revoked")
 	if !login {
 		return
 	}

@@ -19,7 +19,7 @@ const jwks = createRemoteJWKSet(new URL(`${KEYD}/v1/keysets/${KEYSET}/jwks.json`
 // same JWKS before it is believed. Tokens are named by the first 12 bytes
 // of the SHA-256 of their jti; subjects by an HMAC under the list's key
 // (a new key after keyd rotates: the whole list again).
-let revoked = { jtis: new Map(), subs: new Map(), subKey: "", iat: 0, until: 0 };
+let revoked = { jtis: new Map(), subs: new Map(), subKey: "", iat: 0, exp: 0, until: 0 };
 async function fetchList(since) {
   const resp = await fetch(`${KEYD}/v1/keysets/${KEYSET}/revocations.jwt${since ? `?since=${since}` : ""}`);
   const maxAge = Number(/max-age=(\d+)/.exec(resp.headers.get("cache-control") ?? "")?.[1] ?? 60);
@@ -27,18 +27,29 @@ async function fetchList(since) {
   if (payload.v !== 2) throw new Error(`revocation list format ${payload.v}, this service reads 2`);
   return { payload, maxAge };
 }
+async function refreshList() {
+  let { payload, maxAge } = await fetchList(revoked.iat);
+  if (payload.since && payload.sub_key !== revoked.subKey) ({ payload, maxAge } = await fetchList(0));
+  // Never go back: an older list (a proxy or a CDN replaying an earlier
+  // answer) or a delta with a gap would make revoked tokens valid again.
+  if (payload.iat < revoked.iat || (payload.since ?? 0) > revoked.iat) throw new Error(`revocation list refused: issued at ${payload.iat}, the list held is of ${revoked.iat}`);
+  const next = payload.since ? revoked : { jtis: new Map(), subs: new Map() };
+  if (payload.since) for (const [d, exp] of next.jtis) if (exp * 1000 < Date.now() - 60_000) next.jtis.delete(d);
+  for (const batch of payload.revoked_jti) {
+    const packed = Buffer.from(batch.jti, "base64url");
+    for (let i = 0; i < packed.length; i += 12) next.jtis.set(packed.subarray(i, i + 12).toString("hex"), batch.exp);
+  }
+  for (const r of payload.revoked_sub) next.subs.set(r.sub_hmac, Math.max(next.subs.get(r.sub_hmac) ?? 0, r.iat_before));
+  revoked = { jtis: next.jtis, subs: next.subs, subKey: payload.sub_key, iat: payload.iat, exp: payload.exp, until: Date.now() + maxAge * 1000 };
+}
 async function isRevoked(claims) {
   if (Date.now() >= revoked.until) {
-    let { payload, maxAge } = await fetchList(revoked.iat);
-    if (payload.since && payload.sub_key !== revoked.subKey) ({ payload, maxAge } = await fetchList(0));
-    const next = payload.since ? revoked : { jtis: new Map(), subs: new Map() };
-    if (payload.since) for (const [d, exp] of next.jtis) if (exp * 1000 < Date.now() - 60_000) next.jtis.delete(d);
-    for (const batch of payload.revoked_jti) {
-      const packed = Buffer.from(batch.jti, "base64url");
-      for (let i = 0; i < packed.length; i += 12) next.jtis.set(packed.subarray(i, i + 12).toString("hex"), batch.exp);
+    try {
+      await refreshList();
+    } catch (e) {
+      if (Date.now() >= revoked.exp * 1000) throw e; // keep the list held until it expires
+      revoked.until = Date.now() + 10_000;
     }
-    for (const r of payload.revoked_sub) next.subs.set(r.sub_hmac, Math.max(next.subs.get(r.sub_hmac) ?? 0, r.iat_before));
-    revoked = { jtis: next.jtis, subs: next.subs, subKey: payload.sub_key, iat: payload.iat, until: Date.now() + maxAge * 1000 };
   }
   const digest = createHash("sha256").update(String(claims.jti ?? "")).digest().subarray(0, 12).toString("hex");
   const cutoff = revoked.subs.get(createHmac("sha256", Buffer.from(revoked.subKey, "base64url")).update(String(claims.sub)).digest("base64url"));

@@ -29,6 +29,11 @@ class RevocationList:
         lst, max_age = self._fetch(f"{self.url}?since={self.iat}" if self.iat else self.url)
         if lst.get("since") and _b64(lst["sub_key"]) != self.key:
             lst, max_age = self._fetch(self.url)  # keyd rotated its key: the whole list
+        # Never go back: a list older than the one held (a proxy or a CDN
+        # replaying an earlier answer), or a delta that leaves a gap, would
+        # make revoked tokens valid again. The list held stays.
+        if lst["iat"] < self.iat or lst.get("since", 0) > self.iat:
+            raise ValueError(f"revocation list refused: issued at {lst['iat']} (since {lst.get('since', 0)}), the list held is of {self.iat}")
         if lst.get("since"):
             self.deltas += 1
             now = time.time() - self.leeway
@@ -61,6 +66,7 @@ class RevocationList:
             except Exception:
                 if time.time() > self.exp:  # keep the list held until it expires
                     raise
+                self.fresh_until = time.time() + 10  # and try again a little later
         digest = hashlib.sha256(str(claims.get("jti", "")).encode()).digest()[:12]
         mac = hmac.new(self.key, str(claims.get("sub")).encode(), hashlib.sha256).digest()
         cutoff = self.subs.get(base64.urlsafe_b64encode(mac).rstrip(b"=").decode())  # subjects: HMAC under the list's key
