@@ -77,6 +77,10 @@ type Options struct {
 	// of its custody, or a custody object is not destroyed because it is
 	// not keyd's (keyd_keys_refused_total).
 	Refused func(keyset string)
+	// Rejected is told each time an entry read from the token state is
+	// refused: a revocation of a key set that is not configured, or a
+	// published one past max_revocations (kind "revocation").
+	Rejected func(kind string)
 }
 
 // Manager owns the configured key sets' lifecycle in one process.
@@ -100,9 +104,10 @@ type Manager struct {
 	waitMu     sync.Mutex
 	waitLogged map[string]string // key set -> pending kid whose wait was logged
 
-	onRefused func(keyset string)
-	refusedMu sync.Mutex
-	refusedAt map[string]uint64 // key set -> the stored version last refused (logged once)
+	onRefused  func(keyset string)
+	onRejected func(kind string)
+	refusedMu  sync.Mutex
+	refusedAt  map[string]uint64 // key set -> the stored version last refused (logged once)
 
 	started  atomic.Bool
 	storeErr atomic.Pointer[error] // last store failure; nil after a success
@@ -119,7 +124,7 @@ func NewManager(o Options) *Manager {
 	m := &Manager{
 		store: o.Store, gen: o.Generator, now: o.Now, log: o.Logger,
 		listeners: o.Listeners, events: o.Events, after: o.After, waitLogged: map[string]string{},
-		tokens: o.TokenState, revs: o.Revocations, onRefused: o.Refused, refusedAt: map[string]uint64{},
+		tokens: o.TokenState, revs: o.Revocations, onRefused: o.Refused, onRejected: o.Rejected, refusedAt: map[string]uint64{},
 	}
 	if m.revs == nil {
 		m.revs = tokenstate.NewIndex()

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -134,11 +135,86 @@ func (m *Manager) loadRevocations(ctx context.Context, sets []*keystore.KeySet) 
 	return m.firstSync(ctx)
 }
 
-// syncRevocations adds every stored entry to the index (merging), as the
-// store streams them: a million are never all in memory twice.
+// syncRevocations adds every stored entry of a configured key set to the
+// index (merging), as the store streams them: a million are never all in
+// memory twice. Entries are held to what their key set allows (see gate).
 func (m *Manager) syncRevocations(ctx context.Context) error {
-	err := m.tokens.Revocations(ctx, func(r tokenstate.Revocation) { _ = m.revs.Add(r, 0) })
+	g := m.gate()
+	err := m.tokens.Revocations(ctx, func(r tokenstate.Revocation) {
+		if r, ok := g.admit(r); ok {
+			_ = m.revs.Add(r, 0) // stored: in force, whatever the limit says now
+		}
+	})
 	return m.note(err)
+}
+
+// revocationGate holds what each configured key set allows of a
+// revocation read from a token state others can write (Redis): one of a
+// key set that is not configured is refused, an expiry past the last
+// token the key set can verify is brought back to it (a stored or
+// published entry cannot pin memory until the year 2100), and a published
+// one past max_revocations is refused. Each refusal is counted.
+type revocationGate struct {
+	until    map[string]time.Time // key set -> the latest expiry an entry may have
+	max      map[string]int
+	rejected func(kind string)
+}
+
+// gate reads the key sets' limits now; it is read-only after, safe for the
+// concurrent callbacks of a store's stream.
+func (m *Manager) gate() *revocationGate {
+	return m.gateOf(m.Names()...)
+}
+
+// gateOf is the gate of the key sets called names (configured or not).
+func (m *Manager) gateOf(names ...string) *revocationGate {
+	g := &revocationGate{until: map[string]time.Time{}, max: map[string]int{}, rejected: m.onRejected}
+	now := m.now()
+	for _, name := range names {
+		p, ok := m.Policy(name)
+		if !ok {
+			continue
+		}
+		ks, _, err := m.KeySet(name)
+		if err != nil {
+			ks = nil // not loaded yet: the policy's token_ttl and legacy window
+		}
+		g.until[name] = p.TokensEndBy(ks, now).Add(p.Leeway + time.Second)
+		g.max[name] = cmp.Or(p.MaxRevocations, keystore.DefaultMaxRevocations)
+	}
+	return g
+}
+
+func (g *revocationGate) admit(r tokenstate.Revocation) (tokenstate.Revocation, bool) {
+	until, ok := g.until[r.KeySet]
+	if !ok {
+		g.reject()
+		return r, false
+	}
+	if r.Expires.After(until) {
+		r.Expires = until
+	}
+	return r, true
+}
+
+func (g *revocationGate) reject() {
+	if g.rejected != nil {
+		g.rejected("revocation")
+	}
+}
+
+// published adds a revocation another replica published (or anyone who
+// can publish on the channel): admitted, and refused past the key set's
+// max_revocations as a revocation made here would be.
+func (m *Manager) published(r tokenstate.Revocation) {
+	g := m.gateOf(r.KeySet)
+	r, ok := g.admit(r)
+	if !ok {
+		return
+	}
+	if err := m.revs.Add(r, g.max[r.KeySet]); err != nil {
+		g.reject()
+	}
 }
 
 // SubscribeWait bounds how long Start waits for the revocations watch to
@@ -181,7 +257,7 @@ func (m *Manager) WatchRevocations(ctx context.Context) (done <-chan struct{}) {
 	}
 	go func() {
 		defer close(ch)
-		_ = w.Watch(ctx, func(r tokenstate.Revocation) { _ = m.revs.Add(r, 0) }, resync)
+		_ = w.Watch(ctx, m.published, resync)
 	}()
 	return ch
 }

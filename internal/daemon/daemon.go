@@ -239,7 +239,7 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	d.mgr = rotation.NewManager(rotation.Options{
 		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.custodies), Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
-		TokenState: tokens, Revocations: d.sg.Revocations(), Refused: d.met.KeyRefused,
+		TokenState: tokens, Revocations: d.sg.Revocations(), Refused: d.met.KeyRefused, Rejected: d.met.TokenStateRejected,
 	})
 	d.met.WatchKeySets(d.mgr, d.o.Now)
 	// The revocations watch (Redis) subscribes before the first load, so
