@@ -77,10 +77,11 @@ type keyring struct {
 	// concurrency is how many tokens of a batch to sign at once: 1 for a
 	// key keyd holds, what its custody takes for one held elsewhere.
 	concurrency int
-	sigSize     int            // bytes of a signature, at most
-	issuer      []byte         // the policy's issuer as a JSON string; nil if none
-	verify      map[string]any // kid -> public key or HMAC secret, for keys that verify
-	parsed      map[string]any // kid -> parsed private key, reused by the next Load
+	sigSize     int                  // bytes of a signature, at most
+	issuer      []byte               // the policy's issuer as a JSON string; nil if none
+	verify      map[string]any       // kid -> public key or HMAC secret, for keys that verify
+	until       map[string]time.Time // kid -> verify_until, for the keys that have one
+	parsed      map[string]any       // kid -> parsed private key, reused by the next Load
 	obs         KeySetObserver
 
 	// The signed revocation list, re-signed as it ages or changes.
@@ -196,6 +197,12 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 			}
 		}
 		r.parsed[k.ID] = priv
+		if !k.VerifyUntil.IsZero() {
+			if r.until == nil {
+				r.until = map[string]time.Time{}
+			}
+			r.until[k.ID] = k.VerifyUntil
+		}
 		if signer, ok := priv.(crypto.Signer); ok {
 			r.verify[k.ID] = signer.Public()
 		} else {

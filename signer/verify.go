@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -78,7 +79,16 @@ func (r *keyring) verifyToken(token string, now time.Time, want Expect) (*Verifi
 	if l := r.policy.Legacy; l.InForce(now) {
 		want.LegacyKID, want.AllowMissingExp = l.KID, l.AllowMissingExp
 	}
-	return Check(token, r.jwaAlg, r.key, now, r.policy.Leeway, want, r.checkRevoked)
+	v, err := Check(token, r.jwaAlg, r.key, now, r.policy.Leeway, want, r.checkRevoked)
+	if err == nil {
+		// An imported key verifies until its verify_until to the second,
+		// on every replica, whatever the scheduler (which removes it at its
+		// next tick) has done yet.
+		if until, ok := r.until[v.KID]; ok && !now.Before(until) {
+			return nil, &Error{Kind: ErrInvalidToken, Code: CodeUnknownKey, KID: v.KID, Reason: fmt.Sprintf("key %q stopped verifying at %s (verify_until)", v.KID, until.UTC().Format(time.RFC3339))}
+		}
+	}
+	return v, err
 }
 
 // checkRevoked is Check's revocation step: the index, a lookup of the jti

@@ -1,0 +1,52 @@
+package api_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/keyd-dev/keyd/internal/api/apitest"
+	"github.com/keyd-dev/keyd/keystore"
+)
+
+// Verification windows hold to the second, whatever the scheduler has done:
+// a token of a key imported with verify_until T, and a kid-less legacy
+// token with legacy.until T, verify until T and are refused from T on. The
+// imported key verified until the scheduler's next tick removed it
+// (about T + 50 s).
+func TestWindowsEndToTheSecond(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	end := now.Add(5 * time.Second)
+	legacy := keystore.Policy{Name: "legacy", Algorithm: keystore.HS256, Rotation: "@daily", TokenTTL: 10 * time.Minute, JWKSMaxAge: time.Minute,
+		Legacy: keystore.LegacyPolicy{KID: "flask", Until: end}}
+	s := apitest.Serve(t, nil, legacy, rsaPolicy("app"))
+	const secret = "the-flask-apps-SECRET_KEY-0123456789abcdef"
+	if code, body := importKey(t, s, "legacy", map[string]any{"secret": secret, "kid": "flask"}); code != 200 {
+		t.Fatalf("import the secret: %d %s", code, body)
+	}
+	old, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der, _ := x509.MarshalPKCS8PrivateKey(old)
+	if code, body := importKey(t, s, "app", map[string]any{"pem": pemOf(t, "PRIVATE KEY", der), "kid": "key-2024", "verify_until": end}); code != 200 {
+		t.Fatalf("import the RSA key: %d %s", code, body)
+	}
+	imported := mint(t, jose.RS256, old, "key-2024", map[string]any{"sub": "dave", "exp": now.Add(time.Hour).Unix()})
+	kidless := mint(t, jose.HS256, []byte(secret), "", map[string]any{"sub": "carol", "exp": now.Add(time.Hour).Unix()})
+	s.Clock.Add(end.Sub(s.Clock.Now()) - time.Second)
+	if c := verifyCode(t, s, "app", imported); c != "" {
+		t.Fatalf("a second before verify_until: %q", c)
+	}
+	if c := verifyCode(t, s, "legacy", kidless); c != "" {
+		t.Fatalf("a second before legacy.until: %q", c)
+	}
+	s.Clock.Add(time.Second)
+	if c := verifyCode(t, s, "app", imported); c != "unknown_key" {
+		t.Fatalf("at verify_until: %q, want unknown_key", c)
+	}
+	if c := verifyCode(t, s, "legacy", kidless); c != "unknown_key" {
+		t.Fatalf("at legacy.until: %q, want unknown_key", c)
+	}
+}
