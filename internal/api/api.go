@@ -375,7 +375,7 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 		p, reason := s.Auth.AuthenticateRequest(r)
 		if p == nil {
 			s.Metrics.AuthFailure(reason)
-			if wait, limited := s.AuthGuard.Failed(r.RemoteAddr, reason, r.Pattern); limited {
+			if wait, limited := s.AuthGuard.Failed(s.AuthGuard.Source(r), reason, r.Pattern); limited {
 				w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 				writeError(w, errorf(http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentications from this address: retry later"))
 				return

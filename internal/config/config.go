@@ -8,7 +8,6 @@ package config
 import (
 	"bytes"
 	"cmp"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -237,6 +236,14 @@ type Verify struct {
 type Auth struct {
 	Tokens  []Token  `yaml:"tokens"`
 	Clients []Client `yaml:"clients"`
+	// TrustedProxies are the CIDRs of the load balancers in front of keyd:
+	// from them, X-Forwarded-For names the caller whose failed logins are
+	// limited. Empty: the peer's address, and X-Forwarded-For is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// IPv4Prefix and IPv6Prefix are how many bits of a caller's address
+	// make the source failed logins are limited by (default 32 and 64).
+	IPv4Prefix int `yaml:"ipv4_prefix"`
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
 // Client is a caller identified by its TLS client certificate: a SAN URI
@@ -673,50 +680,6 @@ func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, form
 			return
 		}
 		ks.authority = a
-	}
-}
-
-// validateAuth checks the API's callers, their names, hashes and scopes
-// (scopes name key sets of names).
-func (c *Config) validateAuth(names map[string]bool, bad func(field, format string, args ...any)) {
-	tokenNames := map[string]bool{}
-	hashes := map[string]bool{}
-	for i, tok := range c.Auth.Tokens {
-		f := fmt.Sprintf("auth.tokens[%d]", i)
-		if tok.Name == "" {
-			bad(f+".name", "is required")
-		} else if tokenNames[tok.Name] {
-			bad(f+".name", "%q is used by another token", tok.Name)
-		}
-		tokenNames[tok.Name] = true
-		if strings.HasPrefix(tok.SHA256, placeholderPrefix) {
-			bad(f+".sha256", "is a placeholder: run `keyd token --name %s` and put the sha256 it prints here (give the token itself to the caller)", cmp.Or(tok.Name, "NAME"))
-		} else if b, err := hex.DecodeString(tok.SHA256); err != nil || len(b) != 32 {
-			bad(f+".sha256", "must be the 64 hex digits of the token's SHA-256 (`keyd token` prints it)")
-		} else if weakToken(tok.SHA256) {
-			bad(f+".sha256", "is the hash of a guessable token (a common word or a number): make a random one with `keyd token --name %s`", cmp.Or(tok.Name, "NAME"))
-		} else if hashes[strings.ToLower(tok.SHA256)] {
-			bad(f+".sha256", "is the hash of another token too")
-		}
-		hashes[strings.ToLower(tok.SHA256)] = true
-		checkScopes(f, tok.Scopes, names, bad)
-	}
-	subjects := map[string]bool{}
-	for i, cl := range c.Auth.Clients {
-		f := fmt.Sprintf("auth.clients[%d]", i)
-		if cl.Name == "" {
-			bad(f+".name", "is required")
-		} else if tokenNames[cl.Name] {
-			bad(f+".name", "%q is used by another token or client", cl.Name)
-		}
-		tokenNames[cl.Name] = true
-		if u, err := url.Parse(cl.Subject); cl.Subject == "" || err != nil || (u.Scheme == "" && strings.ContainsAny(cl.Subject, "/:@ ")) {
-			bad(f+".subject", "%q must be a URI SAN (spiffe://domain/path) or a DNS name of the client's certificate", cl.Subject)
-		} else if subjects[cl.Subject] {
-			bad(f+".subject", "%q is used by another client", cl.Subject)
-		}
-		subjects[cl.Subject] = true
-		checkScopes(f, cl.Scopes, names, bad)
 	}
 }
 

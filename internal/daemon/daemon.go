@@ -290,7 +290,8 @@ func (d *daemon) buildAPI(context.Context) error {
 		})
 	}
 	auth := api.NewAuthenticator(cfg.Auth.Tokens, cfg.Auth.Clients...)
-	d.guard = authguard.New(authguard.Options{Now: d.o.Now, Record: d.auditLog.Note})
+	d.guard = authguard.New(authguard.Options{Now: d.o.Now, Record: d.auditLog.Note,
+		TrustedProxies: cfg.Auth.TrustedProxyPrefixes(), IPv4Prefix: cfg.Auth.IPv4Prefix, IPv6Prefix: cfg.Auth.IPv6Prefix})
 	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, custodies: d.custodies, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
