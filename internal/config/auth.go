@@ -75,4 +75,3 @@ func (a Auth) TrustedProxyPrefixes() []netip.Prefix {
 	}
 	return out
 }
-
