@@ -10,7 +10,9 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -267,5 +269,76 @@ func TestTransitKeyChangedBehindKeydsBack(t *testing.T) {
 	s3, _ := c.Signer(ref3, pub)
 	if _, err := s3.Sign(nil, digest[:], crypto.SHA256); !errors.Is(err, keystore.ErrForeignKey) {
 		t.Fatalf("a Transit key whose public key is not the stored one: %v, want a refusal", err)
+	}
+}
+
+// configs/vault-transit-policy.hcl is enough for everything the custody
+// does (create, sign, MAC, list, destroy) and refuses what keyd never does:
+// another application's key, export, backup.
+func TestTransitLeastPrivilegePolicy(t *testing.T) {
+	root := client(t)
+	policy, err := os.ReadFile("../../configs/vault-transit-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sys().PutPolicy("keyd-transit", string(policy)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := root.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"keyd-transit"}, TTL: "1h", NoDefaultPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc, err := root.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetToken(tok.Auth.ClientToken)
+	c := transit.New(vc, "", "")
+	ctx := context.Background()
+	for _, alg := range []keystore.Algorithm{keystore.ES256, keystore.HS256} {
+		ref, pub, err := c.Create(ctx, "app", alg, 0)
+		if err != nil {
+			t.Fatalf("%s: create under the policy: %v", alg, err)
+		}
+		k, err := keystore.NewCustodyKey(alg, transit.Name, ref, pub, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if alg.Symmetric() {
+			m, err := k.CustodyMAC(c)
+			if err == nil {
+				_, err = m.Sum([]byte("x"))
+			}
+			if err != nil {
+				t.Fatalf("MAC under the policy: %v", err)
+			}
+		} else {
+			s, _ := k.CustodySigner(c)
+			d := sha256.Sum256([]byte("x"))
+			if _, err := s.Sign(nil, d[:], crypto.SHA256); err != nil {
+				t.Fatalf("sign under the policy: %v", err)
+			}
+		}
+		if objs, err := c.Objects(ctx, "app"); err != nil || len(objs) != 1 {
+			t.Fatalf("list under the policy: %v %v", objs, err)
+		}
+		for _, path := range []string{"transit/backup/" + ref, "transit/export/signing-key/" + ref, "transit/export/hmac-key/" + ref} {
+			if _, err := vc.Logical().Read(path); err == nil {
+				t.Errorf("the policy allows %s", path)
+			}
+		}
+		if err := c.Destroy(ctx, ref); err != nil {
+			t.Fatalf("destroy under the policy: %v", err)
+		}
+	}
+	if _, err := root.Logical().Write("transit/keys/payments-signing", map[string]any{"type": "ecdsa-p256"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Destroy(ctx, "payments-signing"); err == nil {
+		t.Error("the policy lets keyd delete another application's Transit key")
+	}
+	d := sha256.Sum256([]byte("x"))
+	if _, err := vc.Logical().Write("transit/sign/payments-signing/sha2-256", map[string]any{"input": base64.StdEncoding.EncodeToString(d[:]), "prehashed": true}); err == nil {
+		t.Error("the policy lets keyd sign with another application's Transit key")
 	}
 }
