@@ -23,6 +23,9 @@ type KeySets interface {
 func (m *Metrics) WatchKeySets(src KeySets, now func() time.Time) {
 	if m != nil {
 		m.reg.MustRegister(&keySetCollector{src: src, now: now})
+		for _, name := range src.Names() { // exported at 0 from the start, for increase()
+			m.keysRefused.WithLabelValues(name)
+		}
 	}
 }
 

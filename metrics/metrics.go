@@ -124,6 +124,9 @@ func New() *Metrics {
 	}
 	m.jwksOK = m.jwksRequests.WithLabelValues("200")
 	m.jwks304 = m.jwksRequests.WithLabelValues("304")
+	for _, kind := range []string{"refresh", "refresh-subject", "revocation"} {
+		m.stateRejected.WithLabelValues(kind) // exported at 0 from the start, for increase()
+	}
 	for _, r := range []string{"missing", "unknown_token", "unknown_client", "forbidden"} {
 		m.authFailures.WithLabelValues(r) // exported at 0 from the start, for rate()
 	}
