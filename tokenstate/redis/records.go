@@ -30,12 +30,16 @@ func (s *Store) Records() Records { return Records{s: s} }
 func (r Records) key(kind, id string) string { return r.s.prefix + "rec:" + kind + ":" + id }
 
 // cas writes ARGV[2] (version ++ data) if the stored version is ARGV[1]
-// (0: the key must not exist), with the expiry ARGV[3] (ms; 0: none).
+// (0: the key must not exist), with the expiry ARGV[3] (ms; 0: none). A
+// key that already holds exactly ARGV[2] is this very write, landed before
+// (the client retries a command whose answer it lost while Redis stalled):
+// it answers the version as if it had just written it, never a conflict.
 var cas = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 local want = tonumber(ARGV[1])
 local have = 0
 if cur then have = struct.unpack('>I8', cur) end
+if cur == ARGV[2] then return have end
 if have ~= want then return -1 end
 local exp = tonumber(ARGV[3])
 if exp > 0 then

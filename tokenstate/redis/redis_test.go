@@ -396,3 +396,39 @@ func TestOldLayoutMoves(t *testing.T) {
 		t.Fatalf("a second load scanned for old keys (%d SCANs)", n)
 	}
 }
+
+// The client re-sends a write whose answer it lost (Redis stalled past the
+// read timeout, then ran the first attempt): the compare-and-swap sees its
+// own write and answers as if it had just made it. A token pair asked for
+// while Redis stalled answered 500 ("record refresh ... was written by
+// someone else") every time, and left its login behind.
+func TestRetriedWriteIsTheSameWrite(t *testing.T) {
+	srv := testredis.Start(t)
+	rs := redis.New(client(t, srv), "keyd:").Records()
+	ctx := context.Background()
+	rec := &keystore.Record{ID: "login-1", Data: []byte("sealed bytes"), Expires: time.Now().Add(time.Hour)}
+	first, err := rs.PutRecord(ctx, "refresh", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := rs.PutRecord(ctx, "refresh", rec) // the retry of the same command
+	if err != nil || again.Version != first.Version {
+		t.Fatalf("the retried create: version %v, %v; want %d and no error", again, err, first.Version)
+	}
+	next := &keystore.Record{ID: "login-1", Data: []byte("generation 2"), Version: first.Version}
+	updated, err := rs.PutRecord(ctx, "refresh", next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := rs.PutRecord(ctx, "refresh", next); err != nil || again.Version != updated.Version {
+		t.Fatalf("the retried update: %v, %v", again, err)
+	}
+	// Another writer's create, or an update based on an old version, is
+	// still a conflict.
+	if _, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "login-1", Data: []byte("other")}); !errors.Is(err, keystore.ErrConflict) {
+		t.Fatalf("another create: %v, want a conflict", err)
+	}
+	if _, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "login-1", Data: []byte("stale"), Version: first.Version}); !errors.Is(err, keystore.ErrConflict) {
+		t.Fatalf("a stale update: %v, want a conflict", err)
+	}
+}
