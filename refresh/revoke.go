@@ -127,3 +127,16 @@ func (s *Service) revokeFamily(ctx context.Context, rec *keystore.Record, f *fam
 	}
 	return fmt.Errorf("revoking refresh family %s: gave up after %d attempts", rec.ID, keystore.MaxUpdateAttempts)
 }
+
+// RecordExpiry is when a record of kind (Kind or SubjectKind) may go,
+// read from its data: for a store that expires records itself, when token
+// state moves into one (tokenstate.Move). Zero when it does not parse.
+func RecordExpiry(kind string, data []byte) time.Time {
+	var v struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if (kind != Kind && kind != SubjectKind) || json.Unmarshal(data, &v) != nil || v.ExpiresAt.IsZero() {
+		return time.Time{}
+	}
+	return v.ExpiresAt.Add(pruneGrace)
+}

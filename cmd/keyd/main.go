@@ -58,6 +58,10 @@ private CA; or --addr, --token, --ca-file, before or after the command):
       database, master key file and admin token), to move to --config.
   keyd config check FILE
       Check a config file as a start would, without starting: every problem.
+  keyd migrate-token-state --config FILE --from-redis URL [--prefix P] [--username U] [--password-file F]
+      Bring revocations and refresh logins back from Redis into the key
+      store of FILE, before switching storage.token_state back to it (keyd
+      stopped). Moving them to Redis needs no command: a start does it.
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
@@ -98,6 +102,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = initCmd(rest, stdout, stderr)
 	case cmd == "config":
 		err = configCmd(rest, stdout, stderr)
+	case cmd == "migrate-token-state":
+		err = migrateTokenState(rest, stdout, stderr)
 	case cmd == keygenCommand: // the low-priority child keyd serve starts to make RSA keys
 		err = keygen.Serve(rest, stdout)
 	case cmd == "version" || cmd == "--version" || cmd == "-version":
@@ -311,5 +317,35 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("config %s:\n%w", a[1], err)
 	}
 	fmt.Fprintf(stdout, "ok: %s: %d key set(s), backend %s, %d API token(s)\n", a[1], len(cfg.KeySets), cfg.Storage.Backend, len(cfg.Auth.Tokens))
+	return nil
+}
+
+func migrateTokenState(args []string, stdout, stderr io.Writer) error {
+	fs := newCLIFlags("migrate-token-state", "keyd migrate-token-state --config FILE --from-redis URL [flags]",
+		"Copy every revocation and refresh login from a Redis token state into the key\nstore of FILE, then let keyd start on the key store's token state again.\nStop keyd first. Idempotent: run it again after a failure.")
+	configPath := fs.String("config", "", "keyd's config file (its storage: the key store to copy into)")
+	from := fs.String("from-redis", "", "the Redis that holds the token state now: redis://HOST:PORT/DB (rediss:// for TLS)")
+	prefix := fs.String("prefix", "keyd:", "the key prefix keyd used on that Redis (storage.token_state.prefix)")
+	username := fs.String("username", "", "Redis ACL user")
+	passwordFile := fs.String("password-file", "", "file holding the Redis password (owner-only)")
+	caFile := fs.String("tls-ca-file", "", "CA bundle for rediss://")
+	if a, err := fs.parse(args, stdout, stderr); err != nil {
+		return err
+	} else if len(a) != 0 || *configPath == "" || *from == "" {
+		return usageErrorf("usage: keyd migrate-token-state --config FILE --from-redis URL [--prefix P] [--username U] [--password-file F]")
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Storage.TokenState.Backend == "redis" {
+		return fmt.Errorf("%s still keeps the token state on Redis (storage.token_state): remove it there, then run this to bring what Redis holds into the key store", *configPath)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	ts := config.TokenState{Backend: "redis", URL: *from, Username: *username, PasswordFile: *passwordFile, TLSCAFile: *caFile, Prefix: *prefix}
+	if err := daemon.MigrateTokenState(context.Background(), cfg, ts, os.Getenv, log); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "ok: the token state is in the key store; start keyd with storage.token_state on the key store")
 	return nil
 }
