@@ -17,6 +17,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -36,11 +37,23 @@ const Backdate = 5 * time.Minute
 
 // Authority issues the certificates of one key set's keys.
 type Authority struct {
+	// Imported, when set, gives imported public keys (whose kid another
+	// issuer chose) a certificate too; off, only keys keyd made or holds
+	// the private half of get one.
+	Imported bool
 	validity time.Duration
 	signer   crypto.Signer     // the CA's key; nil: self-signed
 	ca       *x509.Certificate // nil: self-signed
 	chain    [][]byte          // DER: the CA certificate, then the rest of its file
 }
+
+// OIDDocumentSigning is id-kp-documentSigning (RFC 9336), the one extended
+// key usage of keyd's certificates.
+var OIDDocumentSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}
+
+// CertifiesImported reports whether imported public keys get a
+// certificate (Imported).
+func (a *Authority) CertifiesImported() bool { return a.Imported }
 
 // SelfSigned returns an Authority under which each key signs its own
 // certificate, valid for validity. Keys without a private half (imported
@@ -135,11 +148,19 @@ func (a *Authority) Issue(keyset, kid string, pub crypto.PublicKey, self crypto.
 	}
 	ski := sha256.Sum256([]byte(kid))
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial.Add(serial, big.NewInt(1)), // positive, never zero
-		Subject:               pkix.Name{CommonName: kid, Organization: []string{"keyd key set " + keyset}},
-		NotBefore:             now.Add(-Backdate).UTC().Truncate(time.Second),
-		NotAfter:              now.Add(a.validity).UTC().Truncate(time.Second),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
+		SerialNumber: serial.Add(serial, big.NewInt(1)), // positive, never zero
+		// Never a name a TLS client could match: a kid another issuer
+		// chose (*.corp.example.com) stays inside "keyd:KEYSET:KID", which
+		// no host name is, and the certificate has no SAN.
+		Subject:   pkix.Name{CommonName: "keyd:" + keyset + ":" + kid, Organization: []string{"keyd key set " + keyset}},
+		NotBefore: now.Add(-Backdate).UTC().Truncate(time.Second),
+		NotAfter:  now.Add(a.validity).UTC().Truncate(time.Second),
+		KeyUsage:  x509.KeyUsageDigitalSignature,
+		// Document signing only (RFC 9336): a JWT is a signed document. An
+		// extended key usage that names neither serverAuth nor clientAuth
+		// makes TLS stacks refuse the certificate for either; without any,
+		// they took it for both.
+		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{OIDDocumentSigning},
 		BasicConstraintsValid: true,
 		SubjectKeyId:          ski[:20],
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestIssueByCA(t *testing.T) {
 	if err := c.CheckSignatureFrom(ca.Cert); err != nil {
 		t.Fatalf("not signed by the CA: %v", err)
 	}
-	if !key.PublicKey.Equal(c.PublicKey) || c.Subject.CommonName != "kid-1" || c.IsCA || c.KeyUsage != x509.KeyUsageDigitalSignature {
+	if !key.PublicKey.Equal(c.PublicKey) || c.Subject.CommonName != "keyd:api:kid-1" || c.IsCA || c.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Fatalf("certificate: cn %q ca %v usage %v", c.Subject.CommonName, c.IsCA, c.KeyUsage)
 	}
 	if !c.NotAfter.Equal(now.Add(30*24*time.Hour)) || !c.NotBefore.Equal(now.Add(-certs.Backdate)) {
@@ -129,5 +130,50 @@ func TestLoadErrorsNameTheFile(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "PRIVATE KEY-----") {
 			t.Errorf("%s: the error shows the file's content", c.name)
 		}
+	}
+}
+
+// keyd's certificates are for JWT keys, never TLS: a CA-issued leaf for an
+// imported key whose kid another issuer chose (*.corp.example.com) used
+// to pass openssl verify as sslserver and sslclient (no extended key usage
+// means any, and the CN was the kid). Now openssl refuses both purposes,
+// the chain verifies for no purpose in particular, and no name matches.
+func TestCertificatesAreNotForTLS(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("no openssl")
+	}
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, dir, "ca", time.Now())
+	a, err := certs.Load(ca.CertFile, ca.KeyFile, 30*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := a.Issue("api", "*.corp.example.com", key.Public(), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := filepath.Join(dir, "leaf.pem")
+	if err := os.WriteFile(leaf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(args ...string) error {
+		out, err := exec.Command(openssl, append(append([]string{"verify", "-CAfile", ca.CertFile}, args...), leaf)...).CombinedOutput()
+		if err != nil {
+			return errors.New(string(out))
+		}
+		return nil
+	}
+	if err := verify(); err != nil {
+		t.Fatalf("the chain does not verify: %v", err)
+	}
+	for _, purpose := range []string{"sslserver", "sslclient"} {
+		if err := verify("-purpose", purpose); err == nil {
+			t.Errorf("openssl accepts keyd's certificate for %s", purpose)
+		}
+	}
+	if err := verify("-verify_hostname", "www.corp.example.com"); err == nil {
+		t.Error("openssl matches keyd's certificate to a host name")
 	}
 }

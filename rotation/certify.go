@@ -13,10 +13,17 @@ import (
 const EventCertified EventKind = "key_certified"
 
 // certifiable reports whether k should carry a certificate under c: a
-// published key, and for self-signed certificates one with a private half.
+// published key, and for self-signed certificates one with a private half;
+// an imported public key (its kid another issuer's) only when c certifies
+// those (certificates.imported).
 func certifiable(k keystore.Key, c keystore.Certifier) bool {
 	if !k.Published() {
 		return false
+	}
+	if k.Imported && k.PublicOnly {
+		if ci, ok := c.(interface{ CertifiesImported() bool }); !ok || !ci.CertifiesImported() {
+			return false
+		}
 	}
 	if s, ok := c.(interface{ SelfSigned() bool }); ok && s.SelfSigned() && k.PublicOnly {
 		return false

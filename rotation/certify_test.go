@@ -154,3 +154,37 @@ func TestSelfSignedSkipsPublicOnlyKeys(t *testing.T) {
 		t.Fatalf("due: %v", plan.Certify)
 	}
 }
+
+// An imported public key's kid was chosen by another issuer: under a CA it
+// gets a certificate only when the key set says so (certificates.imported).
+// It used to get one always, with its kid as the certificate's name.
+func TestImportedKeysCertifiedOnlyWhenAsked(t *testing.T) {
+	for _, asked := range []bool{false, true} {
+		ca := certstest.NewCA(t, t.TempDir(), "ca", t0)
+		authority, err := certs.Load(ca.CertFile, ca.KeyFile, 3*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		authority.Imported = asked
+		p := hourly()
+		p.Certificates = authority
+		h := newHarness(t, p, "")
+		theirs, _ := newHarness(t, hourly(), "").keySet().Active()
+		pub, err := theirs.VerificationKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(pub)
+		imported := keystore.Key{ID: "*.corp.example.com", Algorithm: keystore.ES256, Material: der, PublicOnly: true}
+		if _, err := h.m.Import(context.Background(), "default", []keystore.Key{imported}, keystore.StateRetired, false); err != nil {
+			t.Fatal(err)
+		}
+		k, _ := h.keySet().Key("*.corp.example.com")
+		if got := len(k.Certificate) != 0; got != asked {
+			t.Fatalf("certificates.imported %v: the imported key has a certificate: %v", asked, got)
+		}
+		if active, _ := h.keySet().Active(); len(active.Certificate) == 0 {
+			t.Fatal("keyd's own key has no certificate")
+		}
+	}
+}

@@ -201,6 +201,9 @@ type Certificates struct {
 	SelfSigned bool          `yaml:"self_signed"`
 	CACertFile string        `yaml:"ca_cert_file"`
 	CAKeyFile  string        `yaml:"ca_key_file"`
+	// Imported gives imported public keys a certificate too (off: their
+	// kid was chosen by another issuer).
+	Imported bool `yaml:"imported"`
 }
 
 // On reports whether certificates are configured.
@@ -670,7 +673,9 @@ func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, form
 	case cs.SelfSigned && (cs.CACertFile != "" || cs.CAKeyFile != ""):
 		bad(f+".self_signed", "excludes ca_cert_file and ca_key_file: certificates are self-signed or signed by the CA, not both")
 	case cs.SelfSigned:
-		ks.authority = certs.SelfSigned(validity)
+		a := certs.SelfSigned(validity)
+		a.Imported = cs.Imported
+		ks.authority = a
 	case cs.CACertFile == "" || cs.CAKeyFile == "":
 		bad(f, "ca_cert_file and ca_key_file go together (or self_signed: true)")
 	default:
@@ -679,6 +684,7 @@ func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, form
 			bad(f, "%v", err)
 			return
 		}
+		a.Imported = cs.Imported
 		ks.authority = a
 	}
 }
