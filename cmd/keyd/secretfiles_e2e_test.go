@@ -28,7 +28,7 @@ func TestSecretFilesAreOwnerOnly(t *testing.T) {
 	certPEM, keyPEM, _ := newCA(t, "test CA").issue(t, 1, true, "")
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	writeFile(t, certFile, certPEM)
-	if err := os.WriteFile(keyFile, keyPEM, 0o640); err != nil {
+	if err := os.WriteFile(keyFile, keyPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	db := filepath.Join(dir, "keyd.db")

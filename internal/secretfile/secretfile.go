@@ -1,26 +1,49 @@
 // Package secretfile reads the files that hold secrets keyd is given (an
-// audit key, a CA's private key, an HSM PIN, the master key): each must be
-// readable by its owner alone, and no error ever shows its content. It is
-// a package of its own so that every such file gets the same rule and the
-// same words.
+// audit key, a CA's private key, an HSM PIN, the master key, the TLS key,
+// the Redis password, the Vault AppRole secret-id): each must be readable
+// by its owner alone, and no error ever shows its content. It is a package
+// of its own so that every such file gets the same rule and the same words.
+//
+// The rule, as PostgreSQL's for its key files: no access for others, and
+// none for the group, except read when the file belongs to root and to a
+// group keyd's process is in. That is how Kubernetes mounts a Secret in a
+// pod with an fsGroup (root:fsGroup, mode 0440), which only the pod's
+// processes share.
 package secretfile
 
 import (
 	"fmt"
 	"os"
+	"slices"
+	"syscall"
 )
 
-// Check fails when path cannot be read, or is readable by group or others,
-// saying how to fix it.
+// Check fails when path cannot be read, or is readable by others, or by
+// a group outside the rule above, saying how to fix it.
 func Check(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("%s has mode %04o, readable by others; run chmod 600 %s", path, perm, path)
+	perm := fi.Mode().Perm()
+	if perm&0o077 == 0 || (perm&0o037 == 0 && rootOwnedOurGroup(fi)) {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%s has mode %04o, readable by others; run chmod 600 %s", path, perm, path)
+}
+
+// rootOwnedOurGroup reports whether fi belongs to root and to one of this
+// process's groups.
+func rootOwnedOurGroup(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid != 0 {
+		return false
+	}
+	if int(st.Gid) == os.Getgid() {
+		return true
+	}
+	groups, err := os.Getgroups()
+	return err == nil && slices.Contains(groups, int(st.Gid))
 }
 
 // Read is Check, then the file's content.
