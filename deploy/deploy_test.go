@@ -155,6 +155,17 @@ func TestChart(t *testing.T) {
 			if _, err := config.Parse(strings.NewReader(cm.Data["keyd.yaml"]), "chart"); err != nil {
 				t.Fatalf("the chart's keyd.yaml does not load:\n%s\n%v", cm.Data["keyd.yaml"], err)
 			}
+			// Secure by default: a NetworkPolicy, and a keyed audit chain
+			// whose key comes from a Secret the chart makes.
+			if _, ok := kinds["NetworkPolicy"]; !ok {
+				t.Errorf("no NetworkPolicy by default")
+			}
+			if !strings.Contains(cm.Data["keyd.yaml"], "key_file: /etc/keyd/audit/audit.key") {
+				t.Errorf("the audit chain is not keyed:\n%s", cm.Data["keyd.yaml"])
+			}
+			if sec, ok := kinds["Secret"]; !ok || sec.Metadata.Name != "test-keyd-audit-key" {
+				t.Errorf("no audit key Secret: %+v", kinds["Secret"])
+			}
 			if mode.workload == "StatefulSet" && (w.Spec.Replicas == nil || *w.Spec.Replicas != 1) {
 				t.Errorf("the embedded store runs more than one replica")
 			}

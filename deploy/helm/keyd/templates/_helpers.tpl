@@ -39,7 +39,7 @@ keysets:
 auth:
 {{ toYaml .Values.config.auth | indent 2 }}
 audit:
-{{ toYaml .Values.config.audit | indent 2 }}
+{{ toYaml (merge (dict "key_file" "/etc/keyd/audit/audit.key") .Values.config.audit) | indent 2 }}
 {{- if .Values.tls.existingSecret }}
 tls: {cert_file: /etc/keyd/tls/tls.crt, key_file: /etc/keyd/tls/tls.key}
 {{- end }}
@@ -102,7 +102,10 @@ spec:
         {{- if .Values.tls.existingSecret }}
         - {name: tls, mountPath: /etc/keyd/tls, readOnly: true}
         {{- end }}
+        - {name: audit-key, mountPath: /etc/keyd/audit, readOnly: true}
   volumes:
+    - name: audit-key
+      secret: {secretName: {{ include "keyd.auditKeySecret" . }}, items: [{key: {{ .Values.auditKey.key }}, path: audit.key}], defaultMode: 0400}
     - name: config
       configMap: {name: {{ include "keyd.name" . }}}
     {{- if and (eq .Values.mode "vault") (eq .Values.vault.auth.method "approle") }}
@@ -122,4 +125,8 @@ spec:
     - name: tls
       secret: {secretName: {{ .Values.tls.existingSecret }}, defaultMode: 0400}
     {{- end }}
+{{- end -}}
+
+{{- define "keyd.auditKeySecret" -}}
+{{ .Values.auditKey.existingSecret | default (printf "%s-audit-key" (include "keyd.name" .)) }}
 {{- end -}}
