@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
@@ -31,7 +32,7 @@ const Available = true
 
 // Custody keeps keys in one token.
 type Custody struct {
-	c *crypto11.Context
+	conn
 }
 
 var _ keystore.Custody = (*Custody)(nil)
@@ -39,23 +40,16 @@ var _ keystore.Custody = (*Custody)(nil)
 // Open loads the module and logs in to the token. Errors say which: the
 // module, the token or the PIN; never the PIN itself.
 func Open(cfg Config) (keystore.Custody, error) {
-	c, err := crypto11.Configure(&crypto11.Config{Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN})
+	c, err := configure(cfg)
 	if err != nil {
-		msg := err.Error()
-		switch {
-		case strings.Contains(msg, "CKR_PIN_INCORRECT") || strings.Contains(msg, "CKR_PIN"):
-			return nil, fmt.Errorf("pkcs11: the PIN of token %q is refused", cfg.TokenLabel)
-		case strings.Contains(msg, "could not find") && strings.Contains(msg, "token"):
-			return nil, fmt.Errorf("pkcs11: no token labelled %q in %s", cfg.TokenLabel, cfg.Module)
-		}
-		return nil, fmt.Errorf("pkcs11: %s with token %q: %s", cfg.Module, cfg.TokenLabel, strings.ReplaceAll(msg, cfg.PIN, "[pin]"))
+		return nil, err
 	}
-	return &Custody{c: c}, nil
+	return &Custody{conn{cfg: cfg, c: c}}, nil
 }
 
 // Close logs out and unloads the module (keyd's daemon closes it at
 // shutdown, as an io.Closer).
-func (p *Custody) Close() error { return p.c.Close() }
+func (p *Custody) Close() error { return p.close() }
 
 // Name implements keystore.Custody.
 func (*Custody) Name() string { return Name }
@@ -67,6 +61,18 @@ func unavailable(op string, err error) error {
 // Create implements keystore.Custody: a key pair generated in the token,
 // labelled keyd-KEYSET-ID, its reference the hex of its CKA_ID.
 func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorithm, rsaBits int) (string, crypto.PublicKey, error) {
+	c, gen, err := p.get()
+	if err != nil {
+		return "", nil, err
+	}
+	ref, pub, err := create(c, keyset, alg, rsaBits)
+	if err != nil {
+		p.failed(gen, err)
+	}
+	return ref, pub, err
+}
+
+func create(c *crypto11.Context, keyset string, alg keystore.Algorithm, rsaBits int) (string, crypto.PublicKey, error) {
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
 	ref := hex.EncodeToString(id)
@@ -76,16 +82,16 @@ func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorith
 	switch alg.Family() {
 	case keystore.FamilyEC:
 		curve := map[keystore.Algorithm]elliptic.Curve{keystore.ES256: elliptic.P256(), keystore.ES384: elliptic.P384(), keystore.ES512: elliptic.P521()}[alg]
-		k, err = p.c.GenerateECDSAKeyPairWithLabel(id, label, curve)
+		k, err = c.GenerateECDSAKeyPairWithLabel(id, label, curve)
 	case keystore.FamilyRSA:
 		if rsaBits == 0 {
 			rsaBits = keystore.DefaultRSABits
 		}
-		k, err = p.c.GenerateRSAKeyPairWithLabel(id, label, rsaBits)
+		k, err = c.GenerateRSAKeyPairWithLabel(id, label, rsaBits)
 	case keystore.FamilyHMAC:
 		// A generic secret (CKM_GENERIC_SECRET_KEY_GEN), which the
 		// CKM_SHA*_HMAC mechanisms take on every token.
-		if _, err := p.c.GenerateSecretKeyWithLabel(id, label, alg.SecretSize()*8, crypto11.CipherGeneric); err != nil {
+		if _, err := c.GenerateSecretKeyWithLabel(id, label, alg.SecretSize()*8, crypto11.CipherGeneric); err != nil {
 			return "", nil, unavailable("generate secret", err)
 		}
 		return ref, nil, nil // a secret: nothing public
@@ -98,8 +104,8 @@ func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorith
 	return ref, k.Public(), nil
 }
 
-func (p *Custody) find(ref string) (crypto11.Signer, error) {
-	return lookup(ref, "key", p.c.FindKeyPair)
+func find(c *crypto11.Context, ref string) (crypto11.Signer, error) {
+	return lookup(ref, "key", c.FindKeyPair)
 }
 
 // lookup finds the token's object at ref with find (by CKA_ID): the zero
@@ -138,20 +144,64 @@ func (*Custody) Owns(_, ref string) bool {
 // Signer implements keystore.Custody: of the token's key pairs with the
 // reference's CKA_ID, the one whose public key is pub, the one keyd
 // stored. Another object planted with the same CKA_ID is never used,
-// whatever order the token lists them in.
+// whatever order the token lists them in. The key is found again in the
+// new sessions after the token was reopened.
 func (p *Custody) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error) {
+	s := &signer{p: p, ref: ref, pub: pub}
+	if _, _, err := s.key(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// signer signs with the token's key at ref, and reads its failures as the
+// custody's.
+type signer struct {
+	p   *Custody
+	ref string
+	pub crypto.PublicKey
+	cur atomic.Pointer[bound]
+}
+
+// bound is a key found in the sessions of one generation of the context.
+type bound struct {
+	gen uint64
+	k   crypto11.Signer
+}
+
+// key returns the key in the current context, finding it again after a
+// reopening.
+func (s *signer) key() (crypto11.Signer, uint64, error) {
+	c, gen, err := s.p.get()
+	if err != nil {
+		return nil, gen, err
+	}
+	if b := s.cur.Load(); b != nil && b.gen == gen {
+		return b.k, gen, nil
+	}
+	k, err := findPair(c, s.ref, s.pub)
+	if err != nil {
+		s.p.failed(gen, err)
+		return nil, gen, err
+	}
+	s.cur.Store(&bound{gen: gen, k: k})
+	return k, gen, nil
+}
+
+// findPair is the key pair at ref whose public key is pub.
+func findPair(c *crypto11.Context, ref string, pub crypto.PublicKey) (crypto11.Signer, error) {
 	id, err := hex.DecodeString(ref)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pkcs11 reference %q is not hex", keystore.ErrCorrupt, ref)
 	}
-	pairs, err := p.c.FindKeyPairs(id, nil)
+	pairs, err := c.FindKeyPairs(id, nil)
 	if err != nil && !strings.Contains(err.Error(), "not found") {
 		return nil, unavailable("find key", err)
 	}
 	eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
 	for _, k := range pairs {
 		if ok && eq.Equal(k.Public()) {
-			return signer{k: k, pub: pub}, nil
+			return k, nil
 		}
 	}
 	if len(pairs) > 0 {
@@ -160,17 +210,16 @@ func (p *Custody) Signer(ref string, pub crypto.PublicKey) (crypto.Signer, error
 	return nil, fmt.Errorf("%w: pkcs11: no key %s in the token", keystore.ErrCustodyUnavailable, ref)
 }
 
-// signer wraps the token's key so that its failures read as the custody's.
-type signer struct {
-	k   crypto11.Signer
-	pub crypto.PublicKey
-}
+func (s *signer) Public() crypto.PublicKey { return s.pub }
 
-func (s signer) Public() crypto.PublicKey { return s.pub }
-
-func (s signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	sig, err := s.k.Sign(r, digest, opts)
+func (s *signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	k, gen, err := s.key()
 	if err != nil {
+		return nil, err
+	}
+	sig, err := k.Sign(r, digest, opts)
+	if err != nil {
+		s.p.failed(gen, err)
 		return nil, unavailable("sign", err)
 	}
 	return sig, nil
@@ -179,7 +228,17 @@ func (s signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte
 // Destroy implements keystore.Custody: the key pair (or HMAC secret) is
 // deleted from the token; a key already gone is no error.
 func (p *Custody) Destroy(_ context.Context, ref string) error {
-	k, err := p.find(ref)
+	c, gen, err := p.get()
+	if err != nil {
+		return err
+	}
+	err = destroy(c, ref)
+	p.failed(gen, err)
+	return err
+}
+
+func destroy(c *crypto11.Context, ref string) error {
+	k, err := find(c, ref)
 	if err != nil {
 		return err
 	}
@@ -189,7 +248,7 @@ func (p *Custody) Destroy(_ context.Context, ref string) error {
 		}
 		return nil
 	}
-	secret, err := p.findSecret(ref)
+	secret, err := findSecret(c, ref)
 	if err != nil || secret == nil {
 		return err
 	}
@@ -200,8 +259,8 @@ func (p *Custody) Destroy(_ context.Context, ref string) error {
 }
 
 // findSecret finds the HMAC secret at ref; nil when there is none.
-func (p *Custody) findSecret(ref string) (*crypto11.SecretKey, error) {
-	return lookup(ref, "secret", p.c.FindKey)
+func findSecret(c *crypto11.Context, ref string) (*crypto11.SecretKey, error) {
+	return lookup(ref, "secret", c.FindKey)
 }
 
 // MAC implements keystore.CustodyMACer: the token computes the HMAC
@@ -211,45 +270,94 @@ func (p *Custody) MAC(ref string, alg keystore.Algorithm) (keystore.MAC, error) 
 	if !ok {
 		return nil, fmt.Errorf("%w: %s is not an HMAC algorithm", keystore.ErrUnsupportedAlgorithm, alg)
 	}
-	k, err := p.findSecret(ref)
-	if err != nil {
+	m := &mac{p: p, ref: ref, mech: mech}
+	if _, _, err := m.key(); err != nil {
 		return nil, err
 	}
-	if k == nil {
-		return nil, fmt.Errorf("%w: pkcs11: no secret %s in the token", keystore.ErrCustodyUnavailable, ref)
-	}
-	return mac{k: k, mech: mech}, nil
+	return m, nil
 }
 
 type mac struct {
-	k    *crypto11.SecretKey
+	p    *Custody
+	ref  string
 	mech int
+	cur  atomic.Pointer[boundSecret]
 }
 
-func (m mac) Sum(input []byte) ([]byte, error) {
-	h, err := m.k.NewHMAC(m.mech, 0)
+type boundSecret struct {
+	gen uint64
+	k   *crypto11.SecretKey
+}
+
+// key returns the secret in the current context, found again after a
+// reopening.
+func (m *mac) key() (*crypto11.SecretKey, uint64, error) {
+	c, gen, err := m.p.get()
 	if err != nil {
-		return nil, unavailable("hmac", err)
+		return nil, gen, err
 	}
-	if _, err := h.Write(input); err != nil {
-		return nil, unavailable("hmac", err)
+	if b := m.cur.Load(); b != nil && b.gen == gen {
+		return b.k, gen, nil
 	}
-	sum := h.Sum(nil)
-	if len(sum) == 0 {
-		return nil, unavailable("hmac", errors.New("the token computed no MAC"))
+	k, err := findSecret(c, m.ref)
+	if err == nil && k == nil {
+		err = fmt.Errorf("%w: pkcs11: no secret %s in the token", keystore.ErrCustodyUnavailable, m.ref)
+	}
+	if err != nil {
+		m.p.failed(gen, err)
+		return nil, gen, err
+	}
+	m.cur.Store(&boundSecret{gen: gen, k: k})
+	return k, gen, nil
+}
+
+func (m *mac) Sum(input []byte) ([]byte, error) {
+	k, gen, err := m.key()
+	if err != nil {
+		return nil, err
+	}
+	sum, err := sum(k, m.mech, input)
+	if err != nil {
+		m.p.failed(gen, err)
+		return nil, unavailable("hmac", err)
 	}
 	return sum, nil
+}
+
+func sum(k *crypto11.SecretKey, mech int, input []byte) ([]byte, error) {
+	h, err := k.NewHMAC(mech, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.Write(input); err != nil {
+		return nil, err
+	}
+	out := h.Sum(nil)
+	if len(out) == 0 {
+		return nil, errors.New("the token computed no MAC")
+	}
+	return out, nil
 }
 
 // Objects implements keystore.CustodyLister: the token's key pairs and
 // secrets labelled exactly keyd-KEYSET-REF. A token keeps no creation time: orphans are
 // reported at start, never deleted.
 func (p *Custody) Objects(_ context.Context, keyset string) ([]keystore.CustodyObject, error) {
-	pairs, err := p.c.FindAllKeyPairs()
+	c, gen, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	objs, err := p.objects(c, keyset)
+	p.failed(gen, err)
+	return objs, err
+}
+
+func (p *Custody) objects(c *crypto11.Context, keyset string) ([]keystore.CustodyObject, error) {
+	pairs, err := c.FindAllKeyPairs()
 	if err != nil {
 		return nil, unavailable("list keys", err)
 	}
-	secrets, err := p.c.FindAllKeys()
+	secrets, err := c.FindAllKeys()
 	if err != nil {
 		return nil, unavailable("list secrets", err)
 	}
@@ -262,7 +370,7 @@ func (p *Custody) Objects(_ context.Context, keyset string) ([]keystore.CustodyO
 	}
 	var out []keystore.CustodyObject
 	for _, k := range keys {
-		a, err := p.c.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel})
+		a, err := c.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel})
 		if err != nil {
 			return nil, unavailable("read key attributes", err)
 		}

@@ -4,8 +4,12 @@ package pkcs11_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -166,5 +170,76 @@ func TestObjects(t *testing.T) {
 		if o.Ref != a && o.Ref != b {
 			t.Fatalf("object %s is not app's", o.Ref)
 		}
+	}
+}
+
+// The token's folder moved away (the token gone: an HSM's network blip)
+// and back: signing answers custody_unavailable meanwhile, and signs again
+// within seconds of the token's return, with no restart. It answered 503
+// until keyd restarted.
+func TestTokenThatComesBackSignsAgain(t *testing.T) {
+	tok := testhsm.New(t)
+	c := openToken(t, tok.Label, tok.PIN)
+	ref, pub, err := c.Create(context.Background(), "app", keystore.ES256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Signer(ref, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := func() (keystore.MAC, error) {
+		hmacRef, _, err := c.Create(context.Background(), "app", keystore.HS256, 0)
+		if err != nil {
+			return nil, err
+		}
+		return c.(keystore.CustodyMACer).MAC(hmacRef, keystore.HS256)
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	sign := func() error {
+		if _, err := s.Sign(nil, digest[:], crypto.SHA256); err != nil {
+			return err
+		}
+		_, err := m.Sum([]byte("x"))
+		return err
+	}
+	if err := sign(); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(filepath.Dir(tok.Conf), "tokens")
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	gone := false
+	for range 20 { // the open sessions may answer a while: until they do not
+		if err := sign(); err != nil {
+			if !errors.Is(err, keystore.ErrCustodyUnavailable) {
+				t.Fatalf("with the token gone: %v, want custody unavailable", err)
+			}
+			gone = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !gone {
+		t.Fatal("signing went on with the token's folder gone")
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	for {
+		err := sign()
+		if err == nil {
+			t.Logf("signing again %v after the token's return", time.Since(back).Round(time.Millisecond))
+			return
+		}
+		if time.Since(back) > 10*time.Second {
+			t.Fatalf("10s after the token's return, signing still fails: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the real token, not waiting for time to pass
 	}
 }
