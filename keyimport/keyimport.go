@@ -208,7 +208,7 @@ func ParsePEM(data []byte) (any, error) {
 // asymmetric makes a key of alg from a parsed private or public key.
 func asymmetric(alg keystore.Algorithm, raw any, kid string) (keystore.Key, error) {
 	if alg.Symmetric() {
-		return keystore.Key{}, invalid("%s signs with an HMAC secret, not a %s: import it with secret", alg, describe(raw))
+		return keystore.Key{}, invalid("%s signs with an HMAC secret, not %s: import it with secret", alg, describe(raw))
 	}
 	var pub crypto.PublicKey
 	signer, private := raw.(crypto.Signer)
@@ -229,7 +229,7 @@ func asymmetric(alg keystore.Algorithm, raw any, kid string) (keystore.Key, erro
 		k.Material, err = x509.MarshalPKIXPublicKey(pub)
 	}
 	if err != nil {
-		return keystore.Key{}, invalid("the %s cannot be encoded", describe(raw))
+		return keystore.Key{}, invalid("the key (%s) cannot be encoded", describe(raw))
 	}
 	if k.ID == "" {
 		j, err := jwk.Import(pub)
@@ -237,7 +237,7 @@ func asymmetric(alg keystore.Algorithm, raw any, kid string) (keystore.Key, erro
 			err = jwk.AssignKeyID(j)
 		}
 		if err != nil {
-			return keystore.Key{}, invalid("the %s has no thumbprint", describe(raw))
+			return keystore.Key{}, invalid("the key (%s) has no thumbprint", describe(raw))
 		}
 		k.ID, _ = j.KeyID()
 	}

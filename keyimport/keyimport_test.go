@@ -82,6 +82,8 @@ func TestRefused(t *testing.T) {
 		"empty secret":    {keystore.HS256, keyimport.Input{}, "exactly one"},
 		"bad JWK":         {keystore.ES256, keyimport.Input{JWK: []byte(`{"kty":"EC"}`)}, "does not parse"},
 		"empty JWKS":      {keystore.ES256, keyimport.Input{JWKS: []byte(`{"keys":[]}`)}, "holds no key"},
+		// The first review's typo: "not a an EC private key".
+		"key for HMAC": {keystore.HS256, keyimport.Input{PEM: pemOf("PRIVATE KEY", ecPKCS8)}, "signs with an HMAC secret, not an EC private key: import it with secret"},
 	} {
 		_, _, err := keyimport.Parse(tc.alg, tc.in, now)
 		if !errors.Is(err, keystore.ErrInvalidImport) || !strings.Contains(err.Error(), tc.want) {

@@ -4,11 +4,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"strings"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/keyd-dev/keyd/certs"
 	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/keystore"
 )
@@ -48,5 +50,30 @@ func TestWindowsEndToTheSecond(t *testing.T) {
 	}
 	if c := verifyCode(t, s, "legacy", kidless); c != "unknown_key" {
 		t.Fatalf("at legacy.until: %q, want unknown_key", c)
+	}
+}
+
+// A revoked key's certificate is withdrawn with it: its .crt answers 404
+// and the JWKS no longer holds the key or its x5c.
+func TestRevokedKeysCertificateWithdrawn(t *testing.T) {
+	p := rsaPolicy("app")
+	p.Certificates = certs.SelfSigned(30 * 24 * time.Hour)
+	s := apitest.Serve(t, nil, p)
+	ks, _, err := s.Manager.KeySet("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	active, _ := ks.Active()
+	if code, body := s.Call("GET", "/v1/keysets/app/keys/"+active.ID+".crt", "", ""); code != 200 || !strings.Contains(body, "BEGIN CERTIFICATE") {
+		t.Fatalf("the active key's certificate: %d %s", code, body)
+	}
+	if code, body := s.Call("POST", "/v1/keysets/app/keys/"+active.ID+"/revoke", apitest.AdminToken, ""); code != 200 {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	if code, body := s.Call("GET", "/v1/keysets/app/keys/"+active.ID+".crt", "", ""); code != 404 {
+		t.Fatalf("a revoked key's certificate: %d %s", code, body)
+	}
+	if _, body := s.Call("GET", "/v1/keysets/app/jwks.json", "", ""); strings.Contains(body, active.ID) {
+		t.Fatalf("the JWKS still holds the revoked key: %s", body)
 	}
 }
