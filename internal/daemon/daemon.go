@@ -14,11 +14,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -344,102 +341,56 @@ func (d *daemon) listenMetrics(context.Context) error {
 // ctx is cancelled, a server stops, or the background work fails.
 func (d *daemon) run(ctx context.Context) error {
 	log, cfg := d.log, d.cfg
-	served := make(chan error, 3) // the API, metrics, the kubernetes signer
 	scheme := "http"
 	if d.tlsSrv != nil {
 		scheme = "https"
 	}
+	// What needs the key sets loaded (the Kubernetes signer: kube-apiserver
+	// waits for its socket at start, but exits at once when its first
+	// FetchKeys finds no keys; the scheduler and pollers) waits for loaded:
+	// closed now, or when the background start finishes.
+	loaded := make(chan struct{})
+	actors := []actor{serving("API server", d.servers[0], d.ln), d.reloading()}
 	if d.mln != nil {
 		log.Info("metrics listening", "addr", d.mln.Addr().String())
-		go func() { served <- d.servers[1].Serve(d.mln) }()
+		actors = append(actors, serving("metrics server", d.servers[1], d.mln))
 	}
-	// The Kubernetes signer opens its socket only once the key sets are
-	// loaded (here, or when the background start finishes): kube-apiserver
-	// waits for the socket at start, but exits at once when its first
-	// FetchKeys finds no keys.
-	var kube *kubesigner.Server
 	if d.startErr == nil {
-		k, err := d.startKube(served)
-		if err != nil {
-			return err
-		}
-		kube = k
+		close(loaded)
+	} else {
+		actors = append(actors, actor{name: "start", run: func(ctx context.Context) error {
+			if err := d.finishStart(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			close(loaded)
+			return nil
+		}})
 	}
-	if kube != nil {
-		defer kube.Stop()
+	if cfg.Kubernetes.Socket != "" {
+		actors = append(actors, afterLoad(loaded, d.kubeSigner()))
+	}
+	tasks := []actor{
+		task("scheduler", d.mgr.Run),
+		task("auth guard", d.guard.Run),
+		task("token state prune", func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }),
+	}
+	if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
+		tasks = append(tasks, task("store poll", func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) }))
+	}
+	for _, t := range tasks {
+		actors = append(actors, afterLoad(loaded, t))
 	}
 	log.Info("keyd listening", "addr", d.ln.Addr().String(), "scheme", scheme, "keysets", d.mgr.Names(), "backend", cfg.Storage.Backend)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	fatal := make(chan error, 1)
-	kubeReady := make(chan *kubesigner.Server, 1)
-	background := make(chan struct{})
-	go func() {
-		defer close(background)
-		if d.startErr != nil {
-			if err := d.finishStart(ctx); err != nil {
-				if ctx.Err() == nil {
-					fatal <- err
-				}
-				return
-			}
-			if k, err := d.startKube(served); err != nil {
-				fatal <- err
-				return
-			} else if k != nil {
-				kubeReady <- k
-			}
-		}
-		tasks := []func(context.Context){d.mgr.Run, d.guard.Run, func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }}
-		if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
-			tasks = append(tasks, func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) })
-		}
-		var wg sync.WaitGroup
-		for _, task := range tasks {
-			wg.Add(1)
-			go func() { defer wg.Done(); task(ctx) }()
-		}
-		wg.Wait()
-	}()
-	defer func() { cancel(); <-background }() // before the store closes
-
-	go func() { served <- d.servers[0].Serve(d.ln) }()
-	var runErr error
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-wait:
-	for {
-		select {
-		case err := <-served:
-			return fmt.Errorf("a server stopped: %w", err)
-		case runErr = <-fatal:
-			log.Error("fatal", "err", runErr)
-			break wait
-		case k := <-kubeReady:
-			defer k.Stop()
-		case <-hup:
-			log.Info("SIGHUP: reloading the config and reopening the audit trail")
-			d.auditLog.Reopen()
-			_ = d.reload.Reload(ctx) // logs and audits the outcome itself
-		case <-ctx.Done():
-			break wait
-		}
-	}
-	log.Info("shutting down")
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), ShutdownTimeout)
-	defer cancelShutdown()
-	for _, srv := range d.servers {
-		if err := srv.Shutdown(shutdownCtx); err != nil {
-			return fmt.Errorf("graceful shutdown: %w", err)
-		}
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
+	err := runActors(ctx, actors)
+	if err != nil {
+		log.Error("fatal", "err", err)
+		return err
 	}
 	log.Info("stopped")
-	return runErr
+	return nil
 }
 
 // finishStart waits, when the first load of the key sets did not finish,
@@ -458,24 +409,31 @@ func (d *daemon) finishStart(ctx context.Context) error {
 	return nil
 }
 
-// startKube opens the Kubernetes signer's socket, when configured, and
-// serves it.
-func (d *daemon) startKube(served chan<- error) (*kubesigner.Server, error) {
-	k := d.cfg.Kubernetes
-	if k.Socket == "" {
-		return nil, nil
-	}
-	kube, err := kubesigner.Listen(kubesigner.Options{
-		Socket: k.Socket, Group: k.Group, KeySet: k.KeySet, Signer: d.sg, Audit: d.auditLog, Logger: d.log, Now: d.o.Now,
-		Policy: func() (keystore.Policy, bool) { return d.mgr.Policy(k.KeySet) },
-		Ready:  func() bool { started, _ := d.mgr.Health(); return started },
-	})
-	if err != nil {
-		return nil, err
-	}
-	go func() { served <- kube.Serve() }()
-	d.log.Info("kubernetes external signer listening", "socket", k.Socket, "keyset", k.KeySet)
-	return kube, nil
+// kubeSigner is the actor of the Kubernetes signer: it opens its socket
+// and serves it until ctx ends.
+func (d *daemon) kubeSigner() actor {
+	return actor{name: "kubernetes signer", run: func(ctx context.Context) error {
+		k := d.cfg.Kubernetes
+		kube, err := kubesigner.Listen(kubesigner.Options{
+			Socket: k.Socket, Group: k.Group, KeySet: k.KeySet, Signer: d.sg, Audit: d.auditLog, Logger: d.log, Now: d.o.Now,
+			Policy: func() (keystore.Policy, bool) { return d.mgr.Policy(k.KeySet) },
+			Ready:  func() bool { started, _ := d.mgr.Health(); return started },
+		})
+		if err != nil {
+			return err
+		}
+		served := make(chan error, 1)
+		go func() { served <- kube.Serve() }()
+		d.log.Info("kubernetes external signer listening", "socket", k.Socket, "keyset", k.KeySet)
+		select {
+		case err := <-served:
+			return fmt.Errorf("stopped: %w", err)
+		case <-ctx.Done():
+			kube.Stop()
+			<-served
+			return nil
+		}
+	}}
 }
 
 // pruneTokenState deletes, hourly, the revocations every token of which
