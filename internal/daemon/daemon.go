@@ -111,7 +111,8 @@ type daemon struct {
 	pairs        *refresh.Service
 	guard        *authguard.Guard
 	reload       *reloader
-	servers      []*http.Server
+	apiSrv       *http.Server
+	metricsSrv   *http.Server // metrics.listen, when set
 	mln          net.Listener // metrics.listen's, when set
 }
 
@@ -302,7 +303,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	} else if !isLoopback(d.ln.Addr()) {
 		log.Warn("listening beyond loopback without TLS: API tokens and tokens cross the network in clear; set tls.cert_file and tls.key_file", "addr", d.ln.Addr().String())
 	}
-	d.servers = append(d.servers, srv)
+	d.apiSrv = srv
 	return nil
 }
 
@@ -331,7 +332,7 @@ func (d *daemon) listenMetrics(context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", d.met.Handler())
 	d.mln = mln
-	d.servers = append(d.servers, newServer(mux, d.log))
+	d.metricsSrv = newServer(mux, d.log)
 	return nil
 }
 
@@ -350,10 +351,10 @@ func (d *daemon) run(ctx context.Context) error {
 	// FetchKeys finds no keys; the scheduler and pollers) waits for loaded:
 	// closed now, or when the background start finishes.
 	loaded := make(chan struct{})
-	actors := []actor{serving("API server", d.servers[0], d.ln), d.reloading()}
+	actors := []actor{serving("API server", d.apiSrv, d.ln), d.reloading()}
 	if d.mln != nil {
 		log.Info("metrics listening", "addr", d.mln.Addr().String())
-		actors = append(actors, serving("metrics server", d.servers[1], d.mln))
+		actors = append(actors, serving("metrics server", d.metricsSrv, d.mln))
 	}
 	if d.startErr == nil {
 		close(loaded)
