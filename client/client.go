@@ -379,6 +379,53 @@ func (c *Client) RevokeTokens(ctx context.Context, keyset string, r Revocation) 
 	return &out, err
 }
 
+// RevocationImport is the answer of ImportRevocations.
+type RevocationImport struct {
+	Imported int `json:"imported"`
+	Expired  int `json:"expired"`
+	Refused  int `json:"refused"`
+	Errors   []struct {
+		Line  int    `json:"line"`
+		Error string `json:"error"`
+	} `json:"errors"`
+	InForce int `json:"in_force"`
+}
+
+// ImportRevocations sends a denylist, one JSON object a line ({"jti",
+// "exp"} or {"sub", "before"}), read from lines as it is sent (admin). It
+// is not retried (the body is a stream) and not bounded by the client's
+// timeout but by ctx: a million lines take a while. Running it again is
+// harmless.
+func (c *Client) ImportRevocations(ctx context.Context, keyset string, lines io.Reader) (*RevocationImport, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+keysetPath(keyset, "/revocations:import"), lines)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach keyd at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		return nil, apiError(resp, data)
+	}
+	var out RevocationImport
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("keyd answered the import with something else than expected: %w", err)
+	}
+	return &out, nil
+}
+
 // Revocations lists the revocations in force (admin).
 func (c *Client) Revocations(ctx context.Context, keyset string) (*Revocations, error) {
 	var out Revocations

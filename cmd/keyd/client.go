@@ -211,14 +211,18 @@ var clientCommands = map[string]clientCommand{
 			}
 		}},
 	"revoke-token": {args: "KEYSET", nargs: []int{1},
-		about: "Revoke the token read from stdin; or --jti J --exp UNIX; or --sub S: every\ntoken of that subject issued until now, and every refresh login of it; or\n--login: the login of the refresh token read from stdin (admin).",
+		about: "Revoke the token read from stdin; or --jti J --exp UNIX; or --sub S: every\ntoken of that subject issued until now, and every refresh login of it; or\n--login: the login of the refresh token read from stdin; or --from FILE (- for\nstdin): a denylist, one JSON object a line, {\"jti\",\"exp\"} or {\"sub\",\"before\"} (admin).",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
 			reason := fs.String("reason", "", "why (kept in the list and the audit trail)")
 			jti := fs.String("jti", "", "the token's jti (with --exp), instead of the token on stdin")
 			exp := fs.Int64("exp", 0, "the token's exp, Unix seconds (with --jti)")
 			sub := fs.String("sub", "", "revoke every token of this subject issued until now, and every login of it")
 			login := fs.Bool("login", false, "stdin holds a refresh token: end that login (its refresh tokens stop working)")
+			from := fs.String("from", "", "import a denylist from this file (- for stdin): one JSON object a line")
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
+				if *from != "" {
+					return importRevocations(ctx, c, a[0], *from, o)
+				}
 				r := client.Revocation{Sub: *sub, Reason: *reason}
 				if *login {
 					tok, err := readToken(o, "refresh token")

@@ -122,6 +122,7 @@ func build(o Options) (http.Handler, []string) {
 	handle("GET /v1/keysets/{name}/keys/{file}", s.loaded(s.keyPEM))
 	handle("GET /.well-known/openid-configuration", s.loaded(s.discovery))
 	handle("POST /v1/keysets/{name}/revocations", s.loaded(s.admin(s.addRevocation)))
+	handle("POST /v1/keysets/{name}/revocations:import", s.loaded(s.admin(s.importRevocations)))
 	handle("GET /v1/keysets/{name}/revocations", s.loaded(s.admin(s.listRevocations)))
 	handle("GET /v1/keysets/{name}/revocations.jwt", s.loaded(s.revocationList))
 	if o.Refresh != nil {
@@ -426,6 +427,10 @@ func caller(w http.ResponseWriter) string {
 	return ""
 }
 
+// Unwrap lets http.ResponseController reach the connection (a handler
+// that needs longer deadlines: the revocation import).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (r *statusRecorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
@@ -505,6 +510,9 @@ const (
 	rewritten
 	passed
 )
+
+// Unwrap lets http.ResponseController reach the connection.
+func (e *errorRewriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
 
 func (e *errorRewriter) WriteHeader(code int) {
 	switch {
