@@ -191,4 +191,3 @@ func parseImportLine(raw []byte, keyset string, now, end time.Time, leeway time.
 	}
 	return rev, false, nil
 }
-
