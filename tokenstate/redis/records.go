@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,9 +32,10 @@ func (r Records) key(kind, id string) string { return r.s.prefix + "rec:" + kind
 
 // cas writes ARGV[2] (version ++ data) if the stored version is ARGV[1]
 // (0: the key must not exist), with the expiry ARGV[3] (ms; 0: none). A
-// key that already holds exactly ARGV[2] is this very write, landed before
-// (the client retries a command whose answer it lost while Redis stalled):
-// it answers the version as if it had just written it, never a conflict.
+// key that already holds exactly ARGV[2], which carries the write's own
+// random id, is this very write, landed before (the client retries a
+// command whose answer it lost while Redis stalled): it answers the
+// version as if it had just written it, never a conflict.
 var cas = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 local want = tonumber(ARGV[1])
@@ -63,11 +65,27 @@ func (r Records) GetRecord(ctx context.Context, kind, id string) (*keystore.Reco
 	return decode(kind, id, raw)
 }
 
+// A stored record is its version (8 bytes, big-endian), then writeMark
+// and the 16 random bytes that name the write that stored it, then its
+// data. Records written before the mark existed are version and data
+// alone (their data never starts with 0xFF: JSON or sealed).
+const (
+	writeMark   = 0xFF
+	writeIDSize = 16
+)
+
 func decode(kind, id string, raw []byte) (*keystore.Record, error) {
 	if len(raw) < 8 {
 		return nil, fmt.Errorf("%w: record %s %s is truncated", keystore.ErrCorrupt, kind, id)
 	}
-	return &keystore.Record{ID: id, Version: binary.BigEndian.Uint64(raw), Data: append([]byte(nil), raw[8:]...)}, nil
+	data := raw[8:]
+	if len(data) > 0 && data[0] == writeMark {
+		if len(data) < 1+writeIDSize {
+			return nil, fmt.Errorf("%w: record %s %s is truncated", keystore.ErrCorrupt, kind, id)
+		}
+		data = data[1+writeIDSize:]
+	}
+	return &keystore.Record{ID: id, Version: binary.BigEndian.Uint64(raw), Data: append([]byte(nil), data...)}, nil
 }
 
 // PutRecord implements keystore.RecordStore.
@@ -76,7 +94,14 @@ func (r Records) PutRecord(ctx context.Context, kind string, rec *keystore.Recor
 		return nil, errors.New("a record needs a kind and an id")
 	}
 	next := rec.Version + 1
-	val := append(binary.BigEndian.AppendUint64(nil, next), rec.Data...)
+	// The write's own id makes the value unique to this call: a retry of
+	// it (the same command re-sent) finds it stored and is this write;
+	// another writer with the same data is not (two replicas spending one
+	// refresh token write the same next generation).
+	val := append(binary.BigEndian.AppendUint64(nil, next), writeMark)
+	val = append(val, make([]byte, writeIDSize)...)
+	_, _ = rand.Read(val[9 : 9+writeIDSize])
+	val = append(val, rec.Data...)
 	var exp int64
 	if !rec.Expires.IsZero() {
 		exp = rec.Expires.UnixMilli()

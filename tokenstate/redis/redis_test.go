@@ -1,9 +1,11 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -397,38 +399,111 @@ func TestOldLayoutMoves(t *testing.T) {
 	}
 }
 
-// The client re-sends a write whose answer it lost (Redis stalled past the
-// read timeout, then ran the first attempt): the compare-and-swap sees its
-// own write and answers as if it had just made it. A token pair asked for
-// while Redis stalled answered 500 ("record refresh ... was written by
-// someone else") every time, and left its login behind.
+// The client re-sends a write whose answer it lost (Redis ran it, the
+// answer never came back: a stall past the read timeout, a connection
+// cut): the compare-and-swap finds its own write, by the write's own id,
+// and answers as if it had just made it. A token pair asked for while
+// Redis stalled answered 500 ("record refresh ... was written by someone
+// else") every time, and left its login behind. Two writers with the same
+// data (two replicas spending one refresh token) still conflict.
 func TestRetriedWriteIsTheSameWrite(t *testing.T) {
 	srv := testredis.Start(t)
-	rs := redis.New(client(t, srv), "keyd:").Records()
+	p := newLosingProxy(t, srv.Addr)
+	cl := goredis.NewClient(&goredis.Options{Addr: p.addr, MaxRetries: 3})
+	t.Cleanup(func() { _ = cl.Close() })
+	rs := redis.New(cl, "keyd:").Records()
 	ctx := context.Background()
-	rec := &keystore.Record{ID: "login-1", Data: []byte("sealed bytes"), Expires: time.Now().Add(time.Hour)}
+	if _, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "warm-up", Data: []byte("x")}); err != nil {
+		t.Fatal(err) // the script loaded into Redis, the connection made
+	}
+	p.loseNextAnswer.Store(true)
+	rec := &keystore.Record{ID: "login-1", Data: []byte(`{"generation":1}`), Expires: time.Now().Add(time.Hour)}
 	first, err := rs.PutRecord(ctx, "refresh", rec)
+	if err != nil || first.Version != 1 {
+		t.Fatalf("a create whose answer was lost, retried by the client: %+v, %v; want version 1", first, err)
+	}
+	if p.lost.Load() != 1 {
+		t.Fatalf("the proxy lost %d answers, want 1", p.lost.Load())
+	}
+	// Two writers of the same next state from the same version: one wins.
+	next := &keystore.Record{ID: "login-1", Data: []byte(`{"generation":2}`), Version: 1}
+	if _, err := rs.PutRecord(ctx, "refresh", next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.PutRecord(ctx, "refresh", next); !errors.Is(err, keystore.ErrConflict) {
+		t.Fatalf("a second writer of the same data at the same version: %v, want a conflict", err)
+	}
+}
+
+// losingProxy passes Redis traffic through, and when told, drops the
+// answer to the next script call (EVALSHA) and closes the client's
+// connection, as a stall past the read
+// timeout does after Redis ran the command.
+type losingProxy struct {
+	addr           string
+	loseNextAnswer atomic.Bool
+	lost           atomic.Int32
+}
+
+func newLosingProxy(t *testing.T, upstream string) *losingProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := rs.PutRecord(ctx, "refresh", rec) // the retry of the same command
-	if err != nil || again.Version != first.Version {
-		t.Fatalf("the retried create: version %v, %v; want %d and no error", again, err, first.Version)
-	}
-	next := &keystore.Record{ID: "login-1", Data: []byte("generation 2"), Version: first.Version}
-	updated, err := rs.PutRecord(ctx, "refresh", next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if again, err := rs.PutRecord(ctx, "refresh", next); err != nil || again.Version != updated.Version {
-		t.Fatalf("the retried update: %v, %v", again, err)
-	}
-	// Another writer's create, or an update based on an old version, is
-	// still a conflict.
-	if _, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "login-1", Data: []byte("other")}); !errors.Is(err, keystore.ErrConflict) {
-		t.Fatalf("another create: %v, want a conflict", err)
-	}
-	if _, err := rs.PutRecord(ctx, "refresh", &keystore.Record{ID: "login-1", Data: []byte("stale"), Version: first.Version}); !errors.Is(err, keystore.ErrConflict) {
-		t.Fatalf("a stale update: %v, want a conflict", err)
-	}
+	t.Cleanup(func() { _ = ln.Close() })
+	p := &losingProxy{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", upstream)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			var scriptSent atomic.Bool
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 && p.loseNextAnswer.Load() && bytes.Contains(bytes.ToLower(buf[:n]), []byte("evalsha")) {
+						scriptSent.Store(true)
+					}
+					if n > 0 {
+						if _, werr := u.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						_ = u.Close()
+						return
+					}
+				}
+			}()
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := u.Read(buf)
+					if n > 0 && scriptSent.Load() && p.loseNextAnswer.CompareAndSwap(true, false) {
+						p.lost.Add(1)
+						_ = c.Close()
+						_ = u.Close()
+						return
+					}
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						_ = c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
 }
