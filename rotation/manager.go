@@ -17,6 +17,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,6 +211,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err := checkStored(p, ks); err != nil {
 			return err
 		}
+		if err := checkLegacy(p, ks, m.now()); err != nil {
+			// At start only said: the key may have gone at its
+			// verify_until while the setting stayed; a reload refuses it.
+			m.log.Error("tokens without a kid will not verify", "keyset", p.Name, "err", err)
+		}
 		ps, sets = append(ps, p), append(sets, ks)
 	}
 	if err := m.publishAll(ps, sets); err != nil {
@@ -255,6 +261,31 @@ func (m *Manager) load(ctx context.Context, p keystore.Policy) (*keystore.KeySet
 
 // checkStored refuses a stored key set that does not match its config or
 // breaks the invariants.
+// checkLegacy reports a legacy setting in force whose kid names no key of
+// the key set that verifies (a typo: flsk for flask), and logs nothing
+// else; a legacy.until past the key's verify_until is said by
+// keystore.LegacyPolicy's users (status).
+func checkLegacy(p keystore.Policy, ks *keystore.KeySet, now time.Time) error {
+	if ks == nil || !p.Legacy.InForce(now) {
+		return nil
+	}
+	var kids []string
+	for _, k := range ks.Keys {
+		if k.ID == p.Legacy.KID && k.Verifies() {
+			if !k.VerifyUntil.IsZero() && k.VerifyUntil.Before(p.Legacy.Until) {
+				return fmt.Errorf("key set %s: legacy.until %s is after key %s's verify_until %s: tokens without a kid stop verifying at verify_until; import the key again with a later --verify-until, or bring legacy.until forward",
+					p.Name, p.Legacy.Until.UTC().Format(time.RFC3339), k.ID, k.VerifyUntil.UTC().Format(time.RFC3339))
+			}
+			return nil
+		}
+		if k.Verifies() {
+			kids = append(kids, k.ID)
+		}
+	}
+	return fmt.Errorf("key set %s: legacy.kid %q is not a key of the key set that verifies (its keys: %s): import it first (keyd import-key %s --kid %s ...), or fix the kid",
+		p.Name, p.Legacy.KID, strings.Join(kids, ", "), p.Name, p.Legacy.KID)
+}
+
 func checkStored(p keystore.Policy, ks *keystore.KeySet) error {
 	if ks.Algorithm != p.Algorithm {
 		return fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", p.Name, p.Algorithm, ks.Algorithm)
@@ -393,6 +424,9 @@ func (m *Manager) Reconfigure(ctx context.Context, policies []keystore.Policy) e
 	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
 		if _, ok := old.policies[name]; ok {
 			loaded[name] = (*m.current.Load())[name]
+			if err := checkLegacy(conf.policies[name], loaded[name], m.now()); err != nil {
+				return err // a typo in legacy.kid: every token without a kid would fail
+			}
 			continue
 		}
 		ks, err := m.load(ctx, conf.policies[name])

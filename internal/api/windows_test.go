@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -75,5 +76,31 @@ func TestRevokedKeysCertificateWithdrawn(t *testing.T) {
 	}
 	if _, body := s.Call("GET", "/v1/keysets/app/jwks.json", "", ""); strings.Contains(body, active.ID) {
 		t.Fatalf("the JWKS still holds the revoked key: %s", body)
+	}
+}
+
+// A typo in legacy.kid (flsk for flask) is refused by a reload, naming the
+// keys there are: it passed, and every token without a kid then failed
+// unknown_key. So is a legacy.until past the legacy key's verify_until.
+func TestLegacyKIDTypoRefused(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	p := keystore.Policy{Name: "legacy", Algorithm: keystore.HS256, Rotation: "@daily", TokenTTL: 10 * time.Minute, JWKSMaxAge: time.Minute}
+	s := apitest.Serve(t, nil, p)
+	if code, body := importKey(t, s, "legacy", map[string]any{"secret": "the-flask-apps-SECRET_KEY-0123456789abcdef", "kid": "flask", "verify_until": now.Add(24 * time.Hour)}); code != 200 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	reload := func(kid string, until time.Time) error {
+		q := p
+		q.Legacy = keystore.LegacyPolicy{KID: kid, Until: until}
+		return s.Manager.Reconfigure(context.Background(), []keystore.Policy{q})
+	}
+	if err := reload("flsk", now.Add(time.Hour)); err == nil || !strings.Contains(err.Error(), `legacy.kid "flsk"`) || !strings.Contains(err.Error(), "flask") {
+		t.Fatalf("a typo in legacy.kid: %v", err)
+	}
+	if err := reload("flask", now.Add(48*time.Hour)); err == nil || !strings.Contains(err.Error(), "verify_until") {
+		t.Fatalf("legacy.until past the key's verify_until: %v", err)
+	}
+	if err := reload("flask", now.Add(time.Hour)); err != nil {
+		t.Fatalf("a right legacy setting: %v", err)
 	}
 }
