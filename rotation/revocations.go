@@ -166,7 +166,7 @@ func (m *Manager) gate() *revocationGate {
 	return m.gateOf(m.Names()...)
 }
 
-// gateOf is the gate of the key sets called names (configured or not).
+// gateOf is the gate of the key sets called names.
 func (m *Manager) gateOf(names ...string) *revocationGate {
 	g := &revocationGate{until: map[string]time.Time{}, max: map[string]int{}, rejected: m.onRejected}
 	now := m.now()
@@ -207,13 +207,26 @@ func (g *revocationGate) reject() {
 // can publish on the channel): admitted, and refused past the key set's
 // max_revocations as a revocation made here would be.
 func (m *Manager) published(r tokenstate.Revocation) {
-	g := m.gateOf(r.KeySet)
-	r, ok := g.admit(r)
+	p, ok := m.Policy(r.KeySet)
 	if !ok {
+		m.rejected()
 		return
 	}
-	if err := m.revs.Add(r, g.max[r.KeySet]); err != nil {
-		g.reject()
+	ks, _, err := m.KeySet(r.KeySet)
+	if err != nil {
+		ks = nil
+	}
+	if until := p.TokensEndBy(ks, m.now()).Add(p.Leeway + time.Second); r.Expires.After(until) {
+		r.Expires = until
+	}
+	if err := m.revs.Add(r, cmp.Or(p.MaxRevocations, keystore.DefaultMaxRevocations)); err != nil {
+		m.rejected()
+	}
+}
+
+func (m *Manager) rejected() {
+	if m.onRejected != nil {
+		m.onRejected("revocation")
 	}
 }
 
