@@ -236,30 +236,19 @@ func TestRevocationDeltas(t *testing.T) {
 	s, ctx := setup(t, time.Minute)
 	var tamper atomic.Bool
 	var sinces atomic.Int64
-	target, _ := url.Parse(s.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ModifyResponse = func(resp *http.Response) error {
-		if resp.Request.URL.Query().Get("since") == "" {
-			return nil
+	front := rewritingProxy(t, s.URL, func(req *http.Request, body []byte) []byte {
+		if req.URL.Query().Get("since") == "" {
+			return body
 		}
 		sinces.Add(1)
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
 		if tamper.Load() { // one character of the payload changed
 			parts := strings.Split(string(body), ".")
 			p := []byte(parts[1])
 			p[len(p)/2] ^= 1
 			body = []byte(parts[0] + "." + string(p) + "." + parts[2])
 		}
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-		resp.ContentLength = int64(len(body))
-		resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
-		return nil
-	}
-	front := httptest.NewServer(proxy)
-	defer front.Close()
+		return body
+	})
 	first, second := sign(t, s, `{"sub":"dave"}`), sign(t, s, `{"sub":"erin"}`)
 	v, err := verify.New(ctx, front.URL, "es", verify.Options{Algorithm: "ES256", Now: s.Clock.Now})
 	if err != nil {
@@ -310,29 +299,18 @@ func TestRevocationListRollbackRefused(t *testing.T) {
 	s, ctx := setup(t, time.Minute)
 	var captured atomic.Pointer[[]byte]
 	var replay atomic.Bool
-	target, _ := url.Parse(s.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ModifyResponse = func(resp *http.Response) error {
-		if !strings.HasSuffix(resp.Request.URL.Path, "/revocations.jwt") {
-			return nil
-		}
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
+	front := rewritingProxy(t, s.URL, func(req *http.Request, body []byte) []byte {
+		if !strings.HasSuffix(req.URL.Path, "/revocations.jwt") {
+			return body
 		}
 		if captured.Load() == nil {
 			captured.Store(&body)
 		}
 		if replay.Load() {
-			body = *captured.Load()
+			return *captured.Load()
 		}
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-		resp.ContentLength = int64(len(body))
-		resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
-		return nil
-	}
-	front := httptest.NewServer(proxy)
-	defer front.Close()
+		return body
+	})
 	tok := sign(t, s, `{"sub":"dave"}`)
 	s.Clock.Add(time.Minute)
 	v, err := verify.New(ctx, front.URL, "es", verify.Options{Algorithm: "ES256", Now: s.Clock.Now})
@@ -357,4 +335,25 @@ func TestRevocationListRollbackRefused(t *testing.T) {
 	if _, err := v.Verify(ctx, tok); signer.Code(err) != signer.CodeRevoked {
 		t.Fatalf("after the replay the revoked token: %v", err)
 	}
+}
+
+// rewritingProxy stands in front of keyd at target and lets rewrite change
+// each answer's body (a tampering or replaying proxy); it closes with t.
+func rewritingProxy(t *testing.T, target string, rewrite func(req *http.Request, body []byte) []byte) *httptest.Server {
+	u, _ := url.Parse(target)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		body = rewrite(resp.Request, body)
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+	return front
 }

@@ -110,10 +110,7 @@ func TestSourcesAreBounded(t *testing.T) {
 	c.Add(time.Minute)
 	g.Flush()
 	recs := s.take()
-	total := 0
-	for _, r := range recs {
-		total += r.Count
-	}
+	total := counted(recs)
 	if len(recs) > authguard.DefaultMaxRecords || total != 10000-authguard.DefaultMaxRecords {
 		t.Fatalf("the interval's end: %d records counting %d failures", len(recs), total)
 	}
@@ -146,10 +143,7 @@ func TestManySourcesFewRecords(t *testing.T) {
 	c.Add(time.Minute)
 	g.Flush()
 	recs := s.take()
-	total := 0
-	for _, r := range recs {
-		total += r.Count
-	}
+	total := counted(recs)
 	if len(recs) > 2*authguard.DefaultMaxRecords || total != 10000 {
 		t.Fatalf("%d records counting %d failures, want at most %d counting 10000", len(recs), total, 2*authguard.DefaultMaxRecords)
 	}
@@ -186,4 +180,13 @@ func TestTrustedProxies(t *testing.T) {
 			t.Errorf("%s with %v: source %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
+}
+
+// counted is how many failures recs count in all.
+func counted(recs []audit.Record) int {
+	n := 0
+	for _, r := range recs {
+		n += r.Count
+	}
+	return n
 }

@@ -464,46 +464,42 @@ func newLosingProxy(t *testing.T, upstream string) *losingProxy {
 				continue
 			}
 			var scriptSent atomic.Bool
-			go func() {
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 && p.loseNextAnswer.Load() && bytes.Contains(bytes.ToLower(buf[:n]), []byte("evalsha")) {
-						scriptSent.Store(true)
-					}
-					if n > 0 {
-						if _, werr := u.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						_ = u.Close()
-						return
-					}
+			go pipe(c, u, func(b []byte) bool { // requests: note a script call while armed
+				if p.loseNextAnswer.Load() && bytes.Contains(bytes.ToLower(b), []byte("evalsha")) {
+					scriptSent.Store(true)
 				}
-			}()
-			go func() {
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := u.Read(buf)
-					if n > 0 && scriptSent.Load() && p.loseNextAnswer.CompareAndSwap(true, false) {
-						p.lost.Add(1)
-						_ = c.Close()
-						_ = u.Close()
-						return
-					}
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						_ = c.Close()
-						return
-					}
+				return true
+			})
+			go pipe(u, c, func([]byte) bool { // answers: lose the script's, once
+				if scriptSent.Load() && p.loseNextAnswer.CompareAndSwap(true, false) {
+					p.lost.Add(1)
+					return false
 				}
-			}()
+				return true
+			})
 		}
 	}()
 	return p
+}
+
+// pipe copies from to to, each read passed to pass first; when pass says
+// false, or either side fails, both connections close.
+func pipe(from, to net.Conn, pass func([]byte) bool) {
+	defer from.Close()
+	defer to.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			if !pass(buf[:n]) {
+				return
+			}
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
