@@ -75,6 +75,7 @@ type Client struct {
 	http    *http.Client
 	retries int
 	backoff time.Duration
+	notice  func(attempt int, wait time.Duration, err error)
 }
 
 // Option configures a Client.
@@ -118,6 +119,12 @@ func WithRetries(n int, backoff time.Duration) Option {
 	return func(c *Client) error { c.retries, c.backoff = n, backoff; return nil }
 }
 
+// WithRetryNotice is told of each retry of a 503 answer before its wait
+// (the CLI says so, rather than wait silently).
+func WithRetryNotice(f func(attempt int, wait time.Duration, err error)) Option {
+	return func(c *Client) error { c.notice = f; return nil }
+}
+
 // New returns a Client of the keyd at baseURL (http://127.0.0.1:8080).
 func New(baseURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
@@ -152,6 +159,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		if e.retryAfter > 0 {
 			wait = e.retryAfter
+		}
+		if c.notice != nil {
+			c.notice(attempt+1, wait, err)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -112,6 +112,7 @@ type Manager struct {
 
 	started  atomic.Bool
 	storeErr atomic.Pointer[error] // last store failure; nil after a success
+	tokenErr atomic.Pointer[error] // last token state failure (Redis); nil after a success
 
 	watch struct { // the revocations watch and the start-up load: which came first
 		mu         sync.Mutex
@@ -463,6 +464,34 @@ func (m *Manager) note(err error) error {
 	}
 	return err
 }
+
+// noteTokens records the outcome of a token state operation for
+// TokenStateHealth: kept apart from the key store's, so that /readyz names
+// what failed (Redis, not the key store).
+func (m *Manager) noteTokens(err error) error {
+	switch {
+	case err == nil:
+		if m.tokenErr.Load() != nil {
+			m.tokenErr.Store(nil)
+		}
+	case errors.Is(err, keystore.ErrUnavailable):
+		m.tokenErr.Store(&err)
+	}
+	return err
+}
+
+// TokenStateHealth is the last token state failure, nil if its last
+// operation succeeded (or TokenStateRecovered said so).
+func (m *Manager) TokenStateHealth() error {
+	if p := m.tokenErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// TokenStateRecovered clears the token state failure: the token state
+// answered a probe.
+func (m *Manager) TokenStateRecovered() { m.noteTokens(nil) }
 
 // Health reports whether Start has loaded every key set and the last store
 // failure, nil if the last store operation succeeded.

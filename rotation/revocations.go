@@ -82,7 +82,7 @@ func (m *Manager) revoke(ctx context.Context, p keystore.Policy, r tokenstate.Re
 		}
 	}
 	stored, err := m.tokens.PutRevocation(ctx, r)
-	if m.note(err) != nil {
+	if m.noteTokens(err) != nil {
 		return tokenstate.Revocation{}, err
 	}
 	_ = m.revs.Add(stored, 0) // stored: the limit was checked above
@@ -145,7 +145,7 @@ func (m *Manager) syncRevocations(ctx context.Context) error {
 			_ = m.revs.Add(r, 0) // stored: in force, whatever the limit says now
 		}
 	})
-	return m.note(err)
+	return m.noteTokens(err)
 }
 
 // revocationGate holds what each configured key set allows of a

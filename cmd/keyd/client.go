@@ -357,7 +357,10 @@ func runClient(cmd string, args []string, o cmdIO) error {
 	}
 	conn.resolve()
 	o.addr = conn.addr
-	opts := []client.Option{client.WithToken(conn.token), client.WithTimeout(60 * time.Second)}
+	opts := []client.Option{client.WithToken(conn.token), client.WithTimeout(60 * time.Second),
+		client.WithRetryNotice(func(attempt int, wait time.Duration, err error) {
+			fmt.Fprintf(o.stderr, "keyd: %v; retrying in %v (%d of 3)\n", err, wait.Round(time.Millisecond), attempt)
+		})}
 	if conn.caFile != "" {
 		opts = append(opts, client.WithCAFile(conn.caFile))
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	// endpoint but /healthz and /readyz answers 503) and the last store
 	// failure (nil when the store answers).
 	Health func() (started bool, storeErr error)
+	// TokenState, when set, reports the token state's failure (Redis
+	// unreachable), probing it again if one was recorded; nil: it answers.
+	TokenState func(context.Context) error
 	// Custodies names a key set whose key custody failed its last
 	// operation, and why ("" when none did); nil: no custody.
 	Custodies func() (keyset string, err error)

@@ -43,6 +43,15 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 			body["detail"] = storeErr.Error()
 		}
 	}
+	if s.TokenState != nil && started {
+		if err := s.TokenState(r.Context()); err != nil {
+			body["status"], body["token_state"] = "degraded", "unavailable"
+			body["token_state_reason"] = "the token state (Redis) cannot be reached: revoking and token pairs answer 503 until it is back"
+			if p, _ := s.Auth.AuthenticateRequest(r); p != nil && p.Can(config.ScopeAdmin) {
+				body["token_state_detail"] = err.Error()
+			}
+		}
+	}
 	if s.Custodies != nil && started {
 		if keyset, err := s.Custodies(); err != nil {
 			// Signing with that key set fails meanwhile (503

@@ -34,6 +34,7 @@ import (
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokenstate"
 )
 
 // EnvMasterKey names the environment variable holding the master key.
@@ -105,6 +106,7 @@ type daemon struct {
 	startErr error // the first load of the key sets, when it did not finish
 	// custodies hold key sets' private keys outside keyd, by key set.
 	custodies map[string]keystore.Custody
+	tokens    tokenstate.Store // where revocations live (the key store's records, or Redis)
 	// stateRecords hold refresh token logins: the key store's records, or
 	// Redis's with token_state on Redis.
 	stateRecords keystore.RecordStore
@@ -231,6 +233,7 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 		return err
 	}
 	tokens, err := d.openTokenState(ctx)
+	d.tokens = tokens
 	if err != nil {
 		return err
 	}
@@ -293,7 +296,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, custodies: d.custodies, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
-		Health: d.mgr.Health, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
+		Health: d.mgr.Health, TokenState: d.tokenStateHealth, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
 		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard,
 	})
 	srv := newServer(handler, log)

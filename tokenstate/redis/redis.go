@@ -125,10 +125,23 @@ return s
 `)
 
 func unavailable(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case err == nil || errors.Is(err, context.Canceled):
 		return err
+	case errors.Is(err, context.DeadlineExceeded):
+		// The pipelines' own deadline, or the caller's: Redis did not
+		// answer in time (frozen, overloaded), a 503 store_unavailable.
+		return fmt.Errorf("%w: redis did not answer in time", keystore.ErrUnavailable)
 	}
 	return fmt.Errorf("%w: redis: %v", keystore.ErrUnavailable, err)
+}
+
+// Ping asks Redis for an answer within a second: /readyz uses it to see a
+// Redis that failed come back without waiting for the next write.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return unavailable(s.c.Ping(ctx).Err())
 }
 
 // PutRevocation implements tokenstate.Store.

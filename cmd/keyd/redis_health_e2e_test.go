@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/testredis"
+)
+
+// Redis gone: revoking answers 503 store_unavailable, and /readyz says the
+// token state (not the key store) is unavailable; Redis back: /readyz is
+// ready again at once, without waiting for a write. It named the key store
+// and stayed degraded until the next write.
+func TestReadyzFollowsRedis(t *testing.T) {
+	srv := testredis.Start(t)
+	dir := t.TempDir()
+	masterKey, _ := file.NewMasterKey()
+	cfg := filepath.Join(dir, "keyd.yaml")
+	writeFile(t, cfg, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+storage:
+  backend: file
+  file: {path: %q}
+  token_state: {backend: redis, url: %q}
+keysets:
+  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m}
+auth:
+  tokens:
+    - {name: ops, sha256: %q, scopes: [admin]}
+`, filepath.Join(dir, "keyd.db"), srv.URL, daemon.TokenHash(adminToken))))
+	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfg)
+	rec := &recorder{}
+	srv.Stop()
+	status, body, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/revocations", adminToken, fmt.Sprintf(`{"jti":"x","exp":%d}`, time.Now().Add(time.Minute).Unix()))
+	if status != 503 || !strings.Contains(string(body), "store_unavailable") {
+		t.Fatalf("revoking with Redis gone: %d %s", status, body)
+	}
+	_, ready, _ := rec.call(t, "GET", d.addr+"/readyz", adminToken, "")
+	if !strings.Contains(string(ready), `"token_state":"unavailable"`) || !strings.Contains(string(ready), `"store":"ok"`) {
+		t.Fatalf("/readyz with Redis gone: %s", ready)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	_, ready, _ = rec.call(t, "GET", d.addr+"/readyz", "", "")
+	if !strings.Contains(string(ready), `"status":"ready"`) {
+		t.Fatalf("/readyz with Redis back: %s", ready)
+	}
+}
