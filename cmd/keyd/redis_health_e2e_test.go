@@ -14,7 +14,7 @@ import (
 
 // Redis gone: revoking answers 503 store_unavailable, and /readyz says the
 // token state (not the key store) is unavailable; Redis back: /readyz is
-// ready again at once, without waiting for a write. It named the key store
+// ready again within seconds, without waiting for a write. It named the key store
 // and stayed degraded until the next write.
 func TestReadyzFollowsRedis(t *testing.T) {
 	srv := testredis.Start(t)
@@ -46,8 +46,15 @@ auth:
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	_, ready, _ = rec.call(t, "GET", d.addr+"/readyz", "", "")
-	if !strings.Contains(string(ready), `"status":"ready"`) {
-		t.Fatalf("/readyz with Redis back: %s", ready)
+	back := time.Now()
+	for { // /readyz probes a failed Redis at most once a second
+		_, ready, _ = rec.call(t, "GET", d.addr+"/readyz", "", "")
+		if strings.Contains(string(ready), `"status":"ready"`) {
+			break
+		}
+		if time.Since(back) > 5*time.Second {
+			t.Fatalf("/readyz 5s after Redis came back: %s", ready)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

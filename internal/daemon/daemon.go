@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -107,6 +108,7 @@ type daemon struct {
 	// custodies hold key sets' private keys outside keyd, by key set.
 	custodies map[string]keystore.Custody
 	tokens    tokenstate.Store // where revocations live (the key store's records, or Redis)
+	lastProbe atomic.Int64     // when /readyz last probed a failed token state (Unix ns)
 	// stateRecords hold refresh token logins: the key store's records, or
 	// Redis's with token_state on Redis.
 	stateRecords keystore.RecordStore

@@ -189,12 +189,19 @@ func MigrateTokenState(ctx context.Context, cfg *config.Config, from config.Toke
 }
 
 // tokenStateHealth is the token state's last failure; while there is one,
-// a token state that can be probed (Redis's PING) is asked again, so that
-// /readyz sees it back without waiting for the next write.
+// a token state that can be probed (Redis's PING) is asked again, at most
+// once a second, so that /readyz sees it back without waiting for the next
+// write.
 func (d *daemon) tokenStateHealth(ctx context.Context) error {
 	err := d.mgr.TokenStateHealth()
 	if err == nil {
 		return nil
+	}
+	// At most one probe a second, whoever asks /readyz (it is public).
+	now := time.Now().UnixNano()
+	last := d.lastProbe.Load()
+	if now-last < int64(time.Second) || !d.lastProbe.CompareAndSwap(last, now) {
+		return err
 	}
 	if p, ok := d.tokens.(interface{ Ping(context.Context) error }); ok && p.Ping(ctx) == nil {
 		d.mgr.TokenStateRecovered()
