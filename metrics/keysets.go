@@ -15,6 +15,7 @@ type KeySets interface {
 	KeySet(name string) (*keystore.KeySet, keystore.Policy, error)
 	NextRotation(name string) (time.Time, error)
 	Health() (started bool, storeErr error)
+	TokenStateHealth() error
 }
 
 // WatchKeySets exports the gauges read from src at every scrape:
@@ -34,6 +35,7 @@ var (
 	ageDesc  = prometheus.NewDesc("keyd_active_key_age_seconds", "How long the active key has been signing.", []string{"keyset"}, nil)
 	nextDesc = prometheus.NewDesc("keyd_next_rotation_timestamp_seconds", "When the scheduler will rotate the key set next (Unix time).", []string{"keyset"}, nil)
 	upDesc   = prometheus.NewDesc("keyd_store_up", "1 when the last key store operation succeeded, 0 while the store is unavailable.", nil, nil)
+	tokenUp  = prometheus.NewDesc("keyd_token_state_up", "1 when the last token state operation (Redis, or the key store's records) succeeded or /readyz's probe did, 0 while it is unavailable.", nil, nil)
 )
 
 var states = []keystore.State{keystore.StatePending, keystore.StateActive, keystore.StateRetired, keystore.StateRevoked}
@@ -48,6 +50,7 @@ func (c *keySetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- ageDesc
 	ch <- nextDesc
 	ch <- upDesc
+	ch <- tokenUp
 }
 
 func (c *keySetCollector) Collect(ch chan<- prometheus.Metric) {
@@ -57,6 +60,11 @@ func (c *keySetCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 0
 	}
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up)
+	tup := 1.0
+	if c.src.TokenStateHealth() != nil {
+		tup = 0
+	}
+	ch <- prometheus.MustNewConstMetric(tokenUp, prometheus.GaugeValue, tup)
 	now := c.now()
 	for _, name := range c.src.Names() {
 		ks, _, err := c.src.KeySet(name)

@@ -43,6 +43,18 @@ auth:
 	if !strings.Contains(string(ready), `"token_state":"unavailable"`) || !strings.Contains(string(ready), `"store":"ok"`) {
 		t.Fatalf("/readyz with Redis gone: %s", ready)
 	}
+	metric := func() string {
+		_, m, _ := rec.call(t, "GET", d.addr+"/metrics", "", "")
+		for _, l := range strings.Split(string(m), "\n") {
+			if strings.HasPrefix(l, "keyd_token_state_up ") || strings.HasPrefix(l, "keyd_store_up ") {
+				return l
+			}
+		}
+		return ""
+	}
+	if _, m, _ := rec.call(t, "GET", d.addr+"/metrics", "", ""); !strings.Contains(string(m), "keyd_token_state_up 0") || !strings.Contains(string(m), "keyd_store_up 1") {
+		t.Fatalf("metrics with Redis gone: %s", metric())
+	}
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +62,9 @@ auth:
 	for { // /readyz probes a failed Redis at most once a second
 		_, ready, _ = rec.call(t, "GET", d.addr+"/readyz", "", "")
 		if strings.Contains(string(ready), `"status":"ready"`) {
+			if _, m, _ := rec.call(t, "GET", d.addr+"/metrics", "", ""); !strings.Contains(string(m), "keyd_token_state_up 1") {
+				t.Fatalf("metrics with Redis back: %s", metric())
+			}
 			break
 		}
 		if time.Since(back) > 5*time.Second {
