@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyd-dev/keyd/errcode"
 )
 
 // Error is an error answer of the API: its HTTP status, its stable code
@@ -48,25 +50,51 @@ func (e *Error) Is(target error) bool {
 	return ok && t.Code == e.Code && t.Status == 0
 }
 
-// Errors to test with errors.Is, one per API code a caller acts on.
+// Errors to test with errors.Is, one per code of keyd's table (package
+// errcode, which the HTTP API and the gRPC signer answer from too).
 var (
-	ErrUnauthorized        = &Error{Code: "unauthorized"}
-	ErrForbidden           = &Error{Code: "forbidden"}
-	ErrKeySetNotFound      = &Error{Code: "keyset_not_found"}
-	ErrKeyNotFound         = &Error{Code: "key_not_found"}
-	ErrBadRequest          = &Error{Code: "bad_request"}
-	ErrRotationTooEarly    = &Error{Code: "rotation_too_early"}
-	ErrRevocationLimit     = &Error{Code: "revocation_limit"}
-	ErrRefreshTokenReused  = &Error{Code: "refresh_token_reused"}
-	ErrRefreshTokenExpired = &Error{Code: "refresh_token_expired"}
-	ErrRefreshTokenRevoked = &Error{Code: "refresh_token_revoked"}
-	ErrRefreshTokenInvalid = &Error{Code: "refresh_token_invalid"}
-	ErrRefreshNotEnabled   = &Error{Code: "refresh_not_enabled"}
-	ErrNotReady            = &Error{Code: "not_ready"}
-	ErrStoreUnavailable    = &Error{Code: "store_unavailable"}
-	ErrAuditUnavailable    = &Error{Code: "audit_unavailable"}
-	ErrReloadRefused       = &Error{Code: "reload_refused"}
+	ErrBadJSON             = &Error{Code: errcode.BadJSON}
+	ErrBadRequest          = &Error{Code: errcode.BadRequest}
+	ErrInvalidKey          = &Error{Code: errcode.InvalidKey}
+	ErrInvalidToken        = &Error{Code: errcode.InvalidToken}
+	ErrUnauthorized        = &Error{Code: errcode.Unauthorized}
+	ErrForbidden           = &Error{Code: errcode.Forbidden}
+	ErrNotFound            = &Error{Code: errcode.NotFound}
+	ErrKeySetNotFound      = &Error{Code: errcode.KeySetNotFound}
+	ErrKeyNotFound         = &Error{Code: errcode.KeyNotFound}
+	ErrCertificateNotFound = &Error{Code: errcode.CertificateNotFound}
+	ErrRefreshNotEnabled   = &Error{Code: errcode.RefreshNotEnabled}
+	ErrRequestTimeout      = &Error{Code: errcode.RequestTimeout}
+	ErrConflict            = &Error{Code: errcode.Conflict}
+	ErrKeyExists           = &Error{Code: errcode.KeyExists}
+	ErrRevocationLimit     = &Error{Code: errcode.RevocationLimit}
+	ErrRotationTooEarly    = &Error{Code: errcode.RotationTooEarly}
+	ErrTooLarge            = &Error{Code: errcode.TooLarge}
+	ErrBodyTooLarge        = &Error{Code: errcode.BodyTooLarge}
+	ErrReloadRefused       = &Error{Code: errcode.ReloadRefused}
+	ErrTooManyAuthFailures = &Error{Code: errcode.TooManyAuthFailures}
+	ErrRefreshTokenReused  = &Error{Code: errcode.RefreshTokenReused}
+	ErrRefreshTokenExpired = &Error{Code: errcode.RefreshTokenExpired}
+	ErrRefreshTokenRevoked = &Error{Code: errcode.RefreshTokenRevoked}
+	ErrRefreshTokenInvalid = &Error{Code: errcode.RefreshTokenInvalid}
+	ErrInternal            = &Error{Code: errcode.Internal}
+	ErrNotReady            = &Error{Code: errcode.NotReady}
+	ErrStoreUnavailable    = &Error{Code: errcode.StoreUnavailable}
+	ErrAuditUnavailable    = &Error{Code: errcode.AuditUnavailable}
+	ErrCustodyUnavailable  = &Error{Code: errcode.CustodyUnavailable}
+	ErrTimeout             = &Error{Code: errcode.Timeout}
+	ErrMethodNotAllowed    = &Error{Code: errcode.MethodNotAllowed}
 )
+
+// sentinels lists the Err values above (a test holds them to the table).
+var sentinels = []*Error{
+	ErrBadJSON, ErrBadRequest, ErrInvalidKey, ErrInvalidToken, ErrUnauthorized, ErrForbidden, ErrNotFound,
+	ErrKeySetNotFound, ErrKeyNotFound, ErrCertificateNotFound, ErrRefreshNotEnabled, ErrRequestTimeout,
+	ErrConflict, ErrKeyExists, ErrRevocationLimit, ErrRotationTooEarly, ErrTooLarge, ErrBodyTooLarge,
+	ErrReloadRefused, ErrTooManyAuthFailures, ErrRefreshTokenReused, ErrRefreshTokenExpired,
+	ErrRefreshTokenRevoked, ErrRefreshTokenInvalid, ErrInternal, ErrNotReady, ErrStoreUnavailable,
+	ErrAuditUnavailable, ErrCustodyUnavailable, ErrTimeout, ErrMethodNotAllowed,
+}
 
 // Client calls one keyd.
 type Client struct {

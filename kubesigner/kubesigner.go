@@ -32,6 +32,7 @@ import (
 	v1alpha1 "k8s.io/externaljwt/apis/v1alpha1"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/errcode"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -247,13 +248,13 @@ func (s *Server) policy() (keystore.Policy, error) {
 func toStatus(err error) error {
 	switch {
 	case errors.Is(err, signer.ErrInvalidRequest):
-		return status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(errcode.GRPC(errcode.BadRequest), err.Error())
 	case errors.Is(err, signer.ErrUnknownKeySet):
-		return status.Error(codes.Unavailable, "the key set is not loaded")
+		return status.Error(errcode.GRPC(errcode.NotReady), "the key set is not loaded")
 	case errors.Is(err, keystore.ErrCustodyUnavailable):
-		return status.Error(codes.Unavailable, "the key set's key custody did not answer")
+		return status.Error(errcode.GRPC(errcode.CustodyUnavailable), "the key set's key custody did not answer")
 	}
-	return status.Error(codes.Internal, "internal error")
+	return status.Error(errcode.GRPC(errcode.Internal), "internal error")
 }
 
 type v1Server struct {

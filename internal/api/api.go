@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/errcode"
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/jwks"
@@ -202,8 +203,10 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.message }
 
-func errorf(status int, code, format string, args ...any) *apiError {
-	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+// errorf is an answer of code (errcode's table: its HTTP status comes from
+// there, as the gRPC signer's code and the client's sentinel do).
+func errorf(code, format string, args ...any) *apiError {
+	return &apiError{status: errcode.HTTP(code), code: code, message: fmt.Sprintf(format, args...)}
 }
 
 // toAPIError maps domain errors to statuses. Anything unknown is a 500 with
@@ -216,45 +219,45 @@ func toAPIError(err error) *apiError {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &early):
-		e := errorf(http.StatusConflict, "rotation_too_early", "%s", early.Error())
+		e := errorf("rotation_too_early", "%s", early.Error())
 		e.extra = map[string]any{"safe_at": early.SafeAt.UTC().Format(time.RFC3339)}
 		return e
 	case errors.Is(err, signer.ErrUnknownKeySet), errors.Is(err, rotation.ErrUnknownKeySet), errors.Is(err, keystore.ErrNotFound):
-		return errorf(http.StatusNotFound, "keyset_not_found", "%s", err.Error())
+		return errorf("keyset_not_found", "%s", err.Error())
 	case errors.Is(err, keystore.ErrKeyNotFound):
-		return errorf(http.StatusNotFound, "key_not_found", "%s", err.Error())
+		return errorf("key_not_found", "%s", err.Error())
 	case errors.Is(err, refresh.ErrReused):
-		return errorf(http.StatusUnauthorized, "refresh_token_reused", "%s", err.Error())
+		return errorf("refresh_token_reused", "%s", err.Error())
 	case errors.Is(err, refresh.ErrExpired):
-		return errorf(http.StatusUnauthorized, "refresh_token_expired", "%s", err.Error())
+		return errorf("refresh_token_expired", "%s", err.Error())
 	case errors.Is(err, refresh.ErrRevoked):
-		return errorf(http.StatusUnauthorized, "refresh_token_revoked", "%s", err.Error())
+		return errorf("refresh_token_revoked", "%s", err.Error())
 	case errors.Is(err, refresh.ErrInvalid):
-		return errorf(http.StatusUnauthorized, "refresh_token_invalid", "%s", err.Error())
+		return errorf("refresh_token_invalid", "%s", err.Error())
 	case errors.Is(err, refresh.ErrDisabled):
-		return errorf(http.StatusNotFound, "refresh_not_enabled", "%s: set keysets[].refresh.ttl", err.Error())
+		return errorf("refresh_not_enabled", "%s: set keysets[].refresh.ttl", err.Error())
 	case errors.Is(err, refresh.ErrClaims):
-		return errorf(http.StatusBadRequest, "bad_request", "%s", err.Error())
+		return errorf("bad_request", "%s", err.Error())
 	case errors.Is(err, keystore.ErrRevocationLimit):
-		return errorf(http.StatusConflict, "revocation_limit", "%s; entries leave as the tokens they cover expire. Revoke the key instead, or raise keysets[].max_revocations", err.Error())
+		return errorf("revocation_limit", "%s; entries leave as the tokens they cover expire. Revoke the key instead, or raise keysets[].max_revocations", err.Error())
 	case errors.Is(err, keystore.ErrInvalidImport):
-		return errorf(http.StatusBadRequest, "invalid_key", "%s", err.Error())
+		return errorf("invalid_key", "%s", err.Error())
 	case errors.Is(err, keystore.ErrKeyExists):
-		return errorf(http.StatusConflict, "key_exists", "%s", err.Error())
+		return errorf("key_exists", "%s", err.Error())
 	case errors.Is(err, keystore.ErrInvalidTransition):
-		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
+		return errorf("conflict", "%s", err.Error())
 	case errors.As(err, &se) && errors.Is(err, signer.ErrInvalidRequest):
-		return errorf(http.StatusBadRequest, "bad_request", "%s", se.Reason)
+		return errorf("bad_request", "%s", se.Reason)
 	case errors.Is(err, audit.ErrUnavailable):
-		return errorf(http.StatusServiceUnavailable, "audit_unavailable", "the audit trail cannot be written, and audit.required refuses to sign without it")
+		return errorf("audit_unavailable", "the audit trail cannot be written, and audit.required refuses to sign without it")
 	case errors.Is(err, keystore.ErrCustodyUnavailable):
-		return errorf(http.StatusServiceUnavailable, "custody_unavailable", "the key set's key custody (Vault Transit) did not answer; try again")
+		return errorf("custody_unavailable", "the key set's key custody (Vault Transit) did not answer; try again")
 	case errors.Is(err, keystore.ErrUnavailable):
-		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the key store is unavailable; try again")
+		return errorf("store_unavailable", "the key store is unavailable; try again")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errorf(http.StatusServiceUnavailable, "timeout", "the request was cancelled or timed out")
+		return errorf("timeout", "the request was cancelled or timed out")
 	}
-	return errorf(http.StatusInternalServerError, "internal", "internal error")
+	return errorf("internal", "internal error")
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -315,25 +318,25 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error 
 	data, err := io.ReadAll(body)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", MaxBodyBytes)
+		return errorf("body_too_large", "request body is larger than %d bytes", MaxBodyBytes)
 	}
 	if err != nil {
-		return errorf(http.StatusBadRequest, "bad_request", "could not read the request body")
+		return errorf("bad_request", "could not read the request body")
 	}
 	if len(data) == 0 {
 		if optional {
 			return nil
 		}
-		return errorf(http.StatusBadRequest, "bad_request", "request body is required (JSON)")
+		return errorf("bad_request", "request body is required (JSON)")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, "bad_json", "request body is not valid: %s", jsonProblem(err))
+		return errorf("bad_json", "request body is not valid: %s", jsonProblem(err))
 	}
 	if dec.More() {
-		return errorf(http.StatusBadRequest, "bad_json", "request body has data after the JSON object")
+		return errorf("bad_json", "request body has data after the JSON object")
 	}
 	return nil
 }
@@ -366,7 +369,7 @@ func (s *server) loaded(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if started, _ := s.Health(); !started {
 			w.Header().Set("Retry-After", "1")
-			writeError(w, errorf(http.StatusServiceUnavailable, "not_ready", "keyd is starting: the key sets are not loaded yet"))
+			writeError(w, errorf("not_ready", "keyd is starting: the key sets are not loaded yet"))
 			return
 		}
 		next(w, r)
@@ -381,7 +384,7 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 			s.Metrics.AuthFailure(reason)
 			if wait, limited := s.AuthGuard.Failed(s.AuthGuard.Source(r), reason, r.Pattern); limited {
 				w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-				writeError(w, errorf(http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentications from this address: retry later"))
+				writeError(w, errorf("too_many_auth_failures", "too many failed authentications from this address: retry later"))
 				return
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyd"`)
@@ -389,13 +392,13 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 			if reason == ReasonUnknownClient {
 				msg = "the client certificate names no configured client"
 			}
-			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "%s", msg))
+			writeError(w, errorf("unauthorized", "%s", msg))
 			return
 		}
 		if want := scope(r); !p.Can(want) {
 			s.Metrics.AuthFailure(ReasonForbidden)
 			s.Audit.Note(audit.Record{Event: audit.EventAuthFailed, Reason: ReasonForbidden, Caller: p.Name, Scope: want, Route: r.Pattern, Remote: r.RemoteAddr})
-			writeError(w, errorf(http.StatusForbidden, "forbidden", "caller %q lacks scope %q", p.Name, want))
+			writeError(w, errorf("forbidden", "caller %q lacks scope %q", p.Name, want))
 			return
 		}
 		if rec, ok := w.(*statusRecorder); ok {
@@ -482,7 +485,7 @@ func (s *server) recoverer(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.Logger.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "stack", string(debug.Stack()))
-				writeError(w, errorf(http.StatusInternalServerError, "internal", "internal error"))
+				writeError(w, errorf("internal", "internal error"))
 			}
 		}()
 		next.ServeHTTP(w, r)
@@ -532,10 +535,10 @@ func (e *errorRewriter) WriteHeader(code int) {
 	e.state = rewritten
 	e.Header().Del("X-Content-Type-Options")
 	if code == http.StatusMethodNotAllowed {
-		writeError(e.ResponseWriter, errorf(code, "method_not_allowed", "method not allowed here (the Allow header lists the allowed ones)"))
+		writeError(e.ResponseWriter, errorf("method_not_allowed", "method not allowed here (the Allow header lists the allowed ones)"))
 		return
 	}
-	writeError(e.ResponseWriter, errorf(http.StatusNotFound, "not_found", "no such endpoint"))
+	writeError(e.ResponseWriter, errorf("not_found", "no such endpoint"))
 }
 
 func (e *errorRewriter) Write(b []byte) (int, error) {

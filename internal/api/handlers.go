@@ -90,7 +90,7 @@ func (s *server) jwksAll(w http.ResponseWriter, r *http.Request) {
 func (s *server) discovery(w http.ResponseWriter, r *http.Request) {
 	doc, ok := s.JWKS.Discovery()
 	if !ok {
-		writeError(w, errorf(http.StatusNotFound, "not_found", "no issuer_url is configured, so there is no discovery document"))
+		writeError(w, errorf("not_found", "no issuer_url is configured, so there is no discovery document"))
 		return
 	}
 	jwks.Write(w, r, doc)
@@ -105,7 +105,7 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Logger.Info("config reload requested", "caller", caller(w))
 	if err := s.Reload(r.Context()); err != nil {
-		s.fail(w, r, errorf(http.StatusUnprocessableEntity, "reload_refused", "%s", err.Error()))
+		s.fail(w, r, errorf("reload_refused", "%s", err.Error()))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
@@ -114,7 +114,7 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 func (s *server) jwksKeySet(w http.ResponseWriter, r *http.Request) {
 	doc, ok := s.JWKS.KeySet(r.PathValue("name"))
 	if !ok {
-		writeError(w, errorf(http.StatusNotFound, "keyset_not_found", "unknown key set %q", r.PathValue("name")))
+		writeError(w, errorf("keyset_not_found", "unknown key set %q", r.PathValue("name")))
 		return
 	}
 	s.Metrics.JWKSServed(jwks.Write(w, r, doc))
@@ -170,10 +170,10 @@ func parseTTL(s string) (time.Duration, error) {
 	}
 	ttl, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, errorf(http.StatusBadRequest, "bad_request", "ttl %q is not a duration such as \"5m\" or \"90s\"", s)
+		return 0, errorf("bad_request", "ttl %q is not a duration such as \"5m\" or \"90s\"", s)
 	}
 	if ttl <= 0 {
-		return 0, errorf(http.StatusBadRequest, "bad_request", "ttl must be positive")
+		return 0, errorf("bad_request", "ttl must be positive")
 	}
 	return ttl, nil
 }
@@ -195,10 +195,10 @@ func (s *server) signBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	switch n := len(req.Items); {
 	case n == 0:
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "items is required: a list of 1 to %d sign requests", MaxBatchItems))
+		s.fail(w, r, errorf("bad_request", "items is required: a list of 1 to %d sign requests", MaxBatchItems))
 		return
 	case n > MaxBatchItems:
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "%d items exceed the limit of %d per batch", n, MaxBatchItems))
+		s.fail(w, r, errorf("bad_request", "%d items exceed the limit of %d per batch", n, MaxBatchItems))
 		return
 	}
 	name := r.PathValue("name")
@@ -277,7 +277,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Token == "" {
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "token is required"))
+		s.fail(w, r, errorf("bad_request", "token is required"))
 		return
 	}
 	name := r.PathValue("name")
@@ -288,7 +288,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 	}
 	policy, err := p.Verify.Narrow(req.Audience, req.Issuer, req.RequiredClaims)
 	if err != nil {
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "%s", err.Error()))
+		s.fail(w, r, errorf("bad_request", "%s", err.Error()))
 		return
 	}
 	v, err := s.Signer.Verify(name, req.Token, signer.Expect{

@@ -42,13 +42,13 @@ func (s *server) importKey(w http.ResponseWriter, r *http.Request) {
 	in := keyimport.Input{PEM: []byte(req.PEM), JWK: req.JWK, JWKS: req.JWKS, Secret: []byte(req.Secret), KID: req.KID, VerifyUntil: req.VerifyUntil}
 	if req.SecretBase64 != "" {
 		if req.Secret != "" {
-			s.fail(w, r, errorf(http.StatusBadRequest, "invalid_key", "give secret or secret_base64, not both"))
+			s.fail(w, r, errorf("invalid_key", "give secret or secret_base64, not both"))
 			return
 		}
 		b, err := base64.StdEncoding.DecodeString(req.SecretBase64)
 		if err != nil {
 			if b, err = base64.RawURLEncoding.DecodeString(req.SecretBase64); err != nil {
-				s.fail(w, r, errorf(http.StatusBadRequest, "invalid_key", "secret_base64 is not base64"))
+				s.fail(w, r, errorf("invalid_key", "secret_base64 is not base64"))
 				return
 			}
 		}
@@ -60,7 +60,7 @@ func (s *server) importKey(w http.ResponseWriter, r *http.Request) {
 		state = keystore.StateRetired
 	case keystore.StateRetired, keystore.StatePending, keystore.StateActive:
 	default:
-		s.fail(w, r, errorf(http.StatusBadRequest, "invalid_key", "state %q: want retired (verify-only), pending or active", req.State))
+		s.fail(w, r, errorf("invalid_key", "state %q: want retired (verify-only), pending or active", req.State))
 		return
 	}
 	keys, warnings, err := keyimport.Parse(p.Algorithm, in, s.Manager.Now())

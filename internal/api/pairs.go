@@ -38,7 +38,7 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.RefreshToken == "" {
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "refresh_token is required"))
+		s.fail(w, r, errorf("bad_request", "refresh_token is required"))
 		return
 	}
 	name := r.PathValue("name")

@@ -20,7 +20,7 @@ func (s *server) keyPEM(w http.ResponseWriter, r *http.Request) {
 	if !chain {
 		var ok bool
 		if kid, ok = strings.CutSuffix(file, ".pem"); !ok {
-			writeError(w, errorf(http.StatusNotFound, "not_found", "no such path: a key's PEM is at /v1/keysets/%s/keys/KID.pem, its certificate chain at KID.crt", name))
+			writeError(w, errorf("not_found", "no such path: a key's PEM is at /v1/keysets/%s/keys/KID.pem, its certificate chain at KID.crt", name))
 			return
 		}
 	}
@@ -32,7 +32,7 @@ func (s *server) keyPEM(w http.ResponseWriter, r *http.Request) {
 	if chain {
 		k, ok := ks.Key(kid)
 		if !ok || !k.Published() || len(k.Certificate) == 0 || p.Certificates == nil {
-			writeError(w, errorf(http.StatusNotFound, "certificate_not_found", "key set %s has no certificate for key %q (keysets[].certificates gives published keys one)", name, kid))
+			writeError(w, errorf("certificate_not_found", "key set %s has no certificate for key %q (keysets[].certificates gives published keys one)", name, kid))
 			return
 		}
 		var out bytes.Buffer
@@ -54,5 +54,5 @@ func (s *server) keyPEM(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeError(w, errorf(http.StatusNotFound, "key_not_found", "key set %s publishes no key %q (HMAC key sets publish none)", name, kid))
+	writeError(w, errorf("key_not_found", "key set %s publishes no key %q (HMAC key sets publish none)", name, kid))
 }

@@ -57,10 +57,10 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case given != 1:
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", `give exactly one of {"jti", "exp"}, {"token"}, {"sub"} or {"refresh_token"}`))
+		s.fail(w, r, errorf("bad_request", `give exactly one of {"jti", "exp"}, {"token"}, {"sub"} or {"refresh_token"}`))
 		return
 	case len(req.Reason) > maxReason:
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "reason is longer than %d bytes", maxReason))
+		s.fail(w, r, errorf("bad_request", "reason is longer than %d bytes", maxReason))
 		return
 	}
 	ctx := rotation.WithActor(r.Context(), caller(w))
@@ -96,7 +96,7 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 			s.writeRevocations(w, r, name, map[string]any{"already": "revoked"})
 			return
 		case errors.Is(err, signer.ErrInvalidToken):
-			s.fail(w, r, errorf(http.StatusBadRequest, "invalid_token", "the token does not verify (%s: %s); only a valid token can be revoked", signer.Code(err), err.Error()))
+			s.fail(w, r, errorf("invalid_token", "the token does not verify (%s: %s); only a valid token can be revoked", signer.Code(err), err.Error()))
 			return
 		case err != nil:
 			s.fail(w, r, err)
@@ -104,7 +104,7 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		}
 		var ok bool
 		if jti, ok = v.Claims["jti"].(string); !ok || jti == "" {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "the token has no jti: revoke its subject or its key instead"))
+			s.fail(w, r, errorf("bad_request", "the token has no jti: revoke its subject or its key instead"))
 			return
 		}
 		exp = p.TokensEndBy(ks, now) // a token without exp (legacy.allow_missing_exp): as long as such tokens verify
@@ -116,19 +116,19 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		secs, err := strconv.ParseInt(req.Exp.String(), 10, 64)
 		switch {
 		case jti == "" || req.Exp == "":
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "jti and exp go together"))
+			s.fail(w, r, errorf("bad_request", "jti and exp go together"))
 			return
 		case err != nil:
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp must be the token's exp, whole seconds since the epoch"))
+			s.fail(w, r, errorf("bad_request", "exp must be the token's exp, whole seconds since the epoch"))
 			return
 		}
 		exp = time.Unix(secs, 0)
 		if exp.Add(p.Leeway).Before(now) {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s has passed: the token is expired already", exp.UTC().Format(time.RFC3339)))
+			s.fail(w, r, errorf("bad_request", "exp %s has passed: the token is expired already", exp.UTC().Format(time.RFC3339)))
 			return
 		}
 		if end := p.TokensEndBy(ks, now); exp.After(end.Add(p.Leeway)) {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "exp %s is beyond token_ttl from now and every longer window of this key set (imported keys' verify_until, legacy.until): no token it verifies lives past %s", exp.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339)))
+			s.fail(w, r, errorf("bad_request", "exp %s is beyond token_ttl from now and every longer window of this key set (imported keys' verify_until, legacy.until): no token it verifies lives past %s", exp.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339)))
 			return
 		}
 	}
@@ -147,7 +147,7 @@ func (s *server) revokeLogin(w http.ResponseWriter, r *http.Request, name string
 	}
 	err := s.Refresh.RevokeLogin(r.Context(), name, req.RefreshToken)
 	if errors.Is(err, refresh.ErrInvalid) {
-		s.fail(w, r, errorf(http.StatusBadRequest, "invalid_token", "%s", err.Error()))
+		s.fail(w, r, errorf("invalid_token", "%s", err.Error()))
 		return
 	}
 	if err != nil {
@@ -176,7 +176,7 @@ func (s *server) listRevocations(w http.ResponseWriter, r *http.Request) {
 	if q := r.URL.Query().Get("limit"); q != "" {
 		n, err := strconv.Atoi(q)
 		if err != nil || n < 1 || n > maxListLimit {
-			s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "limit must be 1 to %d", maxListLimit))
+			s.fail(w, r, errorf("bad_request", "limit must be 1 to %d", maxListLimit))
 			return
 		}
 		limit = n
@@ -208,13 +208,13 @@ func (s *server) revocationList(w http.ResponseWriter, r *http.Request) {
 	if q := r.URL.Query().Get("since"); q != "" {
 		var err error
 		if since, err = strconv.ParseInt(q, 10, 64); err != nil || since <= 0 {
-			writeError(w, errorf(http.StatusBadRequest, "bad_request", "since must be the iat (Unix seconds) of the revocation list you hold, got %q", signer.Clip(q)))
+			writeError(w, errorf("bad_request", "since must be the iat (Unix seconds) of the revocation list you hold, got %q", signer.Clip(q)))
 			return
 		}
 	}
 	doc, err := s.Signer.RevocationList(r.PathValue("name"), since)
 	if errors.Is(err, signer.ErrNoRevocationList) {
-		writeError(w, errorf(http.StatusNotFound, "not_found", "%s", err.Error()))
+		writeError(w, errorf("not_found", "%s", err.Error()))
 		return
 	}
 	if err != nil {

@@ -122,13 +122,13 @@ func (s *server) importRevocations(w http.ResponseWriter, r *http.Request) {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(werr, &tooLarge):
-		s.fail(w, r, errorf(http.StatusRequestEntityTooLarge, "too_large", "an import is at most %d bytes; %d lines were imported, split the rest", MaxImportBytes, res.Imported))
+		s.fail(w, r, errorf("too_large", "an import is at most %d bytes; %d lines were imported, split the rest", MaxImportBytes, res.Imported))
 		return
 	case errors.Is(werr, os.ErrDeadlineExceeded):
-		s.fail(w, r, errorf(http.StatusRequestTimeout, "request_timeout", "the import took longer than %v; %d lines were imported, send the rest", ImportTimeout, res.Imported))
+		s.fail(w, r, errorf("request_timeout", "the import took longer than %v; %d lines were imported, send the rest", ImportTimeout, res.Imported))
 		return
 	case errors.Is(werr, bufio.ErrTooLong):
-		s.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "a line is longer than 64 KiB; %d lines were imported before it", res.Imported))
+		s.fail(w, r, errorf("bad_request", "a line is longer than 64 KiB; %d lines were imported before it", res.Imported))
 		return
 	case werr != nil:
 		s.fail(w, r, werr)
