@@ -316,7 +316,11 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	if err := daemon.CheckConfig(cfg, os.Getenv); err != nil {
 		return fmt.Errorf("config %s:\n%w", a[1], err)
 	}
-	fmt.Fprintf(stdout, "ok: %s: %d key set(s), backend %s, %d API token(s)\n", a[1], len(cfg.KeySets), cfg.Storage.Backend, len(cfg.Auth.Tokens))
+	state := "the key store"
+	if cfg.Storage.TokenState.Backend == "redis" {
+		state = "redis"
+	}
+	fmt.Fprintf(stdout, "ok: %s: %d key set(s), backend %s, token state %s, %d API token(s)\n", a[1], len(cfg.KeySets), cfg.Storage.Backend, state, len(cfg.Auth.Tokens))
 	return nil
 }
 

@@ -49,6 +49,24 @@ func TestSecretFilesAreOwnerOnly(t *testing.T) {
 		if strings.Contains(out, "s3cret-value") {
 			t.Errorf("%s: the error shows the secret:\n%s", name, out)
 		}
+		// keyd config check says so too, without starting.
+		if code, out := runKeyd(t, env, "", "config", "check", path); code == 0 || !strings.Contains(out, filepath.Base(c.file)) {
+			t.Errorf("config check, %s readable by others: exit %d\n%s", name, code, out)
+		}
+	}
+	// A Vault CA file that is not there: config check says it (a start
+	// would fail on it), and its ok line names the token state.
+	missingCA := filepath.Join(dir, "vault-ca.yaml")
+	writeFile(t, missingCA, []byte("listen: 127.0.0.1:0\nstorage: {backend: vault, vault: {address: \"https://127.0.0.1:1\", tls: {ca_file: /nonexistent/ca.pem}}}\n"+keysets+"\n"))
+	if code, out := runKeyd(t, []string{"VAULT_TOKEN=x"}, "", "config", "check", missingCA); code == 0 || !strings.Contains(out, "storage.vault.tls.ca_file") {
+		t.Errorf("config check with the Vault CA file missing: exit %d\n%s", code, out)
+	}
+	pw := filepath.Join(dir, "redis-ok.pw")
+	writeFile(t, pw, []byte("s3cret-value\n"))
+	okRedis := filepath.Join(dir, "redis-ok.yaml")
+	writeFile(t, okRedis, []byte(fmt.Sprintf("listen: 127.0.0.1:0\nstorage: {backend: file, file: {path: %q}, token_state: {backend: redis, url: \"redis://127.0.0.1:1/0\", password_file: %q}}\n", db, pw)+keysets+"\n"))
+	if code, out := runKeyd(t, env, "", "config", "check", okRedis); code != 0 || !strings.Contains(out, "token state redis") {
+		t.Errorf("config check of a Redis token state: exit %d\n%s", code, out)
 	}
 
 	cfg := filepath.Join(dir, "vault.yaml")

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,6 +102,19 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("storage.vault.auth.approle.secret_id_file: %w", err))
 		}
 	}
+	if cfg.Storage.Backend == "vault" && cfg.Storage.Vault.TLS.CAFile != "" {
+		errs = append(errs, checkCAFile("storage.vault.tls.ca_file", cfg.Storage.Vault.TLS.CAFile))
+	}
+	if ts := cfg.Storage.TokenState; ts.Backend == "redis" {
+		if ts.PasswordFile != "" {
+			if _, err := secretfile.Read(ts.PasswordFile); err != nil {
+				errs = append(errs, fmt.Errorf("storage.token_state.password_file: %w", err))
+			}
+		}
+		if ts.TLSCAFile != "" {
+			errs = append(errs, checkCAFile("storage.token_state.tls_ca_file", ts.TLSCAFile))
+		}
+	}
 	if cfg.TLS.On() {
 		if err := (&tlsconf.Server{}).Load(cfg.TLS); err != nil {
 			errs = append(errs, err)
@@ -112,4 +126,17 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkCAFile fails when the CA bundle at path, named field in the config,
+// cannot be read or holds no PEM certificate (a start would fail on it).
+func checkCAFile(field, path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: %s holds no PEM certificate", field, path)
+	}
+	return nil
 }
