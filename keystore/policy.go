@@ -113,6 +113,23 @@ func (p Policy) TokensEndBy(ks *KeySet, now time.Time) time.Time {
 	return end
 }
 
+// RevocationsEndBy is when a revocation entry of the key set ks, made at
+// now, may leave at the latest: the last token it can cover expires
+// (TokensEndBy), past the leeway and a second (iat has whole seconds).
+// Every revocation keyd makes, imports or reads back is held to it.
+func (p Policy) RevocationsEndBy(ks *KeySet, now time.Time) time.Time {
+	return p.TokensEndBy(ks, now).Add(p.Leeway + time.Second)
+}
+
+// RevocationLimit is how many revocations the key set may hold in force:
+// MaxRevocations, or DefaultMaxRevocations.
+func (p Policy) RevocationLimit() int {
+	if p.MaxRevocations > 0 {
+		return p.MaxRevocations
+	}
+	return DefaultMaxRevocations
+}
+
 // VerifyPolicy is what a key set's verify endpoint requires of every token
 // (config: keysets[].verify). A request may narrow it, never drop it.
 type VerifyPolicy struct {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
@@ -36,7 +35,7 @@ func (m *Manager) ImportRevocations(ctx context.Context, name string, rs []token
 	if m.tokens == nil {
 		return 0, errNoTokenState
 	}
-	until := p.TokensEndBy(ks, m.now()).Add(p.Leeway + time.Second)
+	until := p.RevocationsEndBy(ks, m.now())
 	var written atomic.Int64
 	var first atomic.Pointer[error]
 	parallel.Each(len(rs), ImportWriters, func(i int) {

@@ -260,12 +260,10 @@ func (m *Manager) load(ctx context.Context, p keystore.Policy) (*keystore.KeySet
 	return ks, checkStored(p, ks)
 }
 
-// checkStored refuses a stored key set that does not match its config or
-// breaks the invariants.
 // checkLegacy reports a legacy setting in force whose kid names no key of
-// the key set that verifies (a typo: flsk for flask), and logs nothing
-// else; a legacy.until past the key's verify_until is said by
-// keystore.LegacyPolicy's users (status).
+// the key set that verifies (a typo: flsk for flask), or whose until is
+// past that key's verify_until (tokens without a kid would stop earlier
+// than the setting says).
 func checkLegacy(p keystore.Policy, ks *keystore.KeySet, now time.Time) error {
 	if ks == nil || !p.Legacy.InForce(now) {
 		return nil
@@ -287,6 +285,8 @@ func checkLegacy(p keystore.Policy, ks *keystore.KeySet, now time.Time) error {
 		p.Name, p.Legacy.KID, strings.Join(kids, ", "), p.Name, p.Legacy.KID)
 }
 
+// checkStored refuses a stored key set that does not match its config or
+// breaks the invariants.
 func checkStored(p keystore.Policy, ks *keystore.KeySet) error {
 	if ks.Algorithm != p.Algorithm {
 		return fmt.Errorf("key set %s: the config says algorithm %s but the store holds %s keys; keyd will not replace them (use a new key set name to change algorithm)", p.Name, p.Algorithm, ks.Algorithm)

@@ -1,7 +1,6 @@
 package rotation
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,8 +53,7 @@ func (m *Manager) RevokeSubject(ctx context.Context, name, subject, reason strin
 	}
 	now := m.now().UTC()
 	before := now.Truncate(time.Second)
-	end := p.TokensEndBy(ks, before)
-	r := tokenstate.Revocation{KeySet: name, Subject: subject, Before: before, Expires: end.Add(p.Leeway + time.Second), RevokedAt: now, Reason: reason}
+	r := tokenstate.Revocation{KeySet: name, Subject: subject, Before: before, Expires: p.RevocationsEndBy(ks, before), RevokedAt: now, Reason: reason}
 	if _, err := m.revoke(ctx, p, r); err != nil {
 		return time.Time{}, err
 	}
@@ -71,10 +69,7 @@ func (m *Manager) revoke(ctx context.Context, p keystore.Policy, r tokenstate.Re
 	if m.tokens == nil {
 		return tokenstate.Revocation{}, errNoTokenState
 	}
-	max := p.MaxRevocations
-	if max == 0 {
-		max = keystore.DefaultMaxRevocations
-	}
+	max := p.RevocationLimit()
 	if m.revs.Len(p.Name) >= max && !m.revs.Has(r) {
 		m.revs.Prune(m.now()) // at the limit: drop what has expired first
 		if n := m.revs.Len(p.Name); n >= max {
@@ -137,58 +132,56 @@ func (m *Manager) loadRevocations(ctx context.Context, sets []*keystore.KeySet) 
 
 // syncRevocations adds every stored entry of a configured key set to the
 // index (merging), as the store streams them: a million are never all in
-// memory twice. Entries are held to what their key set allows (see gate).
+// memory twice. Entries are held to what their key set allows
+// (revocationLimits).
 func (m *Manager) syncRevocations(ctx context.Context) error {
-	g := m.gate()
+	gate := m.gate()
 	err := m.tokens.Revocations(ctx, func(r tokenstate.Revocation) {
-		if r, ok := g.admit(r); ok {
+		until, known := gate[r.KeySet]
+		if r, ok := m.admitRevocation(r, until, known); ok {
 			_ = m.revs.Add(r, 0) // stored: in force, whatever the limit says now
 		}
 	})
 	return m.noteTokens(err)
 }
 
-// revocationGate holds what each configured key set allows of a
-// revocation read from a token state others can write (Redis): one of a
-// key set that is not configured is refused, an expiry past the last
-// token the key set can verify is brought back to it (a stored or
-// published entry cannot pin memory until the year 2100), and a published
-// one past max_revocations is refused. Each refusal is counted.
-type revocationGate struct {
-	until    map[string]time.Time // key set -> the latest expiry an entry may have
-	max      map[string]int
-	rejected func(kind string)
-}
-
-// gate reads the key sets' limits now; it is read-only after, safe for the
-// concurrent callbacks of a store's stream.
-func (m *Manager) gate() *revocationGate {
-	return m.gateOf(m.Names()...)
-}
-
-// gateOf is the gate of the key sets called names.
-func (m *Manager) gateOf(names ...string) *revocationGate {
-	g := &revocationGate{until: map[string]time.Time{}, max: map[string]int{}, rejected: m.onRejected}
-	now := m.now()
-	for _, name := range names {
-		p, ok := m.Policy(name)
-		if !ok {
-			continue
-		}
-		ks, _, err := m.KeySet(name)
-		if err != nil {
-			ks = nil // not loaded yet: the policy's token_ttl and legacy window
-		}
-		g.until[name] = p.TokensEndBy(ks, now).Add(p.Leeway + time.Second)
-		g.max[name] = cmp.Or(p.MaxRevocations, keystore.DefaultMaxRevocations)
-	}
-	return g
-}
-
-func (g *revocationGate) admit(r tokenstate.Revocation) (tokenstate.Revocation, bool) {
-	until, ok := g.until[r.KeySet]
+// revocationLimits are what a revocation of the key set called name may
+// be, read from a token state others can write (Redis): ok is false for a
+// key set that is not configured (the entry is refused); until is the
+// latest expiry (a stored or published entry cannot pin memory until the
+// year 2100); max is how many may be in force.
+func (m *Manager) revocationLimits(name string, now time.Time) (until time.Time, max int, ok bool) {
+	p, ok := m.Policy(name)
 	if !ok {
-		g.reject()
+		return time.Time{}, 0, false
+	}
+	ks, _, err := m.KeySet(name)
+	if err != nil {
+		ks = nil // not loaded yet: the policy's token_ttl and legacy window
+	}
+	return p.RevocationsEndBy(ks, now), p.RevocationLimit(), true
+}
+
+// gate is the latest expiry of each configured key set's revocations, read
+// once for a whole stream of entries (read-only after: safe for the
+// concurrent callbacks of a store's stream).
+func (m *Manager) gate() map[string]time.Time {
+	now := m.now()
+	until := map[string]time.Time{}
+	for _, name := range m.Names() {
+		if u, _, ok := m.revocationLimits(name, now); ok {
+			until[name] = u
+		}
+	}
+	return until
+}
+
+// admitRevocation holds a revocation read back to its key set's limits:
+// refused (and counted) for a key set that is not configured, its expiry
+// brought back to until.
+func (m *Manager) admitRevocation(r tokenstate.Revocation, until time.Time, ok bool) (tokenstate.Revocation, bool) {
+	if !ok {
+		m.rejected()
 		return r, false
 	}
 	if r.Expires.After(until) {
@@ -197,29 +190,13 @@ func (g *revocationGate) admit(r tokenstate.Revocation) (tokenstate.Revocation, 
 	return r, true
 }
 
-func (g *revocationGate) reject() {
-	if g.rejected != nil {
-		g.rejected("revocation")
-	}
-}
-
 // published adds a revocation another replica published (or anyone who
 // can publish on the channel): admitted, and refused past the key set's
 // max_revocations as a revocation made here would be.
 func (m *Manager) published(r tokenstate.Revocation) {
-	p, ok := m.Policy(r.KeySet)
-	if !ok {
-		m.rejected()
-		return
-	}
-	ks, _, err := m.KeySet(r.KeySet)
-	if err != nil {
-		ks = nil
-	}
-	if until := p.TokensEndBy(ks, m.now()).Add(p.Leeway + time.Second); r.Expires.After(until) {
-		r.Expires = until
-	}
-	if err := m.revs.Add(r, cmp.Or(p.MaxRevocations, keystore.DefaultMaxRevocations)); err != nil {
+	until, max, ok := m.revocationLimits(r.KeySet, m.now())
+	r, ok = m.admitRevocation(r, until, ok)
+	if ok && m.revs.Add(r, max) != nil {
 		m.rejected()
 	}
 }

@@ -74,7 +74,8 @@ func (s *server) importRevocations(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Now().Add(ImportTimeout))
 	ctx := rotation.WithActor(r.Context(), caller(w))
 	now := s.Manager.Now().UTC()
-	end := p.TokensEndBy(ks, now).Add(p.Leeway)
+	end := p.TokensEndBy(ks, now).Add(p.Leeway)  // a jti's exp may reach this
+	subjectsUntil := p.RevocationsEndBy(ks, now) // a subject's entry lives this long
 	res := ImportResult{Errors: []ImportError{}}
 	batch := make([]tokenstate.Revocation, 0, importBatch)
 	flush := func() error {
@@ -97,7 +98,7 @@ func (s *server) importRevocations(w http.ResponseWriter, r *http.Request) {
 		if len(raw) == 0 {
 			continue
 		}
-		rev, expired, err := parseImportLine(raw, name, now, end, p.Leeway)
+		rev, expired, err := parseImportLine(raw, name, now, end, subjectsUntil, p.Leeway)
 		switch {
 		case err != nil:
 			res.Refused++
@@ -140,7 +141,7 @@ func (s *server) importRevocations(w http.ResponseWriter, r *http.Request) {
 
 // parseImportLine reads one line of an import into a revocation, or says
 // why it is refused; expired is true for a token that has expired already.
-func parseImportLine(raw []byte, keyset string, now, end time.Time, leeway time.Duration) (rev tokenstate.Revocation, expired bool, err error) {
+func parseImportLine(raw []byte, keyset string, now, end, subjectsUntil time.Time, leeway time.Duration) (rev tokenstate.Revocation, expired bool, err error) {
 	var l importLine
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -187,7 +188,7 @@ func parseImportLine(raw []byte, keyset string, now, end time.Time, leeway time.
 				return rev, false, fmt.Errorf("before %s is in the future", before.Format(time.RFC3339))
 			}
 		}
-		rev.Subject, rev.Before, rev.Expires = l.Sub, before, end.Add(time.Second)
+		rev.Subject, rev.Before, rev.Expires = l.Sub, before, subjectsUntil
 	}
 	return rev, false, nil
 }
