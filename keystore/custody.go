@@ -43,6 +43,20 @@ type Custody interface {
 	Owns(keyset, ref string) bool
 }
 
+// IsRef reports whether s is n bytes in lowercase hex, the form of the
+// random part of every custody's references (Custody.Owns checks it).
+func IsRef(s string, n int) bool {
+	if len(s) != 2*n {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // CustodyLister is an optional capability of a Custody: the objects it
 // holds for a key set, to find orphans (a key made and never stored, when
 // keyd died in between or the store did not answer).

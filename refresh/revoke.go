@@ -128,6 +128,11 @@ func (s *Service) revokeFamily(ctx context.Context, rec *keystore.Record, f *fam
 	return fmt.Errorf("revoking refresh family %s: gave up after %d attempts", rec.ID, keystore.MaxUpdateAttempts)
 }
 
+// Kinds are the record kinds of token state this package keeps: logins
+// and subject cut-offs (what moves with the token state, and what is
+// sealed on Redis).
+var Kinds = []string{Kind, SubjectKind}
+
 // RecordExpiry is when a record of kind (Kind or SubjectKind) may go,
 // read from its data: for a store that expires records itself, when token
 // state moves into one (tokenstate.Move). Zero when it does not parse.

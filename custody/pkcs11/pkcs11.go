@@ -30,6 +30,9 @@ import (
 // Available reports whether this keyd was built with PKCS#11.
 const Available = true
 
+// idBytes is the length of the CKA_ID keyd gives each key it makes.
+const idBytes = 16
+
 // Custody keeps keys in one token.
 type Custody struct {
 	conn
@@ -73,7 +76,7 @@ func (p *Custody) Create(_ context.Context, keyset string, alg keystore.Algorith
 }
 
 func create(c *crypto11.Context, keyset string, alg keystore.Algorithm, rsaBits int) (string, crypto.PublicKey, error) {
-	id := make([]byte, 16)
+	id := make([]byte, idBytes)
 	_, _ = rand.Read(id)
 	ref := hex.EncodeToString(id)
 	label := []byte("keyd-" + keyset + "-" + ref)
@@ -129,17 +132,7 @@ func lookup[K any](ref, what string, find func(id, label []byte) (K, error)) (K,
 // Owns implements keystore.Custody: keyd's references in a token are the
 // 32 lowercase hex digits of a CKA_ID it chose (the label, keyd-KEYSET-ID,
 // binds the object to its key set; Objects reads it).
-func (*Custody) Owns(_, ref string) bool {
-	if len(ref) != 32 {
-		return false
-	}
-	for _, c := range ref {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+func (*Custody) Owns(_, ref string) bool { return keystore.IsRef(ref, idBytes) }
 
 // Signer implements keystore.Custody: of the token's key pairs with the
 // reference's CKA_ID, the one whose public key is pub, the one keyd

@@ -113,15 +113,7 @@ const suffixBytes = 8
 // set a-b (keyd-a-b-0123456789abcdef) is never one of key set a's.
 func (t *Custody) Owns(keyset, ref string) bool {
 	rest, ok := strings.CutPrefix(ref, t.keyPrefix+keyset+"-")
-	if !ok || len(rest) != 2*suffixBytes {
-		return false
-	}
-	for _, c := range rest {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
+	return ok && keystore.IsRef(rest, suffixBytes)
 }
 
 // Create implements keystore.Custody.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
@@ -28,6 +29,13 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	started, storeErr := s.Health()
 	body := map[string]string{"status": "ready", "store": "ok"}
+	// The endpoint is public: the class of a failure for everyone, its own
+	// words (addresses, paths) only for admin callers and the log. The
+	// caller is authenticated once, and only when there is a failure.
+	admin := sync.OnceValue(func() bool {
+		p, _ := s.Auth.AuthenticateRequest(r)
+		return p != nil && p.Can(config.ScopeAdmin)
+	})
 	switch {
 	case !started:
 		body = map[string]string{"status": "starting", "store": "unavailable", "reason": "loading key sets"}
@@ -35,11 +43,8 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		body = map[string]string{"status": "degraded", "store": "unavailable"}
 	}
 	if storeErr != nil {
-		// The endpoint is public: the class of the failure for everyone,
-		// the store's own words (addresses, paths) only for admin callers
-		// and the log.
 		body["reason"] = storeReason(storeErr)
-		if p, _ := s.Auth.AuthenticateRequest(r); p != nil && p.Can(config.ScopeAdmin) {
+		if admin() {
 			body["detail"] = storeErr.Error()
 		}
 	}
@@ -47,7 +52,7 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		if err := s.TokenState(r.Context()); err != nil {
 			body["status"], body["token_state"] = "degraded", "unavailable"
 			body["token_state_reason"] = "the token state (Redis) cannot be reached: revoking and token pairs answer 503 until it is back"
-			if p, _ := s.Auth.AuthenticateRequest(r); p != nil && p.Can(config.ScopeAdmin) {
+			if admin() {
 				body["token_state_detail"] = err.Error()
 			}
 		}
@@ -58,7 +63,7 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 			// custody_unavailable); the rest serves.
 			body["status"], body["custody"] = "degraded", "unavailable"
 			body["custody_keyset"] = keyset
-			if p, _ := s.Auth.AuthenticateRequest(r); p != nil && p.Can(config.ScopeAdmin) {
+			if admin() {
 				body["custody_detail"] = err.Error()
 			}
 		}

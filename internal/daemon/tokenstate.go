@@ -82,7 +82,7 @@ func openRedisState(ctx context.Context, ts config.TokenState, ks keystore.Recor
 	recs, err := sealed.New(s.Records(), key, rejected)
 	if err == nil && !migrated {
 		var n int
-		if n, err = recs.Migrate(ctx, refresh.Kind, refresh.SubjectKind); err == nil {
+		if n, err = recs.Migrate(ctx, refresh.Kinds...); err == nil {
 			err = sealed.Migrated(ctx, ks, target)
 			log.Info("sealed the token state records written in clear by an earlier keyd; from now on an unsealed record is refused", "records", n, "target", target)
 		}
@@ -122,7 +122,7 @@ func moveToRedis(ctx context.Context, ks keystore.RecordStore, to tokenstate.Sto
 		return nil
 	}
 	start := time.Now()
-	revs, recs, err := tokenstate.Move(ctx, records.New(ks), to, ks, toRecs, []string{refresh.Kind, refresh.SubjectKind}, refresh.RecordExpiry)
+	revs, recs, err := tokenstate.Move(ctx, records.New(ks), to, ks, toRecs, refresh.Kinds, refresh.RecordExpiry)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func MigrateTokenState(ctx context.Context, cfg *config.Config, from config.Toke
 		return fmt.Errorf("--from-redis: %w", err)
 	}
 	defer func() { _ = s.Close() }()
-	revs, n, err := tokenstate.Move(ctx, s, records.New(ks), recs, ks, []string{refresh.Kind, refresh.SubjectKind}, nil)
+	revs, n, err := tokenstate.Move(ctx, s, records.New(ks), recs, ks, refresh.Kinds, nil)
 	if err != nil {
 		return err
 	}
