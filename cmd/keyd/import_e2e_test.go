@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
 )
 
 // keyd revoke-token --from FILE (and - for stdin) brings a denylist along:
@@ -18,16 +17,7 @@ func TestRevokeTokenFromFile(t *testing.T) {
 	dir := t.TempDir()
 	masterKey, _ := file.NewMasterKey()
 	env := []string{"KEYD_MASTER_KEY=" + masterKey}
-	cfgPath := filepath.Join(dir, "keyd.yaml")
-	writeFile(t, cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
-storage: {backend: file, file: {path: %q}}
-keysets:
-  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m}
-auth:
-  tokens:
-    - {name: ops, sha256: %q, scopes: [admin]}
-    - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))))
+	cfgPath := writeKeydConfig(t, dir, "", "")
 	d := startDaemon(t, env, "--config", cfgPath)
 	cli := []string{"KEYD_ADDR=" + d.addr, "KEYD_TOKEN=" + adminToken}
 	rec := &recorder{}

@@ -80,6 +80,28 @@ func (ca *testCA) issue(t *testing.T, serial int64, server bool, uri string) (ce
 	return certPEM, keyPEM, pair
 }
 
+// writeKeydConfig writes a config of one bbolt store at dir/keyd.db, its
+// storage extra (token_state, indented under storage), the key set es
+// (ES256, ten-minute tokens) with keysetExtra, and the admin and service
+// tokens; it returns its path.
+func writeKeydConfig(t *testing.T, dir, storageExtra, keysetExtra string) string {
+	t.Helper()
+	path := filepath.Join(dir, "keyd.yaml")
+	writeFile(t, path, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+storage:
+  backend: file
+  file: {path: %q}
+%s
+keysets:
+  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m%s}
+auth:
+  tokens:
+    - {name: ops, sha256: %q, scopes: [admin]}
+    - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
+`, filepath.Join(dir, "keyd.db"), storageExtra, keysetExtra, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))))
+	return path
+}
+
 func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/internal/testredis"
 )
 
@@ -20,18 +18,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	srv := testredis.Start(t)
 	dir := t.TempDir()
 	masterKey, _ := file.NewMasterKey()
-	cfg := filepath.Join(dir, "keyd.yaml")
-	writeFile(t, cfg, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
-storage:
-  backend: file
-  file: {path: %q}
-  token_state: {backend: redis, url: %q}
-keysets:
-  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m}
-auth:
-  tokens:
-    - {name: ops, sha256: %q, scopes: [admin]}
-`, filepath.Join(dir, "keyd.db"), srv.URL, daemon.TokenHash(adminToken))))
+	cfg := writeKeydConfig(t, dir, fmt.Sprintf("  token_state: {backend: redis, url: %q}", srv.URL), "")
 	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfg)
 	rec := &recorder{}
 	srv.Stop()

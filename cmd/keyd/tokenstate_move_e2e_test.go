@@ -2,14 +2,12 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/internal/testredis"
 )
 
@@ -24,23 +22,13 @@ func TestTokenStateMovesWithItsOwner(t *testing.T) {
 	dir := t.TempDir()
 	masterKey, _ := file.NewMasterKey()
 	env := []string{"KEYD_MASTER_KEY=" + masterKey}
-	cfgPath := filepath.Join(dir, "keyd.yaml")
+	var cfgPath string
 	config := func(redis bool) {
 		ts := ""
 		if redis {
-			ts = fmt.Sprintf("\n  token_state: {backend: redis, url: %q, prefix: \"mv:\"}", srv.URL)
+			ts = fmt.Sprintf("  token_state: {backend: redis, url: %q, prefix: \"mv:\"}", srv.URL)
 		}
-		writeFile(t, cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
-storage:
-  backend: file
-  file: {path: %q}%s
-keysets:
-  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, refresh: {ttl: 1h}}
-auth:
-  tokens:
-    - {name: ops, sha256: %q, scopes: [admin]}
-    - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), ts, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))))
+		cfgPath = writeKeydConfig(t, dir, ts, ", refresh: {ttl: 1h}")
 	}
 	rec := &recorder{}
 	call := func(d *daemonProc, path, token, body string) (int, string) {
