@@ -17,7 +17,6 @@ import (
 	"maps"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,31 +259,6 @@ func (m *Manager) load(ctx context.Context, p keystore.Policy) (*keystore.KeySet
 	return ks, checkStored(p, ks)
 }
 
-// checkLegacy reports a legacy setting in force whose kid names no key of
-// the key set that verifies (a typo: flsk for flask), or whose until is
-// past that key's verify_until (tokens without a kid would stop earlier
-// than the setting says).
-func checkLegacy(p keystore.Policy, ks *keystore.KeySet, now time.Time) error {
-	if ks == nil || !p.Legacy.InForce(now) {
-		return nil
-	}
-	var kids []string
-	for _, k := range ks.Keys {
-		if k.ID == p.Legacy.KID && k.Verifies() {
-			if !k.VerifyUntil.IsZero() && k.VerifyUntil.Before(p.Legacy.Until) {
-				return fmt.Errorf("key set %s: legacy.until %s is after key %s's verify_until %s: tokens without a kid stop verifying at verify_until; import the key again with a later --verify-until, or bring legacy.until forward",
-					p.Name, p.Legacy.Until.UTC().Format(time.RFC3339), k.ID, k.VerifyUntil.UTC().Format(time.RFC3339))
-			}
-			return nil
-		}
-		if k.Verifies() {
-			kids = append(kids, k.ID)
-		}
-	}
-	return fmt.Errorf("key set %s: legacy.kid %q is not a key of the key set that verifies (its keys: %s): import it first (keyd import-key %s --kid %s ...), or fix the kid",
-		p.Name, p.Legacy.KID, strings.Join(kids, ", "), p.Name, p.Legacy.KID)
-}
-
 // checkStored refuses a stored key set that does not match its config or
 // breaks the invariants.
 func checkStored(p keystore.Policy, ks *keystore.KeySet) error {
@@ -464,34 +438,6 @@ func (m *Manager) note(err error) error {
 	}
 	return err
 }
-
-// noteTokens records the outcome of a token state operation for
-// TokenStateHealth: kept apart from the key store's, so that /readyz names
-// what failed (Redis, not the key store).
-func (m *Manager) noteTokens(err error) error {
-	switch {
-	case err == nil:
-		if m.tokenErr.Load() != nil {
-			m.tokenErr.Store(nil)
-		}
-	case errors.Is(err, keystore.ErrUnavailable):
-		m.tokenErr.Store(&err)
-	}
-	return err
-}
-
-// TokenStateHealth is the last token state failure, nil if its last
-// operation succeeded (or TokenStateRecovered said so).
-func (m *Manager) TokenStateHealth() error {
-	if p := m.tokenErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// TokenStateRecovered clears the token state failure: the token state
-// answered a probe.
-func (m *Manager) TokenStateRecovered() { m.noteTokens(nil) }
 
 // Health reports whether Start has loaded every key set and the last store
 // failure, nil if the last store operation succeeded.

@@ -288,3 +288,31 @@ func (m *Manager) PruneRevocations(ctx context.Context) (int, error) {
 
 // Now is the manager's clock.
 func (m *Manager) Now() time.Time { return m.now() }
+
+// noteTokens records the outcome of a token state operation for
+// TokenStateHealth: kept apart from the key store's, so that /readyz names
+// what failed (Redis, not the key store).
+func (m *Manager) noteTokens(err error) error {
+	switch {
+	case err == nil:
+		if m.tokenErr.Load() != nil {
+			m.tokenErr.Store(nil)
+		}
+	case errors.Is(err, keystore.ErrUnavailable):
+		m.tokenErr.Store(&err)
+	}
+	return err
+}
+
+// TokenStateHealth is the last token state failure, nil if its last
+// operation succeeded (or TokenStateRecovered said so).
+func (m *Manager) TokenStateHealth() error {
+	if p := m.tokenErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// TokenStateRecovered clears the token state failure: the token state
+// answered a probe.
+func (m *Manager) TokenStateRecovered() { m.noteTokens(nil) }
