@@ -80,6 +80,7 @@ const (
 	EventReloadFailed   = "config_reload_failed"
 	EventRefreshReused  = "refresh_token_reused" // a spent refresh token came back: its login is revoked
 	EventLoginRevoked   = "login_revoked"        // an admin ended one refresh login
+	EventBackup         = "backup"               // an admin asked for a backup (every key, sealed to the recipients in detail)
 	// EventCheckpoint is written by a keyed trail itself: at the start of
 	// every file (offset 0), when keyd opens the trail, every
 	// CheckpointInterval while records come, and at close. Its seq and

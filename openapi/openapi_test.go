@@ -14,6 +14,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
+	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/keystore"
@@ -54,7 +55,8 @@ func TestEveryRouteIsDocumented(t *testing.T) {
 		}
 	}
 	served := api.Patterns(api.Options{Metrics: metrics.New(), MetricsRoute: true, Refresh: &refresh.Service{},
-		Reload: func(context.Context) error { return nil }})
+		Reload: func(context.Context) error { return nil },
+		Backup: func(context.Context, io.Writer, []string) (*backup.Manifest, error) { return nil, nil }})
 	sort.Strings(documented)
 	sort.Strings(served)
 	for _, p := range served {

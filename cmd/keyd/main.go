@@ -63,6 +63,13 @@ private CA; or --addr, --token, --ca-file, before or after the command):
       store of FILE, before switching storage.token_state back to it (keyd
       stopped). Moving them to Redis needs no command: a start does it.
 
+  keyd backup [--recipient age1...] [--recipients-file F] [--out FILE]
+      Save a backup of every key set and all token state from a running keyd
+      (admin), encrypted to age recipients. keyd backup inspect FILE shows it.
+  keyd restore --config FILE --identity FILE [--replace] BACKUP
+      Write a backup into the (empty) stores of FILE, keyd stopped: also how
+      a deployment moves between bbolt and Vault.
+
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
 
@@ -92,6 +99,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch {
 	case cmd == "serve":
 		err = serve(rest, stdout, stderr)
+	case cmd == "backup" && len(rest) > 0 && rest[0] == "inspect":
+		err = backupInspect(rest[1:], stdout, stderr)
+	case cmd == "restore":
+		err = restoreCmd(rest, stdout, stderr)
 	case clientCommands[cmd].flags != nil:
 		err = runClient(cmd, rest, cmdIO{stdin: stdin, stdout: stdout, stderr: stderr})
 	case cmd == "token":

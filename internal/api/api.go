@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/errcode"
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
@@ -54,6 +55,9 @@ type Options struct {
 	Audit *audit.Log
 	// Refresh issues and refreshes token pairs (nil: not offered).
 	Refresh *refresh.Service
+	// Backup writes a backup of every key set and all token state to w,
+	// encrypted to recipients (POST /v1/backup); nil: not offered.
+	Backup func(ctx context.Context, w io.Writer, recipients []string) (*backup.Manifest, error)
 	// Reload re-reads the config file (POST /v1/reload); nil: not offered.
 	Reload func(context.Context) error
 	// Health reports whether the key sets are loaded (until then every
@@ -135,6 +139,9 @@ func build(o Options) (http.Handler, []string) {
 	}
 	if o.Reload != nil {
 		handle("POST /v1/reload", s.admin(s.reload))
+	}
+	if o.Backup != nil {
+		handle("POST /v1/backup", s.loaded(s.admin(s.backup)))
 	}
 	return s.recoverer(drainBodies(s.logRequests(jsonFallback(mux)))), patterns
 }

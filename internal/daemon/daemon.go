@@ -299,7 +299,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
 		Health: d.mgr.Health, TokenState: d.tokenStateHealth, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
-		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard,
+		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard, Backup: d.makeBackup,
 	})
 	srv := newServer(handler, log)
 	if d.tlsSrv != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/keystore"
@@ -30,6 +31,9 @@ func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
 	ks, ok := d.store.(keystore.RecordStore) // both backends are
 	if !ok {
 		return nil, nil
+	}
+	if err := backup.CheckNotRestoring(ctx, ks); err != nil {
+		return nil, err
 	}
 	if ts.Backend != "redis" {
 		if err := checkNotMoved(ctx, ks); err != nil {

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/testredis"
+	"github.com/keyd-dev/keyd/internal/testvault"
+)
+
+// tokenWorld is what a backup must carry: tokens signed, revoked by jti
+// and by subject, and a login, checked against a daemon.
+type tokenWorld struct {
+	t                 *testing.T
+	rec               *recorder
+	valid, jti, subj  string // tokens: one in force, one revoked by jti, one of a revoked subject
+	refresh           string
+	spentRefreshToken string
+}
+
+func (w *tokenWorld) call(d *daemonProc, path, token, body string) (int, string) {
+	w.t.Helper()
+	status, out, _ := w.rec.call(w.t, "POST", d.addr+path, token, body)
+	return status, string(out)
+}
+
+func (w *tokenWorld) field(body, name string) string {
+	m := regexp.MustCompile(`"` + name + `":"([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		w.t.Fatalf("no %s in %s", name, body)
+	}
+	return m[1]
+}
+
+func (w *tokenWorld) sign(d *daemonProc, sub string) string {
+	status, body := w.call(d, "/v1/keysets/es/sign", serviceToken, `{"claims":{"sub":"`+sub+`"}}`)
+	if status != 200 {
+		w.t.Fatalf("sign: %d %s", status, body)
+	}
+	return w.field(body, "token")
+}
+
+// make signs and revokes on d.
+func (w *tokenWorld) make(d *daemonProc) {
+	w.valid, w.jti, w.subj = w.sign(d, "alice"), w.sign(d, "bob"), w.sign(d, "mallory")
+	for _, body := range []string{fmt.Sprintf(`{"jti":%q,"exp":%d}`, jtiOf(w.t, w.jti), time.Now().Add(10*time.Minute).Unix()), `{"sub":"mallory"}`} {
+		if status, out := w.call(d, "/v1/keysets/es/revocations", adminToken, body); status != 200 {
+			w.t.Fatalf("revoke: %d %s", status, out)
+		}
+	}
+	status, body := w.call(d, "/v1/keysets/es/token-pair", serviceToken, `{"claims":{"sub":"carol"}}`)
+	if status != 200 {
+		w.t.Fatalf("token pair: %d %s", status, body)
+	}
+	w.refresh = w.field(body, "refresh_token")
+}
+
+// check holds d to what make did: the valid token verifies, the revoked
+// ones do not, and the login refreshes once (its spent token is refused).
+func (w *tokenWorld) check(d *daemonProc, where string) {
+	w.t.Helper()
+	want := map[string]string{w.valid: "valid", w.jti: "token_revoked", w.subj: "token_revoked"}
+	for tok, code := range want {
+		status, body := w.call(d, "/v1/keysets/es/verify", serviceToken, `{"token":"`+tok+`"}`)
+		got := "valid"
+		if m := regexp.MustCompile(`"code":"([a-z_]+)"`).FindStringSubmatch(body); m != nil {
+			got = m[1]
+		}
+		if status != 200 || got != code {
+			w.t.Fatalf("%s: verify = %d %s, want %s", where, status, body, code)
+		}
+	}
+	status, body := w.call(d, "/v1/keysets/es/refresh", serviceToken, `{"refresh_token":"`+w.refresh+`"}`)
+	if status != 200 {
+		w.t.Fatalf("%s: the login does not refresh: %d %s", where, status, body)
+	}
+	if status, body := w.call(d, "/v1/keysets/es/refresh", serviceToken, `{"refresh_token":"`+w.refresh+`"}`); status == 200 {
+		w.t.Fatalf("%s: a spent refresh token refreshed again: %s", where, body)
+	}
+}
+
+// ageIdentity writes a new age identity file (owner-only) and returns its
+// path and recipient.
+func ageIdentity(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "backup.key")
+	writeFile(t, path, []byte("# keyd backups\n"+id.String()+"\n"))
+	return path, id.Recipient().String()
+}
+
+// TestBackupRestoresIntoAnyStore: a backup of a running keyd on bbolt,
+// restored into another bbolt (another master key) and into OpenBao with
+// the token state on Redis: every token signed before verifies, every
+// revocation holds, the login refreshes once, and the backup holds no
+// secret for a caller without the admin scope nor a reader without the
+// identity.
+func TestBackupRestoresIntoAnyStore(t *testing.T) {
+	dir := t.TempDir()
+	mk, _ := file.NewMasterKey()
+	env := []string{"KEYD_MASTER_KEY=" + mk}
+	cfg := writeKeydConfig(t, dir, "", ", refresh: {ttl: 1h}")
+	idFile, recipient := ageIdentity(t, dir)
+	d := startDaemon(t, env, "--config", cfg)
+	w := &tokenWorld{t: t, rec: &recorder{}}
+	w.make(d)
+
+	if status, body := w.call(d, "/v1/backup", serviceToken, `{"recipients":["`+recipient+`"]}`); status != 403 {
+		t.Fatalf("backup with a service token: %d %s", status, body)
+	}
+	if status, body := w.call(d, "/v1/backup", adminToken, `{"recipients":["AGE-SECRET-KEY-1XYZ"]}`); status != 400 || !strings.Contains(body, "recipients[0]") {
+		t.Fatalf("backup to an identity: %d %s", status, body)
+	}
+	out := filepath.Join(dir, "keyd.backup")
+	cli := []string{"KEYD_ADDR=" + d.addr, "KEYD_TOKEN=" + adminToken}
+	if code, o := runKeyd(t, cli, "", "backup", "--recipient", recipient, "--out", out); code != 0 || !strings.Contains(o, "1 key set(s), 2 revocation(s)") {
+		t.Fatalf("keyd backup: exit %d\n%s", code, o)
+	}
+	d.stop()
+	if code, o := runKeyd(t, nil, "", "backup", "inspect", "--identity", idFile, out); code != 0 || !strings.Contains(o, "checked: it decrypts") {
+		t.Fatalf("keyd backup inspect: exit %d\n%s", code, o)
+	}
+	raw, _ := os.ReadFile(out)
+	if strings.Contains(string(raw), "carol") || strings.Contains(string(raw), "mallory") {
+		t.Fatal("the backup shows token state in clear")
+	}
+
+	t.Run("bbolt", func(t *testing.T) {
+		dir2 := t.TempDir()
+		mk2, _ := file.NewMasterKey()
+		env2 := []string{"KEYD_MASTER_KEY=" + mk2}
+		cfg2 := writeKeydConfig(t, dir2, "", ", refresh: {ttl: 1h}")
+		if code, o := runKeyd(t, env2, "", "restore", "--config", cfg2, "--identity", idFile, out); code != 0 || !strings.Contains(o, "restored 1 key set(s), 2 revocation(s), 2 record(s)") {
+			t.Fatalf("keyd restore: exit %d\n%s", code, o)
+		}
+		if code, o := runKeyd(t, env2, "", "restore", "--config", cfg2, "--identity", idFile, out); code == 0 || !strings.Contains(o, "--replace") {
+			t.Fatalf("a second restore into a store in use: exit %d\n%s", code, o)
+		}
+		d := startDaemon(t, env2, "--config", cfg2)
+		(&tokenWorld{t: t, rec: w.rec, valid: w.valid, jti: w.jti, subj: w.subj, refresh: w.refresh}).check(d, "restored into bbolt")
+		d.stop()
+	})
+	t.Run("openbao with redis token state", func(t *testing.T) {
+		vault, redis := testvault.Start(t), testredis.Start(t)
+		cfg3 := filepath.Join(t.TempDir(), "keyd.yaml")
+		writeFile(t, cfg3, fmt.Appendf(nil, `listen: 127.0.0.1:0
+storage:
+  backend: vault
+  vault: {address: %q, mount: secret, prefix: "keyd-restore-%d", auth: {method: token}}
+  token_state: {backend: redis, url: %q}
+keysets:
+  - {name: es, algorithm: ES256, rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m, refresh: {ttl: 1h}}
+auth:
+  tokens:
+    - {name: ops, sha256: %q, scopes: [admin]}
+    - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
+`, vault.Addr, os.Getpid(), redis.URL, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+		if code, o := runKeyd(t, vaultEnv, "", "restore", "--config", cfg3, "--identity", idFile, out); code != 0 {
+			t.Fatalf("keyd restore: exit %d\n%s", code, o)
+		}
+		d := startDaemon(t, vaultEnv, "--config", cfg3)
+		(&tokenWorld{t: t, rec: w.rec, valid: w.valid, jti: w.jti, subj: w.subj, refresh: w.refresh}).check(d, "restored into OpenBao and Redis")
+		if strings.Contains(d.log(), "moved the token state") {
+			t.Errorf("a start after a restore moved the token state again:\n%s", d.log())
+		}
+		d.stop()
+	})
+}
+
+// TestRestoreKilledIsFinished: a restore killed (SIGKILL) while it writes
+// leaves a store keyd refuses to serve, and running it again finishes it:
+// every revocation of the backup holds.
+func TestRestoreKilledIsFinished(t *testing.T) {
+	dir := t.TempDir()
+	mk, _ := file.NewMasterKey()
+	env := []string{"KEYD_MASTER_KEY=" + mk}
+	cfg := writeKeydConfig(t, dir, "", "")
+	idFile, recipient := ageIdentity(t, dir)
+	d := startDaemon(t, env, "--config", cfg)
+	const n = 40_000
+	var lines strings.Builder
+	exp := time.Now().Add(5 * time.Minute).Unix()
+	for i := range n {
+		fmt.Fprintf(&lines, `{"jti":"j-%d","exp":%d}`+"\n", i, exp)
+	}
+	cli := []string{"KEYD_ADDR=" + d.addr, "KEYD_TOKEN=" + adminToken}
+	if code, o := runKeyd(t, cli, lines.String(), "revoke-token", "--from", "-", "es"); code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, o)
+	}
+	out := filepath.Join(dir, "keyd.backup")
+	if code, o := runKeyd(t, cli, "", "backup", "--recipient", recipient, "--out", out); code != 0 {
+		t.Fatalf("keyd backup: exit %d\n%s", code, o)
+	}
+	d.stop()
+
+	dir2 := t.TempDir()
+	cfg2 := writeKeydConfig(t, dir2, "", "")
+	cmd := exec.Command(keydBinary, "restore", "--config", cfg2, "--identity", idFile, out)
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // into the writes (the whole restore takes seconds): the kill's moment, not a wait for an outcome
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	code, o := runKeyd(t, env, "", "serve", "--config", cfg2)
+	if code == 0 || !strings.Contains(o, "did not finish") {
+		t.Fatalf("keyd served a store whose restore was killed: exit %d\n%s", code, o)
+	}
+	if code, o := runKeyd(t, env, "", "restore", "--config", cfg2, "--identity", idFile, out); code != 0 || !strings.Contains(o, "finished a restore") {
+		t.Fatalf("restore again: exit %d\n%s", code, o)
+	}
+	d = startDaemon(t, env, "--config", cfg2)
+	status, body, _ := (&recorder{}).call(t, "GET", d.addr+"/v1/keysets/es/revocations", adminToken, "")
+	m := regexp.MustCompile(`"in_force":(\d+)`).FindStringSubmatch(string(body))
+	if status != 200 || m == nil || m[1] != fmt.Sprint(n) {
+		t.Fatalf("revocations after the finished restore: %d %v, want %d in force", status, m, n)
+	}
+	d.stop()
+}

@@ -1,0 +1,96 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/keyd-dev/keyd/backup"
+	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/internal/version"
+	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/refresh"
+	"github.com/keyd-dev/keyd/tokenstate/records"
+)
+
+// backupState is what a backup of this daemon reads: its key store, its
+// token state wherever it lives, and the key store's own records.
+func (d *daemon) backupState() backup.State {
+	meta, _ := d.store.(keystore.RecordStore) // both backends are
+	return backup.State{KeySets: d.store, Tokens: d.tokens, Records: d.stateRecords, Kinds: refresh.Kinds, Meta: meta}
+}
+
+// makeBackup writes a backup of everything keyd holds to w, encrypted to
+// recipients (POST /v1/backup).
+func (d *daemon) makeBackup(ctx context.Context, w io.Writer, recipients []string) (*backup.Manifest, error) {
+	start := time.Now()
+	m, err := backup.Write(ctx, w, d.backupState(), backup.Options{
+		Recipients: recipients, KeydVersion: version.Get().Version, Source: storeName(d.cfg.Storage), Now: d.o.Now(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("backup made", "keysets", len(m.KeySets), "revocations", m.Revocations, "records", m.Records,
+		"bytes", m.Sealed.Bytes, "took", time.Since(start).Round(time.Millisecond))
+	return m, nil
+}
+
+// storeName names a storage config without any credential: its backend
+// and where its token state lives.
+func storeName(sc config.Storage) string {
+	name := sc.Backend
+	switch sc.Backend {
+	case "file":
+		name += ":" + sc.File.Path
+	case "vault":
+		name += ":" + sc.Vault.Address + "/" + sc.Vault.Mount + "/" + sc.Vault.Prefix
+	}
+	if sc.TokenState.Backend == "redis" {
+		name += ", token state on redis"
+	}
+	return name
+}
+
+// Restore writes the backup in f into the stores of cfg (keyd stopped: bbolt
+// refuses a second opener, and a running keyd would not see what is
+// written under it): its key store, and its token state wherever cfg keeps
+// it (Redis too). See backup.Restore for what is refused and how a restore
+// stopped half-way is finished.
+func Restore(ctx context.Context, cfg *config.Config, f io.ReadSeeker, ids []age.Identity, replace bool, getenv func(string) string, log *slog.Logger) (*backup.Result, error) {
+	store, err := openStore(cfg.Storage, getenv, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = store.Close() }()
+	ks, ok := store.(keystore.RecordStore)
+	if !ok {
+		return nil, errors.New("the key store keeps no records")
+	}
+	dst := backup.State{KeySets: store, Tokens: records.New(ks), Records: ks, Kinds: refresh.Kinds, Meta: ks}
+	opts := backup.RestoreOptions{Replace: replace}
+	var target string
+	if ts := cfg.Storage.TokenState; ts.Backend == "redis" {
+		s, recs, t, err := openRedisState(ctx, ts, ks, nil, log)
+		if err != nil {
+			return nil, fmt.Errorf("storage.token_state: %w", err)
+		}
+		defer func() { _ = s.Close() }()
+		dst.Tokens, dst.Records, target = s, recs, t
+		opts.Expiry = refresh.RecordExpiry
+	}
+	res, err := backup.Restore(ctx, f, ids, dst, opts)
+	if err != nil {
+		return nil, err
+	}
+	if target != "" { // the token state is in that Redis: no move at start
+		if err := setMoved(ctx, ks, movedRecord{To: target, At: time.Now().UTC()}); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
