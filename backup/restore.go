@@ -187,10 +187,18 @@ func write(ctx context.Context, f io.Reader, ids []age.Identity, dst State, opts
 	if err != nil {
 		return err
 	}
+	g, gctx = errgroup.WithContext(ctx) // the key sets last, at once: the store batches their writes
+	g.SetLimit(cmp.Or(opts.Workers, 64))
 	for _, ks := range sets {
-		if err := putKeySet(ctx, dst.KeySets, ks); err != nil {
-			return fmt.Errorf("key set %s: %w", ks.Name, err)
-		}
+		g.Go(func() error {
+			if err := putKeySet(gctx, dst.KeySets, ks); err != nil {
+				return fmt.Errorf("key set %s: %w", ks.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	res.KeySets, res.Revocations, res.Records, res.Expired = len(sets), int(revs.Load()), int(recs.Load()), int(expired.Load())
 	return nil

@@ -69,10 +69,11 @@ var (
 	baoBin     = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
 	rotateKS   = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
 	keysets    = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
-	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations, custody (empty: all)")
+	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations, custody, backup (empty: all)")
 	revs       = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
 	redisBin   = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
 	rounds     = flag.Int("rounds", 3, "the revocations section's rounds: each figure measured this many times on each keyd in turn")
+	backupN    = flag.Int("backup", 0, "also measure a backup and a restore of 1,000 key sets and this many revocations and logins (e.g. 1000000); 0: skip")
 	revEngines = flag.String("revocation-engines", "", "the revocations section's engines, comma-separated: bbolt, redis (empty: bbolt, and redis with --redis)")
 )
 
@@ -98,7 +99,7 @@ func main() {
 	}
 }
 
-var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup", "revocations", "custody"}
+var sections = []string{"sign", "batch", "jwks", "rotation", "audit", "transit", "startup", "revocations", "custody", "backup"}
 
 // want says whether --only asks for section.
 func want(section string) bool {
@@ -172,6 +173,12 @@ func run() error {
 	if *revs > 0 && want("revocations") {
 		keyd.stop()
 		if err := revocationsAtScale(dir, *revs); err != nil {
+			return err
+		}
+	}
+	if *backupN > 0 && want("backup") {
+		keyd.stop()
+		if err := backupAtScale(dir, 1000, *backupN); err != nil {
 			return err
 		}
 	}
