@@ -483,6 +483,11 @@ type Readiness struct {
 	Reason string `json:"reason,omitempty"`
 	// Detail is the store's own error, shown to admin callers only.
 	Detail string `json:"detail,omitempty"`
+	// Scheduled backups (backup.schedule): "ok" or "failing", when the last
+	// was written, and why the last attempt failed (admin callers only).
+	Backup       string `json:"backup,omitempty"`
+	LastBackup   string `json:"last_backup,omitempty"`
+	BackupDetail string `json:"backup_detail,omitempty"`
 }
 
 // Ready reads /readyz; a keyd still starting answers Status "starting",

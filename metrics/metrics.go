@@ -57,6 +57,7 @@ type Metrics struct {
 	custodyErrors *prometheus.CounterVec
 	keysRefused   *prometheus.CounterVec
 	stateRejected *prometheus.CounterVec
+	backups       backupMetrics
 }
 
 // New returns the collectors, registered on a new registry with the Go and
@@ -142,6 +143,7 @@ func New() *Metrics {
 		m.jwksRequests, m.rotations, m.destroyed, m.storeDuration, m.storeErrors, m.auditRecords,
 		m.auditWrites, m.auditErrors, m.custodyErrors, m.keysRefused, m.stateRejected,
 	)
+	m.backups = newBackupMetrics(m.reg)
 	return m
 }
 

@@ -232,3 +232,54 @@ func TestRestoreKilledIsFinished(t *testing.T) {
 	}
 	d.stop()
 }
+
+// TestScheduledBackups: backup.schedule writes whole backups into its
+// folder, keeps the newest keep, tells /readyz and the metrics, and a
+// config giving an identity for a recipient is refused by config check.
+func TestScheduledBackups(t *testing.T) {
+	dir := t.TempDir()
+	mk, _ := file.NewMasterKey()
+	env := []string{"KEYD_MASTER_KEY=" + mk}
+	idFile, recipient := ageIdentity(t, dir)
+	folder := filepath.Join(dir, "backups")
+	cfg := writeKeydConfig(t, dir, "metrics: {}\nbackup: {schedule: \"@every 1s\", to: \""+folder+"\", keep: 2, recipients: [\""+recipient+"\"]}", "")
+	d := startDaemon(t, env, "--config", cfg)
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(d.log(), "scheduled backup written") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("three scheduled backups not written within 30 s:\n%s", d.log())
+		}
+		time.Sleep(100 * time.Millisecond) // polling the daemon's log
+	}
+	entries, err := os.ReadDir(folder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) != 2 {
+		t.Fatalf("the folder keeps %v, want the newest 2", names)
+	}
+	rec := &recorder{}
+	if status, body, _ := rec.call(t, "GET", d.addr+"/readyz", "", ""); status != 200 || !strings.Contains(string(body), `"backup":"ok"`) {
+		t.Fatalf("readyz: %d %s", status, body)
+	}
+	if _, body, _ := rec.call(t, "GET", d.addr+"/metrics", adminToken, ""); !regexp.MustCompile(`keyd_backup_last_success_timestamp_seconds 1\.[0-9]+e\+09`).Match(body) ||
+		!strings.Contains(string(body), "keyd_backup_period_seconds 1\n") {
+		t.Fatalf("backup metrics missing:\n%s", body)
+	}
+	d.stop()
+	cfg2 := writeKeydConfig(t, t.TempDir(), "", "")
+	if code, o := runKeyd(t, env, "", "restore", "--config", cfg2, "--identity", idFile, filepath.Join(folder, names[1])); code != 0 {
+		t.Fatalf("restore of a scheduled backup: exit %d\n%s", code, o)
+	}
+
+	bad := writeKeydConfig(t, t.TempDir(), "backup: {schedule: \"@hourly\", to: /var/backups/keyd, recipients: [AGE-SECRET-KEY-1QQQQQQ]}", "")
+	if code, o := runKeyd(t, env, "", "config", "check", bad); code == 0 || !strings.Contains(o, "backup.recipients[0]") || strings.Contains(o, "QQQQQQ") {
+		t.Fatalf("config check of an identity as recipient: exit %d\n%s", code, o)
+	}
+}

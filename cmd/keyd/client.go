@@ -463,6 +463,12 @@ func status(ctx context.Context, c *client.Client, addr string, w io.Writer) err
 	if ready.Detail != "" {
 		fmt.Fprintf(w, "\n  store error: %s", ready.Detail)
 	}
+	if ready.Backup != "" {
+		fmt.Fprintf(w, "\n  scheduled backups %s, last written %s", ready.Backup, ready.LastBackup)
+		if ready.BackupDetail != "" {
+			fmt.Fprintf(w, "; last attempt: %s", ready.BackupDetail)
+		}
+	}
 	fmt.Fprintln(w)
 	if ready.Status == "starting" {
 		return nil

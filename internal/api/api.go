@@ -58,6 +58,9 @@ type Options struct {
 	// Backup writes a backup of every key set and all token state to w,
 	// encrypted to recipients (POST /v1/backup); nil: not offered.
 	Backup func(ctx context.Context, w io.Writer, recipients []string) (*backup.Manifest, error)
+	// LastBackup is the last scheduled backup's success and the last
+	// attempt's failure, for admin callers of /readyz; nil: none scheduled.
+	LastBackup func() (time.Time, error)
 	// Reload re-reads the config file (POST /v1/reload); nil: not offered.
 	Reload func(context.Context) error
 	// Health reports whether the key sets are loaded (until then every

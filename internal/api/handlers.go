@@ -68,6 +68,18 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if s.LastBackup != nil {
+		// Scheduled backups: when the last one was written; a failing one
+		// does not make keyd less ready, but says so (why: admin only).
+		last, err := s.LastBackup()
+		body["backup"], body["last_backup"] = "ok", last.UTC().Format(time.RFC3339)
+		if err != nil {
+			body["backup"] = "failing"
+			if admin() {
+				body["backup_detail"] = err.Error()
+			}
+		}
+	}
 	status := http.StatusOK
 	if !started {
 		status = http.StatusServiceUnavailable

@@ -46,6 +46,7 @@ type Config struct {
 	// IssuerURL, when set, serves OpenID Connect discovery for it.
 	IssuerURL string `yaml:"issuer_url"`
 	LogLevel  string `yaml:"log_level"` // debug, info, warn, error; "" keeps --log-level
+	Backup    Backup `yaml:"backup"`    // scheduled backups
 }
 
 // Kubernetes makes a key set the cluster's service account token signer.
@@ -455,6 +456,7 @@ func (c *Config) Validate() error {
 		bad("audit.required", "needs audit.path: there is nowhere to write the records")
 	}
 	c.validateStorage(bad)
+	c.validateBackup(bad)
 	names := c.validateKeySets(bad)
 	c.validateAuth(names, bad)
 	return errors.Join(errs...)

@@ -1,11 +1,15 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -15,6 +19,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/version"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/refresh"
+	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/tokenstate/records"
 )
 
@@ -93,4 +98,93 @@ func Restore(ctx context.Context, cfg *config.Config, f io.ReadSeeker, ids []age
 		}
 	}
 	return res, nil
+}
+
+// buildBackups makes the schedule of backup: (none when unset): its
+// recipients, its folder (0700), and what each backup tells the log, the
+// metrics and /readyz.
+func (d *daemon) buildBackups(context.Context) error {
+	b := d.cfg.Backup
+	if b.Schedule == "" {
+		return nil
+	}
+	recipients, err := backupRecipients(b)
+	if err != nil {
+		return err
+	}
+	when, err := rotation.ParseSchedule(b.Schedule) // validated
+	if err != nil {
+		return fmt.Errorf("backup.schedule: %w", err)
+	}
+	dir := b.Folder()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("backup.to: %w", err)
+	}
+	d.met.BackupScheduled(rotation.MinGap(when))
+	if last := backup.Newest(dir); !last.IsZero() {
+		d.lastBackup.set(last, nil)
+		d.met.BackupDone(last, nil)
+	} else {
+		d.met.BackupDone(d.o.Now(), nil) // the alert counts two periods from the start
+	}
+	d.backups = &backup.Schedule{When: when, Dir: dir, Keep: b.Keep, Source: d.backupState(), Now: d.o.Now,
+		Options: backup.Options{Recipients: recipients, KeydVersion: version.Get().Version, Source: storeName(d.cfg.Storage)},
+		Done: func(path string, m *backup.Manifest, err error) {
+			now := d.o.Now()
+			d.lastBackup.set(now, err)
+			d.met.BackupDone(now, err)
+			if err != nil {
+				d.log.Error("scheduled backup failed", "to", dir, "err", err)
+				return
+			}
+			d.log.Info("scheduled backup written", "path", path, "keysets", len(m.KeySets), "revocations", m.Revocations, "bytes", m.Sealed.Bytes)
+		}}
+	d.log.Info("scheduled backups", "schedule", b.Schedule, "to", dir, "keep", cmp.Or(b.Keep, backup.DefaultKeep), "recipients", len(recipients))
+	return nil
+}
+
+// backupRecipients are backup.recipients and those of its recipients_file.
+func backupRecipients(b config.Backup) ([]string, error) {
+	out := slices.Clone(b.Recipients)
+	if b.RecipientsFile != "" {
+		more, err := backup.ReadRecipientsFile(b.RecipientsFile)
+		if err != nil {
+			return nil, fmt.Errorf("backup.recipients_file: %w", err)
+		}
+		out = append(out, more...)
+	}
+	if _, err := backup.ParseRecipients(out); err != nil {
+		return nil, fmt.Errorf("backup recipients: %w", err)
+	}
+	return out, nil
+}
+
+// backupStatus is the last scheduled backup, for /readyz.
+type backupStatus struct {
+	mu   sync.Mutex
+	last time.Time // the last success
+	err  error     // the last attempt's failure, nil when it succeeded
+}
+
+func (b *backupStatus) set(at time.Time, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err = err; err == nil {
+		b.last = at
+	}
+}
+
+func (b *backupStatus) get() (time.Time, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last, b.err
+}
+
+// lastBackupFunc reports the scheduled backups to /readyz, nil when none
+// are scheduled.
+func (d *daemon) lastBackupFunc() func() (time.Time, error) {
+	if d.backups == nil {
+		return nil
+	}
+	return d.lastBackup.get
 }

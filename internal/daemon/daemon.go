@@ -22,6 +22,7 @@ import (
 	"github.com/keyd-dev/keyd/audit"
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backends/vault"
+	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/custody"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/authguard"
@@ -116,7 +117,9 @@ type daemon struct {
 	guard        *authguard.Guard
 	reload       *reloader
 	apiSrv       *http.Server
-	metricsSrv   *http.Server // metrics.listen, when set
+	metricsSrv   *http.Server     // metrics.listen, when set
+	backups      *backup.Schedule // backup.schedule, when set
+	lastBackup   backupStatus
 	mln          net.Listener // metrics.listen's, when set
 }
 
@@ -136,6 +139,7 @@ func Run(ctx context.Context, o Options) error {
 		d.openStore,     // bbolt or Vault
 		d.openAuditLog,  // metrics and the audit trail
 		d.loadKeySets,   // signer, JWKS, rotation manager; the first load
+		d.buildBackups,  // backup.schedule, when set
 		d.buildAPI,      // token services, auth, the HTTP servers
 		d.listenMetrics, // metrics.listen, when set
 	} {
@@ -299,7 +303,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
 		Health: d.mgr.Health, TokenState: d.tokenStateHealth, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
-		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard, Backup: d.makeBackup,
+		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard, Backup: d.makeBackup, LastBackup: d.lastBackupFunc(),
 	})
 	srv := newServer(handler, log)
 	if d.tlsSrv != nil {
@@ -388,6 +392,9 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	for _, t := range tasks {
 		actors = append(actors, afterLoad(loaded, t))
+	}
+	if d.backups != nil {
+		actors = append(actors, afterLoad(loaded, actor{name: "scheduled backups", run: d.backups.Run}))
 	}
 	log.Info("keyd listening", "addr", d.ln.Addr().String(), "scheme", scheme, "keysets", d.mgr.Names(), "backend", cfg.Storage.Backend)
 	err := runActors(ctx, actors)

@@ -125,6 +125,11 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("audit.key_file: %w", err))
 		}
 	}
+	if cfg.Backup.Schedule != "" {
+		if _, err := backupRecipients(cfg.Backup); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
