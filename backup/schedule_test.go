@@ -28,7 +28,7 @@ func TestScheduleKeepsTheNewest(t *testing.T) {
 	var made []string
 	var failures int
 	s := &backup.Schedule{When: hourly, Dir: dir, Keep: 3, Source: src, Options: backup.Options{Recipients: recips},
-		Now:  func() time.Time { return clock },
+		Now: func() time.Time { return clock },
 		Wait: func(ctx context.Context, d time.Duration) error {
 			if err := ctx.Err(); err != nil {
 				return err
