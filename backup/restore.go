@@ -40,8 +40,8 @@ type RestoreOptions struct {
 	// Expiry gives a record with no expiry of its own one, for a store
 	// that expires records itself (Redis); nil: none.
 	Expiry func(kind string, data []byte) time.Time
-	// Workers write revocations and records at once (default 64): the
-	// stores batch concurrent writes.
+	// Workers write key sets at once (default 64): the stores batch
+	// concurrent writes.
 	Workers int
 }
 
@@ -132,13 +132,32 @@ func begin(ctx context.Context, dst State, m *Manifest, opts RestoreOptions, res
 	})
 }
 
-// write reads f again and writes its entries: revocations and records on
-// opts.Workers goroutines as they come, the key sets at the end.
+// write reads f again and writes its entries: revocations and records in
+// batches (one write each where the store can: a bbolt transaction), two
+// batches at once while the next is read; the key sets at the end.
 func write(ctx context.Context, f io.Reader, ids []age.Identity, dst State, opts RestoreOptions, res *Result) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(cmp.Or(opts.Workers, 64))
+	g.SetLimit(2)
 	var revs, recs, expired atomic.Int64
 	var sets []*keystore.KeySet
+	var revBatch []tokenstate.Revocation
+	recBatches := map[string][]*keystore.Record{}
+	flushRevs := func() {
+		batch := revBatch
+		revBatch = nil
+		g.Go(func() error {
+			revs.Add(int64(len(batch)))
+			return tokenstate.PutRevocations(gctx, dst.Tokens, batch)
+		})
+	}
+	flushRecs := func(kind string) {
+		batch := recBatches[kind]
+		delete(recBatches, kind)
+		g.Go(func() error {
+			recs.Add(int64(len(batch)))
+			return keystore.PutRecordsOver(gctx, dst.Records, kind, batch)
+		})
+	}
 	_, err := read(f, ids, func(e entry) error {
 		if err := gctx.Err(); err != nil {
 			return err
@@ -151,20 +170,19 @@ func write(ctx context.Context, f io.Reader, ids []age.Identity, dst State, opts
 			}
 			sets = append(sets, ks)
 		case e.Revocation != nil:
-			if e.Revocation.Expires.Before(opts.Now) {
+			r := e.Revocation
+			if r.Expires.Before(opts.Now) {
 				expired.Add(1)
 				return nil
 			}
 			if dst.Tokens == nil {
 				return errors.New("the backup holds revocations and the target keeps no token state")
 			}
-			r := e.Revocation
-			g.Go(func() error {
-				_, err := dst.Tokens.PutRevocation(gctx, tokenstate.Revocation{KeySet: r.KeySet, JTI: r.JTI, Subject: r.Subject,
-					Before: r.Before, Expires: r.Expires, RevokedAt: r.RevokedAt, Reason: r.Reason})
-				revs.Add(1)
-				return err
-			})
+			revBatch = append(revBatch, tokenstate.Revocation{KeySet: r.KeySet, JTI: r.JTI, Subject: r.Subject,
+				Before: r.Before, Expires: r.Expires, RevokedAt: r.RevokedAt, Reason: r.Reason})
+			if len(revBatch) == batchSize {
+				flushRevs()
+			}
 		case e.Record != nil:
 			r := e.Record
 			if !r.Expires.IsZero() && r.Expires.Before(opts.Now) {
@@ -174,44 +192,55 @@ func write(ctx context.Context, f io.Reader, ids []age.Identity, dst State, opts
 			if dst.Records == nil {
 				return errors.New("the backup holds logins and the target keeps no token state records")
 			}
-			g.Go(func() error {
-				recs.Add(1)
-				return putRecord(gctx, dst.Records, r, opts.Expiry)
-			})
+			expires := r.Expires
+			if expires.IsZero() && opts.Expiry != nil {
+				expires = opts.Expiry(r.Kind, r.Data)
+			}
+			recBatches[r.Kind] = append(recBatches[r.Kind], &keystore.Record{ID: r.ID, Data: r.Data, Expires: expires})
+			if len(recBatches[r.Kind]) == batchSize {
+				flushRecs(r.Kind)
+			}
 		}
 		return nil
 	})
+	if err == nil && len(revBatch) > 0 {
+		flushRevs()
+	}
+	for kind := range recBatches {
+		if err == nil {
+			flushRecs(kind)
+		}
+	}
 	if werr := g.Wait(); err == nil {
 		err = werr
 	}
 	if err != nil {
 		return err
 	}
-	g, gctx = errgroup.WithContext(ctx) // the key sets last, at once: the store batches their writes
-	g.SetLimit(cmp.Or(opts.Workers, 64))
-	for _, ks := range sets {
-		g.Go(func() error {
-			if err := putKeySet(gctx, dst.KeySets, ks); err != nil {
-				return fmt.Errorf("key set %s: %w", ks.Name, err)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := putKeySets(ctx, dst.KeySets, sets, cmp.Or(opts.Workers, 64)); err != nil {
 		return err
 	}
 	res.KeySets, res.Revocations, res.Records, res.Expired = len(sets), int(revs.Load()), int(recs.Load()), int(expired.Load())
 	return nil
 }
 
-func putRecord(ctx context.Context, s keystore.RecordStore, r *record, expiry func(string, []byte) time.Time) error {
-	expires := r.Expires
-	if expires.IsZero() && expiry != nil {
-		expires = expiry(r.Kind, r.Data)
+// batchSize is how many revocations or records a restore writes at once.
+const batchSize = 10_000
+
+// putKeySets writes the key sets, workers at once (the store batches
+// concurrent writes).
+func putKeySets(ctx context.Context, s keystore.Store, sets []*keystore.KeySet, workers int) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, ks := range sets {
+		g.Go(func() error {
+			if err := putKeySet(ctx, s, ks); err != nil {
+				return fmt.Errorf("key set %s: %w", ks.Name, err)
+			}
+			return nil
+		})
 	}
-	return keystore.UpdateRecord(ctx, s, r.Kind, r.ID, func(*keystore.Record) ([]byte, time.Time, error) {
-		return r.Data, expires, nil
-	})
+	return g.Wait()
 }
 
 // putKeySet writes ks, over the stored key set of that name if there is

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Record is a small piece of state that is not a key set (a refresh token
@@ -127,4 +129,31 @@ func UpdateRecord(ctx context.Context, s RecordStore, kind, id string, fn func(c
 		time.Sleep(time.Duration(rand.Int64N(int64(attempt+1) * int64(time.Millisecond))))
 	}
 	return fmt.Errorf("update %s record %s: gave up after %d attempts: %w", kind, id, MaxUpdateAttempts, lastErr)
+}
+
+// RecordBulkWriter is an optional capability of a RecordStore: many
+// records of a kind written at once (bbolt: in one transaction, where one
+// by one each would be a transaction of its own), each over whatever is
+// stored under its id. A restore writes a million records with it.
+type RecordBulkWriter interface {
+	PutRecordsOver(ctx context.Context, kind string, recs []*Record) error
+}
+
+// PutRecordsOver writes recs over what s stores under their ids: at once
+// where s can (RecordBulkWriter), else each with UpdateRecord, 64 at a
+// time (a store over the network answers each in a round trip).
+func PutRecordsOver(ctx context.Context, s RecordStore, kind string, recs []*Record) error {
+	if b, ok := s.(RecordBulkWriter); ok {
+		return b.PutRecordsOver(ctx, kind, recs)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for _, r := range recs {
+		g.Go(func() error {
+			return UpdateRecord(ctx, s, kind, r.ID, func(*Record) ([]byte, time.Time, error) {
+				return r.Data, r.Expires, nil
+			})
+		})
+	}
+	return g.Wait()
 }

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Revocation is one entry: a token by its jti, or every token of a
@@ -85,6 +87,29 @@ type Store interface {
 	// PruneRevocations deletes the entries whose Expires is before now,
 	// and returns how many.
 	PruneRevocations(ctx context.Context, now time.Time) (int, error)
+}
+
+// BulkPutter is an optional capability of a Store: many revocations
+// written at once, as PutRevocation would one by one (a restore).
+type BulkPutter interface {
+	PutRevocations(ctx context.Context, rs []Revocation) error
+}
+
+// PutRevocations writes rs into s: at once where s can (BulkPutter), else
+// 64 at a time.
+func PutRevocations(ctx context.Context, s Store, rs []Revocation) error {
+	if b, ok := s.(BulkPutter); ok {
+		return b.PutRevocations(ctx, rs)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for _, r := range rs {
+		g.Go(func() error {
+			_, err := s.PutRevocation(ctx, r)
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 // Watcher is an optional capability of a Store shared by replicas: it

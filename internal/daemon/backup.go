@@ -37,6 +37,7 @@ func (d *daemon) makeBackup(ctx context.Context, w io.Writer, recipients []strin
 	m, err := backup.Write(ctx, w, d.backupState(), backup.Options{
 		Recipients: recipients, KeydVersion: version.Get().Version, Source: storeName(d.cfg.Storage), Now: d.o.Now(),
 	})
+	d.releaseMapped("backup")
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +131,7 @@ func (d *daemon) buildBackups(context.Context) error {
 	d.backups = &backup.Schedule{When: when, Dir: dir, Keep: b.Keep, Source: d.backupState(), Now: d.o.Now,
 		Options: backup.Options{Recipients: recipients, KeydVersion: version.Get().Version, Source: storeName(d.cfg.Storage)},
 		Done: func(path string, m *backup.Manifest, err error) {
+			d.releaseMapped("backup")
 			now := d.o.Now()
 			d.lastBackup.set(now, err)
 			d.met.BackupDone(now, err)

@@ -20,14 +20,11 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/audit"
-	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/custody"
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
-	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
@@ -273,13 +270,20 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 // pages read by the load leave keyd's RSS (they stay in the page cache),
 // then the Loaded hook returns the load's garbage.
 func (d *daemon) loaded() {
-	if r, ok := d.store.(interface{ ReleaseMapped() error }); ok {
-		if err := r.ReleaseMapped(); err != nil {
-			d.log.Warn("could not release the database file's pages read at start", "err", err)
-		}
-	}
+	d.releaseMapped("start")
 	if d.o.Loaded != nil {
 		d.o.Loaded()
+	}
+}
+
+// releaseMapped drops from keyd's RSS the pages of the bbolt file that a
+// whole read (the start, a backup) brought in: they stay in the page
+// cache.
+func (d *daemon) releaseMapped(after string) {
+	if r, ok := d.store.(interface{ ReleaseMapped() error }); ok {
+		if err := r.ReleaseMapped(); err != nil {
+			d.log.Warn("could not release the database file's pages read", "after", after, "err", err)
+		}
 	}
 }
 
@@ -561,63 +565,4 @@ func retryStart(ctx context.Context, mgr *rotation.Manager, log *slog.Logger) er
 		backoff = min(2*backoff, 30*time.Second)
 		log.Warn("key store still unavailable; retrying", "retry_in", backoff, "err", err)
 	}
-}
-
-func openStore(sc config.Storage, getenv func(string) string, log *slog.Logger) (keystore.Store, error) {
-	switch sc.Backend {
-	case "file":
-		key, err := loadMasterKey(sc.File, getenv)
-		if err != nil {
-			return nil, err
-		}
-		return file.Open(file.Options{Path: sc.File.Path, MasterKey: key})
-	case "vault":
-		v := sc.Vault
-		o := vault.Options{
-			Address: v.Address, Mount: v.Mount, Prefix: v.Prefix, Timeout: v.Timeout,
-			CAFile: v.TLS.CAFile, SkipVerify: v.TLS.SkipVerify, Logger: log,
-		}
-		switch v.Auth.Method {
-		case "approle":
-			if err := secretfile.Check(v.Auth.AppRole.SecretIDFile); err != nil { // owner-only, as every secret file
-				return nil, fmt.Errorf("storage.vault.auth.approle.secret_id_file: %w", err)
-			}
-			o.RoleID, o.SecretIDFile, o.AppRoleMount = v.Auth.AppRole.RoleID, v.Auth.AppRole.SecretIDFile, v.Auth.AppRole.Mount
-		case "kubernetes":
-			o.KubernetesRole, o.KubernetesTokenFile, o.KubernetesMount = v.Auth.Kubernetes.Role, v.Auth.Kubernetes.TokenFile, v.Auth.Kubernetes.Mount
-		}
-		if v.TLS.SkipVerify {
-			log.Warn("storage.vault.tls.skip_verify is set: Vault's certificate is not checked")
-		}
-		return vault.Open(o)
-	}
-	return nil, fmt.Errorf("storage.backend: %q is not supported", sc.Backend)
-}
-
-// loadMasterKey reads the master key from storage.file.master_key_file or
-// KEYD_MASTER_KEY; exactly one must be set. A key file must not be readable
-// by group or others.
-func loadMasterKey(fc config.File, getenv func(string) string) ([]byte, error) {
-	env := getenv(EnvMasterKey)
-	switch {
-	case fc.MasterKeyFile != "" && env != "":
-		return nil, fmt.Errorf("master key: both %s and storage.file.master_key_file are set; keep one", EnvMasterKey)
-	case env != "":
-		key, err := file.ParseMasterKey(env)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", EnvMasterKey, err)
-		}
-		return key, nil
-	case fc.MasterKeyFile != "":
-		raw, err := secretfile.Read(fc.MasterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("storage.file.master_key_file: %w", err)
-		}
-		key, err := file.ParseMasterKey(string(raw))
-		if err != nil {
-			return nil, fmt.Errorf("storage.file.master_key_file %s: %w", fc.MasterKeyFile, err)
-		}
-		return key, nil
-	}
-	return nil, fmt.Errorf("missing master key: set %s (base64 of 32 random bytes, e.g. `head -c 32 /dev/urandom | base64`) or storage.file.master_key_file", EnvMasterKey)
 }

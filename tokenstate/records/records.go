@@ -72,17 +72,11 @@ func (r record) revocation() tokenstate.Revocation {
 // subjects are few and their entry must be one.
 func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
 	if !r.IsSubject() {
-		at := r.RevokedAt
-		if at.IsZero() {
-			at = time.Now()
-		}
-		data, err := json.Marshal(toRecord(r))
+		rec, err := tokenRecord(r)
 		if err != nil {
 			return tokenstate.Revocation{}, err
 		}
-		sum := sha256.Sum256([]byte(r.JTI))
-		id := fmt.Sprintf("%s.t.%016x.%s", r.KeySet, uint64(at.UnixNano()), base64.RawURLEncoding.EncodeToString(sum[:12]))
-		_, err = s.rs.PutRecord(ctx, Kind, &keystore.Record{ID: id, Data: data, Expires: r.Expires})
+		_, err = s.rs.PutRecord(ctx, Kind, rec)
 		if errors.Is(err, keystore.ErrConflict) {
 			err = nil // the same revocation, in the same nanosecond: already there
 		}
@@ -105,6 +99,44 @@ func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tok
 		return data, stored.Expires, err
 	})
 	return stored, err
+}
+
+// tokenRecord is the record of a token's revocation: its id begins with
+// when it was made.
+func tokenRecord(r tokenstate.Revocation) (*keystore.Record, error) {
+	at := r.RevokedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	data, err := json.Marshal(toRecord(r))
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(r.JTI))
+	id := fmt.Sprintf("%s.t.%016x.%s", r.KeySet, uint64(at.UnixNano()), base64.RawURLEncoding.EncodeToString(sum[:12]))
+	return &keystore.Record{ID: id, Data: data, Expires: r.Expires}, nil
+}
+
+// PutRevocations implements tokenstate.BulkPutter: the tokens' entries in
+// one write where the record store can (keystore.PutRecordsOver; an entry
+// of the same token made at the same time is the same entry), subjects
+// merged one by one.
+func (s *Store) PutRevocations(ctx context.Context, rs []tokenstate.Revocation) error {
+	recs := make([]*keystore.Record, 0, len(rs))
+	for _, r := range rs {
+		if r.IsSubject() { // few: merged one by one
+			if _, err := s.PutRevocation(ctx, r); err != nil {
+				return err
+			}
+			continue
+		}
+		rec, err := tokenRecord(r)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, rec)
+	}
+	return keystore.PutRecordsOver(ctx, s.rs, Kind, recs)
 }
 
 // Revocations implements tokenstate.Store: records are decoded and

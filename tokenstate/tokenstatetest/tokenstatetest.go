@@ -25,6 +25,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tokenstate.Store) {
 		{"TokenRevokedAgain", tokenRevokedAgain},
 		{"Prune", prune},
 		{"ConcurrentPutsLoseNothing", concurrentPutsLoseNothing},
+		{"BulkPutTwiceIsOnce", bulkPutTwiceIsOnce},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.check(t, newStore(t), now) })
 	}
@@ -149,5 +150,37 @@ func concurrentPutsLoseNothing(t *testing.T, s tokenstate.Store, now time.Time) 
 		if r.IsSubject() && !r.Before.Equal(now.Add(62*time.Second)) {
 			t.Fatalf("the subject's cut-off is %v, want the latest", r.Before)
 		}
+	}
+}
+
+// bulkPutTwiceIsOnce: revocations written at once (a restore), then the
+// same again (a restore run again), are each in force once, and a subject
+// written over an earlier entry of its own keeps the later cut-off.
+func bulkPutTwiceIsOnce(t *testing.T, s tokenstate.Store, now time.Time) {
+	ctx := context.Background()
+	later := tokenstate.Revocation{KeySet: "a", Subject: "carol", Before: now, Expires: now.Add(2 * time.Hour), RevokedAt: now}
+	if _, err := s.PutRevocation(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	var batch []tokenstate.Revocation
+	for i := range 200 {
+		batch = append(batch, tokenstate.Revocation{KeySet: "a", JTI: fmt.Sprint("bulk-", i), Expires: now.Add(time.Hour), RevokedAt: now.Add(-time.Duration(i) * time.Second)})
+	}
+	batch = append(batch, tokenstate.Revocation{KeySet: "a", Subject: "carol", Before: now.Add(-time.Hour), Expires: now.Add(time.Hour), RevokedAt: now.Add(-time.Hour)})
+	for range 2 {
+		if err := tokenstate.PutRevocations(ctx, s, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx := tokenstate.NewIndex()
+	if err := s.Revocations(ctx, func(r tokenstate.Revocation) { _ = idx.Add(r, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	tokens, subjects := idx.Entries("a", now)
+	if len(tokens) != 200 || len(subjects) != 1 {
+		t.Fatalf("after a bulk write done twice: %d tokens and %d subjects in force, want 200 and 1", len(tokens), len(subjects))
+	}
+	if !subjects[0].Before.Equal(now) || !subjects[0].Expires.Equal(now.Add(2*time.Hour)) {
+		t.Fatalf("subject entry %+v lost its later cut-off or expiry", subjects[0])
 	}
 }
