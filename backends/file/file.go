@@ -53,6 +53,7 @@ var (
 	bucketRecords = []byte("records") // holds one bucket per record kind
 	keyFormat     = []byte("format")
 	keyCheck      = []byte("master_key_check")
+	keyMasterID   = []byte("master_key_id") // KeyID of the master key, to name it in errors
 )
 
 const (
@@ -69,8 +70,9 @@ type Options struct {
 
 // Store is a keystore.Store in one bbolt file.
 type Store struct {
-	db   *bolt.DB
-	aead cipher.AEAD
+	db    *bolt.DB
+	aead  cipher.AEAD
+	keyID string
 }
 
 var (
@@ -150,7 +152,7 @@ func Open(opts Options) (*Store, error) {
 	// transaction and one fsync; a lone write waits at most this long for
 	// company.
 	db.MaxBatchDelay = time.Millisecond
-	s := &Store{db: db, aead: aead}
+	s := &Store{db: db, aead: aead, keyID: KeyID(opts.MasterKey)}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%s: %w", opts.Path, err)
@@ -184,11 +186,20 @@ func (s *Store) init() error {
 			if err := meta.Put(keyFormat, []byte(formatVersion)); err != nil {
 				return err
 			}
+			if err := meta.Put(keyMasterID, []byte(s.keyID)); err != nil {
+				return err
+			}
 			return meta.Put(keyCheck, sealed)
 		}
 		plain, err := s.open(check, keyCheck)
 		if err != nil || string(plain) != checkValue {
+			if id := meta.Get(keyMasterID); id != nil {
+				return fmt.Errorf("%w (it is sealed under the master key of id %s; the key given has id %s: keyd master-key id shows a key's)", ErrWrongMasterKey, id, s.keyID)
+			}
 			return ErrWrongMasterKey
+		}
+		if string(meta.Get(keyMasterID)) != s.keyID { // files from before ids
+			return meta.Put(keyMasterID, []byte(s.keyID))
 		}
 		return nil
 	})
@@ -291,8 +302,10 @@ func (s *Store) encode(ks *keystore.KeySet) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(r)
+	return marshalRecord(r)
 }
+
+func marshalRecord(r *storecodec.Record) ([]byte, error) { return json.Marshal(r) }
 
 // decode copies everything out of raw, which bbolt owns only for the
 // transaction.

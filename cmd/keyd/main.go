@@ -70,6 +70,10 @@ private CA; or --addr, --token, --ca-file, before or after the command):
       Write a backup into the (empty) stores of FILE, keyd stopped: also how
       a deployment moves between bbolt and Vault.
 
+  keyd master-key new --out FILE | id [--key-file F] | rotate --config FILE --new-key-file F
+      Make a master key, print a key's id, or seal the bbolt file under a new
+      master key (keyd stopped; crash-safe).
+
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.
 
@@ -103,6 +107,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = backupInspect(rest[1:], stdout, stderr)
 	case cmd == "restore":
 		err = restoreCmd(rest, stdout, stderr)
+	case cmd == "master-key":
+		err = masterKeyCmd(rest, stdout, stderr)
 	case clientCommands[cmd].flags != nil:
 		err = runClient(cmd, rest, cmdIO{stdin: stdin, stdout: stdout, stderr: stderr})
 	case cmd == "token":

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -70,4 +71,39 @@ func loadMasterKey(fc config.File, getenv func(string) string) ([]byte, error) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("missing master key: set %s (base64 of 32 random bytes, e.g. `head -c 32 /dev/urandom | base64`) or storage.file.master_key_file", EnvMasterKey)
+}
+
+// RotateMasterKey seals the bbolt file of cfg under the master key in
+// newKeyFile instead of the one cfg gives (file.Rekey): keyd must be
+// stopped. It returns what it sealed again and the two keys' ids.
+func RotateMasterKey(cfg *config.Config, newKeyFile string, getenv func(string) string) (st file.RekeyStats, oldID, newID string, err error) {
+	if cfg.Storage.Backend != "file" {
+		return st, "", "", fmt.Errorf("storage.backend is %s: Vault encrypts what it stores itself, keyd holds no master key there (rotate Vault's own keys: vault operator rotate)", cfg.Storage.Backend)
+	}
+	oldKey, err := loadMasterKey(cfg.Storage.File, getenv)
+	if err != nil {
+		return st, "", "", err
+	}
+	raw, err := secretfile.Read(newKeyFile) // owner-only, as every secret file
+	if err != nil {
+		return st, "", "", fmt.Errorf("--new-key-file: %w", err)
+	}
+	newKey, err := file.ParseMasterKey(string(raw))
+	if err != nil {
+		return st, "", "", fmt.Errorf("--new-key-file %s: %w", newKeyFile, err)
+	}
+	st, err = file.Rekey(cfg.Storage.File.Path, oldKey, newKey)
+	if errors.Is(err, file.ErrLocked) {
+		err = fmt.Errorf("%w: stop keyd first; the rotation writes the file anew and swaps it in whole", err)
+	}
+	return st, file.KeyID(oldKey), file.KeyID(newKey), err
+}
+
+// MasterKeyID is the id of the master key cfg gives (file.KeyID).
+func MasterKeyID(fc config.File, getenv func(string) string) (string, error) {
+	key, err := loadMasterKey(fc, getenv)
+	if err != nil {
+		return "", err
+	}
+	return file.KeyID(key), nil
 }
