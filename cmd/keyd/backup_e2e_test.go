@@ -22,11 +22,10 @@ import (
 // tokenWorld is what a backup must carry: tokens signed, revoked by jti
 // and by subject, and a login, checked against a daemon.
 type tokenWorld struct {
-	t                 *testing.T
-	rec               *recorder
-	valid, jti, subj  string // tokens: one in force, one revoked by jti, one of a revoked subject
-	refresh           string
-	spentRefreshToken string
+	t                *testing.T
+	rec              *recorder
+	valid, jti, subj string // tokens: one in force, one revoked by jti, one of a revoked subject
+	refresh          string
 }
 
 func (w *tokenWorld) call(d *daemonProc, path, token, body string) (int, string) {
