@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,7 +287,8 @@ func TestStoppedRestoreIsFinished(t *testing.T) {
 
 	// Stop the restore after its first writes: a context cancelled by the
 	// first key set written.
-	stopped := &stopAfter{Store: dst.KeySets.(*file.Store), n: 1}
+	stopped := &stopAfter{Store: dst.KeySets.(*file.Store)}
+	stopped.n.Store(1)
 	half := dst
 	half.KeySets = stopped
 	if _, err := restore(t, raw, id, half, backup.RestoreOptions{}); err == nil {
@@ -317,14 +319,13 @@ func TestStoppedRestoreIsFinished(t *testing.T) {
 // killed half-way through would leave it.
 type stopAfter struct {
 	*file.Store
-	n int
+	n atomic.Int64 // Puts come from several goroutines
 }
 
 func (s *stopAfter) Put(ctx context.Context, ks *keystore.KeySet) (*keystore.KeySet, error) {
-	if s.n == 0 {
+	if s.n.Add(-1) < 0 {
 		return nil, fmt.Errorf("%w: stopped", keystore.ErrUnavailable)
 	}
-	s.n--
 	return s.Store.Put(ctx, ks)
 }
 
