@@ -157,3 +157,11 @@ func PutRecordsOver(ctx context.Context, s RecordStore, kind string, recs []*Rec
 	}
 	return g.Wait()
 }
+
+// KeyDeriver is an optional capability of a store that holds a key of its
+// own (bbolt's master key): keys for other purposes derived from it, the
+// same in every process that holds that key (replicas, each with its own
+// file and the same master key).
+type KeyDeriver interface {
+	DeriveKey(purpose string) ([]byte, error)
+}

@@ -15,7 +15,9 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -73,6 +75,7 @@ type Store struct {
 	db    *bolt.DB
 	aead  cipher.AEAD
 	keyID string
+	prk   []byte // HKDF-SHA256 of the master key, for DeriveKey
 }
 
 var (
@@ -90,6 +93,13 @@ func (s *Store) ReleaseMapped() error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return dontNeed(s.db.Info().Data, int(tx.Size()))
 	})
+}
+
+// DeriveKey implements keystore.KeyDeriver: a 32-byte key for purpose,
+// derived from the master key (HKDF-SHA256), the same in every process
+// that holds the same master key.
+func (s *Store) DeriveKey(purpose string) ([]byte, error) {
+	return hkdf.Expand(sha256.New, s.prk, "keyd/"+purpose, 32)
 }
 
 // ParseMasterKey decodes a base64 (standard or URL alphabet, padding
@@ -152,7 +162,12 @@ func Open(opts Options) (*Store, error) {
 	// transaction and one fsync; a lone write waits at most this long for
 	// company.
 	db.MaxBatchDelay = time.Millisecond
-	s := &Store{db: db, aead: aead, keyID: KeyID(opts.MasterKey)}
+	prk, err := hkdf.Extract(sha256.New, opts.MasterKey, []byte("keyd master key"))
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, aead: aead, keyID: KeyID(opts.MasterKey), prk: prk}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%s: %w", opts.Path, err)

@@ -91,11 +91,39 @@ func openRedisState(ctx context.Context, ts config.TokenState, ks keystore.Recor
 			log.Info("sealed the token state records written in clear by an earlier keyd; from now on an unsealed record is refused", "records", n, "target", target)
 		}
 	}
+	if err == nil {
+		err = sealRevocations(ctx, s, recs, ks, target, rejected, log)
+	}
 	if err != nil {
 		_ = s.Close()
 		return nil, nil, "", err
 	}
 	return s, recs, target, nil
+}
+
+// sealRevocations makes s seal its revocation entries with recs's key, and
+// seals, once per Redis, the entries an earlier keyd wrote in clear (the
+// key store remembers it under target's name for revocations).
+func sealRevocations(ctx context.Context, s *redisstate.Store, recs *sealed.Records, ks keystore.RecordStore, target string, rejected func(string), log *slog.Logger) error {
+	s.SealWith(recs.Entries(records.Kind), func() {
+		if rejected != nil {
+			rejected(records.Kind)
+		}
+	})
+	revTarget := target + " revocations"
+	_, done, err := sealed.Key(ctx, ks, revTarget)
+	if err != nil || done {
+		return err
+	}
+	n, err := s.SealOld(ctx)
+	if err != nil {
+		return fmt.Errorf("sealing the revocations written in clear by an earlier keyd: %w", err)
+	}
+	if err := sealed.Migrated(ctx, ks, revTarget); err != nil {
+		return err
+	}
+	log.Info("sealed the revocations written in clear by an earlier keyd; from now on an unsealed entry is refused (every replica must run this keyd)", "revocations", n, "target", target)
+	return nil
 }
 
 // movedKind and movedID name the record in the key store that says where

@@ -32,9 +32,13 @@ import (
 
 // Store keeps revocations in Redis.
 type Store struct {
-	c      goredis.UniversalClient
-	prefix string
-	pl     *pipeliner // revocation writes, login reads and writes: the hot commands
+	c        goredis.UniversalClient
+	prefix   string
+	pl       *pipeliner // revocation writes, login reads and writes: the hot commands
+	sealer   Sealer     // nil: entries in clear (see SealWith)
+	rejected func()
+	// entryLocks make sealed writes of one entry take turns (by id hash).
+	entryLocks [64]sync.Mutex
 }
 
 var (
@@ -146,6 +150,9 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // PutRevocation implements tokenstate.Store.
 func (s *Store) PutRevocation(ctx context.Context, r tokenstate.Revocation) (tokenstate.Revocation, error) {
+	if s.sealer != nil {
+		return s.putRevocationSealed(ctx, r, s.channel())
+	}
 	arg, _ := json.Marshal(toEntry(r))
 	out, err := s.script(ctx, put, []string{s.key(r), s.index()}, arg, s.channel(), r.ID()).Text()
 	if err != nil {
@@ -169,30 +176,32 @@ func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)
 	if err := s.migrate(ctx); err != nil {
 		return err
 	}
-	batches := make(chan []string, 4)
+	type batch struct{ keys, vals []string }
+	batches := make(chan batch, 4)
 	var bad atomic.Pointer[error]
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			for vals := range batches {
-				for _, v := range vals {
-					var e entry
-					if err := json.Unmarshal([]byte(v), &e); err != nil {
-						err = fmt.Errorf("%w: redis revocation: %v", keystore.ErrCorrupt, err)
+			for b := range batches {
+				for i, v := range b.vals {
+					r, ok, err := s.decode(b.keys[i], v)
+					if err != nil {
 						bad.CompareAndSwap(nil, &err)
 						continue
 					}
-					add(e.revocation())
+					if ok {
+						add(r)
+					}
 				}
 			}
 		})
 	}
-	err := s.readIndex(ctx, func(vals []string) error {
+	err := s.readIndex(ctx, func(keys, vals []string) error {
 		if p := bad.Load(); p != nil {
 			return *p
 		}
 		select {
-		case batches <- vals:
+		case batches <- batch{keys, vals}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -209,7 +218,7 @@ func (s *Store) Revocations(ctx context.Context, add func(tokenstate.Revocation)
 // readIndex calls batch with the stored entries the index names, a ZSCAN
 // batch at a time; ids whose expiry has passed are not read. The entries
 // share the index's slot, so one MGET reads a batch even on a cluster.
-func (s *Store) readIndex(ctx context.Context, batch func(vals []string) error) error {
+func (s *Store) readIndex(ctx context.Context, batch func(keys, vals []string) error) error {
 	now := float64(time.Now().UnixMilli())
 	zscan := func(c goredis.Cmdable, cursor uint64) *goredis.ScanCmd {
 		return c.ZScan(ctx, s.index(), cursor, "", scanCount)
@@ -223,7 +232,7 @@ func (s *Store) readIndex(ctx context.Context, batch func(vals []string) error) 
 		}
 		return keys
 	}
-	return scanValues(ctx, s.c, zscan, live, true, func(_, vals []string) error { return batch(vals) })
+	return scanValues(ctx, s.c, zscan, live, true, batch)
 }
 
 // migrate moves the entries an older keyd wrote (one key each, no index)
@@ -412,9 +421,8 @@ func (s *Store) Watch(ctx context.Context, add func(tokenstate.Revocation), resy
 				}
 			}
 		case *goredis.Message:
-			var e entry
-			if json.Unmarshal([]byte(m.Payload), &e) == nil {
-				add(e.revocation())
+			if r, ok, _ := s.decode("", m.Payload); ok {
+				add(r)
 			}
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/redis"
+	"github.com/keyd-dev/keyd/tokenstate/sealed"
 	"github.com/keyd-dev/keyd/tokenstate/tokenstatetest"
 )
 
@@ -199,6 +200,17 @@ func TestCluster(t *testing.T) {
 	keystoretest.RunRecords(t, func(t *testing.T) keystore.RecordStore {
 		n++
 		return open(t, fmt.Sprintf("c%d:", n)).Records()
+	})
+	sealKey := make([]byte, 32)
+	tokenstatetest.Run(t, func(t *testing.T) tokenstate.Store { // sealed entries: a GET, then the script, in one slot
+		n++
+		s := open(t, fmt.Sprintf("c%d:", n))
+		recs, err := sealed.New(s.Records(), sealKey, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SealWith(recs.Entries("revocation"), nil)
+		return s
 	})
 	writer, reader := open(t, "w:"), open(t, "w:")
 	x := tokenstate.NewIndex()

@@ -1,5 +1,6 @@
 // Package sealed seals the records keyd keeps in a store that someone else
-// can write (Redis): refresh token logins and subject cut-offs. Each
+// can write (Redis): refresh token logins, subject cut-offs, and (through
+// Entries) revocation entries. Each
 // record's data is sealed with AES-256-GCM under a key kept in keyd's key
 // store (sealed there under the master key on bbolt, in Vault's KV on
 // Vault), with the record's kind and id as associated data, so that
@@ -205,7 +206,8 @@ type keyRecord struct {
 }
 
 // Key returns the sealing key kept in ks (made at the first call, by
-// whichever replica gets there first) and whether the token state store
+// whichever replica gets there first: derived from the key store's own key
+// where it has one, keystore.KeyDeriver, else random) and whether the token state store
 // called target has had its older records sealed already.
 func Key(ctx context.Context, ks keystore.RecordStore, target string) (key []byte, migrated bool, err error) {
 	var kr keyRecord
@@ -217,7 +219,18 @@ func Key(ctx context.Context, ks keystore.RecordStore, target string) (key []byt
 			return nil, time.Time{}, keystore.ErrNoChange
 		}
 		kr = keyRecord{Key: make([]byte, 32), Created: time.Now().UTC()}
-		_, _ = rand.Read(kr.Key)
+		if d, ok := ks.(keystore.KeyDeriver); ok {
+			// Replicas of their own files (bbolt) sharing one Redis and one
+			// master key seal alike; kept, the key outlives a master key
+			// rotation, which seals this record again.
+			k, err := d.DeriveKey("tokenstate-seal/v1")
+			if err != nil {
+				return nil, time.Time{}, err
+			}
+			kr.Key = k
+		} else {
+			_, _ = rand.Read(kr.Key)
+		}
 		data, err := json.Marshal(kr)
 		return data, time.Time{}, err
 	})
@@ -249,4 +262,24 @@ func Migrated(ctx context.Context, ks keystore.RecordStore, target string) error
 		data, err := json.Marshal(kr)
 		return data, time.Time{}, err
 	})
+}
+
+// Entries seals single values of a kind that an engine stores itself (the
+// Redis engine's revocation entries, merged by keyd before they are
+// written), with the same key and rule as the records: bound to kind and
+// id, refused when keyd did not seal them. It is tokenstate/redis's Sealer.
+type Entries struct {
+	r    *Records
+	kind string
+}
+
+// Entries returns the sealer of values of kind.
+func (s *Records) Entries(kind string) *Entries { return &Entries{r: s, kind: kind} }
+
+// Seal returns the stored form of plain, the value of entry id.
+func (e *Entries) Seal(id string, plain []byte) []byte { return e.r.seal(e.kind, id, plain) }
+
+// Open returns the value keyd sealed as entry id, false for anything else.
+func (e *Entries) Open(id string, stored []byte) ([]byte, bool) {
+	return e.r.openData(e.kind, id, stored)
 }
