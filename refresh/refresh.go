@@ -65,13 +65,15 @@ type Service struct {
 	signer   *signer.Signer
 	now      func() time.Time
 	settings func(keyset string) (Settings, bool)
+	orphans  chan string // logins whose creation failed (see ForgetOrphans)
+	sleep    func(ctx context.Context, d time.Duration) bool
 }
 
 // New returns a Service storing families in store and signing with sg;
 // settings looks a key set's refresh settings up (it may change on
 // reload), false for a key set that is not configured.
 func New(store keystore.RecordStore, sg *signer.Signer, now func() time.Time, settings func(string) (Settings, bool)) *Service {
-	return &Service{store: store, signer: sg, now: now, settings: settings}
+	return &Service{store: store, signer: sg, now: now, settings: settings, orphans: make(chan string, maxOrphans), sleep: sleep}
 }
 
 // enabled returns the settings of a key set with refresh on.
@@ -136,6 +138,9 @@ func (s *Service) Issue(ctx context.Context, keyset string, claims signer.Claims
 	id := base64.RawURLEncoding.EncodeToString(random(16))
 	data, _ := json.Marshal(f)
 	if _, err := s.store.PutRecord(ctx, Kind, &keystore.Record{ID: id, Data: data, Expires: f.ExpiresAt.Add(pruneGrace)}); err != nil {
+		if errors.Is(err, keystore.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			s.orphan(id) // it may land once the store is back
+		}
 		return nil, err
 	}
 	return &Pair{Access: access, Claims: claims, RefreshToken: f.token(id, f.Generation), RefreshExpires: f.ExpiresAt}, nil

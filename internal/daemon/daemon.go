@@ -391,6 +391,9 @@ func (d *daemon) run(ctx context.Context) error {
 		task("auth guard", d.guard.Run),
 		task("token state prune", func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }),
 	}
+	if d.pairs != nil {
+		tasks = append(tasks, task("orphan logins", d.pairs.ForgetOrphans))
+	}
 	if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
 		tasks = append(tasks, task("store poll", func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) }))
 	}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,6 +103,21 @@ func (s *Server) Stop() {
 		_ = s.cmd.Wait()
 		s.cmd = nil
 	}
+}
+
+// Freeze stops the server's process (SIGSTOP): connections stay open and
+// nothing answers, as a Redis stalled by a fork, swap or a long command.
+func (s *Server) Freeze() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Signal(syscall.SIGCONT)
 }
 
 // StartSentinel starts a redis-server in sentinel mode watching master
