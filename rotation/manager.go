@@ -40,9 +40,14 @@ type TooEarlyError struct {
 	KeySet string
 	KID    string
 	SafeAt time.Time
+	Why    string // what holds it back besides jwks_max_age (publishing targets); "" for none
 }
 
 func (e *TooEarlyError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("pending key %s of %s cannot sign yet: %s. Rotating is safe from %s at the earliest, or force it",
+			e.KID, e.KeySet, e.Why, e.SafeAt.UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("pending key %s of %s has been published for less than jwks_max_age (plus the replicas' poll interval); verifiers with a cached JWKS would reject its tokens. Rotating is safe from %s, or force it",
 		e.KID, e.KeySet, e.SafeAt.UTC().Format(time.RFC3339))
 }
@@ -81,6 +86,9 @@ type Options struct {
 	// refused: a revocation of a key set that is not configured, or a
 	// published one past max_revocations (kind "revocation").
 	Rejected func(kind string)
+	// Gate holds back rotations until a pending key may sign as far as
+	// the publishing targets are concerned (nil: nothing does).
+	Gate Gate
 }
 
 // Manager owns the configured key sets' lifecycle in one process.
@@ -106,6 +114,8 @@ type Manager struct {
 
 	onRefused  func(keyset string)
 	onRejected func(kind string)
+	pubGate    Gate
+	waitingFor sync.Map // key set -> why its due rotation waits (string)
 	refusedMu  sync.Mutex
 	refusedAt  map[string]uint64 // key set -> the stored version last refused (logged once)
 
@@ -125,7 +135,7 @@ func NewManager(o Options) *Manager {
 	m := &Manager{
 		store: o.Store, gen: o.Generator, now: o.Now, log: o.Logger,
 		listeners: o.Listeners, events: o.Events, after: o.After, waitLogged: map[string]string{},
-		tokens: o.TokenState, revs: o.Revocations, onRefused: o.Refused, onRejected: o.Rejected, refusedAt: map[string]uint64{},
+		tokens: o.TokenState, revs: o.Revocations, onRefused: o.Refused, onRejected: o.Rejected, refusedAt: map[string]uint64{}, pubGate: o.Gate,
 	}
 	if m.revs == nil {
 		m.revs = tokenstate.NewIndex()
@@ -646,6 +656,9 @@ func (m *Manager) Rotate(ctx context.Context, name string, force bool) (*keystor
 			p, _ := m.Policy(name)
 			if safeAt := pending.CreatedAt.Add(p.PublishedFor()); now.Before(safeAt) {
 				return nil, &TooEarlyError{KeySet: name, KID: pending.ID, SafeAt: safeAt}
+			}
+			if err := m.gateAllows(name, pending.ID, now); err != nil {
+				return nil, err
 			}
 		}
 		return keystore.Rotate(ks, next, now)

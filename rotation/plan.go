@@ -23,6 +23,9 @@ type Plan struct {
 	// still too young (after a forced rotation or a revocation made a new
 	// one): rotating waits until then.
 	WaitUntil time.Time
+	// WaitingFor says what else the rotation waits for (publishing
+	// targets, see Gate); "" when it waits for jwks_max_age alone.
+	WaitingFor string
 	// Destroy lists retired and revoked keys whose grace has ended.
 	Destroy []string
 	// Certify lists published keys whose certificate is missing or due

@@ -46,7 +46,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	if err := m.publish(p, cur); err != nil { // pick up others' changes
 		return Plan{}, err
 	}
-	plan := Decide(cur, p, sched, m.now())
+	plan := m.gated(Decide(cur, p, sched, m.now()), cur, m.now())
 	if !plan.WaitUntil.IsZero() {
 		m.logWait(name, cur, plan)
 	}
@@ -78,7 +78,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
 		now := m.now()
 		before = ks
-		applied = Decide(ks, p, sched, now)
+		applied = m.gated(Decide(ks, p, sched, now), ks, now)
 		if applied.Rotate && next.ID == "" { // became due meanwhile: next tick
 			applied.Rotate = false
 		}
@@ -134,6 +134,11 @@ func (m *Manager) logWait(name string, ks *keystore.KeySet, plan Plan) {
 		return
 	}
 	m.waitLogged[name] = pending.ID
+	if plan.WaitingFor != "" {
+		m.log.Warn("rotation is due but waits for "+plan.WaitingFor,
+			"keyset", name, "pending_kid", pending.ID, "due_at", plan.DueAt, "rotates_at", plan.WaitUntil)
+		return
+	}
 	m.log.Warn("rotation is due but waits: the pending key has been published for less than jwks_max_age",
 		"keyset", name, "pending_kid", pending.ID, "due_at", plan.DueAt, "rotates_at", plan.WaitUntil)
 }
