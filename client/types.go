@@ -61,8 +61,12 @@ type KeySet struct {
 	// NextRotation is when the scheduler will rotate next: the schedule's
 	// next time, or later if the pending key is still too young then.
 	NextRotation time.Time `json:"next_rotation"`
-	Version      uint64    `json:"version"`
-	Keys         []Key     `json:"keys"`
+	// RotationWaitsFor says what a due rotation waits for besides
+	// jwks_max_age: the publishing targets that do not hold the pending
+	// key yet, or whose readers' caches may not have it ("" for none).
+	RotationWaitsFor string `json:"rotation_waits_for,omitempty"`
+	Version          uint64 `json:"version"`
+	Keys             []Key  `json:"keys"`
 	// Legacy is set when tokens without a kid verify with an imported key.
 	Legacy *Legacy `json:"legacy,omitempty"`
 }

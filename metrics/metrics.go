@@ -58,6 +58,7 @@ type Metrics struct {
 	keysRefused   *prometheus.CounterVec
 	stateRejected *prometheus.CounterVec
 	backups       backupMetrics
+	publish       publishMetrics
 }
 
 // New returns the collectors, registered on a new registry with the Go and
@@ -144,6 +145,7 @@ func New() *Metrics {
 		m.auditWrites, m.auditErrors, m.custodyErrors, m.keysRefused, m.stateRejected,
 	)
 	m.backups = newBackupMetrics(m.reg)
+	m.publish = newPublishMetrics(m.reg)
 	return m
 }
 

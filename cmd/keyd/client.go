@@ -503,6 +503,9 @@ func status(ctx context.Context, c *client.Client, addr string, w io.Writer) err
 		if l := ks.Legacy; l != nil {
 			fmt.Fprintf(w, "%s: tokens without a kid verify with %s until %s; last one verified: %s\n", ks.Name, l.KID, stamp(l.Until), stamp(l.LastVerified))
 		}
+		if ks.RotationWaitsFor != "" {
+			fmt.Fprintf(w, "%s: the due rotation waits for %s\n", ks.Name, ks.RotationWaitsFor)
+		}
 	}
 	return nil
 }
@@ -515,7 +518,7 @@ func printKeySet(w io.Writer, ks client.KeySet) {
 		next += " (in " + time.Until(ks.NextRotation).Round(time.Second).String() + ")"
 	}
 	for _, kv := range [][2]string{
-		{"key set", ks.Name}, {"algorithm", ks.Algorithm}, {"rotation", ks.Rotation}, {"next rotation", next},
+		{"key set", ks.Name}, {"algorithm", ks.Algorithm}, {"rotation", ks.Rotation}, {"next rotation", next}, {"rotation waits for", cmp.Or(ks.RotationWaitsFor, "-")},
 		{"last rotated", stamp(ks.RotatedAt)}, {"token ttl", ks.TokenTTL}, {"jwks max age", ks.JWKSMaxAge},
 		{"leeway", ks.Leeway}, {"issuer", cmp.Or(ks.Issuer, "-")},
 	} {

@@ -329,6 +329,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {
 	v := viewOf(ks, p)
 	v.NextRotation, _ = s.Manager.NextRotation(ks.Name)
+	v.RotationWaitsFor = s.Manager.WaitingFor(ks.Name)
 	if l := p.Legacy; l.KID != "" {
 		v.Legacy = &client.Legacy{KID: l.KID, Until: l.Until, AllowMissingExp: l.AllowMissingExp, LastVerified: s.Signer.LegacySeen(ks.Name)}
 	}

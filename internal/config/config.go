@@ -44,9 +44,10 @@ type Config struct {
 	// kube-apiserver on a Unix socket.
 	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// IssuerURL, when set, serves OpenID Connect discovery for it.
-	IssuerURL string `yaml:"issuer_url"`
-	LogLevel  string `yaml:"log_level"` // debug, info, warn, error; "" keeps --log-level
-	Backup    Backup `yaml:"backup"`    // scheduled backups
+	IssuerURL string    `yaml:"issuer_url"`
+	LogLevel  string    `yaml:"log_level"` // debug, info, warn, error; "" keeps --log-level
+	Backup    Backup    `yaml:"backup"`    // scheduled backups
+	Publish   []Publish `yaml:"publish"`   // targets of the JWKS and discovery document
 }
 
 // Kubernetes makes a key set the cluster's service account token signer.
@@ -458,6 +459,7 @@ func (c *Config) Validate() error {
 	c.validateStorage(bad)
 	c.validateBackup(bad)
 	names := c.validateKeySets(bad)
+	c.validatePublish(bad)
 	c.validateAuth(names, bad)
 	return errors.Join(errs...)
 }

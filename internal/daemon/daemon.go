@@ -30,6 +30,7 @@ import (
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/kubesigner"
 	"github.com/keyd-dev/keyd/metrics"
+	"github.com/keyd-dev/keyd/publish"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/signer"
@@ -116,6 +117,7 @@ type daemon struct {
 	apiSrv       *http.Server
 	metricsSrv   *http.Server     // metrics.listen, when set
 	backups      *backup.Schedule // backup.schedule, when set
+	publishers   publish.Set      // publish[]
 	lastBackup   backupStatus
 	mln          net.Listener // metrics.listen's, when set
 }
@@ -240,7 +242,14 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.mgr = rotation.NewManager(rotation.Options{
+	if err := d.openPublishers(ctx); err != nil {
+		return err
+	}
+	var gate rotation.Gate
+	if len(d.publishers) > 0 {
+		gate = d.publishers.Held
+	}
+	d.mgr = rotation.NewManager(rotation.Options{Gate: gate,
 		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.custodies), Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
 		TokenState: tokens, Revocations: d.sg.Revocations(), Refused: d.met.KeyRefused, Rejected: d.met.TokenStateRejected,
@@ -403,6 +412,7 @@ func (d *daemon) run(ctx context.Context) error {
 	if d.backups != nil {
 		actors = append(actors, afterLoad(loaded, actor{name: "scheduled backups", run: d.backups.Run}))
 	}
+	actors = append(actors, d.publisherActors(loaded)...)
 	log.Info("keyd listening", "addr", d.ln.Addr().String(), "scheme", scheme, "keysets", d.mgr.Names(), "backend", cfg.Storage.Backend)
 	err := runActors(ctx, actors)
 	if err != nil {
