@@ -33,7 +33,9 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	p := keystore.Policy{Name: "hs", Algorithm: keystore.HS256, Rotation: "@daily", TokenTTL: 10 * time.Minute, JWKSMaxAge: time.Minute, Leeway: 30 * time.Second}
-	return &fixture{Server: apitest.Serve(t, metrics.New(), p), t: t}
+	m := metrics.New()
+	m.PublishTargets([]string{"bucket"}, time.Now()) // as the daemon does with publish[] set
+	return &fixture{Server: apitest.Serve(t, m, p), t: t}
 }
 
 func (f *fixture) call(method, path, token, body string) (int, []byte) {

@@ -38,3 +38,15 @@ func (m *Metrics) PublishDone(target string, at time.Time, err error) {
 	}
 	m.publish.last.WithLabelValues(target).Set(float64(at.UnixNano()) / 1e9)
 }
+
+// PublishTargets makes the series of each target, its last success the
+// start (the alert counts from there).
+func (m *Metrics) PublishTargets(names []string, start time.Time) {
+	if m == nil {
+		return
+	}
+	for _, n := range names {
+		m.publish.errors.WithLabelValues(n).Add(0)
+		m.publish.last.WithLabelValues(n).Set(float64(start.UnixNano()) / 1e9)
+	}
+}

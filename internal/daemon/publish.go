@@ -14,6 +14,11 @@ import (
 // openPublishers opens every publish[] target (a bad one stops the start,
 // naming it) and makes its publisher of d.pub's documents.
 func (d *daemon) openPublishers(ctx context.Context) error {
+	var names []string
+	for _, pc := range d.cfg.Publish {
+		names = append(names, pc.Name)
+	}
+	d.met.PublishTargets(names, d.o.Now())
 	for i, pc := range d.cfg.Publish {
 		tg, err := openTarget(ctx, pc)
 		if err != nil {
