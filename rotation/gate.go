@@ -65,4 +65,3 @@ func (m *Manager) WaitingFor(name string) string {
 	s, _ := v.(string)
 	return s
 }
-
