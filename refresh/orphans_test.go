@@ -43,9 +43,9 @@ func (s *lostAnswers) DeleteRecord(ctx context.Context, kind, id string) error {
 // write queued behind the outage may land after the first delete), so
 // no login is left that nobody holds the token of.
 func TestOrphanLoginsForgotten(t *testing.T) {
-	svc, sg, c, store := setup(t)
+	_, sg, c, store := setup(t)
 	lost := &lostAnswers{Store: store, deletes: make(chan string, 8)}
-	svc = refresh.New(lost, sg, c.Now, func(string) (refresh.Settings, bool) { return refresh.Settings{TTL: time.Hour}, true })
+	svc := refresh.New(lost, sg, c.Now, func(string) (refresh.Settings, bool) { return refresh.Settings{TTL: time.Hour}, true })
 	var waits atomic.Int64
 	svc.SetSleep(func(ctx context.Context, d time.Duration) bool { // no time passes; the store comes back after a few tries
 		if waits.Add(1) == 3 {
