@@ -3,6 +3,8 @@ package signer
 import (
 	"errors"
 	"fmt"
+
+	"github.com/keyd-dev/keyd/tokencheck"
 )
 
 var (
@@ -13,7 +15,7 @@ var (
 	ErrInvalidRequest = errors.New("invalid sign request")
 	// ErrInvalidToken means a token did not verify; the message says why
 	// and is safe to show the caller.
-	ErrInvalidToken = errors.New("invalid token")
+	ErrInvalidToken = tokencheck.ErrInvalidToken
 	// ErrNoRevocationList means the key set publishes no revocation list
 	// (HMAC key sets).
 	ErrNoRevocationList = errors.New("no revocation list")
@@ -21,65 +23,44 @@ var (
 	ErrInternal = errors.New("internal signing error")
 )
 
-// Why a token did not verify: stable codes that API answers, metrics and
-// audit records carry, so callers can tell "expired, refresh it" from
-// "forged, alert someone". Checks run in this order (structure, algorithm,
-// key, signature, claims), so a forged token learns nothing of its claims.
+// Why a token did not verify: the codes of package tokencheck, where
+// keyd's rules for a token live (the client-side verify package runs them
+// too).
 const (
-	CodeMalformed      = "malformed_token"       // not a compact JWS of one signature with JSON claims
-	CodeAlgorithm      = "algorithm_not_allowed" // alg is not the key set's
-	CodeUnknownKey     = "unknown_key"           // no key of the set has that kid, or it is revoked
-	CodeSignature      = "invalid_signature"     // the signature does not match
-	CodeExpired        = "token_expired"         // exp has passed (beyond the leeway)
-	CodeNotYetValid    = "token_not_yet_valid"   // nbf is in the future (beyond the leeway)
-	CodeIssuedInFuture = "issued_in_future"      // iat is in the future (beyond the leeway)
-	CodeMissingClaim   = "missing_claim"         // a required claim (exp, or one the policy names) is absent
-	CodeIssuer         = "invalid_issuer"        // iss is not the expected issuer
-	CodeAudience       = "invalid_audience"      // aud holds none of the expected audiences
-	CodeSubject        = "invalid_subject"       // sub is not the expected subject
-	CodeType           = "invalid_type"          // the header's typ is not the expected one
-	CodeRevoked        = "token_revoked"         // the token (its jti, or its subject before a cut-off) is revoked
+	CodeMalformed      = tokencheck.CodeMalformed
+	CodeAlgorithm      = tokencheck.CodeAlgorithm
+	CodeUnknownKey     = tokencheck.CodeUnknownKey
+	CodeSignature      = tokencheck.CodeSignature
+	CodeExpired        = tokencheck.CodeExpired
+	CodeNotYetValid    = tokencheck.CodeNotYetValid
+	CodeIssuedInFuture = tokencheck.CodeIssuedInFuture
+	CodeMissingClaim   = tokencheck.CodeMissingClaim
+	CodeIssuer         = tokencheck.CodeIssuer
+	CodeAudience       = tokencheck.CodeAudience
+	CodeSubject        = tokencheck.CodeSubject
+	CodeType           = tokencheck.CodeType
+	CodeRevoked        = tokencheck.CodeRevoked
 )
 
 // VerifyCodes lists every verification failure code.
-var VerifyCodes = []string{CodeMalformed, CodeAlgorithm, CodeUnknownKey, CodeSignature, CodeExpired, CodeNotYetValid,
-	CodeIssuedInFuture, CodeMissingClaim, CodeIssuer, CodeAudience, CodeSubject, CodeType, CodeRevoked}
+var VerifyCodes = tokencheck.VerifyCodes
 
 // Error carries a message that is safe to show to API callers, wrapping one
-// of the sentinels above. Code is set for ErrInvalidToken.
-type Error struct {
-	Kind   error
-	Code   string
-	Reason string
-	KID    string // the token's kid, when verification got that far
-}
-
-func (e *Error) Error() string { return e.Reason }
-func (e *Error) Unwrap() error { return e.Kind }
+// of the sentinels above (tokencheck.Error). Code is set for
+// ErrInvalidToken.
+type Error = tokencheck.Error
 
 func invalid(format string, args ...any) error {
 	return &Error{Kind: ErrInvalidRequest, Reason: fmt.Sprintf(format, args...)}
 }
 
 func rejected(code, format string, args ...any) error {
-	return &Error{Kind: ErrInvalidToken, Code: code, Reason: fmt.Sprintf(format, args...)}
+	return tokencheck.Reject(code, format, args...)
 }
 
 // KeyID returns the kid of the token a verification failure is about, or
 // "" when the token was refused before its key was looked up.
-func KeyID(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.KID
-	}
-	return ""
-}
+func KeyID(err error) string { return tokencheck.KeyID(err) }
 
 // Code returns the verification failure code of err, or "".
-func Code(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
+func Code(err error) string { return tokencheck.Code(err) }

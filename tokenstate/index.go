@@ -2,13 +2,14 @@ package tokenstate
 
 import (
 	"cmp"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keyd-dev/keyd/tokencheck"
 )
 
 // Index is the revocations in force, in memory, for the checks of every
@@ -32,15 +33,12 @@ type Index struct {
 }
 
 // DigestSize is the bytes of Digest.
-const DigestSize = 12
+const DigestSize = tokencheck.RevocationDigestSize
 
 // Digest names a jti or subject in the index and in published revocation
 // lists: the first 12 bytes of its SHA-256 (two different ones share it
-// with a chance of 2^-96).
-func Digest(s string) [DigestSize]byte {
-	sum := sha256.Sum256([]byte(s))
-	return [DigestSize]byte(sum[:DigestSize])
-}
+// with a chance of 2^-96), as tokencheck.RevocationDigest.
+func Digest(s string) [DigestSize]byte { return tokencheck.RevocationDigest(s) }
 
 type key struct {
 	set uint32

@@ -4,7 +4,7 @@
 //
 //	v, err := verify.New(ctx, "https://keys.internal", "default", verify.Options{
 //		Algorithm: "ES256", Audience: []string{"billing"}, Issuer: "https://keys.internal"})
-//	claims, err := v.Verify(ctx, token) // signer.Code(err): "token_expired", ...
+//	claims, err := v.Verify(ctx, token) // tokencheck.Code(err): "token_expired", ...
 //	http.Handle("/api/", v.Middleware(api))
 //
 // The key set's JWKS is fetched and cached by jwx's jwk.Cache, which
@@ -37,7 +37,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 
-	"github.com/keyd-dev/keyd/signer"
+	"github.com/keyd-dev/keyd/tokencheck"
 )
 
 // Options set what a token must satisfy, as the verify endpoint's request
@@ -81,8 +81,8 @@ type Verifier struct {
 
 	fetchMu sync.Mutex // one fetch of the list at a time
 	mu      sync.RWMutex
-	revs    *signer.Revoked // nil until the first list (always with SkipRevocations)
-	listIat int64           // of the list held: the since of the next fetch
+	revs    *tokencheck.Revoked // nil until the first list (always with SkipRevocations)
+	listIat int64               // of the list held: the since of the next fetch
 	listExp int64
 	maxAge  time.Duration // the list's Cache-Control max-age
 	pruned  time.Time     // when expired tokens were last dropped
@@ -247,7 +247,7 @@ func (v *Verifier) fetch(ctx context.Context, since int64) error {
 	if l.Since == 0 {
 		// The whole list: built aside, then swapped in, so that
 		// verifications go on while a million entries are read.
-		rv := &signer.Revoked{Tokens: map[[signer.RevocationDigestSize]byte]int64{}, Subjects: map[string]int64{}, SubjectKey: subKey}
+		rv := &tokencheck.Revoked{Tokens: map[[tokencheck.RevocationDigestSize]byte]int64{}, Subjects: map[string]int64{}, SubjectKey: subKey}
 		if err := addList(rv, l); err != nil {
 			return err
 		}
@@ -276,8 +276,8 @@ func (v *Verifier) fetch(ctx context.Context, since int64) error {
 
 // addList adds a list's tokens and subjects to rv, each with the later of
 // its expiries or cut-offs.
-func addList(rv *signer.Revoked, l *signer.RevocationListClaims) error {
-	if err := signer.RevokedTokens(l.Tokens, func(d [signer.RevocationDigestSize]byte, exp int64) { rv.Tokens[d] = max(rv.Tokens[d], exp) }); err != nil {
+func addList(rv *tokencheck.Revoked, l *tokencheck.RevocationListClaims) error {
+	if err := tokencheck.RevokedTokens(l.Tokens, func(d [tokencheck.RevocationDigestSize]byte, exp int64) { rv.Tokens[d] = max(rv.Tokens[d], exp) }); err != nil {
 		return err
 	}
 	for _, s := range l.Subjects {
@@ -307,7 +307,7 @@ func (v *Verifier) prune() {
 
 // verifyList checks a list's signature through the JWKS (refreshed once
 // if it does not know the kid yet) and its claims.
-func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*signer.RevocationListClaims, error) {
+func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*tokencheck.RevocationListClaims, error) {
 	set, err := v.cache.Lookup(ctx, v.jwksURL)
 	if err != nil {
 		return nil, err
@@ -321,15 +321,15 @@ func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*signer.Revocati
 			return nil, err
 		}
 	}
-	var l signer.RevocationListClaims
+	var l tokencheck.RevocationListClaims
 	if err := json.Unmarshal(payload, &l); err != nil {
 		return nil, err
 	}
 	switch {
-	case l.Audience != signer.RevocationListAudience:
+	case l.Audience != tokencheck.RevocationListAudience:
 		return nil, errors.New("it is not a revocation list")
-	case l.Format != signer.RevocationListFormat:
-		return nil, fmt.Errorf("it is of format %d; this package reads %d", l.Format, signer.RevocationListFormat)
+	case l.Format != tokencheck.RevocationListFormat:
+		return nil, fmt.Errorf("it is of format %d; this package reads %d", l.Format, tokencheck.RevocationListFormat)
 	case v.o.Now().Unix() > l.Expires:
 		return nil, errors.New("it has expired")
 	}
@@ -340,21 +340,21 @@ func (v *Verifier) verifyList(ctx context.Context, raw []byte) (*signer.Revocati
 func (v *Verifier) Stats() (fetched, deltas int64) { return v.fetches.Load(), v.deltas.Load() }
 
 // Verify checks token as keyd's verify endpoint does, in the same order,
-// and returns its claims, or an error whose signer.Code is one of keyd's
+// and returns its claims, or an error whose tokencheck.Code is one of keyd's
 // verification codes.
 func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, error) {
 	set, err := v.cache.Lookup(ctx, v.jwksURL)
 	if err != nil {
 		return nil, fmt.Errorf("verify: the JWKS is not available: %w", err)
 	}
-	want := signer.Expect{Audience: v.o.Audience, Issuer: v.o.Issuer, Subject: v.o.Subject, Type: v.o.Type, RequiredClaims: v.o.RequiredClaims}
+	want := tokencheck.Expect{Audience: v.o.Audience, Issuer: v.o.Issuer, Subject: v.o.Subject, Type: v.o.Type, RequiredClaims: v.o.RequiredClaims}
 	now := v.o.Now()
 	if v.o.LegacyKID != "" && now.Before(v.o.LegacyUntil) {
 		want.LegacyKID, want.AllowMissingExp = v.o.LegacyKID, v.o.LegacyAllowMissingExp
 	}
 	key := func(kid string) (any, bool) { return set.LookupKeyID(kid) }
 	revoked := v.checkRevoked
-	verified, err := signer.Check(token, v.alg, key, now, v.o.Leeway, want, revoked)
+	verified, err := tokencheck.Check(token, v.alg, key, now, v.o.Leeway, want, revoked)
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +398,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		claims, err := v.Verify(r.Context(), strings.TrimSpace(token))
-		if code := signer.Code(err); code != "" {
+		if code := tokencheck.Code(err); code != "" {
 			unauthorized(w, code, err.Error())
 			return
 		}
