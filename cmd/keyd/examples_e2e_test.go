@@ -91,7 +91,7 @@ func nodeHasJose() error {
 
 // startExample runs an example service on a free port and waits until it
 // answers.
-func startExample(t *testing.T, argv []string, dir, keyd string) string {
+func startExample(t *testing.T, argv []string, dir, keyd string, env ...string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -108,6 +108,7 @@ func startExample(t *testing.T, argv []string, dir, keyd string) string {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "KEYD_URL="+keyd, "KEYD_KEYSET=app", "KEYD_ALG=ES256", "KEYD_TOKEN="+serviceToken,
 		"APP_AUDIENCE=billing", "APP_ISSUER=https://keyd.example")
+	cmd.Env = append(cmd.Env, env...) // the last value of a name wins
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

@@ -14,6 +14,11 @@ async def unauthorized(_: Request, e: keyd_auth.Unauthorized):
                         headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{e.code}"'})
 
 
+@app.exception_handler(keyd_auth.Unavailable)
+async def unavailable(_: Request, e: keyd_auth.Unavailable):
+    return JSONResponse({"error": {"code": "keyd_unavailable", "message": str(e)}}, status_code=503)
+
+
 def claims(authorization: str = Header(default="")):
     return keyd_auth.verify(authorization)
 

@@ -13,6 +13,11 @@ def unauthorized(e):
     return resp, 401
 
 
+@app.errorhandler(keyd_auth.Unavailable)
+def unavailable(e):
+    return jsonify(error={"code": "keyd_unavailable", "message": str(e)}), 503
+
+
 @app.get("/api/me")
 def me():
     claims = keyd_auth.verify(request.headers.get("Authorization"))

@@ -1,7 +1,15 @@
 """Verifying keyd's tokens in a Python service with PyJWT: the JWKS through
 PyJWKClient (cached), the algorithm pinned, aud and iss checked, keyd's
 revocation list honoured, and PyJWT's exceptions mapped to keyd's verify
-codes for the 401 answer. Shared by flask_app.py and fastapi_app.py."""
+codes for the 401 answer. Shared by flask_app.py and fastapi_app.py.
+
+An HMAC key set (KEYD_ALG=HS256, HS384, HS512: a team moving its Flask or
+FastAPI SECRET_KEY tokens to keyd) publishes no keys: its secret never
+leaves keyd, so every token is verified through keyd's verify endpoint
+(KEYD_TOKEN needs verify:<keyset>), tokens without a kid signed with the
+old SECRET_KEY included (the key set's legacy setting), revocations too.
+That is one call to keyd per request; a new asymmetric key set beside the
+HS256 one lets services verify locally again (see the README)."""
 import datetime, json, os, urllib.request
 import jwt
 from keyd_revocations import RevocationList
@@ -19,8 +27,10 @@ LEGACY_KID = os.environ.get("KEYD_LEGACY_KID", "")
 LEGACY_UNTIL = os.environ.get("KEYD_LEGACY_UNTIL", "")
 LEGACY_ALLOW_MISSING_EXP = os.environ.get("KEYD_LEGACY_ALLOW_MISSING_EXP", "") == "1"
 
-jwks = jwt.PyJWKClient(f"{KEYD}/v1/keysets/{KEYSET}/jwks.json", cache_jwk_set=True, lifespan=60)
-revocations = RevocationList(KEYD, KEYSET, jwks, ALG)
+HMAC = ALG.startswith("HS")  # verified through keyd: its secret never leaves keyd
+
+jwks = None if HMAC else jwt.PyJWKClient(f"{KEYD}/v1/keysets/{KEYSET}/jwks.json", cache_jwk_set=True, lifespan=60)
+revocations = None if HMAC else RevocationList(KEYD, KEYSET, jwks, ALG)
 
 # PyJWT's exceptions, most specific first, as keyd's verify codes.
 CODES = [
@@ -43,11 +53,17 @@ class Unauthorized(Exception):
         self.code = code
 
 
+class Unavailable(Exception):
+    """keyd could not be asked (HMAC key sets verify through it): answer 503, not 401."""
+
+
 def verify(authorization):
     """Returns the claims of the bearer token in an Authorization header, or raises Unauthorized."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing_token", "an Authorization: Bearer token is required")
+    if HMAC:
+        return verify_through_keyd(token)
     try:
         required = ["exp", "iat", "sub"]
         if not jwt.get_unverified_header(token).get("kid") and legacy_in_force():
@@ -66,6 +82,20 @@ def verify(authorization):
     if revocations.is_revoked(claims):
         raise Unauthorized("token_revoked", "the token has been revoked")
     return claims
+
+
+def verify_through_keyd(token):
+    """An HMAC key set's token, verified by keyd (signature, lifetime, aud, iss, revocations)."""
+    try:
+        status, body = keyd_call(f"/v1/keysets/{KEYSET}/verify",
+                                 {"token": token, "audience": [AUDIENCE], "issuer": ISSUER, "required_claims": ["iat", "sub"]})
+    except (OSError, ValueError) as e:  # refused, timed out, not JSON
+        raise Unavailable(f"keyd cannot be reached to verify the token: {e}") from None
+    if status != 200:
+        raise Unavailable(f"keyd answered {status} to a verification: {body.get('error', {}).get('code', 'error')}")
+    if not body.get("valid"):
+        raise Unauthorized(body.get("code", "invalid_token"), body.get("message", "invalid token"))
+    return body["claims"]
 
 
 def legacy_in_force():
