@@ -303,7 +303,7 @@ func (c *Client) SignBatch(ctx context.Context, keyset string, items []SignItem)
 	return out.Results, err
 }
 
-// VerifyOptions narrow what a verification requires (see the README).
+// VerifyOptions narrow what a verification requires (see docs/api.md).
 type VerifyOptions struct {
 	Audience       []string `json:"audience,omitempty"`
 	Issuer         string   `json:"issuer,omitempty"`
