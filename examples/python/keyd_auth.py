@@ -9,7 +9,7 @@ leaves keyd, so every token is verified through keyd's verify endpoint
 (KEYD_TOKEN needs verify:<keyset>), tokens without a kid signed with the
 old SECRET_KEY included (the key set's legacy setting), revocations too.
 That is one call to keyd per request; a new asymmetric key set beside the
-HS256 one lets services verify locally again (see the README)."""
+HS256 one lets services verify locally again (see docs/importing.md)."""
 import datetime, json, os, urllib.request
 import jwt
 from keyd_revocations import RevocationList
