@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
@@ -90,10 +94,12 @@ storage: {backend: file, file: {path: %q}}
 keysets:
   - {name: kube-sa, algorithm: RS256, rotation: "@daily", token_ttl: 1h, jwks_max_age: 1m}
 kubernetes: {socket: %q, keyset: kube-sa}
+publish:
+  - {name: bucket, to: "file://%s", keysets: [kube-sa], issuer: %q, jwks_path: openid/v1/jwks, required: true}
 auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
-`, filepath.Join(dir, "keyd.db"), socket, daemon.TokenHash(adminToken))))
+`, filepath.Join(dir, "keyd.db"), socket, filepath.Join(dir, "site"), testkube.Issuer, daemon.TokenHash(adminToken))))
 	masterKey, _ := file.NewMasterKey()
 	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
 	defer d.stop()
@@ -151,6 +157,27 @@ auth:
 	// The cluster's own discovery serves keyd's keys and the imported one.
 	if status, body := kube.Do(t, "GET", "/openid/v1/jwks", nil); status != 200 || !strings.Contains(string(body), active) || !strings.Contains(string(body), kid) {
 		t.Errorf("/openid/v1/jwks: %d %s", status, body)
+	}
+	// The published copy (a bucket's, served as a self-hosted issuer is):
+	// go-oidc verifies the cluster's tokens, keyd's and the imported key's,
+	// from it alone.
+	site := filepath.Join(dir, "site")
+	srv := httptest.NewTLSServer(http.FileServer(http.Dir(site)))
+	defer srv.Close()
+	ctx := oidc.ClientContext(context.Background(), srv.Client())
+	verifier := oidc.NewVerifier(testkube.Issuer, oidc.NewRemoteKeySet(ctx, srv.URL+"/openid/v1/jwks"), &oidc.Config{ClientID: testkube.Issuer})
+	waitFor(t, "the imported key on the published copy", func() bool {
+		raw, _ := os.ReadFile(filepath.Join(site, "openid", "v1", "jwks"))
+		return strings.Contains(string(raw), kid)
+	})
+	for name, tok := range map[string]string{"keyd's": newToken, "the old key's": oldToken} {
+		if _, err := verifier.Verify(ctx, tok); err != nil {
+			t.Errorf("%s token from the published copy: %v", name, err)
+		}
+	}
+	disc, _ := os.ReadFile(filepath.Join(site, ".well-known", "openid-configuration"))
+	if !strings.Contains(string(disc), `"jwks_uri":"`+testkube.Issuer+`/openid/v1/jwks"`) {
+		t.Errorf("published discovery document: %s", disc)
 	}
 	// A token like the old one, signed by a key nobody imported: refused.
 	stranger, _ := rsa.GenerateKey(rand.Reader, 2048)
