@@ -12,6 +12,7 @@ package publish
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,10 +46,18 @@ type Source interface {
 	KeySet(name string) (jwks.Document, bool)
 }
 
+// RevocationSource is a Source that also gives a key set's signed
+// revocation list (the signer's), for the revocations file.
+type RevocationSource interface {
+	Source
+	RevocationList(name string) (jwks.Document, error)
+}
+
 // The files a target can hold.
 const (
-	FileJWKS      = "jwks"
-	FileDiscovery = "discovery"
+	FileJWKS        = "jwks"
+	FileDiscovery   = "discovery"
+	FileRevocations = "revocations" // revocations/KEYSET.jwt, one per key set
 )
 
 // DefaultJWKSPath is where the JWKS goes unless a target says otherwise.
@@ -74,6 +83,7 @@ type Spec struct {
 // Documents are what a target is to hold.
 type Documents struct {
 	Files        map[string][]byte // by path
+	Types        map[string]string // content type by path (default application/json)
 	Kids         []string          // every kid in the JWKS
 	MaxAge       time.Duration     // the shortest jwks_max_age of its key sets
 	CacheControl string
@@ -88,7 +98,7 @@ func Render(spec Spec, src Source) (*Documents, error) {
 		Alg string `json:"alg"`
 	}
 	var keys []json.RawMessage
-	d := &Documents{Files: map[string][]byte{}}
+	d := &Documents{Files: map[string][]byte{}, Types: map[string]string{}}
 	var algs []string
 	for _, name := range spec.KeySets {
 		doc, ok := src.KeySet(name)
@@ -151,6 +161,20 @@ func Render(spec Spec, src Source) (*Documents, error) {
 		}
 		d.Files[DiscoveryPath] = body
 	}
+	if slices.Contains(spec.Files, FileRevocations) {
+		rs, ok := src.(RevocationSource)
+		if !ok {
+			return nil, errors.New("no revocation lists to publish here")
+		}
+		for _, name := range spec.KeySets {
+			doc, err := rs.RevocationList(name)
+			if err != nil {
+				return nil, fmt.Errorf("key set %s's revocation list: %w", name, err)
+			}
+			path := "revocations/" + name + ".jwt"
+			d.Files[path], d.Types[path] = doc.Body, "application/jwt"
+		}
+	}
 	return d, nil
 }
 
@@ -202,7 +226,7 @@ func (p *Publisher) once(ctx context.Context, force bool) error {
 		return nil
 	}
 	for _, name := range slices.Sorted(maps.Keys(docs.Files)) {
-		ct := "application/json"
+		ct := cmp.Or(docs.Types[name], "application/json")
 		if err := p.target.Put(ctx, name, docs.Files[name], ct, docs.CacheControl); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}

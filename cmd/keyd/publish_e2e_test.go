@@ -39,7 +39,7 @@ storage: {backend: file, file: {path: %q}}
 keysets:
   - {name: es, algorithm: ES256, rotation: "@every 3s", token_ttl: 1m, jwks_max_age: 1s, issuer: %q}
 publish:
-  - {name: site, to: "file://%s", keysets: [es], issuer: %q, required: true}
+  - {name: site, to: "file://%s", keysets: [es], issuer: %q, required: true, files: [jwks, discovery, revocations]}
 auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
@@ -51,6 +51,13 @@ auth:
 		_, err := os.Stat(filepath.Join(site, ".well-known", "openid-configuration"))
 		return err == nil
 	})
+	waitFor(t, "the revocation list on the target", func() bool {
+		raw, err := os.ReadFile(filepath.Join(site, "revocations", "es.jwt"))
+		return err == nil && strings.Count(string(raw), ".") == 2
+	})
+	if attrs, _ := os.ReadFile(filepath.Join(site, "revocations", "es.jwt.attrs")); !strings.Contains(string(attrs), "application/jwt") {
+		t.Fatalf("the revocation list's content type: %s", attrs)
+	}
 	ctx := oidc.ClientContext(context.Background(), srv.Client())
 	provider, err := oidc.NewProvider(ctx, srv.URL)
 	if err != nil {

@@ -17,7 +17,7 @@ type Publish struct {
 	Name         string        `yaml:"name"`
 	To           string        `yaml:"to"` // file:///dir or kubernetes://namespace/configmap
 	KeySets      []string      `yaml:"keysets"`
-	Files        []string      `yaml:"files"`     // jwks, discovery; default: jwks, and discovery with an issuer
+	Files        []string      `yaml:"files"`     // jwks, discovery, revocations; default: jwks, and discovery with an issuer
 	JWKSPath     string        `yaml:"jwks_path"` // default .well-known/jwks.json
 	Issuer       string        `yaml:"issuer"`    // the target's public base URL
 	CacheControl string        `yaml:"cache_control"`
@@ -71,8 +71,8 @@ func (c *Config) validatePublish(bad func(field, format string, args ...any)) {
 			}
 		}
 		for j, file := range p.Files {
-			if file != "jwks" && file != "discovery" {
-				bad(fmt.Sprintf("%s.files[%d]", f, j), "%q is not jwks or discovery", file)
+			if file != "jwks" && file != "discovery" && file != "revocations" {
+				bad(fmt.Sprintf("%s.files[%d]", f, j), "%q is not jwks, discovery or revocations", file)
 			}
 		}
 		if slices.Contains(p.PublishFiles(), "discovery") {

@@ -26,7 +26,7 @@ publish:
 		t.Fatalf("files %v", got)
 	}
 	bad := base + `  - {name: bucket, to: "s3://b/p", keysets: [es]}
-  - {name: bucket, to: "file://relative/dir", keysets: [hs, nope], files: [jwks, revocations]}
+  - {name: bucket, to: "file://relative/dir", keysets: [hs, nope], files: [jwks, denylist]}
   - {name: x, to: "kubernetes://ns", keysets: [es], files: [discovery], issuer: "http://a/", interval: 1s, max_keys: -1, algorithms: [HS256], jwks_path: /abs}
 `
 	_, err = config.Parse(strings.NewReader(bad), "t")
@@ -39,7 +39,7 @@ publish:
 		"publish[1].to: \"file://relative/dir\" must be file:///absolute/folder",
 		"publish[1].keysets[0]: \"hs\" is HS256: HMAC keys are secrets and never published",
 		"publish[1].keysets[1]: \"nope\" is not a configured key set",
-		"publish[1].files[1]: \"revocations\" is not jwks or discovery",
+		"publish[1].files[1]: \"denylist\" is not jwks, discovery or revocations",
 		"publish[2].to: \"kubernetes://ns\" must be kubernetes://NAMESPACE/CONFIGMAP",
 		"publish[2].issuer:",
 		"publish[2].interval: 1s is too short",

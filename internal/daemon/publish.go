@@ -6,9 +6,11 @@ import (
 	"net/url"
 
 	"github.com/keyd-dev/keyd/internal/config"
+	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/publish"
 	"github.com/keyd-dev/keyd/publish/blob"
 	"github.com/keyd-dev/keyd/publish/configmap"
+	"github.com/keyd-dev/keyd/signer"
 )
 
 // openPublishers opens every publish[] target (a bad one stops the start,
@@ -27,7 +29,8 @@ func (d *daemon) openPublishers(ctx context.Context) error {
 		d.closers = append(d.closers, func() { _ = tg.Close() })
 		spec := publish.Spec{Name: pc.Name, KeySets: pc.KeySets, Files: pc.PublishFiles(), JWKSPath: pc.JWKSPath, Issuer: pc.Issuer,
 			CacheControl: pc.CacheControl, MaxKeys: pc.MaxKeys, Algorithms: pc.Algorithms, Required: pc.Required, Interval: pc.Interval}
-		d.publishers = append(d.publishers, publish.New(spec, tg, d.pub, d.o.Now, func(target string, err error) {
+		src := publishSource{Publisher: d.pub, sg: d.sg}
+		d.publishers = append(d.publishers, publish.New(spec, tg, src, d.o.Now, func(target string, err error) {
 			d.met.PublishDone(target, d.o.Now(), err)
 			if err != nil {
 				d.log.Warn("publishing failed; retrying", "target", target, "err", err)
@@ -55,4 +58,16 @@ func (d *daemon) publisherActors(loaded <-chan struct{}) []actor {
 		out = append(out, afterLoad(loaded, actor{name: "publisher " + p.Spec.Name, run: p.Run}))
 	}
 	return out
+}
+
+// publishSource is what publishers write: the JWKS publisher's documents
+// and the signer's revocation lists.
+type publishSource struct {
+	*jwks.Publisher
+	sg *signer.Signer
+}
+
+// RevocationList implements publish.RevocationSource: the whole list.
+func (s publishSource) RevocationList(name string) (jwks.Document, error) {
+	return s.sg.RevocationList(name, 0)
 }
