@@ -14,10 +14,11 @@ import (
 	"path"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
@@ -27,9 +28,14 @@ import (
 
 // Target writes the data keys of one ConfigMap.
 type Target struct {
-	cs              kubernetes.Interface
+	// ConfigMaps through the dynamic client: the typed core client's
+	// generated types would add some 22 MB to keyd's binary for one
+	// object kind.
+	cms             dynamic.ResourceInterface
 	namespace, name string
 }
+
+var configMaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 
 var _ publish.Target = (*Target)(nil)
 
@@ -60,11 +66,11 @@ func Open(rawURL, kubeconfig string) (*Target, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	cfg.UserAgent = "keyd-publisher"
-	cs, err := kubernetes.NewForConfig(cfg)
+	c, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Target{cs: cs, namespace: ns, name: name}, nil
+	return &Target{cms: c.Resource(configMaps).Namespace(ns), namespace: ns, name: name}, nil
 }
 
 func key(name string) string { return path.Base(name) }
@@ -74,41 +80,43 @@ func key(name string) string { return path.Base(name) }
 // state. Content type and cache control are not kept (ConfigMaps have
 // none).
 func (t *Target) Put(ctx context.Context, name string, data []byte, _, _ string) error {
-	cms := t.cs.CoreV1().ConfigMaps(t.namespace)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cm, err := cms.Get(ctx, t.name, metav1.GetOptions{})
+		cm, err := t.cms.Get(ctx, t.name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: t.name, Namespace: t.namespace,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "keyd"}}, Data: map[string]string{key(name): string(data)}}
-			_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+			cm = &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "v1", "kind": "ConfigMap",
+				"metadata": map[string]any{"name": t.name, "namespace": t.namespace,
+					"labels": map[string]any{"app.kubernetes.io/managed-by": "keyd"}},
+				"data": map[string]any{key(name): string(data)},
+			}}
+			_, err = t.cms.Create(ctx, cm, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
-				return apierrors.NewConflict(corev1.Resource("configmaps"), t.name, err)
+				return apierrors.NewConflict(configMaps.GroupResource(), t.name, err)
 			}
 			return err
 		}
 		if err != nil {
 			return err
 		}
-		if cm.Data == nil {
-			cm.Data = map[string]string{}
+		if err := unstructured.SetNestedField(cm.Object, string(data), "data", key(name)); err != nil {
+			return err
 		}
-		cm.Data[key(name)] = string(data)
-		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		_, err = t.cms.Update(ctx, cm, metav1.UpdateOptions{})
 		return err
 	})
 }
 
 // Get implements publish.Target.
 func (t *Target) Get(ctx context.Context, name string) ([]byte, error) {
-	cm, err := t.cs.CoreV1().ConfigMaps(t.namespace).Get(ctx, t.name, metav1.GetOptions{})
+	cm, err := t.cms.Get(ctx, t.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("%w: configmap %s/%s", publish.ErrNotFound, t.namespace, t.name)
 	}
 	if err != nil {
 		return nil, err
 	}
-	v, ok := cm.Data[key(name)]
-	if !ok {
+	v, ok, err := unstructured.NestedString(cm.Object, "data", key(name))
+	if err != nil || !ok {
 		return nil, fmt.Errorf("%w: %s in configmap %s/%s", publish.ErrNotFound, key(name), t.namespace, t.name)
 	}
 	return []byte(v), nil
