@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/term"
 )
 
 // cliFlags is how every keyd command parses its arguments: flags may come
@@ -33,10 +37,49 @@ func newCLIFlags(name, usage, about string) *cliFlags {
 		f.VisitAll(func(*flag.Flag) { has = true })
 		if has {
 			fmt.Fprintln(w, "\nFlags:")
+			// The flag package prints -name; keyd's docs write --name (both
+			// parse): help says what the docs say.
+			var b strings.Builder
+			f.SetOutput(&b)
 			f.PrintDefaults()
+			f.SetOutput(w)
+			fmt.Fprint(w, strings.ReplaceAll("\n"+b.String(), "\n  -", "\n  --")[1:])
 		}
 	}
 	return f
+}
+
+// durationFlag is a duration flag whose error says what is wrong with a
+// value ("5" has no unit) rather than the flag package's "parse error".
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil || *f.d == 0 {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err == nil {
+		if d < 0 {
+			return fmt.Errorf("%s is negative", s)
+		}
+		*f.d = d
+		return nil
+	}
+	if _, numErr := strconv.ParseFloat(s, 64); numErr == nil {
+		return fmt.Errorf("%s has no unit: use one, e.g. %sm or %ss", s, s, s)
+	}
+	return fmt.Errorf("%q is not a duration (e.g. 5m, 90s, 1h)", s)
+}
+
+// duration defines a duration flag with durationFlag's errors.
+func duration(fs *flag.FlagSet, name string, usage string) *time.Duration {
+	d := new(time.Duration)
+	fs.Var(durationFlag{d}, name, usage)
+	return d
 }
 
 // parse parses args with flags anywhere and returns the positional
@@ -156,3 +199,19 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usageErrorf(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
+
+// readInput reads stdin whole (1 MiB at most). On a terminal it first says
+// what it is waiting for, so that `keyd sign default` does not look hung.
+func readInput(o cmdIO, what string) ([]byte, error) {
+	if f, ok := o.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) { // a terminal, not /dev/null
+		fmt.Fprintf(o.stderr, "keyd: reading %s from stdin (end with Ctrl-D)\n", what)
+	}
+	raw, err := io.ReadAll(io.LimitReader(o.stdin, 1<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > 1<<20 {
+		return nil, fmt.Errorf("stdin holds more than 1 MiB of %s", what)
+	}
+	return raw, nil
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -104,7 +105,7 @@ var clientCommands = map[string]clientCommand{
 	"sign": {args: "KEYSET", nargs: []int{1},
 		about: "Sign the claims read from stdin (a JSON object) with KEYSET's active key and\nprint the token.\n\n  echo '{\"sub\": \"alice\"}' | keyd sign default",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
-			ttl := fs.Duration("ttl", 0, "token lifetime, e.g. 5m (default: the key set's token_ttl)")
+			ttl := duration(fs, "ttl", "token lifetime as a `duration`, e.g. 5m (default: the key set's token_ttl)")
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
 				claims, err := readClaims(o, "claims")
 				if err != nil {
@@ -121,7 +122,7 @@ var clientCommands = map[string]clientCommand{
 	"sign-batch": {args: "KEYSET", nargs: []int{1},
 		about: "Sign many tokens in one call: stdin holds one JSON claims object per line\n(at most 1,000). Prints one line per item, in order: the token, or\n\"error CODE: message\" for an item that was refused.",
 		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
-			ttl := fs.Duration("ttl", 0, "lifetime of every token, e.g. 5m (default: the key set's token_ttl)")
+			ttl := duration(fs, "ttl", "lifetime of every token as a `duration`, e.g. 5m (default: the key set's token_ttl)")
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
 				raw, err := readInput(o, "claims, one JSON object per line")
 				if err != nil {
@@ -380,26 +381,10 @@ func runClient(cmd string, args []string, o cmdIO) error {
 		return fmt.Errorf("%w\nkeyd answers HTTPS there: use https:// in KEYD_ADDR (and KEYD_CA_FILE for a private CA)", err)
 	case strings.Contains(err.Error(), "certificate signed by unknown authority"):
 		return fmt.Errorf("%w\nset KEYD_CA_FILE (or --ca-file) to the CA bundle that signed keyd's certificate", err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w\nis keyd running there? KEYD_ADDR (or --addr) says where it listens (default %s)", err, defaultAddr)
 	}
 	return err
-}
-
-// readInput reads stdin whole (1 MiB at most). On a terminal it first says
-// what it is waiting for, so that `keyd sign default` does not look hung.
-func readInput(o cmdIO, what string) ([]byte, error) {
-	if f, ok := o.stdin.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			fmt.Fprintf(o.stderr, "keyd: reading %s from stdin (end with Ctrl-D)\n", what)
-		}
-	}
-	raw, err := io.ReadAll(io.LimitReader(o.stdin, 1<<20+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > 1<<20 {
-		return nil, fmt.Errorf("stdin holds more than 1 MiB of %s", what)
-	}
-	return raw, nil
 }
 
 // readClaims reads one JSON object of claims from stdin; nothing at all is

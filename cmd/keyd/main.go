@@ -124,6 +124,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case cmd == keygenCommand: // the low-priority child keyd serve starts to make RSA keys
 		err = keygen.Serve(rest, stdout)
 	case cmd == "version" || cmd == "--version" || cmd == "-version":
+		if len(rest) > 0 {
+			if rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help" {
+				fmt.Fprint(stdout, "Usage: keyd version\n\nPrint keyd's version, commit, commit date, Go version and build tags.\n")
+				return 0
+			}
+			fmt.Fprintf(stderr, "keyd version: unexpected arguments %q\n", rest)
+			return 2
+		}
 		fmt.Fprintln(stdout, version.Get())
 		return 0
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
