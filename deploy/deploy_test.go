@@ -119,6 +119,8 @@ func TestChart(t *testing.T) {
 		{"vault", []string{"mode=vault", "vault.auth.roleID=keyd-role"}, "Deployment", ""},
 		{"vault-token", []string{"mode=vault", "vault.auth.method=token", "tls.existingSecret=keyd-tls", "serviceMonitor.enabled=true", "networkPolicy.enabled=true"}, "Deployment", "VAULT_TOKEN"},
 		{"vault-kubernetes", []string{"mode=vault", "vault.auth.method=kubernetes"}, "Deployment", ""},
+		{"redis-metrics-clients", []string{"tokenState.redis.url=rediss://redis.keyd.svc:6379/0", "tokenState.redis.existingSecret=keyd-redis",
+			"tokenState.redis.caSecret=redis-ca", "tls.existingSecret=keyd-tls", "tls.clientCASecret=client-ca", "config.metrics.listen=:9090"}, "StatefulSet", "KEYD_MASTER_KEY"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			objs := render(t, bin, append(mode.set, `config.auth.tokens[0].name=ops`, `config.auth.tokens[0].sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef`, `config.auth.tokens[0].scopes[0]=admin`)...)
@@ -165,6 +167,14 @@ func TestChart(t *testing.T) {
 			}
 			if sec, ok := kinds["Secret"]; !ok || sec.Metadata.Name != "test-keyd-audit-key" {
 				t.Errorf("no audit key Secret: %+v", kinds["Secret"])
+			}
+			if mode.name == "redis-metrics-clients" {
+				for _, want := range []string{"backend: redis", "password_file: /etc/keyd/redis/password", "tls_ca_file: /etc/keyd/redis-ca/ca.crt",
+					"client_ca_file: /etc/keyd/client-ca/ca.crt", "listen: :9090"} {
+					if !strings.Contains(cm.Data["keyd.yaml"], want) {
+						t.Errorf("%q missing from the chart's keyd.yaml:\n%s", want, cm.Data["keyd.yaml"])
+					}
+				}
 			}
 			if mode.workload == "StatefulSet" && (w.Spec.Replicas == nil || *w.Spec.Replicas != 1) {
 				t.Errorf("the embedded store runs more than one replica")

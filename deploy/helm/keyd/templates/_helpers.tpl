@@ -34,6 +34,23 @@ storage:
   backend: file
   file: {path: /var/lib/keyd/keyd.db}
 {{- end }}
+{{- with .Values.tokenState.redis }}
+{{- if .url }}
+  token_state:
+    backend: redis
+    url: {{ .url | quote }}
+    prefix: {{ .prefix | quote }}
+    {{- with .username }}
+    username: {{ . | quote }}
+    {{- end }}
+    {{- if .existingSecret }}
+    password_file: /etc/keyd/redis/password
+    {{- end }}
+    {{- if .caSecret }}
+    tls_ca_file: /etc/keyd/redis-ca/ca.crt
+    {{- end }}
+{{- end }}
+{{- end }}
 keysets:
 {{ toYaml .Values.config.keysets | indent 2 }}
 auth:
@@ -41,7 +58,20 @@ auth:
 audit:
 {{ toYaml (merge (dict "key_file" "/etc/keyd/audit/audit.key") .Values.config.audit) | indent 2 }}
 {{- if .Values.tls.existingSecret }}
-tls: {cert_file: /etc/keyd/tls/tls.crt, key_file: /etc/keyd/tls/tls.key}
+tls:
+  cert_file: /etc/keyd/tls/tls.crt
+  key_file: /etc/keyd/tls/tls.key
+  {{- if .Values.tls.clientCASecret }}
+  client_ca_file: /etc/keyd/client-ca/ca.crt
+  {{- end }}
+{{- end }}
+{{- with .Values.config.metrics }}
+metrics:
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- with .Values.config.publish }}
+publish:
+{{ toYaml . | indent 2 }}
 {{- end }}
 {{- end -}}
 {{- define "keyd.pod" -}}
@@ -102,6 +132,15 @@ spec:
         {{- if .Values.tls.existingSecret }}
         - {name: tls, mountPath: /etc/keyd/tls, readOnly: true}
         {{- end }}
+        {{- if and .Values.tls.existingSecret .Values.tls.clientCASecret }}
+        - {name: client-ca, mountPath: /etc/keyd/client-ca, readOnly: true}
+        {{- end }}
+        {{- if and .Values.tokenState.redis.url .Values.tokenState.redis.existingSecret }}
+        - {name: redis-password, mountPath: /etc/keyd/redis, readOnly: true}
+        {{- end }}
+        {{- if and .Values.tokenState.redis.url .Values.tokenState.redis.caSecret }}
+        - {name: redis-ca, mountPath: /etc/keyd/redis-ca, readOnly: true}
+        {{- end }}
         - {name: audit-key, mountPath: /etc/keyd/audit, readOnly: true}
   volumes:
     - name: audit-key
@@ -124,6 +163,18 @@ spec:
     {{- if .Values.tls.existingSecret }}
     - name: tls
       secret: {secretName: {{ .Values.tls.existingSecret }}, defaultMode: 0400}
+    {{- end }}
+    {{- if and .Values.tls.existingSecret .Values.tls.clientCASecret }}
+    - name: client-ca
+      secret: {secretName: {{ .Values.tls.clientCASecret }}, items: [{key: ca.crt, path: ca.crt}], defaultMode: 0444}
+    {{- end }}
+    {{- if and .Values.tokenState.redis.url .Values.tokenState.redis.existingSecret }}
+    - name: redis-password
+      secret: {secretName: {{ .Values.tokenState.redis.existingSecret }}, items: [{key: {{ .Values.tokenState.redis.key }}, path: password}], defaultMode: 0400}
+    {{- end }}
+    {{- if and .Values.tokenState.redis.url .Values.tokenState.redis.caSecret }}
+    - name: redis-ca
+      secret: {secretName: {{ .Values.tokenState.redis.caSecret }}, items: [{key: ca.crt, path: ca.crt}], defaultMode: 0444}
     {{- end }}
 {{- end -}}
 
