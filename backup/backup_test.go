@@ -19,6 +19,7 @@ import (
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/keystore/keystoretest"
 	"github.com/keyd-dev/keyd/tokenstate"
 	"github.com/keyd-dev/keyd/tokenstate/records"
 )
@@ -41,30 +42,13 @@ func bolt(t *testing.T) (backup.State, *file.Store) {
 	return backup.State{KeySets: s, Tokens: records.New(s), Records: s, Kinds: []string{"refresh", "refresh-subject"}, Meta: s}, s
 }
 
-func keySet(t *testing.T, name string, alg keystore.Algorithm) *keystore.KeySet {
-	t.Helper()
-	a, err := keystore.Generate(keystore.GenerateMaterial, alg, 0, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := keystore.Generate(keystore.GenerateMaterial, alg, 0, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := keystore.NewKeySet(name, alg, a, b, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
-}
-
 // fill writes two key sets, revocations of both kinds (one expired) and
 // login records into st, returning the key sets as stored.
 func fill(t *testing.T, st backup.State) []*keystore.KeySet {
 	t.Helper()
 	ctx := context.Background()
 	var out []*keystore.KeySet
-	for _, ks := range []*keystore.KeySet{keySet(t, "api", keystore.ES256), keySet(t, "legacy", keystore.HS256)} {
+	for _, ks := range []*keystore.KeySet{keystoretest.KeySet(t, "api", keystore.ES256), keystoretest.KeySet(t, "legacy", keystore.HS256)} {
 		stored, err := st.KeySets.Put(ctx, ks)
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +235,7 @@ func TestRestoreRefusesAStoreInUse(t *testing.T) {
 	raw := makeBackup(t, src, recips)
 
 	dst, _ := bolt(t)
-	mine := keySet(t, "mine", keystore.ES256)
+	mine := keystoretest.KeySet(t, "mine", keystore.ES256)
 	if _, err := dst.KeySets.Put(ctx, mine); err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net/http"
 )
 
 // Backup asks keyd for a backup of every key set and all token state,
@@ -22,24 +20,10 @@ func (c *Client) Backup(ctx context.Context, recipients []string, w io.Writer) (
 	if err != nil {
 		return 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/backup", bytes.NewReader(body))
+	resp, err := c.stream(ctx, "/v1/backup", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	hc := *c.http
-	hc.Timeout = 0
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("cannot reach keyd at %s: %w", c.base, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return 0, apiError(resp, data)
-	}
 	return io.Copy(w, resp.Body)
 }

@@ -435,11 +435,32 @@ type RevocationImport struct {
 // timeout but by ctx: a million lines take a while. Running it again is
 // harmless.
 func (c *Client) ImportRevocations(ctx context.Context, keyset string, lines io.Reader) (*RevocationImport, error) {
-	req, err := http.NewRequestWithContext(ctx, "POST", c.base+keysetPath(keyset, "/revocations:import"), lines)
+	resp, err := c.stream(ctx, keysetPath(keyset, "/revocations:import"), "application/x-ndjson", lines)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/x-ndjson")
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	var out RevocationImport
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("keyd answered the import with something else than expected: %w", err)
+	}
+	return &out, nil
+}
+
+// stream POSTs body to path, neither retried (the body is read as it is
+// sent) nor bounded by the client's timeout but by ctx (long transfers:
+// imports, backups); an error answer is returned as an *Error, a success
+// is the caller's to read and close.
+func (c *Client) stream(ctx context.Context, path, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -449,19 +470,12 @@ func (c *Client) ImportRevocations(ctx context.Context, keyset string, lines io.
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach keyd at %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
 	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return nil, apiError(resp, data)
 	}
-	var out RevocationImport
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("keyd answered the import with something else than expected: %w", err)
-	}
-	return &out, nil
+	return resp, nil
 }
 
 // Revocations lists the revocations in force (admin).

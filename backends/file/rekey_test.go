@@ -9,29 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/keystore"
+	"github.com/keyd-dev/keyd/keystore/keystoretest"
 )
-
-func newKeySet(t *testing.T, name string, alg keystore.Algorithm) *keystore.KeySet {
-	t.Helper()
-	now := time.Now()
-	a, err := keystore.Generate(keystore.GenerateMaterial, alg, 0, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := keystore.Generate(keystore.GenerateMaterial, alg, 0, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := keystore.NewKeySet(name, alg, a, b, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
-}
 
 // TestRekey: after a rekey only the new master key opens the file, and it
 // opens every key set and record as they were (material, data, versions).
@@ -45,7 +27,7 @@ func TestRekey(t *testing.T) {
 	}
 	var sets []*keystore.KeySet
 	for i, alg := range []keystore.Algorithm{keystore.ES256, keystore.HS256, keystore.EdDSA} {
-		stored, err := s.Put(ctx, newKeySet(t, fmt.Sprint("ks", i), alg))
+		stored, err := s.Put(ctx, keystoretest.KeySet(t, fmt.Sprint("ks", i), alg))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/daemon"
-	"github.com/keyd-dev/keyd/keystore"
-	"github.com/keyd-dev/keyd/refresh"
 )
 
 // backupAtScale measures a backup of a keyd on bbolt holding nSets key
@@ -197,15 +194,5 @@ func fillBoltLogins(dir string, n int) error {
 		return err
 	}
 	defer s.Close()
-	ctx := context.Background()
-	now := time.Now().UTC()
-	return writers(n, func(i int64) error {
-		id, secret := make([]byte, 16), make([]byte, 32)
-		_, _ = crand.Read(id)
-		_, _ = crand.Read(secret)
-		data, _ := json.Marshal(map[string]any{"keyset": "app", "claims": map[string]string{"sub": fmt.Sprintf("user-%d", i)},
-			"secret": secret, "generation": 1, "created_at": now, "expires_at": now.Add(24 * time.Hour)})
-		_, err := s.PutRecord(ctx, refresh.Kind, &keystore.Record{ID: base64.RawURLEncoding.EncodeToString(id), Data: data, Expires: now.Add(48 * time.Hour)})
-		return err
-	})
+	return writeLogins(s, n)
 }

@@ -238,13 +238,18 @@ func writers(n int, write func(i int64) error) error {
 // (one key per login, a family of its size, expiring in a day), from 64
 // writers at once.
 func fillLogins(redisURL string, n int) error {
-	ctx := context.Background()
-	s, err := keydredis.Open(ctx, keydredis.Options{URL: redisURL})
+	s, err := keydredis.Open(context.Background(), keydredis.Options{URL: redisURL})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	rs := s.Records()
+	return writeLogins(s.Records(), n)
+}
+
+// writeLogins writes n refresh logins of key set app into rs, from 64
+// writers at once.
+func writeLogins(rs keystore.RecordStore, n int) error {
+	ctx := context.Background()
 	now := time.Now().UTC()
 	return writers(n, func(i int64) error {
 		id, secret := make([]byte, 16), make([]byte, 32)
