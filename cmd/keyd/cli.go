@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyd-dev/keyd/client"
 	"golang.org/x/term"
 )
 
@@ -214,4 +216,24 @@ func readInput(o cmdIO, what string) ([]byte, error) {
 		return nil, fmt.Errorf("stdin holds more than 1 MiB of %s", what)
 	}
 	return raw, nil
+}
+
+// statusJSON prints readiness and the key sets as one JSON object, for
+// scripts (keyd status --json).
+func statusJSON(ctx context.Context, c *client.Client, w io.Writer) error {
+	ready, err := c.Ready(ctx)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Ready   *client.Readiness `json:"ready"`
+		KeySets []client.KeySet   `json:"keysets"`
+	}{Ready: ready, KeySets: []client.KeySet{}}
+	if ready.Status != "starting" {
+		if out.KeySets, err = c.KeySets(ctx); err != nil {
+			return err
+		}
+	}
+	printJSON(w, out)
+	return nil
 }

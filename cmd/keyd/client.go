@@ -39,8 +39,12 @@ type cmdIO struct {
 
 var clientCommands = map[string]clientCommand{
 	"status": {about: "Readiness, the store, each key set's active key and next rotation (admin).",
-		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			asJSON := fs.Bool("json", false, "print readiness and the key sets as JSON")
 			return func(ctx context.Context, c *client.Client, _ []string, o cmdIO) error {
+				if *asJSON {
+					return statusJSON(ctx, c, o.stdout)
+				}
 				return status(ctx, c, o.addr, o.stdout)
 			}
 		}},
@@ -56,22 +60,25 @@ var clientCommands = map[string]clientCommand{
 		}},
 	"keysets": {args: "[KEYSET]", nargs: []int{0, 1},
 		about: "List the key sets and their keys; with KEYSET, that key set alone with its\nsettings and next rotation (admin).",
-		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			asJSON := fs.Bool("json", false, "print the key sets as JSON (as GET /v1/keysets answers)")
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
 				if len(a) == 1 {
 					ks, err := c.KeySet(ctx, a[0])
-					if err != nil {
-						return err
+					if err == nil && *asJSON {
+						printJSON(o.stdout, ks)
+					} else if err == nil {
+						printKeySet(o.stdout, *ks)
 					}
-					printKeySet(o.stdout, *ks)
-					return nil
-				}
-				sets, err := c.KeySets(ctx)
-				if err != nil {
 					return err
 				}
-				printKeySets(o.stdout, sets...)
-				return nil
+				sets, err := c.KeySets(ctx)
+				if err == nil && *asJSON {
+					printJSON(o.stdout, sets)
+				} else if err == nil {
+					printKeySets(o.stdout, sets...)
+				}
+				return err
 			}
 		}},
 	"rotate": {args: "KEYSET", nargs: []int{1},
@@ -193,14 +200,20 @@ var clientCommands = map[string]clientCommand{
 			}
 		}},
 	"verify": {args: "KEYSET", nargs: []int{1},
-		about: "Verify the token read from stdin against KEYSET; prints the answer as JSON and\nexits 1 if the token is not valid.",
-		flags: func(*flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+		about: "Verify the token read from stdin against KEYSET (and what the flags require\nbeyond the key set's verify policy); prints the answer as JSON and exits 1 if\nthe token is not valid.",
+		flags: func(fs *flag.FlagSet) func(context.Context, *client.Client, []string, cmdIO) error {
+			var audience, required listFlag
+			fs.Var(&audience, "audience", "an aud the token must hold one of; repeat for several")
+			issuer := fs.String("issuer", "", "the iss the token must have")
+			subject := fs.String("subject", "", "the sub the token must have")
+			typ := fs.String("typ", "", "the typ header the token must have")
+			fs.Var(&required, "require", "a claim the token must carry; repeat for several")
 			return func(ctx context.Context, c *client.Client, a []string, o cmdIO) error {
 				tok, err := readToken(o, "token")
 				if err != nil {
 					return err
 				}
-				v, err := c.Verify(ctx, a[0], tok, client.VerifyOptions{})
+				v, err := c.Verify(ctx, a[0], tok, client.VerifyOptions{Audience: audience, Issuer: *issuer, Subject: *subject, Typ: *typ, RequiredClaims: required})
 				if err != nil {
 					return err
 				}

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/keyd-dev/keyd/internal/api/apitest"
+	"github.com/keyd-dev/keyd/keystore"
 )
 
 // TestCLIPapercuts: help spells flags as the docs do (--config), a ttl
@@ -25,5 +30,37 @@ func TestCLIPapercuts(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(`{"sub":"a"}`, "sign", "default"); code == 0 || !strings.Contains(errOut, "is keyd running there? KEYD_ADDR") {
 		t.Errorf("sign against nothing: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestCLIJSONAndVerifyFlags: status and keysets print JSON for scripts, and
+// keyd verify narrows what a token must hold with flags.
+func TestCLIJSONAndVerifyFlags(t *testing.T) {
+	srv := apitest.Serve(t, nil, keystore.Policy{Name: "es", Algorithm: keystore.ES256, Rotation: "@daily",
+		TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute})
+	t.Setenv("KEYD_ADDR", srv.URL)
+	t.Setenv("KEYD_TOKEN", apitest.AdminToken)
+	code, out, errOut := runCLI("", "status", "--json")
+	var st struct {
+		Ready   struct{ Status string } `json:"ready"`
+		KeySets []struct{ Name string } `json:"keysets"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Ready.Status != "ready" || len(st.KeySets) != 1 || st.KeySets[0].Name != "es" {
+		t.Fatalf("status --json: exit %d\n%s%s", code, out, errOut)
+	}
+	var ks struct{ Name, Algorithm string }
+	if code, out, _ := runCLI("", "keysets", "--json", "es"); code != 0 || json.Unmarshal([]byte(out), &ks) != nil || ks.Algorithm != "ES256" {
+		t.Fatalf("keysets --json es: exit %d\n%s", code, out)
+	}
+	t.Setenv("KEYD_TOKEN", apitest.ServiceToken)
+	code, tok, errOut := runCLI(`{"sub":"alice","aud":"billing","iss":"https://a.example"}`, "sign", "es")
+	if code != 0 {
+		t.Fatalf("sign: %d %s", code, errOut)
+	}
+	if code, out, _ := runCLI(tok, "verify", "--audience", "billing", "--issuer", "https://a.example", "es"); code != 0 || !strings.Contains(out, `"valid": true`) {
+		t.Fatalf("verify with matching flags: exit %d\n%s", code, out)
+	}
+	if code, out, _ := runCLI(tok, "verify", "--audience", "ledger", "es"); code != 1 || !strings.Contains(out, "invalid_audience") {
+		t.Fatalf("verify --audience ledger: exit %d\n%s", code, out)
 	}
 }
