@@ -237,3 +237,18 @@ func statusJSON(ctx context.Context, c *client.Client, w io.Writer) error {
 	printJSON(w, out)
 	return nil
 }
+
+// readKeyInput reads a key from path, or stdin when path is empty.
+func readKeyInput(o cmdIO, path string) ([]byte, error) {
+	if path == "" {
+		return readInput(o, "the key")
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > 1<<20 {
+		return nil, fmt.Errorf("%s is over 1 MiB", path)
+	}
+	return raw, nil
+}

@@ -286,6 +286,8 @@ var clientCommands = map[string]clientCommand{
 				}
 				trimmed := bytes.TrimSpace(raw)
 				switch {
+				case len(trimmed) == 0:
+					return usageErrorf("nothing to import: pipe the PEM, JWK or JWKS (or, with --secret, the secret) to stdin, or give --file")
 				case *secret && *b64:
 					in.SecretBase64 = string(trimmed)
 				case *secret:
@@ -314,6 +316,7 @@ var clientCommands = map[string]clientCommand{
 				for _, w := range res.Warnings {
 					fmt.Fprintln(o.stderr, "warning:", w)
 				}
+				fmt.Fprintf(o.stderr, "imported %s into %s as %s\n", cmp.Or(*kid, "the key"), a[0], *state)
 				printKeySets(o.stdout, res.KeySet)
 				return nil
 			}
@@ -568,21 +571,6 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-// readKeyInput reads a key from path, or stdin when path is empty.
-func readKeyInput(o cmdIO, path string) ([]byte, error) {
-	if path == "" {
-		return readInput(o, "the key")
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > 1<<20 {
-		return nil, fmt.Errorf("%s is over 1 MiB", path)
-	}
-	return raw, nil
 }
 
 // parseUntil reads an RFC 3339 time, or a duration from now.

@@ -64,3 +64,19 @@ func TestCLIJSONAndVerifyFlags(t *testing.T) {
 		t.Fatalf("verify --audience ledger: exit %d\n%s", code, out)
 	}
 }
+
+// TestImportKeySays: import-key says what it imported, and an empty input
+// says what to give rather than "give exactly one of pem, jwk, jwks or
+// secret".
+func TestImportKeySays(t *testing.T) {
+	srv := apitest.Serve(t, nil, keystore.Policy{Name: "legacy", Algorithm: keystore.HS256, Rotation: "@daily",
+		TokenTTL: 15 * time.Minute, JWKSMaxAge: 5 * time.Minute, Leeway: time.Minute})
+	t.Setenv("KEYD_ADDR", srv.URL)
+	t.Setenv("KEYD_TOKEN", apitest.AdminToken)
+	if code, _, errOut := runCLI("", "import-key", "legacy", "--secret", "--kid", "flask"); code != 2 || !strings.Contains(errOut, "nothing to import") {
+		t.Fatalf("import-key with empty stdin: exit %d\n%s", code, errOut)
+	}
+	if code, _, errOut := runCLI("flask-SECRET_KEY-long-enough-to-pass-0123", "import-key", "legacy", "--secret", "--kid", "flask"); code != 0 || !strings.Contains(errOut, "imported flask into legacy as retired") {
+		t.Fatalf("import-key: exit %d\n%s", code, errOut)
+	}
+}
