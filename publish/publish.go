@@ -190,7 +190,6 @@ type Publisher struct {
 	held    map[string]time.Time // kid: since when the target has been read back holding it
 	maxAge  time.Duration
 	written string // fingerprint of the documents last confirmed
-	lastErr error
 }
 
 // New returns the publisher of spec to target.
@@ -203,39 +202,37 @@ func New(spec Spec, target Target, src Source, now func() time.Time, report func
 // it back and compares. Kids found in what was read back are held from
 // now (or since earlier); kids no longer there are forgotten.
 func (p *Publisher) Once(ctx context.Context, force bool) error {
-	err := p.once(ctx, force)
-	p.mu.Lock()
-	p.lastErr = err
-	p.mu.Unlock()
-	if p.report != nil && (err != nil || force) {
+	wrote, err := p.once(ctx, force)
+	if p.report != nil && (err != nil || wrote) {
 		p.report(p.Spec.Name, err)
 	}
 	return err
 }
 
-func (p *Publisher) once(ctx context.Context, force bool) error {
+// once is Once; wrote says whether it wrote (and confirmed) the files.
+func (p *Publisher) once(ctx context.Context, force bool) (wrote bool, err error) {
 	docs, err := Render(p.Spec, p.src)
 	if err != nil {
-		return err
+		return false, err
 	}
 	fp := fingerprint(docs)
 	p.mu.Lock()
 	same := fp == p.written
 	p.mu.Unlock()
 	if same && !force {
-		return nil
+		return false, nil
 	}
 	for _, name := range slices.Sorted(maps.Keys(docs.Files)) {
 		ct := cmp.Or(docs.Types[name], "application/json")
 		if err := p.target.Put(ctx, name, docs.Files[name], ct, docs.CacheControl); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
+			return false, fmt.Errorf("write %s: %w", name, err)
 		}
 		back, err := p.target.Get(ctx, name)
 		if err != nil {
-			return fmt.Errorf("read back %s: %w", name, err)
+			return false, fmt.Errorf("read back %s: %w", name, err)
 		}
 		if !bytes.Equal(back, docs.Files[name]) {
-			return fmt.Errorf("read back %s: it differs from what was written (an eventually consistent store, or another writer)", name)
+			return false, fmt.Errorf("read back %s: it differs from what was written (an eventually consistent store, or another writer)", name)
 		}
 	}
 	now := p.now()
@@ -250,10 +247,7 @@ func (p *Publisher) once(ctx context.Context, force bool) error {
 		kept[kid] = since
 	}
 	p.held, p.maxAge, p.written = kept, docs.MaxAge, fp
-	if p.report != nil && !force {
-		p.report(p.Spec.Name, nil)
-	}
-	return nil
+	return true, nil
 }
 
 // Held says since when the target has held kid (read back), and how long
@@ -302,19 +296,6 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
-}
-
-// Status is a target's state for /v1/status and keyd status.
-type Status struct {
-	Name  string
-	Error error // the last attempt's, nil when it succeeded
-}
-
-// Status returns the target's last outcome.
-func (p *Publisher) Status() Status {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return Status{Name: p.Spec.Name, Error: p.lastErr}
 }
 
 func fingerprint(d *Documents) string {

@@ -21,23 +21,17 @@ const gateRecheck = 5 * time.Second
 // sign: the current key keeps signing meanwhile. A pure function of its
 // inputs, as Decide.
 func (m *Manager) gated(plan Plan, ks *keystore.KeySet, now time.Time) Plan {
-	if !plan.Rotate || m.pubGate == nil {
-		m.waitingFor.Delete(ks.Name)
-		return plan
-	}
 	pending, ok := ks.Pending()
-	if !ok {
-		return plan
-	}
-	readyAt, gated, why := m.pubGate(ks.Name, pending.ID, now)
-	if !gated || (!readyAt.IsZero() && !now.Before(readyAt)) {
+	if !plan.Rotate || !ok {
 		m.waitingFor.Delete(ks.Name)
 		return plan
 	}
-	if readyAt.IsZero() {
-		readyAt = now.Add(gateRecheck)
+	until, why, held := m.gateHolds(ks.Name, pending.ID, now)
+	if !held {
+		m.waitingFor.Delete(ks.Name)
+		return plan
 	}
-	plan.Rotate, plan.WaitUntil, plan.WaitingFor, plan.NextCheck = false, readyAt, why, readyAt
+	plan.Rotate, plan.WaitUntil, plan.WaitingFor, plan.NextCheck = false, until, why, until
 	m.waitingFor.Store(ks.Name, why)
 	return plan
 }
@@ -45,17 +39,27 @@ func (m *Manager) gated(plan Plan, ks *keystore.KeySet, now time.Time) Plan {
 // gateAllows refuses a manual rotation the gate holds back (--force goes
 // past it).
 func (m *Manager) gateAllows(name, kid string, now time.Time) error {
+	if until, why, held := m.gateHolds(name, kid, now); held {
+		return &TooEarlyError{KeySet: name, KID: kid, SafeAt: until, Why: why}
+	}
+	return nil
+}
+
+// gateHolds says whether the gate holds pending key kid of name back at
+// now, until when (gateRecheck from now while that cannot be known yet)
+// and why.
+func (m *Manager) gateHolds(name, kid string, now time.Time) (until time.Time, why string, held bool) {
 	if m.pubGate == nil {
-		return nil
+		return time.Time{}, "", false
 	}
 	readyAt, gated, why := m.pubGate(name, kid, now)
 	if !gated || (!readyAt.IsZero() && !now.Before(readyAt)) {
-		return nil
+		return time.Time{}, "", false
 	}
 	if readyAt.IsZero() {
 		readyAt = now.Add(gateRecheck)
 	}
-	return &TooEarlyError{KeySet: name, KID: kid, SafeAt: readyAt, Why: why}
+	return readyAt, why, true
 }
 
 // WaitingFor says what a key set's due rotation waits for besides
