@@ -90,6 +90,22 @@ func makeBackup(t *testing.T, src backup.State, recipients []string) []byte {
 	return buf.Bytes()
 }
 
+// filledBackup is a backup of a filled bbolt store, made to a new identity.
+type filledBackup struct {
+	raw    []byte
+	id     *age.X25519Identity
+	recips []string
+	sets   []*keystore.KeySet
+}
+
+func backupOfFilled(t *testing.T) filledBackup {
+	t.Helper()
+	src, _ := bolt(t)
+	sets := fill(t, src)
+	id, recips := identity(t)
+	return filledBackup{raw: makeBackup(t, src, recips), id: id, recips: recips, sets: sets}
+}
+
 func restore(t *testing.T, raw []byte, id age.Identity, dst backup.State, opts backup.RestoreOptions) (*backup.Result, error) {
 	t.Helper()
 	opts.Now = now
@@ -98,10 +114,8 @@ func restore(t *testing.T, raw []byte, id age.Identity, dst backup.State, opts b
 
 func TestRoundTripIntoAnotherStore(t *testing.T) {
 	ctx := context.Background()
-	src, _ := bolt(t)
-	want := fill(t, src)
-	id, recips := identity(t)
-	raw := makeBackup(t, src, recips)
+	b := backupOfFilled(t)
+	want, id, raw := b.sets, b.id, b.raw
 
 	dst, _ := bolt(t) // another file, another master key
 	res, err := restore(t, raw, id, dst, backup.RestoreOptions{})
@@ -150,10 +164,8 @@ func TestRoundTripIntoAnotherStore(t *testing.T) {
 // TestNoSecretInClear: neither a private key, an HMAC secret nor a login
 // record can be read in the file without the identity.
 func TestNoSecretInClear(t *testing.T) {
-	src, _ := bolt(t)
-	sets := fill(t, src)
-	_, recips := identity(t)
-	raw := makeBackup(t, src, recips)
+	b := backupOfFilled(t)
+	sets, raw := b.sets, b.raw
 	for _, ks := range sets {
 		for _, k := range ks.Keys {
 			for _, form := range [][]byte{k.Material, []byte(base64.StdEncoding.EncodeToString(k.Material)), []byte(base64.RawURLEncoding.EncodeToString(k.Material))} {
@@ -181,10 +193,8 @@ func TestNoSecretInClear(t *testing.T) {
 // files, and the wrong identity, are refused before anything is written.
 func TestDamagedBackupChangesNothing(t *testing.T) {
 	ctx := context.Background()
-	src, _ := bolt(t)
-	fill(t, src)
-	id, recips := identity(t)
-	raw := makeBackup(t, src, recips)
+	b := backupOfFilled(t)
+	id, raw := b.id, b.raw
 	head := bytes.Index(raw, []byte("\n{")) + 1
 	body := bytes.IndexByte(raw[head:], '\n') + head + 1
 
@@ -229,10 +239,8 @@ func TestDamagedBackupChangesNothing(t *testing.T) {
 
 func TestRestoreRefusesAStoreInUse(t *testing.T) {
 	ctx := context.Background()
-	src, _ := bolt(t)
-	fill(t, src)
-	id, recips := identity(t)
-	raw := makeBackup(t, src, recips)
+	b := backupOfFilled(t)
+	id, raw := b.id, b.raw
 
 	dst, _ := bolt(t)
 	mine := keystoretest.KeySet(t, "mine", keystore.ES256)
@@ -263,10 +271,8 @@ func TestRestoreRefusesAStoreInUse(t *testing.T) {
 // finishes it, another is refused.
 func TestStoppedRestoreIsFinished(t *testing.T) {
 	ctx := context.Background()
-	src, _ := bolt(t)
-	fill(t, src)
-	id, recips := identity(t)
-	raw := makeBackup(t, src, recips)
+	b := backupOfFilled(t)
+	id, recips, raw := b.id, b.recips, b.raw
 	dst, _ := bolt(t)
 
 	// Stop the restore after its first writes: a context cancelled by the
