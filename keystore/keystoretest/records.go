@@ -61,35 +61,7 @@ func RunRecords(t *testing.T, newStore func(t *testing.T) keystore.RecordStore) 
 			t.Fatalf("an empty kind lists %d", len(list))
 		}
 	})
-	t.Run("RecordsWrittenOver", func(t *testing.T) {
-		s := newStore(t)
-		old, err := s.PutRecord(ctx, "family", &keystore.Record{ID: "kept", Data: []byte("old")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var recs []*keystore.Record
-		for i := range 50 {
-			recs = append(recs, &keystore.Record{ID: fmt.Sprint("r", i), Data: fmt.Appendf(nil, "data %d", i)})
-		}
-		recs = append(recs, &keystore.Record{ID: "kept", Data: []byte("new")})
-		if err := keystore.PutRecordsOver(ctx, s, "family", recs); err != nil {
-			t.Fatal(err)
-		}
-		if err := keystore.PutRecordsOver(ctx, s, "family", recs[:3]); err != nil { // again: over themselves
-			t.Fatal(err)
-		}
-		got, err := s.ListRecords(ctx, "family")
-		if err != nil || len(got) != 51 {
-			t.Fatalf("ListRecords after a bulk write = %d records, %v; want 51", len(got), err)
-		}
-		r, err := s.GetRecord(ctx, "family", "kept")
-		if err != nil || string(r.Data) != "new" || r.Version <= old.Version {
-			t.Fatalf("record written over = %+v, %v; want data new past version %d", r, err, old.Version)
-		}
-		if _, err := s.PutRecord(ctx, "family", &keystore.Record{ID: "kept", Data: []byte("x"), Version: r.Version}); err != nil {
-			t.Fatalf("compare-and-swap on a record written over: %v", err)
-		}
-	})
+	t.Run("RecordsWrittenOver", func(t *testing.T) { recordsWrittenOver(t, newStore(t)) })
 	t.Run("RecordWithExpiryReadsBack", func(t *testing.T) {
 		s := newStore(t)
 		exp := time.Now().Add(time.Hour)
@@ -126,4 +98,37 @@ func RunRecords(t *testing.T, newStore func(t *testing.T) keystore.RecordStore) 
 			t.Fatalf("%d writers won the same version", won)
 		}
 	})
+}
+
+// recordsWrittenOver: keystore.PutRecordsOver (a restore's bulk write)
+// writes new records and over stored ones, twice harmlessly, each written
+// over record keeping compare-and-swap.
+func recordsWrittenOver(t *testing.T, s keystore.RecordStore) {
+	ctx := context.Background()
+	old, err := s.PutRecord(ctx, "family", &keystore.Record{ID: "kept", Data: []byte("old")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*keystore.Record
+	for i := range 50 {
+		recs = append(recs, &keystore.Record{ID: fmt.Sprint("r", i), Data: fmt.Appendf(nil, "data %d", i)})
+	}
+	recs = append(recs, &keystore.Record{ID: "kept", Data: []byte("new")})
+	if err := keystore.PutRecordsOver(ctx, s, "family", recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := keystore.PutRecordsOver(ctx, s, "family", recs[:3]); err != nil { // again: over themselves
+		t.Fatal(err)
+	}
+	got, err := s.ListRecords(ctx, "family")
+	if err != nil || len(got) != 51 {
+		t.Fatalf("ListRecords after a bulk write = %d records, %v; want 51", len(got), err)
+	}
+	r, err := s.GetRecord(ctx, "family", "kept")
+	if err != nil || string(r.Data) != "new" || r.Version <= old.Version {
+		t.Fatalf("record written over = %+v, %v; want data new past version %d", r, err, old.Version)
+	}
+	if _, err := s.PutRecord(ctx, "family", &keystore.Record{ID: "kept", Data: []byte("x"), Version: r.Version}); err != nil {
+		t.Fatalf("compare-and-swap on a record written over: %v", err)
+	}
 }
