@@ -120,6 +120,7 @@ type daemon struct {
 	publishers   publish.Set      // publish[]
 	lastBackup   backupStatus
 	mln          net.Listener // metrics.listen's, when set
+	kubeUp       atomic.Bool  // the Kubernetes signer's socket is open
 }
 
 // Run builds keyd and serves until ctx is cancelled, then shuts down
@@ -315,7 +316,7 @@ func (d *daemon) buildAPI(context.Context) error {
 	d.reload = &reloader{path: d.o.ConfigPath, log: log, level: d.o.LogLevel, auth: auth, tls: d.tlsSrv, mgr: d.mgr, custodies: d.custodies, pub: d.pub, audit: d.auditLog, cur: cfg}
 	handler := api.New(api.Options{
 		Signer: d.sg, JWKS: d.pub, Manager: d.mgr, Auth: auth, Logger: log,
-		Health: d.mgr.Health, TokenState: d.tokenStateHealth, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
+		Health: d.health, TokenState: d.tokenStateHealth, Custodies: d.custodyHealth, Metrics: d.met, MetricsRoute: cfg.Metrics.Listen == "", Audit: d.auditLog,
 		Reload: d.reload.Reload, Refresh: d.pairs, AuthGuard: d.guard, Backup: d.makeBackup, LastBackup: d.lastBackupFunc(),
 	})
 	srv := newServer(handler, log)
@@ -439,6 +440,17 @@ func (d *daemon) finishStart(ctx context.Context) error {
 	return nil
 }
 
+// health is the manager's, and not started until every listener the
+// config names is open: a /readyz of 200 means kube-apiserver can dial the
+// Kubernetes signer's socket too.
+func (d *daemon) health() (started bool, storeErr error) {
+	started, storeErr = d.mgr.Health()
+	if d.cfg.Kubernetes.Socket != "" && !d.kubeUp.Load() {
+		started = false
+	}
+	return started, storeErr
+}
+
 // kubeSigner is the actor of the Kubernetes signer: it opens its socket
 // and serves it until ctx ends.
 func (d *daemon) kubeSigner() actor {
@@ -454,6 +466,8 @@ func (d *daemon) kubeSigner() actor {
 		}
 		served := make(chan error, 1)
 		go func() { served <- kube.Serve() }()
+		d.kubeUp.Store(true)
+		defer d.kubeUp.Store(false)
 		d.log.Info("kubernetes external signer listening", "socket", k.Socket, "keyset", k.KeySet)
 		select {
 		case err := <-served:
