@@ -208,3 +208,19 @@ func (k Key) CustodySigner(c Custody) (crypto.Signer, error) {
 	}
 	return c.Signer(k.Ref(), pub)
 }
+
+// KeyWrapper encrypts and decrypts a small secret, keyd's master key,
+// under a key that never leaves its custody (a Vault Transit key, an AES
+// key in a PKCS#11 token): keyd keeps only the wrapped form on disk and
+// unwraps it at start. Engines live beside the custodies whose clients
+// they use (custody/transit, custody/pkcs11); custody/custodytest's
+// RunWrapper is the suite each passes.
+type KeyWrapper interface {
+	// Wrap encrypts plaintext (AEAD: a changed wrapped form is refused,
+	// never unwrapped to something else).
+	Wrap(ctx context.Context, plaintext []byte) ([]byte, error)
+	// Unwrap decrypts what Wrap gave, under the current or an earlier
+	// version of the wrapping key. Errors wrap ErrCustodyUnavailable when
+	// the custody did not answer.
+	Unwrap(ctx context.Context, wrapped []byte) ([]byte, error)
+}

@@ -80,8 +80,10 @@ type Store struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	authErr error // last authentication failure, nil once logged in
+	mu       sync.Mutex
+	authErr  error         // last authentication failure, nil once logged in
+	loggedIn chan struct{} // closed at the first login that succeeded
+	loginOK  sync.Once
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -130,6 +132,7 @@ func Open(o Options) (*Store, error) {
 	s := &Store{
 		client: client, kv: client.KVv2(o.Mount), mount: strings.Trim(o.Mount, "/"),
 		prefix: strings.Trim(o.Prefix, "/"), log: o.Logger, done: make(chan struct{}),
+		loggedIn: make(chan struct{}),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -169,6 +172,7 @@ func Open(o Options) (*Store, error) {
 			return nil, errors.New("vault: no token (set VAULT_TOKEN, or configure AppRole or Kubernetes auth)")
 		}
 		login = s.lookupSelf
+		s.loginOK.Do(func() { close(s.loggedIn) }) // the token is there; requests say whether it is good
 	}
 	go s.maintainAuth(ctx, login, relogin)
 	return s, nil
@@ -280,6 +284,24 @@ func (s *Store) setAuthErr(err error) {
 	s.mu.Lock()
 	s.authErr = err
 	s.mu.Unlock()
+	if err == nil {
+		s.loginOK.Do(func() { close(s.loggedIn) })
+	}
+}
+
+// LoggedIn waits for the first login (AppRole, Kubernetes auth) to
+// succeed, or for ctx to end: then it returns the last login failure. With
+// a token, it returns at once.
+func (s *Store) LoggedIn(ctx context.Context) error {
+	select {
+	case <-s.loggedIn:
+		return nil
+	case <-ctx.Done():
+		if err := s.ready(); err != nil {
+			return err
+		}
+		return fmt.Errorf("not logged in to Vault: %w", ctx.Err())
+	}
 }
 
 func (s *Store) ready() error {

@@ -69,6 +69,14 @@ func (w *tokenWorld) make(d *daemonProc) {
 
 // check holds d to what make did: the valid token verifies, the revoked
 // ones do not, and the login refreshes once (its spent token is refused).
+// verifies requires tok to verify at d.
+func (w *tokenWorld) verifies(d *daemonProc, tok, where string) {
+	w.t.Helper()
+	if status, body := w.call(d, "/v1/keysets/es/verify", serviceToken, `{"token":"`+tok+`"}`); status != 200 || !strings.Contains(body, `"valid":true`) {
+		w.t.Fatalf("%s: a token signed before: %d %s", where, status, body)
+	}
+}
+
 func (w *tokenWorld) check(d *daemonProc, where string) {
 	w.t.Helper()
 	want := map[string]string{w.valid: "valid", w.jti: "token_revoked", w.subj: "token_revoked"}

@@ -70,9 +70,11 @@ private CA; or --addr, --token, --ca-file, before or after the command):
       Write a backup into the (empty) stores of FILE, keyd stopped: also how
       a deployment moves between bbolt and Vault.
 
-  keyd master-key new --out FILE | id [--key-file F] | rotate --config FILE --new-key-file F
-      Make a master key, print a key's id, or seal the bbolt file under a new
-      master key (keyd stopped; crash-safe).
+  keyd master-key new --out FILE [--config F] | wrap --config F --out FILE |
+                 id [--key-file F] | rotate --config FILE --new-key-file F
+      Make a master key (wrapped, when the config's storage.file.master_key
+      says by Vault Transit or PKCS#11), wrap one, print a key's id, or seal
+      the bbolt file under a new master key (keyd stopped; crash-safe).
 
   keyd token [--name N] [--scopes S,S]
       Make a random API token; print it and the config entry with its SHA-256.

@@ -178,3 +178,39 @@ auth:
 		}
 	}
 }
+
+// TestMasterKeyWrappedByPKCS11: bbolt's master key wrapped by an AES key
+// in a SoftHSM token. keyd master-key new makes the AES key (sensitive,
+// never extractable) and the wrapped file; keyd unwraps it at start, and
+// a token signed before a restart verifies after it. Another token (the
+// AES key not there) stops the start with a message naming the key.
+func TestMasterKeyWrappedByPKCS11(t *testing.T) {
+	tok := testhsm.New(t)
+	dir := t.TempDir()
+	wrapped := filepath.Join(dir, "master.key.wrapped")
+	block := fmt.Sprintf(`  file:
+    path: %q
+    master_key_file: %q
+    master_key: {wrapped_by: pkcs11, module: %q, token_label: %q}`, filepath.Join(dir, "keyd.db"), wrapped, testhsm.Module, tok.Label)
+	cfg := writeWrappedConfig(t, dir, "keyd.yaml", block)
+	env := append(tok.Env(), "KEYD_MASTER_KEY=")
+	code, out := runKeyd(t, env, "", "master-key", "new", "--config", cfg, "--out", wrapped)
+	if code != 0 || !strings.Contains(out, "made the wrapping key keyd-master (pkcs11)") {
+		t.Fatalf("master-key new --config: exit %d\n%s", code, out)
+	}
+	if objs := tok.Tool(t, "--list-objects", "--type", "secrkey"); !strings.Contains(objs, "keyd-master") || !strings.Contains(objs, "never extractable") {
+		t.Fatalf("the wrapping key in the token:\n%s", objs)
+	}
+	d := startDaemon(t, env, "--config", cfg)
+	w := &tokenWorld{t: t, rec: &recorder{}}
+	signed := w.sign(d, "alice")
+	d.stop()
+	d = startDaemon(t, env, "--config", cfg)
+	w.verifies(d, signed, "after a restart with the wrapped key")
+	d.stop()
+
+	other := testhsm.New(t) // a fresh token: no keyd-master in it
+	if code, out := runKeyd(t, append(other.Env(), "KEYD_MASTER_KEY="), "", "serve", "--config", cfg); code == 0 || !strings.Contains(out, `no secret key labelled "keyd-master"`) {
+		t.Fatalf("a token without the wrapping key: exit %d\n%s", code, out)
+	}
+}

@@ -243,3 +243,34 @@ func TestTokenThatComesBackSignsAgain(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // polling the real token, not waiting for time to pass
 	}
 }
+
+// The wrapper suite on a real SoftHSM token: two AES keys made by Ensure,
+// sensitive and never extractable.
+func TestWrapperConformance(t *testing.T) {
+	tok := testhsm.New(t)
+	cfg := pkcs11.Config{Module: Module, TokenLabel: tok.Label, PIN: tok.PIN}
+	ctx := context.Background()
+	var ws []pkcs11.KeyWrapper
+	for _, label := range []string{"keyd-master", "keyd-other"} {
+		w, err := pkcs11.OpenWrapper(cfg, label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.Close() })
+		if _, err := w.Unwrap(ctx, []byte{1, 2, 3}); err == nil || !strings.Contains(err.Error(), "master-key new") {
+			t.Fatalf("no key yet: %v", err)
+		}
+		if created, err := w.Ensure(ctx); err != nil || !created {
+			t.Fatalf("Ensure = %v, %v", created, err)
+		}
+		if created, err := w.Ensure(ctx); err != nil || created {
+			t.Fatalf("Ensure again = %v, %v; want the key kept", created, err)
+		}
+		ws = append(ws, w)
+	}
+	custodytest.RunWrapper(t, ws[0], ws[1])
+	out := tok.Tool(t, "--list-objects", "--type", "secrkey")
+	if !strings.Contains(out, "keyd-master") || !strings.Contains(out, "never extractable") || !strings.Contains(out, "sensitive") {
+		t.Fatalf("the wrapping key's attributes:\n%s", out)
+	}
+}

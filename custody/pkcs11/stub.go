@@ -10,3 +10,6 @@ const Available = false
 
 // Open fails: see ErrNotBuilt.
 func Open(Config) (keystore.Custody, error) { return nil, ErrNotBuilt }
+
+// OpenWrapper fails: see ErrNotBuilt.
+func OpenWrapper(Config, string) (KeyWrapper, error) { return nil, ErrNotBuilt }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -383,5 +384,35 @@ func TestBatchSignsInFewRequests(t *testing.T) {
 	}
 	if len(jtis) != 99 {
 		t.Fatalf("%d distinct jti in 99 tokens", len(jtis))
+	}
+}
+
+// The wrapper suite on a real OpenBao: two Transit keys made by Ensure.
+func TestWrapperConformance(t *testing.T) {
+	vc := client(t)
+	ctx := context.Background()
+	w, other := transit.NewWrapper(vc, "", "keyd-master"), transit.NewWrapper(vc, "transit", "keyd-other")
+	for _, x := range []*transit.Wrapper{w, other} {
+		if created, err := x.Ensure(ctx); err != nil || !created {
+			t.Fatalf("Ensure = %v, %v", created, err)
+		}
+	}
+	if created, err := w.Ensure(ctx); err != nil || created {
+		t.Fatalf("Ensure of an existing key = %v, %v; want it kept", created, err)
+	}
+	custodytest.RunWrapper(t, w, other)
+	// A version rotated in Transit: what was wrapped before still unwraps.
+	old, err := w.Wrap(ctx, []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc.Logical().Write("transit/keys/keyd-master/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := w.Unwrap(ctx, old); err != nil || string(got) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("after a Transit rotation: %q, %v", got, err)
+	}
+	if again, _ := w.Wrap(ctx, []byte("x")); !strings.HasPrefix(string(again), "vault:v2:") {
+		t.Fatalf("a wrap after the rotation is %.9s, want vault:v2:", again)
 	}
 }

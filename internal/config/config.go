@@ -106,15 +106,22 @@ type TokenState struct {
 	Prefix       string `yaml:"prefix"`        // key prefix; default "keyd:"
 }
 
-// Vault configures the Vault (KV v2) backend.
+// Vault configures the Vault (KV v2) backend: its connection, and where
+// in Vault the key sets are.
 type Vault struct {
-	Address      string        `yaml:"address"` // else VAULT_ADDR
-	Mount        string        `yaml:"mount"`   // KV v2 mount
-	Prefix       string        `yaml:"prefix"`  // path prefix for key sets
-	Auth         VaultAuth     `yaml:"auth"`
-	TLS          VaultTLS      `yaml:"tls"`
+	VaultConn    `yaml:",inline"`
+	Mount        string        `yaml:"mount"`         // KV v2 mount
+	Prefix       string        `yaml:"prefix"`        // path prefix for key sets
 	PollInterval time.Duration `yaml:"poll_interval"` // how often replicas reload
-	Timeout      time.Duration `yaml:"timeout"`       // per Vault request
+}
+
+// VaultConn is a connection to Vault: where, how keyd logs in, TLS, and
+// how long each request may take.
+type VaultConn struct {
+	Address string        `yaml:"address"` // else VAULT_ADDR
+	Auth    VaultAuth     `yaml:"auth"`
+	TLS     VaultTLS      `yaml:"tls"`
+	Timeout time.Duration `yaml:"timeout"` // per Vault request
 }
 
 // VaultAuth chooses how keyd logs in to Vault.
@@ -149,6 +156,9 @@ type VaultTLS struct {
 type File struct {
 	Path          string `yaml:"path"`
 	MasterKeyFile string `yaml:"master_key_file"` // else KEYD_MASTER_KEY
+	// MasterKey, when wrapped_by is set, says who unwraps the key in
+	// master_key_file: Vault Transit or a PKCS#11 token.
+	MasterKey MasterKey `yaml:"master_key"`
 }
 
 // KeySet is one key set's settings.
@@ -375,16 +385,12 @@ func (c *Config) ApplyDefaults() {
 		if v.Prefix == "" {
 			v.Prefix = DefaultVaultPrefix
 		}
-		if v.Auth.Method == "" {
-			v.Auth.Method = "token"
-		}
+		v.VaultConn.applyDefaults()
 		if v.PollInterval == 0 {
 			v.PollInterval = DefaultVaultPollInterval
 		}
-		if v.Timeout == 0 {
-			v.Timeout = DefaultVaultTimeout
-		}
 	}
+	c.Storage.File.MasterKey.applyDefaults()
 	for i := range c.KeySets {
 		ks := &c.KeySets[i]
 		if ks.Rotation == "" {
@@ -472,6 +478,7 @@ func (c *Config) validateStorage(bad func(field, format string, args ...any)) {
 		if c.Storage.File.Path == "" {
 			bad("storage.file.path", "is required")
 		}
+		c.Storage.File.validateMasterKey(bad)
 	case "vault":
 		v := c.Storage.Vault
 		if strings.Trim(v.Mount, "/") == "" {
@@ -480,27 +487,9 @@ func (c *Config) validateStorage(bad func(field, format string, args ...any)) {
 		if strings.Trim(v.Prefix, "/") == "" {
 			bad("storage.vault.prefix", "is required")
 		}
-		switch v.Auth.Method {
-		case "token":
-		case "approle":
-			if v.Auth.AppRole.RoleID == "" {
-				bad("storage.vault.auth.approle.role_id", "is required for method approle")
-			}
-			if v.Auth.AppRole.SecretIDFile == "" {
-				bad("storage.vault.auth.approle.secret_id_file", "is required for method approle")
-			}
-		case "kubernetes":
-			if v.Auth.Kubernetes.Role == "" {
-				bad("storage.vault.auth.kubernetes.role", "is required for method kubernetes: the Vault role bound to keyd's service account")
-			}
-		default:
-			bad("storage.vault.auth.method", "%q is not supported (want token, approle or kubernetes)", v.Auth.Method)
-		}
+		v.VaultConn.validate("storage.vault", bad)
 		if v.PollInterval <= 0 {
 			bad("storage.vault.poll_interval", "must be positive, got %v", v.PollInterval)
-		}
-		if v.Timeout <= 0 {
-			bad("storage.vault.timeout", "must be positive, got %v", v.Timeout)
 		}
 	default:
 		bad("storage.backend", "%q is not supported (want \"file\" or \"vault\")", c.Storage.Backend)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"strings"
@@ -43,17 +44,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, bad func(string, string, ..
 		if n.Kind != yaml.MappingNode {
 			return // the decoder names the type mismatch
 		}
-		fields := map[string]reflect.StructField{}
-		var names []string
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			fields[name] = f
-			names = append(names, name)
-		}
+		fields, names := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i].Value, n.Content[i+1]
 			p := join(path, key)
@@ -147,4 +138,27 @@ func indentHint(data []byte) string {
 		}
 	}
 	return ""
+}
+
+// yamlFields are the fields of struct type t by their yaml names, the
+// fields of inline structs among them, and the names in order.
+func yamlFields(t reflect.Type) (map[string]reflect.StructField, []string) {
+	fields := map[string]reflect.StructField{}
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" && f.Type.Kind() == reflect.Struct {
+			inner, innerNames := yamlFields(f.Type)
+			maps.Copy(fields, inner)
+			names = append(names, innerNames...)
+			continue
+		}
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f
+		names = append(names, name)
+	}
+	return fields, names
 }

@@ -184,8 +184,8 @@ func (d *daemon) loadTLS(context.Context) error {
 	return d.tlsSrv.Load(d.cfg.TLS)
 }
 
-func (d *daemon) openStore(context.Context) error {
-	store, err := openStore(d.cfg.Storage, d.o.Getenv, d.log)
+func (d *daemon) openStore(ctx context.Context) error {
+	store, err := openStore(ctx, d.cfg.Storage, d.o.Getenv, d.log)
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func quoteAll(ss []string) string {
 func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 	var errs []error
 	if cfg.Storage.Backend == "file" {
-		if _, err := loadMasterKey(cfg.Storage.File, getenv); err != nil {
+		if err := checkMasterKey(cfg.Storage.File, getenv); err != nil {
 			errs = append(errs, err)
 		}
 		if dir := filepath.Dir(cfg.Storage.File.Path); dir != "" {

@@ -15,10 +15,11 @@ import (
 // and under load far fewer calls are made than requests; a lone request
 // is a call of its own, and errors reach their own caller only.
 func TestBatcher(t *testing.T) {
-	var calls, running, most atomic.Int64
+	var calls, running, most, taken atomic.Int64
 	release := make(chan struct{})
 	b := &gather.Batcher[int, string]{MaxInFlight: 2, MaxBatch: 50, Send: func(ins []int) ([]string, []error) {
 		calls.Add(1)
+		taken.Add(int64(len(ins)))
 		n := running.Add(1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
@@ -48,7 +49,10 @@ func TestBatcher(t *testing.T) {
 	for i := range n {
 		wg.Go(func() { outs[i], errs[i] = b.Do(i) })
 	}
-	for running.Load() < 2 { // both calls out and held: the rest queue up
+	// Both calls out and held, and every other request queued behind them
+	// (released before the last goroutines ran, those would each find a
+	// call slot free and go alone).
+	for running.Load() < 2 || taken.Load()+int64(b.Queued()) < n+1 {
 		runtime.Gosched()
 	}
 	close(release)
