@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -69,6 +71,42 @@ func (w *tokenWorld) make(d *daemonProc) {
 
 // check holds d to what make did: the valid token verifies, the revoked
 // ones do not, and the login refreshes once (its spent token is refused).
+// rotates rotates key set es at d: exactly one key is active before and
+// after, a new one, a new token is signed by it, and the token in force
+// before still verifies.
+func (w *tokenWorld) rotates(d *daemonProc, where string) {
+	w.t.Helper()
+	active := func() string {
+		keys := keysOf(w.t, w.rec, d, "es")
+		var ids []string
+		for _, k := range keys {
+			if k.State == "active" {
+				ids = append(ids, k.KID)
+			}
+		}
+		if len(ids) != 1 {
+			w.t.Fatalf("%s: %d active keys: %+v", where, len(ids), keys)
+		}
+		return ids[0]
+	}
+	before := active()
+	if status, body := w.call(d, "/v1/keysets/es/rotate", adminToken, `{"force":true}`); status != 200 {
+		w.t.Fatalf("%s: rotate: %d %s", where, status, body)
+	}
+	after := active()
+	if after == before {
+		w.t.Fatalf("%s: the rotation left %s active", where, before)
+	}
+	var header struct{ KID string }
+	head, _, _ := strings.Cut(w.sign(d, "after-rotation"), ".")
+	raw, _ := base64.RawURLEncoding.DecodeString(head)
+	if err := json.Unmarshal(raw, &header); err != nil || header.KID != after {
+		kid := header.KID
+		w.t.Fatalf("%s: a token after the rotation is signed by %s, want %s", where, kid, after)
+	}
+	w.verifies(d, w.valid, where+", after a rotation")
+}
+
 // verifies requires tok to verify at d.
 func (w *tokenWorld) verifies(d *daemonProc, tok, where string) {
 	w.t.Helper()
@@ -160,7 +198,9 @@ func TestBackupRestoresIntoAnyStore(t *testing.T) {
 			t.Fatalf("a second restore into a store in use: exit %d\n%s", code, o)
 		}
 		d := startDaemon(t, env2, "--config", cfg2)
-		(&tokenWorld{t: t, rec: w.rec, valid: w.valid, jti: w.jti, subj: w.subj, refresh: w.refresh}).check(d, "restored into bbolt")
+		restored := &tokenWorld{t: t, rec: w.rec, valid: w.valid, jti: w.jti, subj: w.subj, refresh: w.refresh}
+		restored.check(d, "restored into bbolt")
+		restored.rotates(d, "restored into bbolt")
 		d.stop()
 	})
 	t.Run("openbao with redis token state", func(t *testing.T) {
@@ -182,7 +222,9 @@ auth:
 			t.Fatalf("keyd restore: exit %d\n%s", code, o)
 		}
 		d := startDaemon(t, vaultEnv, "--config", cfg3)
-		(&tokenWorld{t: t, rec: w.rec, valid: w.valid, jti: w.jti, subj: w.subj, refresh: w.refresh}).check(d, "restored into OpenBao and Redis")
+		restored := &tokenWorld{t: t, rec: w.rec, valid: w.valid, jti: w.jti, subj: w.subj, refresh: w.refresh}
+		restored.check(d, "restored into OpenBao and Redis")
+		restored.rotates(d, "restored into OpenBao and Redis")
 		if strings.Contains(d.log(), "moved the token state") {
 			t.Errorf("a start after a restore moved the token state again:\n%s", d.log())
 		}
