@@ -78,7 +78,14 @@ type Spec struct {
 	Algorithms   []string // empty: every algorithm
 	Required     bool     // rotations wait for this target
 	Interval     time.Duration
+	// Timeout bounds one round of writes and read-backs (default
+	// DefaultTimeout): a store that stops answering is an error, counted
+	// and retried, not a publisher stuck for good.
+	Timeout time.Duration
 }
+
+// DefaultTimeout bounds a round of publishing unless Spec.Timeout says.
+const DefaultTimeout = 30 * time.Second
 
 // Documents are what a target is to hold.
 type Documents struct {
@@ -276,7 +283,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 		now := p.now()
 		if now.After(retryAt) || retryAt.IsZero() {
 			force := now.Sub(lastForced) >= interval
-			err := p.Once(ctx, force)
+			octx, cancel := context.WithTimeout(ctx, cmp.Or(p.Spec.Timeout, DefaultTimeout))
+			err := p.Once(octx, force)
+			cancel()
 			switch {
 			case err == nil:
 				backoff, retryAt = time.Second, time.Time{}

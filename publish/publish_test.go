@@ -3,6 +3,7 @@ package publish_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,9 +72,9 @@ func TestPublishesWhatVerifiersRead(t *testing.T) {
 	if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) != 4 {
 		t.Fatalf("JWKS %s: %v", raw, err)
 	}
-	attrs, err := tg.Attributes(ctx, publish.DefaultJWKSPath)
-	if err != nil || attrs.ContentType != "application/json" || attrs.CacheControl != "public, max-age=120" {
-		t.Fatalf("attributes %+v %v", attrs, err)
+	ct, cc, err := tg.Headers(ctx, publish.DefaultJWKSPath)
+	if err != nil || ct != "application/json" || cc != "public, max-age=120" {
+		t.Fatalf("headers %q %q %v", ct, cc, err)
 	}
 	disc, _ := tg.Get(ctx, publish.DiscoveryPath)
 	if !strings.Contains(string(disc), `"jwks_uri":"https://issuer.example/cluster/.well-known/jwks.json"`) ||
@@ -158,5 +159,39 @@ func TestGate(t *testing.T) {
 	}
 	if _, gated, _ := set.Held("ed", "any", clock.Now()); gated {
 		t.Fatal("a key set no required target publishes is gated")
+	}
+}
+
+// hanging is a target whose writes never answer (a store frozen
+// mid-request) until their context ends.
+type hanging struct{ publish.Target }
+
+func (hanging) Put(ctx context.Context, _ string, _ []byte, _, _ string) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A store that stops answering is a reported error within Spec.Timeout,
+// retried, never a publisher stuck for good.
+func TestRunTimesOutAHangingTarget(t *testing.T) {
+	src, _ := source(t)
+	tg, _ := folder(t)
+	errs := make(chan error, 8)
+	p := publish.New(publish.Spec{Name: "frozen", KeySets: []string{"es"}, Files: []string{publish.FileJWKS}, Timeout: 20 * time.Millisecond},
+		hanging{tg}, src, time.Now, func(_ string, err error) { errs <- err })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("reported %v, want the round's deadline", err)
+		}
+	case <-time.After(20 * time.Second): // a bound on a failure, not a wait for time to pass
+		t.Fatal("a hanging target was never reported")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after its context ended", err)
 	}
 }

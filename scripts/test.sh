@@ -3,7 +3,8 @@
 # formatting, vet and staticcheck, then every test with the race detector,
 # the Vault tests included, against a real OpenBao server that
 # scripts/dev-vault.sh builds (or reuses from its cache) and the tests start,
-# and against a real kube-apiserver (scripts/dev-kube.sh) and etcd.
+# against a real kube-apiserver (scripts/dev-kube.sh) and etcd, and against
+# S3, GCS and Azure Blob servers (scripts/dev-blob.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # keyd is built and tested with this Go (go.mod's toolchain line), fetched
@@ -28,6 +29,10 @@ export KEYD_TEST_BAO
 # A real kube-apiserver (and kubectl) for the Kubernetes and chart tests.
 KEYD_TEST_KUBE_DIR=$(scripts/dev-kube.sh build)
 export KEYD_TEST_KUBE_DIR
+# Real object stores for publishing: SeaweedFS (S3), fake-gcs-server, Azurite.
+KEYD_TEST_BLOB_DIR=$(scripts/dev-blob.sh build)
+export KEYD_TEST_BLOB_DIR
+export KEYD_REQUIRE_BLOB=1  # the publishing tests fail, never skip, without them
 export KEYD_REQUIRE_KUBE=1  # the tests that need it fail, never skip, without it
 export KEYD_REQUIRE_VAULT=1 # a Vault test that cannot find its server fails, never skips
 export KEYD_REQUIRE_PYJWT=1 # likewise the tests that check keyd against PyJWT

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"path"
 	"slices"
@@ -76,8 +77,8 @@ func (c *Config) validatePublish(bad func(field, format string, args ...any)) {
 			}
 		}
 		if slices.Contains(p.PublishFiles(), "discovery") {
-			if u, err := url.Parse(p.Issuer); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || strings.HasSuffix(p.Issuer, "/") {
-				bad(f+".issuer", "%q must be the https URL verifiers fetch the target from, without a trailing slash (the discovery document's issuer)", p.Issuer)
+			if u, err := url.Parse(p.Issuer); err != nil || !(u.Scheme == "https" || u.Scheme == "http" && loopbackHost(u.Hostname())) || u.Host == "" || u.RawQuery != "" || strings.HasSuffix(p.Issuer, "/") {
+				bad(f+".issuer", "%q must be the https URL verifiers fetch the target from, without a trailing slash (the discovery document's issuer; http only on loopback, for trying it out)", p.Issuer)
 			}
 		}
 		if jp := p.JWKSPath; jp != "" && (strings.HasPrefix(jp, "/") || path.Clean(jp) != jp || strings.HasPrefix(jp, "..")) {
@@ -101,7 +102,7 @@ func validatePublishTo(f string, p Publish, bad func(field, format string, args 
 	u, err := url.Parse(p.To)
 	switch {
 	case p.To == "":
-		bad(f+".to", "is required: file:///dir or kubernetes://namespace/configmap")
+		bad(f+".to", "is required: s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix, file:///dir or kubernetes://namespace/configmap")
 	case err != nil:
 		bad(f+".to", "%q is not a URL", p.To)
 	case u.Scheme == "file":
@@ -113,11 +114,25 @@ func validatePublishTo(f string, p Publish, bad func(field, format string, args 
 			bad(f+".to", "%q must be kubernetes://NAMESPACE/CONFIGMAP", p.To)
 		}
 	case u.Scheme == "s3" || u.Scheme == "gs" || u.Scheme == "azblob":
-		bad(f+".to", "%q: object store targets are not in this release yet; publish to a folder a CDN or bucket sync serves (file:///dir) meanwhile", u.Scheme+"://...")
+		if u.Host == "" {
+			bad(f+".to", "%q names no bucket: %s://BUCKET/prefix", u.Redacted(), u.Scheme)
+		}
+		if u.User != nil {
+			bad(f+".to", "holds credentials: leave them to the cloud's credential chain (environment, workload identity, profile)")
+		}
 	default:
-		bad(f+".to", "%q: the scheme must be file or kubernetes", p.To)
+		bad(f+".to", "%q: the scheme must be s3, gs, azblob, file or kubernetes", u.Redacted())
 	}
 	if p.Kubeconfig != "" && u != nil && u.Scheme != "kubernetes" {
 		bad(f+".kubeconfig", "is for kubernetes:// targets")
 	}
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

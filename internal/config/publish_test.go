@@ -18,6 +18,10 @@ publish:
 	good := base + `  - {name: bucket, to: "file:///srv/oidc", keysets: [es], issuer: "https://oidc.example.com/cluster", required: true, max_keys: 90, algorithms: [ES256]}
   - {name: cm, to: "kubernetes://kube-public/keyd-jwks", keysets: [es], jwks_path: openid/v1/jwks}
 `
+	good += `  - {name: s3, to: "s3://bucket/jwks?region=eu-west-1", keysets: [es], files: [jwks, discovery], issuer: "https://bucket.s3.eu-west-1.amazonaws.com/jwks"}
+  - {name: gcs, to: "gs://bucket", keysets: [es]}
+  - {name: azure, to: "azblob://container/site", keysets: [es], files: [discovery], issuer: "http://127.0.0.1:10000/devstoreaccount1/container/site"}
+`
 	cfg, err := config.Parse(strings.NewReader(good), "t")
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +29,7 @@ publish:
 	if got := cfg.Publish[0].PublishFiles(); len(got) != 2 || cfg.Publish[1].PublishFiles()[0] != "jwks" {
 		t.Fatalf("files %v", got)
 	}
-	bad := base + `  - {name: bucket, to: "s3://b/p", keysets: [es]}
+	bad := base + `  - {name: bucket, to: "s3:///p?region=x", keysets: [es]}
   - {name: bucket, to: "file://relative/dir", keysets: [hs, nope], files: [jwks, denylist]}
   - {name: x, to: "kubernetes://ns", keysets: [es], files: [discovery], issuer: "http://a/", interval: 1s, max_keys: -1, algorithms: [HS256], jwks_path: /abs}
 `
@@ -34,7 +38,7 @@ publish:
 		t.Fatal("bad publish targets loaded")
 	}
 	for _, want := range []string{
-		"publish[0].to: \"s3://...\": object store targets are not in this release",
+		"publish[0].to: \"s3:///p?region=x\" names no bucket",
 		"publish[1].name: \"bucket\" is used by another target",
 		"publish[1].to: \"file://relative/dir\" must be file:///absolute/folder",
 		"publish[1].keysets[0]: \"hs\" is HS256: HMAC keys are secrets and never published",

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
+	"github.com/keyd-dev/keyd/publish/blob"
 )
 
 // InitConfig writes, to out, a config file that serves what the quick
@@ -128,6 +130,11 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 	if cfg.Backup.Schedule != "" {
 		if _, err := backupRecipients(cfg.Backup); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for i, pc := range cfg.Publish {
+		if err := blob.Check(context.Background(), pc.To); err != nil {
+			errs = append(errs, fmt.Errorf("publish[%d] (%s).to: %w", i, pc.Name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -28,6 +28,26 @@ func Run(t *testing.T, open func(t *testing.T) publish.Target) {
 			}
 		}
 	})
+	t.Run("Headers", func(t *testing.T) {
+		tg := open(t)
+		h, ok := tg.(interface {
+			Headers(ctx context.Context, name string) (contentType, cacheControl string, err error)
+		})
+		if !ok {
+			t.Skip("the target keeps no headers (a ConfigMap)")
+		}
+		for _, f := range []struct{ name, ct, cc string }{
+			{".well-known/jwks.json", "application/json", "public, max-age=60"},
+			{"revocations.jwt", "application/jwt", "public, max-age=30"},
+		} {
+			if err := tg.Put(ctx, f.name, []byte("x"), f.ct, f.cc); err != nil {
+				t.Fatal(err)
+			}
+			if ct, cc, err := h.Headers(ctx, f.name); err != nil || ct != f.ct || cc != f.cc {
+				t.Fatalf("%s served as %q, %q (%v); want %q, %q", f.name, ct, cc, err, f.ct, f.cc)
+			}
+		}
+	})
 	t.Run("FilesApart", func(t *testing.T) {
 		tg := open(t)
 		files := map[string]string{".well-known/jwks.json": `{"keys":[]}`, ".well-known/openid-configuration": `{"issuer":"https://x"}`, "openid/v1/jwks": `{"keys":[{"kid":"k"}]}`}

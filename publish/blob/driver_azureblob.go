@@ -1,0 +1,7 @@
+//go:build !keyd_no_azure
+
+package blob
+
+import _ "gocloud.dev/blob/azureblob" // azblob://: Azure Blob Storage
+
+func init() { drivers["azblob"] = true }
