@@ -153,6 +153,8 @@ func Render(spec Spec, src Source) (*Documents, error) {
 			return nil, err
 		}
 		d.Files[jwksPath] = body
+	} else {
+		d.Kids = nil // no JWKS here: the target holds no key for the gate
 	}
 	if slices.Contains(spec.Files, FileDiscovery) {
 		slices.Sort(algs)

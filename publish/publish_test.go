@@ -160,6 +160,15 @@ func TestGate(t *testing.T) {
 	if _, gated, _ := set.Held("ed", "any", clock.Now()); gated {
 		t.Fatal("a key set no required target publishes is gated")
 	}
+	// A target that writes only the discovery document holds no key.
+	c, _ := folder(t)
+	disc := publish.New(publish.Spec{Name: "discovery-only", KeySets: []string{"es"}, Files: []string{publish.FileDiscovery}, Issuer: "https://x", Required: true}, c, src, clock.Now, nil)
+	if err := disc.Once(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := disc.Held(pending.ID); ok {
+		t.Fatal("a target without the JWKS counts as holding the pending key")
+	}
 }
 
 // hanging is a target whose writes never answer (a store frozen

@@ -76,6 +76,9 @@ func (c *Config) validatePublish(bad func(field, format string, args ...any)) {
 				bad(fmt.Sprintf("%s.files[%d]", f, j), "%q is not jwks, discovery or revocations", file)
 			}
 		}
+		if p.Required && !slices.Contains(p.PublishFiles(), "jwks") {
+			bad(f+".required", "needs jwks among files: a rotation waits for the keys a target holds, and only the JWKS holds them")
+		}
 		if slices.Contains(p.PublishFiles(), "discovery") {
 			if u, err := url.Parse(p.Issuer); err != nil || !(u.Scheme == "https" || u.Scheme == "http" && loopbackHost(u.Hostname())) || u.Host == "" || u.RawQuery != "" || strings.HasSuffix(p.Issuer, "/") {
 				bad(f+".issuer", "%q must be the https URL verifiers fetch the target from, without a trailing slash (the discovery document's issuer; http only on loopback, for trying it out)", p.Issuer)

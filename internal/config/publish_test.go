@@ -31,7 +31,7 @@ publish:
 	}
 	bad := base + `  - {name: bucket, to: "s3:///p?region=x", keysets: [es]}
   - {name: bucket, to: "file://relative/dir", keysets: [hs, nope], files: [jwks, denylist]}
-  - {name: x, to: "kubernetes://ns", keysets: [es], files: [discovery], issuer: "http://a/", interval: 1s, max_keys: -1, algorithms: [HS256], jwks_path: /abs}
+  - {name: x, to: "kubernetes://ns", keysets: [es], files: [discovery], issuer: "http://a/", interval: 1s, max_keys: -1, algorithms: [HS256], jwks_path: /abs, required: true}
 `
 	_, err = config.Parse(strings.NewReader(bad), "t")
 	if err == nil {
@@ -46,6 +46,7 @@ publish:
 		"publish[1].files[1]: \"denylist\" is not jwks, discovery or revocations",
 		"publish[2].to: \"kubernetes://ns\" must be kubernetes://NAMESPACE/CONFIGMAP",
 		"publish[2].issuer:",
+		"publish[2].required: needs jwks among files",
 		"publish[2].interval: 1s is too short",
 		"publish[2].max_keys: -1",
 		"publish[2].algorithms[0]: \"HS256\" is not a published algorithm",
