@@ -3,10 +3,8 @@ package backup
 import (
 	"cmp"
 	"context"
-	"fmt"
+	"io"
 	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -16,13 +14,12 @@ import (
 // DefaultKeep is how many scheduled backups a folder keeps by default.
 const DefaultKeep = 48
 
-// Schedule writes a backup of Source into Dir at each time of When,
-// keeping the newest Keep. Its files are named keyd-TIME.backup (UTC, so
-// names sort by age); each is written to a hidden file, synced, then
-// renamed: the folder only ever shows whole backups.
+// Schedule writes a backup of Source to To at each time of When, keeping
+// the newest Keep. Its files are named keyd-TIME.backup (UTC, so names
+// sort by age); To only ever shows whole ones.
 type Schedule struct {
 	When    cron.Schedule
-	Dir     string
+	To      Destination
 	Keep    int // default DefaultKeep
 	Source  State
 	Options Options // Recipients, KeydVersion, Source; Now and SpoolDir are set per backup
@@ -69,85 +66,51 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// Once writes one backup now, and then removes the oldest past Keep.
+// Once writes one backup now, and then removes the oldest past Keep. It
+// returns the backup's name.
 func (s *Schedule) Once(ctx context.Context) (string, *Manifest, error) {
 	now := s.Now().UTC()
-	path := filepath.Join(s.Dir, "keyd-"+now.Format("20060102T150405Z")+".backup")
-	tmp, err := os.CreateTemp(s.Dir, ".keyd-*.partial")
-	if err != nil {
-		return "", nil, fmt.Errorf("backup.to: %w", err)
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // gone once renamed
+	name := "keyd-" + now.Format(stampLayout) + ".backup"
 	opts := s.Options
-	opts.Now, opts.SpoolDir = now, s.Dir
-	m, err := Write(ctx, tmp, s.Source, opts)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(s.Dir)
-	}
+	opts.Now, opts.SpoolDir = now, s.To.SpoolDir()
+	var m *Manifest
+	err := s.To.Put(ctx, name, func(w io.Writer) error {
+		var err error
+		m, err = Write(ctx, w, s.Source, opts)
+		return err
+	})
 	if err != nil {
 		return "", nil, err
 	}
-	return path, m, s.prune(now)
+	return name, m, s.prune(ctx)
 }
 
-// prune removes the oldest backups past Keep, and hidden files a crash
-// left behind over a day ago.
-func (s *Schedule) prune(now time.Time) error {
-	names, err := List(s.Dir)
+// stampLayout is the time in a backup's name.
+const stampLayout = "20060102T150405Z"
+
+// prune removes the oldest backups past Keep.
+func (s *Schedule) prune(ctx context.Context) error {
+	names, err := s.To.List(ctx)
 	if err != nil {
 		return err
 	}
 	for _, name := range names[:max(0, len(names)-cmp.Or(s.Keep, DefaultKeep))] {
-		if err := os.Remove(filepath.Join(s.Dir, name)); err != nil {
+		if err := s.To.Delete(ctx, name); err != nil {
 			return err
-		}
-	}
-	entries, _ := os.ReadDir(s.Dir)
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".keyd-") {
-			continue
-		}
-		if info, err := e.Info(); err == nil && now.Sub(info.ModTime()) > 24*time.Hour {
-			_ = os.Remove(filepath.Join(s.Dir, e.Name()))
 		}
 	}
 	return nil
 }
 
-// List names the scheduled backups in dir, oldest first.
-func List(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range entries {
-		if n := e.Name(); strings.HasPrefix(n, "keyd-") && strings.HasSuffix(n, ".backup") && e.Type().IsRegular() {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
-}
-
-// Newest is when the newest scheduled backup in dir was made (by its
-// name), zero when there is none.
-func Newest(dir string) time.Time {
-	names, err := List(dir)
+// Newest is when the newest scheduled backup at d was made (by its
+// name), zero when there is none (or d cannot be listed).
+func Newest(ctx context.Context, d Destination) time.Time {
+	names, err := d.List(ctx)
 	if err != nil || len(names) == 0 {
 		return time.Time{}
 	}
 	stamp := strings.TrimSuffix(strings.TrimPrefix(names[len(names)-1], "keyd-"), ".backup")
-	t, _ := time.Parse("20060102T150405Z", stamp)
+	t, _ := time.Parse(stampLayout, stamp)
 	return t
 }
 

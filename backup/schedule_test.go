@@ -27,7 +27,7 @@ func TestScheduleKeepsTheNewest(t *testing.T) {
 	defer cancel()
 	var made []string
 	var failures int
-	s := &backup.Schedule{When: hourly, Dir: dir, Keep: 3, Source: src, Options: backup.Options{Recipients: recips},
+	s := &backup.Schedule{When: hourly, To: backup.Folder(dir), Keep: 3, Source: src, Options: backup.Options{Recipients: recips},
 		Now: func() time.Time { return clock },
 		Wait: func(ctx context.Context, d time.Duration) error {
 			if err := ctx.Err(); err != nil {
@@ -77,7 +77,7 @@ func TestScheduleKeepsTheNewest(t *testing.T) {
 		}
 		f.Close()
 	}
-	if got := backup.Newest(dir); !got.Equal(clock.Truncate(time.Hour)) {
+	if got := backup.Newest(context.Background(), backup.Folder(dir)); !got.Equal(clock.Truncate(time.Hour)) {
 		t.Fatalf("newest %v, want %v", got, clock)
 	}
 	if failures != 1 {

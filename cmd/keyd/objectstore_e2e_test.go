@@ -12,6 +12,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/bucket"
 	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/internal/testblob"
 )
@@ -32,6 +33,8 @@ func TestPublishToObjectStores(t *testing.T) {
 		t.Run(srv.Scheme, func(t *testing.T) {
 			dir := t.TempDir()
 			mk, _ := file.NewMasterKey()
+			idFile, recipient := ageIdentity(t, dir)
+			backups := strings.Replace(srv.URL, "/site", "/backups", 1)
 			cfg := filepath.Join(dir, "keyd.yaml")
 			writeFile(t, cfg, fmt.Appendf(nil, `listen: 127.0.0.1:0
 storage: {backend: file, file: {path: %q}}
@@ -39,11 +42,12 @@ keysets:
   - {name: es, algorithm: ES256, rotation: "@every 3s", token_ttl: 1m, jwks_max_age: 1s, issuer: %q}
 publish:
   - {name: %s, to: %q, keysets: [es], issuer: %q, required: true, files: [jwks, discovery]}
+backup: {schedule: "@every 1s", to: %q, keep: 2, recipients: [%q]}
 auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), srv.Public, srv.Scheme, srv.URL, srv.Public, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+`, filepath.Join(dir, "keyd.db"), srv.Public, srv.Scheme, srv.URL, srv.Public, backups, recipient, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
 			env := append([]string{"KEYD_MASTER_KEY=" + mk}, srv.Env...)
 			if code, out := runKeyd(t, env, "", "config", "check", cfg); code != 0 {
 				t.Fatalf("config check: exit %d\n%s", code, out)
@@ -76,6 +80,7 @@ print(jwt.decode(t, c.get_signing_key_from_jwt(t).key, algorithms=["ES256"])["su
 			if err != nil || strings.TrimSpace(string(out)) != "alice" {
 				t.Fatalf("PyJWKClient from %s: %v\n%s", srv.Scheme, err, out)
 			}
+			scheduledBackupInBucket(t, srv, backups, idFile)
 			if srv.Scheme == "s3" {
 				frozenStoreHoldsRotation(t, srv, d, w, verifier)
 			}
@@ -119,6 +124,7 @@ func frozenStoreHoldsRotation(t *testing.T, srv *testblob.Server, d *daemonProc,
 	}()
 	var held, why string
 	waitFor(t, "a rotation waiting for the frozen store", func() bool { held, why = state(); return strings.Contains(why, "s3") })
+	t.Logf("frozen: %s waits: %s", held, why)
 	if now, _ := state(); now != held {
 		t.Fatalf("a key the frozen store never held became active: %s", now)
 	}
@@ -130,5 +136,41 @@ func frozenStoreHoldsRotation(t *testing.T, srv *testblob.Server, d *daemonProc,
 	waitFor(t, "the rotation once the store is back", func() bool { now, _ := state(); return now != held })
 	if _, err := verifier.Verify(context.Background(), w.sign(d, "bob")); err != nil {
 		t.Fatalf("go-oidc from the bucket after the rotation: %v", err)
+	}
+}
+
+// scheduledBackupInBucket waits for keyd's scheduled backups in the bucket
+// at url, then checks the newest with keyd backup inspect and the
+// identity: whole, and it decrypts.
+func scheduledBackupInBucket(t *testing.T, srv *testblob.Server, url, idFile string) {
+	t.Helper()
+	srv.Setenv(t)
+	ctx := context.Background()
+	bk, err := bucket.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Close()
+	var names []string
+	waitFor(t, "two scheduled backups in the bucket", func() bool {
+		names = names[:0]
+		it := bk.List(nil)
+		for {
+			obj, err := it.Next(ctx)
+			if err != nil {
+				break
+			}
+			names = append(names, obj.Key)
+		}
+		return len(names) >= 2
+	})
+	raw, err := bk.ReadAll(ctx, names[len(names)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "newest.backup")
+	writeFile(t, path, raw)
+	if code, out := runKeyd(t, nil, "", "backup", "inspect", "--identity", idFile, path); code != 0 || !strings.Contains(out, "checked: it decrypts") {
+		t.Fatalf("the backup keyd put in the %s bucket: exit %d\n%s", srv.Scheme, code, out)
 	}
 }

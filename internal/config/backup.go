@@ -14,7 +14,8 @@ import (
 // key set and all token state, encrypted to age recipients, into a folder.
 type Backup struct {
 	Schedule string `yaml:"schedule"` // cron, e.g. "@hourly"; "": no scheduled backups
-	// To is the folder the backups go to (a path, or file:///path).
+	// To is where the backups go: a folder (a path, or file:///path), or
+	// an object store (s3://bucket/prefix, gs://..., azblob://...).
 	To             string   `yaml:"to"`
 	Keep           int      `yaml:"keep"`            // how many to keep; default 48
 	Recipients     []string `yaml:"recipients"`      // age recipients (age1...)
@@ -44,9 +45,16 @@ func (c *Config) validateBackup(bad func(field, format string, args ...any)) {
 	}
 	switch u, err := url.Parse(b.To); {
 	case b.To == "":
-		bad("backup.to", "is required: the folder the backups go to")
+		bad("backup.to", "is required: the folder or bucket the backups go to")
+	case err == nil && (u.Scheme == "s3" || u.Scheme == "gs" || u.Scheme == "azblob"):
+		if u.Host == "" {
+			bad("backup.to", "%q names no bucket: %s://BUCKET/prefix", u.Redacted(), u.Scheme)
+		}
+		if u.User != nil {
+			bad("backup.to", "holds credentials: leave them to the cloud's credential chain (environment, workload identity, profile)")
+		}
 	case err != nil || (u.Scheme != "" && u.Scheme != "file"):
-		bad("backup.to", "%q must be a folder (a path, or file:///path); object stores come with the publishers' blob targets", b.To)
+		bad("backup.to", "%q must be a folder (a path, or file:///path) or a bucket (s3://, gs://, azblob://)", b.To)
 	case !strings.HasPrefix(b.Folder(), "/"):
 		bad("backup.to", "%q must be an absolute path", b.To)
 	}

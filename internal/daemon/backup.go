@@ -15,6 +15,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/keyd-dev/keyd/backup"
+	"github.com/keyd-dev/keyd/internal/bucket"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/version"
 	"github.com/keyd-dev/keyd/keystore"
@@ -104,7 +105,7 @@ func Restore(ctx context.Context, cfg *config.Config, f io.ReadSeeker, ids []age
 // buildBackups makes the schedule of backup: (none when unset): its
 // recipients, its folder (0700), and what each backup tells the log, the
 // metrics and /readyz.
-func (d *daemon) buildBackups(context.Context) error {
+func (d *daemon) buildBackups(ctx context.Context) error {
 	b := d.cfg.Backup
 	if b.Schedule == "" {
 		return nil
@@ -117,32 +118,51 @@ func (d *daemon) buildBackups(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("backup.schedule: %w", err)
 	}
-	dir := b.Folder()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	to, err := d.backupDestination(ctx, b)
+	if err != nil {
 		return fmt.Errorf("backup.to: %w", err)
 	}
 	d.met.BackupScheduled(rotation.MinGap(when))
-	if last := backup.Newest(dir); !last.IsZero() {
+	if last := backup.Newest(ctx, to); !last.IsZero() {
 		d.lastBackup.set(last, nil)
 		d.met.BackupDone(last, nil)
 	} else {
 		d.met.BackupDone(d.o.Now(), nil) // the alert counts two periods from the start
 	}
-	d.backups = &backup.Schedule{When: when, Dir: dir, Keep: b.Keep, Source: d.backupState(), Now: d.o.Now,
+	d.backups = &backup.Schedule{When: when, To: to, Keep: b.Keep, Source: d.backupState(), Now: d.o.Now,
 		Options: backup.Options{Recipients: recipients, KeydVersion: version.Get().Version, Source: storeName(d.cfg.Storage)},
-		Done: func(path string, m *backup.Manifest, err error) {
+		Done: func(name string, m *backup.Manifest, err error) {
 			d.releaseMapped("backup")
 			now := d.o.Now()
 			d.lastBackup.set(now, err)
 			d.met.BackupDone(now, err)
 			if err != nil {
-				d.log.Error("scheduled backup failed", "to", dir, "err", err)
+				d.log.Error("scheduled backup failed", "to", to.String(), "err", err)
 				return
 			}
-			d.log.Info("scheduled backup written", "path", path, "keysets", len(m.KeySets), "revocations", m.Revocations, "bytes", m.Sealed.Bytes)
+			d.log.Info("scheduled backup written", "to", to.String(), "name", name, "keysets", len(m.KeySets), "revocations", m.Revocations, "bytes", m.Sealed.Bytes)
 		}}
-	d.log.Info("scheduled backups", "schedule", b.Schedule, "to", dir, "keep", cmp.Or(b.Keep, backup.DefaultKeep), "recipients", len(recipients))
+	d.log.Info("scheduled backups", "schedule", b.Schedule, "to", to.String(), "keep", cmp.Or(b.Keep, backup.DefaultKeep), "recipients", len(recipients))
 	return nil
+}
+
+// backupDestination is where backup.to points: a folder (made 0700), or
+// an object store bucket (closed with the daemon), its ciphertext spooled
+// in the system's temporary folder.
+func (d *daemon) backupDestination(ctx context.Context, b config.Backup) (backup.Destination, error) {
+	if !bucket.IsObjectStore(b.To) {
+		dir := b.Folder()
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		return backup.Folder(dir), nil
+	}
+	bk, err := bucket.Open(ctx, b.To)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { _ = bk.Close() })
+	return &backup.Bucket{B: bk, URL: b.To, Spool: os.TempDir()}, nil
 }
 
 // backupRecipients are backup.recipients and those of its recipients_file.

@@ -11,10 +11,10 @@ import (
 	"strings"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/internal/bucket"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
-	"github.com/keyd-dev/keyd/publish/blob"
 )
 
 // InitConfig writes, to out, a config file that serves what the quick
@@ -131,9 +131,12 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 		if _, err := backupRecipients(cfg.Backup); err != nil {
 			errs = append(errs, err)
 		}
+		if err := bucket.Check(context.Background(), cfg.Backup.To); err != nil {
+			errs = append(errs, fmt.Errorf("backup.to: %w", err))
+		}
 	}
 	for i, pc := range cfg.Publish {
-		if err := blob.Check(context.Background(), pc.To); err != nil {
+		if err := bucket.Check(context.Background(), pc.To); err != nil {
 			errs = append(errs, fmt.Errorf("publish[%d] (%s).to: %w", i, pc.Name, err))
 		}
 	}

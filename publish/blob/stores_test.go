@@ -45,17 +45,3 @@ func TestConformanceObjectStores(t *testing.T) {
 		})
 	}
 }
-
-// Bucket URLs: the path is the prefix, a missing bucket or a scheme of no
-// driver is named.
-func TestBucketURLs(t *testing.T) {
-	for _, tc := range []struct{ url, want string }{
-		{"s3:///site", "no bucket"},
-		{"gs://b/site?prefix=x/", "a prefix twice"},
-		{"ftp://b/site", `"ftp" is not a bucket scheme`},
-	} {
-		if _, err := blob.Open(context.Background(), tc.url); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Open(%s) = %v; want %q", tc.url, err, tc.want)
-		}
-	}
-}

@@ -1,6 +1,6 @@
 //go:build !keyd_no_azure
 
-package blob
+package bucket
 
 import _ "gocloud.dev/blob/azureblob" // azblob://: Azure Blob Storage
 

@@ -1,6 +1,6 @@
 //go:build !keyd_no_gcs
 
-package blob
+package bucket
 
 import _ "gocloud.dev/blob/gcsblob" // gs://: Google Cloud Storage
 
