@@ -302,7 +302,7 @@ func TestRevokeLogin(t *testing.T) {
 	if _, err := svc.Refresh(ctx, "app", other.RefreshToken); err != nil {
 		t.Fatalf("another login of the same subject: %v", err)
 	}
-	forged := second.RefreshToken[:len(second.RefreshToken)-2] + "AA"
+	forged := second.RefreshToken[:len(second.RefreshToken)-2] + flip(second.RefreshToken[len(second.RefreshToken)-2:]) // a significant character changed, always
 	for name, tok := range map[string]string{"forged": forged, "junk": "krt_x", "other key set": other.RefreshToken} {
 		ks := "app"
 		if name == "other key set" {
