@@ -37,7 +37,8 @@ func helm(t *testing.T) string {
 type object struct {
 	Kind     string `yaml:"kind"`
 	Metadata struct {
-		Name string `yaml:"name"`
+		Name        string            `yaml:"name"`
+		Annotations map[string]string `yaml:"annotations"`
 	} `yaml:"metadata"`
 	Data map[string]string `yaml:"data"`
 	Spec struct {
@@ -45,9 +46,14 @@ type object struct {
 		Template struct {
 			Metadata struct {
 				Annotations map[string]string `yaml:"annotations"`
+				Labels      map[string]string `yaml:"labels"`
 			} `yaml:"metadata"`
 			Spec struct {
 				AutomountServiceAccountToken *bool `yaml:"automountServiceAccountToken"`
+				Volumes                      []struct {
+					Name     string         `yaml:"name"`
+					EmptyDir map[string]any `yaml:"emptyDir"`
+				} `yaml:"volumes"`
 				SecurityContext              struct {
 					RunAsNonRoot   bool `yaml:"runAsNonRoot"`
 					RunAsUser      int  `yaml:"runAsUser"`
@@ -63,6 +69,10 @@ type object struct {
 							Drop []string `yaml:"drop"`
 						} `yaml:"capabilities"`
 					} `yaml:"securityContext"`
+					VolumeMounts []struct {
+						Name      string `yaml:"name"`
+						MountPath string `yaml:"mountPath"`
+					} `yaml:"volumeMounts"`
 					LivenessProbe  map[string]any `yaml:"livenessProbe"`
 					ReadinessProbe map[string]any `yaml:"readinessProbe"`
 					Env            []struct {
@@ -121,6 +131,8 @@ func TestChart(t *testing.T) {
 		{"vault-kubernetes", []string{"mode=vault", "vault.auth.method=kubernetes"}, "Deployment", ""},
 		{"redis-metrics-clients", []string{"tokenState.redis.url=rediss://redis.keyd.svc:6379/0", "tokenState.redis.existingSecret=keyd-redis",
 			"tokenState.redis.caSecret=redis-ca", "tls.existingSecret=keyd-tls", "tls.clientCASecret=client-ca", "config.metrics.listen=:9090"}, "StatefulSet", "KEYD_MASTER_KEY"},
+		{"cloud-identity", []string{`serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::123456789012:role/keyd`,
+			`podLabels.azure\.workload\.identity/use=true`, "extraEnv[0].name=AWS_REGION", "extraEnv[0].value=eu-west-1"}, "StatefulSet", "KEYD_MASTER_KEY"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			objs := render(t, bin, append(mode.set, `config.auth.tokens[0].name=ops`, `config.auth.tokens[0].sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef`, `config.auth.tokens[0].scopes[0]=admin`)...)
@@ -142,8 +154,26 @@ func TestChart(t *testing.T) {
 			if c.LivenessProbe == nil || c.ReadinessProbe == nil || w.Spec.Template.Metadata.Annotations["checksum/config"] == "" {
 				t.Errorf("probes or config checksum missing")
 			}
+			tmp := false
+			for _, m := range c.VolumeMounts {
+				tmp = tmp || m.MountPath == "/tmp" && m.Name == "tmp"
+			}
+			if !tmp {
+				t.Errorf("no writable /tmp for backups' spool under a read-only root: %+v", c.VolumeMounts)
+			}
+			if mode.name == "cloud-identity" {
+				if sa := kinds["ServiceAccount"]; sa.Metadata.Annotations["eks.amazonaws.com/role-arn"] != "arn:aws:iam::123456789012:role/keyd" {
+					t.Errorf("service account annotations: %+v", sa.Metadata.Annotations)
+				}
+				if w.Spec.Template.Metadata.Labels["azure.workload.identity/use"] != "true" {
+					t.Errorf("pod labels: %+v", w.Spec.Template.Metadata.Labels)
+				}
+				if last := c.Env[len(c.Env)-1]; last.Name != "AWS_REGION" || last.Value != "eu-west-1" {
+					t.Errorf("extraEnv: %+v", c.Env)
+				}
+			}
 			for _, e := range c.Env {
-				if e.Value != "" {
+				if e.Value != "" && e.Name != "AWS_REGION" {
 					t.Errorf("env %s has a value in clear", e.Name)
 				}
 				if e.Name == mode.secret && e.From["secretKeyRef"] == nil {

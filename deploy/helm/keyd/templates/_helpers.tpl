@@ -78,6 +78,9 @@ publish:
 metadata:
   labels:
     {{- include "keyd.labels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   annotations:
     checksum/config: {{ include "keyd.config" . | sha256sum }}
 spec:
@@ -105,6 +108,9 @@ spec:
         {{- else }}
         - name: KEYD_MASTER_KEY
           valueFrom: {secretKeyRef: {name: {{ .Values.masterKey.existingSecret }}, key: {{ .Values.masterKey.key }}}}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
       securityContext:
         allowPrivilegeEscalation: false
@@ -142,7 +148,11 @@ spec:
         - {name: redis-ca, mountPath: /etc/keyd/redis-ca, readOnly: true}
         {{- end }}
         - {name: audit-key, mountPath: /etc/keyd/audit, readOnly: true}
+        # The root file system is read-only: backups spool their ciphertext here.
+        - {name: tmp, mountPath: /tmp}
   volumes:
+    - name: tmp
+      emptyDir: {sizeLimit: {{ .Values.tmpSize }}}
     - name: audit-key
       secret: {secretName: {{ include "keyd.auditKeySecret" . }}, items: [{key: {{ .Values.auditKey.key }}, path: audit.key}], defaultMode: 0400}
     - name: config
