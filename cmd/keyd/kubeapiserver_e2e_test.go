@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/testblob"
 	"github.com/keyd-dev/keyd/internal/testkube"
 )
 
@@ -31,7 +30,8 @@ import (
 // with the README's openssl line), the API server restarts with
 // --service-account-signing-endpoint on keyd's socket, and then
 // TokenRequest gives a token keyd signed, TokenReview accepts it and the
-// old token, and refuses a token of a key nobody imported.
+// old token, and refuses a token of a key nobody imported; go-oidc
+// verifies both from the copy keyd publishes to an S3 bucket alone.
 func TestKubeAPIServerMovesToKeyd(t *testing.T) {
 	dir := t.TempDir()
 	saKey, saPub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
@@ -88,6 +88,7 @@ func TestKubeAPIServerMovesToKeyd(t *testing.T) {
 	}
 	defer os.RemoveAll(sockDir)
 	socket := filepath.Join(sockDir, "kube.sock")
+	bucket := testblob.S3(t) // the self-hosted issuer's bucket
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
 storage: {backend: file, file: {path: %q}}
@@ -95,13 +96,13 @@ keysets:
   - {name: kube-sa, algorithm: RS256, rotation: "@daily", token_ttl: 1h, jwks_max_age: 1m}
 kubernetes: {socket: %q, keyset: kube-sa}
 publish:
-  - {name: bucket, to: "file://%s", keysets: [kube-sa], issuer: %q, jwks_path: openid/v1/jwks, required: true}
+  - {name: bucket, to: %q, keysets: [kube-sa], issuer: %q, jwks_path: openid/v1/jwks, required: true}
 auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
-`, filepath.Join(dir, "keyd.db"), socket, filepath.Join(dir, "site"), testkube.Issuer, daemon.TokenHash(adminToken))))
+`, filepath.Join(dir, "keyd.db"), socket, bucket.URL, testkube.Issuer, daemon.TokenHash(adminToken))))
 	masterKey, _ := file.NewMasterKey()
-	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
+	d := startDaemon(t, append([]string{"KEYD_MASTER_KEY=" + masterKey}, bucket.Env...), "--config", cfgPath)
 	defer d.stop()
 	kidOut, err := exec.Command("sh", "-c", `openssl pkey -pubin -in "$1" -outform DER | openssl dgst -sha256 -binary | basenc --base64url | tr -d =`, "sh", saPub).Output()
 	if err != nil {
@@ -158,26 +159,22 @@ auth:
 	if status, body := kube.Do(t, "GET", "/openid/v1/jwks", nil); status != 200 || !strings.Contains(string(body), active) || !strings.Contains(string(body), kid) {
 		t.Errorf("/openid/v1/jwks: %d %s", status, body)
 	}
-	// The published copy (a bucket's, served as a self-hosted issuer is):
-	// go-oidc verifies the cluster's tokens, keyd's and the imported key's,
-	// from it alone.
-	site := filepath.Join(dir, "site")
-	srv := httptest.NewTLSServer(http.FileServer(http.Dir(site)))
-	defer srv.Close()
-	ctx := oidc.ClientContext(context.Background(), srv.Client())
-	verifier := oidc.NewVerifier(testkube.Issuer, oidc.NewRemoteKeySet(ctx, srv.URL+"/openid/v1/jwks"), &oidc.Config{ClientID: testkube.Issuer})
-	waitFor(t, "the imported key on the published copy", func() bool {
-		raw, _ := os.ReadFile(filepath.Join(site, "openid", "v1", "jwks"))
-		return strings.Contains(string(raw), kid)
+	// The published copy in the bucket (S3, SeaweedFS), read anonymously as
+	// cloud IAM reads a self-hosted issuer: go-oidc verifies the cluster's
+	// tokens, keyd's and the imported key's, from it alone.
+	ctx := context.Background()
+	verifier := oidc.NewVerifier(testkube.Issuer, oidc.NewRemoteKeySet(ctx, bucket.Public+"/openid/v1/jwks"), &oidc.Config{ClientID: testkube.Issuer})
+	waitFor(t, "the imported key in the bucket", func() bool {
+		raw, status, _ := bucket.Get(t, "openid/v1/jwks")
+		return status == 200 && strings.Contains(string(raw), kid)
 	})
 	for name, tok := range map[string]string{"keyd's": newToken, "the old key's": oldToken} {
 		if _, err := verifier.Verify(ctx, tok); err != nil {
-			t.Errorf("%s token from the published copy: %v", name, err)
+			t.Errorf("%s token from the bucket: %v", name, err)
 		}
 	}
-	disc, _ := os.ReadFile(filepath.Join(site, ".well-known", "openid-configuration"))
-	if !strings.Contains(string(disc), `"jwks_uri":"`+testkube.Issuer+`/openid/v1/jwks"`) {
-		t.Errorf("published discovery document: %s", disc)
+	if disc, _, _ := bucket.Get(t, ".well-known/openid-configuration"); !strings.Contains(string(disc), `"jwks_uri":"`+testkube.Issuer+`/openid/v1/jwks"`) {
+		t.Errorf("the discovery document in the bucket: %s", disc)
 	}
 	// A token like the old one, signed by a key nobody imported: refused.
 	stranger, _ := rsa.GenerateKey(rand.Reader, 2048)

@@ -45,3 +45,33 @@ func TestConformanceObjectStores(t *testing.T) {
 		})
 	}
 }
+
+// S3 (SeaweedFS with identities) with a secret it refuses, and with no
+// credentials: the write fails and nothing is written.
+func TestS3RefusedCredentials(t *testing.T) {
+	srv := testblob.S3(t)
+	srv.Setenv(t)
+	ctx := context.Background()
+	for name, secret := range map[string]string{"a wrong secret": "not-the-secret-0123456789", "no credentials": ""} {
+		t.Run(name, func(t *testing.T) {
+			if secret == "" {
+				t.Setenv("AWS_ACCESS_KEY_ID", "")
+				t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+			} else {
+				t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+			}
+			tg, err := blob.Open(ctx, srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tg.Close()
+			err = tg.Put(ctx, ".well-known/jwks.json", []byte(`{"keys":[]}`), "application/json", "public, max-age=60")
+			if err == nil {
+				t.Fatal("the store took a write with refused credentials")
+			}
+			if _, status, _ := srv.Get(t, ".well-known/jwks.json"); status == 200 {
+				t.Fatal("something was written")
+			}
+		})
+	}
+}
