@@ -54,7 +54,7 @@ type object struct {
 					Name     string         `yaml:"name"`
 					EmptyDir map[string]any `yaml:"emptyDir"`
 				} `yaml:"volumes"`
-				SecurityContext              struct {
+				SecurityContext struct {
 					RunAsNonRoot   bool `yaml:"runAsNonRoot"`
 					RunAsUser      int  `yaml:"runAsUser"`
 					SeccompProfile struct {
