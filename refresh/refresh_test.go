@@ -290,10 +290,11 @@ func TestRevokeLogin(t *testing.T) {
 	}
 	other, _ := svc.Issue(ctx, "app", claims)
 	// Any generation names the login, a spent one too.
-	if err := svc.RevokeLogin(ctx, "app", first.RefreshToken); err != nil {
-		t.Fatal(err)
+	login, err := svc.RevokeLogin(ctx, "app", first.RefreshToken)
+	if err != nil || login.ID == "" || login.Subject != "alice" || login.LoggedInAt.IsZero() || strings.Contains(login.ID, first.RefreshToken) {
+		t.Fatalf("RevokeLogin = %+v, %v", login, err)
 	}
-	if err := svc.RevokeLogin(ctx, "app", second.RefreshToken); err != nil {
+	if _, err := svc.RevokeLogin(ctx, "app", second.RefreshToken); err != nil {
 		t.Fatalf("revoking a revoked login again: %v", err)
 	}
 	if _, err := svc.Refresh(ctx, "app", second.RefreshToken); !errors.Is(err, refresh.ErrRevoked) {
@@ -308,7 +309,7 @@ func TestRevokeLogin(t *testing.T) {
 		if name == "other key set" {
 			ks = "other"
 		}
-		if err := svc.RevokeLogin(ctx, ks, tok); !errors.Is(err, refresh.ErrInvalid) {
+		if _, err := svc.RevokeLogin(ctx, ks, tok); !errors.Is(err, refresh.ErrInvalid) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

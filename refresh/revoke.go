@@ -64,15 +64,27 @@ func (s *Service) RevokeSubject(ctx context.Context, keyset, sub string, before 
 // on. Access tokens already issued stay valid until they expire; revoke
 // them by jti or subject. A token keyd did not issue for keyset is
 // ErrInvalid; a login revoked already is not an error.
-func (s *Service) RevokeLogin(ctx context.Context, keyset, tok string) error {
+func (s *Service) RevokeLogin(ctx context.Context, keyset, tok string) (Login, error) {
 	rec, f, gen, err := s.login(ctx, keyset, tok)
 	if err != nil {
-		return err
+		return Login{}, err
 	}
 	if gen > f.Generation { // a valid MAC for a generation never issued
-		return ErrInvalid
+		return Login{}, ErrInvalid
 	}
-	return s.revokeFamily(ctx, rec, f, s.now().UTC())
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	_ = json.Unmarshal(f.Claims, &claims) // a login without sub says none
+	return Login{ID: rec.ID, Subject: claims.Sub, LoggedInAt: f.CreatedAt.UTC()}, s.revokeFamily(ctx, rec, f, s.now().UTC())
+}
+
+// Login names a login that was ended: its id (nothing of its secret), its
+// subject, when it began.
+type Login struct {
+	ID         string    `json:"login"`
+	Subject    string    `json:"sub,omitempty"`
+	LoggedInAt time.Time `json:"logged_in_at"`
 }
 
 // subjectRevoked reports whether the login f was ended by a revocation of

@@ -618,6 +618,17 @@ func TestInitThenServeConfig(t *testing.T) {
 	if code, out := runKeyd(t, env, "", "init", "--data", dir, "--out", cfg); code != 1 || !strings.Contains(out, "exists") {
 		t.Fatalf("keyd init over an existing file: %d %s", code, out)
 	}
+	// --listen: the address the quick start served on goes into the file.
+	other := filepath.Join(base, "other.yaml")
+	if code, out := runKeyd(t, env, "", "init", "--data", dir, "--out", other, "--listen", "127.0.0.1:9443"); code != 0 {
+		t.Fatalf("keyd init --listen: %d %s", code, out)
+	}
+	if data, _ := os.ReadFile(other); !strings.Contains(string(data), `listen: "127.0.0.1:9443"`) {
+		t.Fatalf("keyd init --listen wrote:\n%s", data)
+	}
+	if code, out := runKeyd(t, env, "", "init", "--data", dir, "--out", other+".2", "--listen", "9443"); code == 0 || !strings.Contains(out, "HOST:PORT") {
+		t.Fatalf("keyd init --listen 9443: %d %s", code, out)
+	}
 	if code, out := runKeyd(t, env, "", "config", "check", cfg); code != 0 || !strings.Contains(out, "ok: ") {
 		t.Fatalf("keyd config check: %d %s", code, out)
 	}

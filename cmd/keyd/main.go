@@ -314,13 +314,14 @@ func initCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newCLIFlags("init", "keyd init [flags]", "Write a config file that serves what the quick start (keyd serve without\n--config) made in its data folder: the same database, master key file and\nadmin token. A new folder is prepared as the quick start would.")
 	dataDir := fs.String("data", daemon.DefaultDataDir, "the quick start's data folder")
 	out := fs.String("out", "keyd.yaml", "the config file to write (never replaced)")
+	listen := fs.String("listen", config.DefaultListen, "the address the config serves on (the quick start's keyd serve --listen, if you gave one)")
 	if a, err := fs.parse(args, stdout, stderr); err != nil {
 		return err
 	} else if len(a) != 0 {
-		return usageErrorf("usage: keyd init [--data DIR] [--out FILE]")
+		return usageErrorf("usage: keyd init [--data DIR] [--out FILE] [--listen ADDR]")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := daemon.InitConfig(*dataDir, *out, os.Getenv, log); err != nil {
+	if err := daemon.InitConfig(*dataDir, *out, *listen, os.Getenv, log); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: run keyd serve --config %s\n", *out, *out)

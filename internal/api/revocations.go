@@ -145,7 +145,7 @@ func (s *server) revokeLogin(w http.ResponseWriter, r *http.Request, name string
 		s.fail(w, r, refresh.ErrDisabled)
 		return
 	}
-	err := s.Refresh.RevokeLogin(r.Context(), name, req.RefreshToken)
+	login, err := s.Refresh.RevokeLogin(r.Context(), name, req.RefreshToken)
 	if errors.Is(err, refresh.ErrInvalid) {
 		s.fail(w, r, errorf("invalid_token", "%s", err.Error()))
 		return
@@ -156,7 +156,7 @@ func (s *server) revokeLogin(w http.ResponseWriter, r *http.Request, name string
 	}
 	s.Logger.Info("revoked a refresh login", "keyset", name, "caller", caller(w))
 	s.Audit.Note(audit.Record{Event: audit.EventLoginRevoked, KeySet: name, Caller: caller(w), Remote: r.RemoteAddr, Reason: req.Reason})
-	s.writeRevocations(w, r, name, map[string]any{"login": "revoked"})
+	s.writeRevocations(w, r, name, map[string]any{"login": login.ID, "sub": login.Subject, "logged_in_at": login.LoggedInAt})
 }
 
 // writeRevocations answers what was revoked and how many revocations the

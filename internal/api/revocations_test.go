@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -272,7 +273,8 @@ func TestLogoutEverywhereEndsRefreshLogins(t *testing.T) {
 	// One login, by its refresh token.
 	_, rt3 := pair("carol")
 	_, rt4 := pair("carol")
-	if code, body := s.Call("POST", "/v1/keysets/app/revocations", apitest.AdminToken, `{"refresh_token":"`+rt3+`"}`); code != 200 || !strings.Contains(body, `"login":"revoked"`) {
+	if code, body := s.Call("POST", "/v1/keysets/app/revocations", apitest.AdminToken, `{"refresh_token":"`+rt3+`"}`); code != 200 ||
+		!regexp.MustCompile(`"revoked":\{"logged_in_at":"[^"]+","login":"[^"]+","sub":"carol"\}`).MatchString(body) || strings.Contains(body, rt3) {
 		t.Fatalf("revoke login: %d %s", code, body)
 	}
 	if code, c := refreshCode(rt3); code != 401 || c != "refresh_token_revoked" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,11 +23,18 @@ import (
 // database, master key file and admin token (by its hash), the same key
 // set. The folder is prepared as the quick start would if it is new. The
 // file is checked by loading it before it is put in place, and an
-// existing file is not replaced.
-func InitConfig(dataDir, out string, getenv func(string) string, log *slog.Logger) error {
+// existing file is not replaced. It serves on listen (default: the quick
+// start's address).
+func InitConfig(dataDir, out, listen string, getenv func(string) string, log *slog.Logger) error {
+	if _, _, err := net.SplitHostPort(listen); listen != "" && err != nil {
+		return fmt.Errorf("--listen %q: want HOST:PORT, e.g. 127.0.0.1:8080: %v", listen, err)
+	}
 	cfg, err := PrepareDefault(dataDir, getenv, log)
 	if err != nil {
 		return err
+	}
+	if listen != "" {
+		cfg.Listen = listen
 	}
 	abs := func(p string) string {
 		if a, err := filepath.Abs(p); err == nil {
