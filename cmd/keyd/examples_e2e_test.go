@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,8 +110,8 @@ func startExample(t *testing.T, argv []string, dir, keyd string, env ...string) 
 	cmd.Env = append(os.Environ(), "KEYD_URL="+keyd, "KEYD_KEYSET=app", "KEYD_ALG=ES256", "KEYD_TOKEN="+serviceToken,
 		"APP_AUDIENCE=billing", "APP_ISSUER=https://keyd.example")
 	cmd.Env = append(cmd.Env, env...) // the last value of a name wins
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &lockedLog{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +119,13 @@ func startExample(t *testing.T, argv []string, dir, keyd string, env ...string) 
 	url := "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		// Answering, and (the Go and Node examples) saying where.
+		says := argv[0] != "node" && !strings.HasSuffix(argv[0], "example-go") || strings.Contains(logs.String(), "listening on "+url)
 		if resp, err := http.Get(url + "/api/me"); err == nil {
 			resp.Body.Close()
-			return url
+			if says {
+				return url
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the example did not answer:\n%s", logs.String())
@@ -266,4 +271,22 @@ func exerciseExample(t *testing.T, d *daemonProc, url string, login bool, front 
 	if status, body := call("POST", "/refresh", "", `{"refresh_token":"`+pair.RefreshToken+`"}`); status != 401 || !strings.Contains(body, "refresh_token_reused") {
 		t.Errorf("refreshing twice: %d %s", status, body)
 	}
+}
+
+// lockedLog collects a process's output, written from exec's goroutines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

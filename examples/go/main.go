@@ -41,7 +41,7 @@ func main() {
 	}
 	srv := &http.Server{Addr: addr, Handler: mux}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
-	log.Println("listening")
+	log.Printf("listening on http://%s", addr)
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		log.Fatal(err)
 	}

@@ -90,4 +90,5 @@ const server = http.createServer(async (req, res) => {
     send(res, 401, { error: { code, message: e.message } }, { "www-authenticate": `Bearer error="invalid_token", error_description="${code}"` });
   }
 });
-server.listen(Number(process.argv[2] ?? 3000), "127.0.0.1", () => console.log("listening"));
+const port = Number(process.argv[2] ?? 3000);
+server.listen(port, "127.0.0.1", () => console.log(`listening on http://127.0.0.1:${port}`));
