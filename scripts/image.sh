@@ -4,7 +4,7 @@
 # the static binaries of scripts/release.sh on an empty base, user 65532,
 # no shell, /etc/keyd for the config and /var/lib/keyd for data.
 #   scripts/image.sh [--pkcs11] VERSION [LAYOUT_DIR] [REGISTRY_REF]
-# With REGISTRY_REF (e.g. registry.example/keyd:VERSION) it also pushes the
+# With REGISTRY_REF (e.g. ghcr.io/keyd-dev/keyd:VERSION) it also pushes the
 # layout there with crane. With --pkcs11 it builds the second image
 # instead: keyd with the PKCS#11 custody (-tags pkcs11, cgo) and the glibc
 # libraries it loads, for this machine's architecture only (cgo does not
