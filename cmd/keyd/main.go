@@ -185,6 +185,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	slog.SetDefault(log)
 	v := version.Get()
 	log.Info("keyd starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "tags", v.Tags)
+	if old := version.OldGo(v.GoVersion); old != "" {
+		log.Warn(old)
+	}
 
 	var cfg *config.Config
 	var err error

@@ -8,6 +8,7 @@ package version
 
 import (
 	"fmt"
+	goversion "go/version"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -20,6 +21,20 @@ var (
 	commit  = ""
 	date    = ""
 )
+
+// Toolchain is the Go keyd is built, tested and released with: go.mod's
+// toolchain line (a test keeps the two equal). Earlier releases carry
+// advisories reachable on keyd's HTTPS API.
+const Toolchain = "go1.27.3"
+
+// OldGo says, when goVersion is older than Toolchain, what that means; ""
+// when it is not.
+func OldGo(goVersion string) string {
+	if !goversion.IsValid(goVersion) || goversion.Compare(goVersion, Toolchain) >= 0 {
+		return ""
+	}
+	return fmt.Sprintf("built with %s, older than %s which keyd is released with: earlier Go releases carry advisories reachable on keyd's HTTPS API; build with GOTOOLCHAIN=%s", goVersion, Toolchain, Toolchain)
+}
 
 // Info is what a keyd binary knows of its build.
 type Info struct {
@@ -86,5 +101,8 @@ func (i Info) String() string {
 		tags = "none"
 	}
 	fmt.Fprintf(&b, " tags %s", tags)
+	if old := OldGo(i.GoVersion); old != "" {
+		fmt.Fprintf(&b, "\nwarning: %s", old)
+	}
 	return b.String()
 }
