@@ -255,7 +255,7 @@ func TestChartAlertRules(t *testing.T) {
 }
 
 // The control-plane static pod: keyd beside kube-apiserver on a shared
-// socket folder, with the flags the README names.
+// socket folder, with the flags docs/kubernetes.md names.
 func TestControlPlaneManifest(t *testing.T) {
 	raw, err := os.ReadFile("kubernetes/kube-apiserver-keyd.yaml")
 	if err != nil {

@@ -25,9 +25,9 @@ import (
 )
 
 // TestKubeAPIServerMovesToKeyd moves a real cluster (kube-apiserver and
-// etcd) from its sa.key to keyd as the README's "Moving a cluster to keyd"
+// etcd) from its sa.key to keyd as docs/kubernetes.md's "Moving a cluster to keyd"
 // says: a token the old key signed is imported verify-only (kid computed
-// with the README's openssl line), the API server restarts with
+// with docs/kubernetes.md's openssl line), the API server restarts with
 // --service-account-signing-endpoint on keyd's socket, and then
 // TokenRequest gives a token keyd signed, TokenReview accepts it and the
 // old token, and refuses a token of a key nobody imported; go-oidc
@@ -81,7 +81,7 @@ func TestKubeAPIServerMovesToKeyd(t *testing.T) {
 		t.Fatalf("the old key's token before the move: %s", why)
 	}
 
-	// keyd, with the old public key imported as the README says.
+	// keyd, with the old public key imported as docs/kubernetes.md says.
 	sockDir, err := os.MkdirTemp("", "kube")
 	if err != nil {
 		t.Fatal(err)
@@ -106,11 +106,11 @@ auth:
 	defer d.stop()
 	kidOut, err := exec.Command("sh", "-c", `openssl pkey -pubin -in "$1" -outform DER | openssl dgst -sha256 -binary | basenc --base64url | tr -d =`, "sh", saPub).Output()
 	if err != nil {
-		t.Fatalf("the README's kid line: %v", err)
+		t.Fatalf("docs/kubernetes.md's kid line: %v", err)
 	}
 	kid := strings.TrimSpace(string(kidOut))
 	if header := decodeHeader(t, oldToken); header["kid"] != kid {
-		t.Fatalf("the README's kid %q is not the one kube-apiserver wrote (%v)", kid, header["kid"])
+		t.Fatalf("docs/kubernetes.md's kid %q is not the one kube-apiserver wrote (%v)", kid, header["kid"])
 	}
 	cli := []string{"KEYD_ADDR=" + d.addr, "KEYD_TOKEN=" + adminToken}
 	if code, out := runKeyd(t, cli, "", "import-key", "kube-sa", "--file", saPub, "--kid", kid, "--verify-until", "48h"); code != 0 {

@@ -32,7 +32,7 @@ func TestOnBbolt(t *testing.T) {
 
 // BenchmarkPutRevocation: revocations written by 16 concurrent callers to a
 // bbolt file already holding n entries. KEYD_BENCH_REVOCATIONS sets n
-// (default 0 and 100,000; the README's figures use 1,000,000 too).
+// (default 0 and 100,000; docs/performance.md's figures use 1,000,000 too).
 func BenchmarkPutRevocation(b *testing.B) {
 	sizes := []int{0, 100_000}
 	if v := os.Getenv("KEYD_BENCH_REVOCATIONS"); v != "" {
