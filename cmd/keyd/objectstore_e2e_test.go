@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -94,25 +93,7 @@ print(jwt.decode(t, c.get_signing_key_from_jwt(t).key, algorithms=["ES256"])["su
 // from the bucket.
 func frozenStoreHoldsRotation(t *testing.T, srv *testblob.Server, d *daemonProc, w *tokenWorld, verifier *oidc.IDTokenVerifier) {
 	t.Helper()
-	state := func() (active, waits string) {
-		status, body, _ := w.rec.call(t, "GET", d.addr+"/v1/keysets/es", adminToken, "")
-		var ks struct {
-			Keys []struct {
-				KID   string `json:"kid"`
-				State string `json:"state"`
-			} `json:"keys"`
-			Waits string `json:"rotation_waits_for"`
-		}
-		if status != 200 || json.Unmarshal(body, &ks) != nil {
-			t.Fatalf("key set: %d %s", status, body)
-		}
-		for _, k := range ks.Keys {
-			if k.State == "active" {
-				active = k.KID
-			}
-		}
-		return active, ks.Waits
-	}
+	state := func() (string, string) { return rotationState(t, w.rec, d, "es") }
 	if err := srv.Freeze(); err != nil {
 		t.Fatal(err)
 	}

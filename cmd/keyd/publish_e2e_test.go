@@ -70,25 +70,7 @@ auth:
 
 	// The target goes away: the next rotation activates the pending key
 	// the target held, and the one after waits for the new pending key.
-	active := func() (string, string) {
-		status, body, _ := w.rec.call(t, "GET", d.addr+"/v1/keysets/es", adminToken, "")
-		var ks struct {
-			Keys []struct {
-				KID   string `json:"kid"`
-				State string `json:"state"`
-			} `json:"keys"`
-			Waits string `json:"rotation_waits_for"`
-		}
-		if status != 200 || json.Unmarshal(body, &ks) != nil {
-			t.Fatalf("key set: %d %s", status, body)
-		}
-		for _, k := range ks.Keys {
-			if k.State == "active" {
-				return k.KID, ks.Waits
-			}
-		}
-		return "", ks.Waits
-	}
+	active := func() (string, string) { return rotationState(t, w.rec, d, "es") }
 	if err := os.RemoveAll(site); err != nil {
 		t.Fatal(err)
 	}
@@ -109,4 +91,27 @@ auth:
 		t.Fatalf("go-oidc from the target after the rotation: %v", err)
 	}
 	d.stop()
+}
+
+// rotationState is key set name's active kid at d, and what its rotation
+// waits for ("" when nothing).
+func rotationState(t *testing.T, rec *recorder, d *daemonProc, name string) (active, waits string) {
+	t.Helper()
+	status, body, _ := rec.call(t, "GET", d.addr+"/v1/keysets/"+name, adminToken, "")
+	var ks struct {
+		Keys []struct {
+			KID   string `json:"kid"`
+			State string `json:"state"`
+		} `json:"keys"`
+		Waits string `json:"rotation_waits_for"`
+	}
+	if status != 200 || json.Unmarshal(body, &ks) != nil {
+		t.Fatalf("key set %s: %d %s", name, status, body)
+	}
+	for _, k := range ks.Keys {
+		if k.State == "active" {
+			active = k.KID
+		}
+	}
+	return active, ks.Waits
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyd-dev/keyd/internal/testnet"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 )
@@ -36,7 +38,7 @@ func S3(t testing.TB) *Server {
   {"name":"keyd","credentials":[{"accessKey":"`+S3AccessKey+`","secretKey":"`+S3SecretKey+`"}],"actions":["Admin","Read","List","Tagging","Write"]}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := freePorts(t, 8)
+	p := testnet.FreePorts(t, 8)
 	data := filepath.Join(dir, "data")
 	_ = os.Mkdir(data, 0o700)
 	s := &Server{Scheme: "s3", Bucket: bucket, cmd: exec.Command(weed, "mini", "-dir="+data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -60,7 +62,7 @@ func S3(t testing.TB) *Server {
 // are read anonymously at /BUCKET/NAME.
 func GCS(t testing.TB) *Server {
 	bin := binary(t, "fake-gcs-server")
-	p := port(freePorts(t, 1)[0])
+	p := port(testnet.FreePorts(t, 1)[0])
 	host := "127.0.0.1:" + p
 	s := &Server{Scheme: "gs", Bucket: bucket, cmd: exec.Command(bin, "-scheme", "http", "-host", "127.0.0.1", "-port", p,
 		"-backend", "memory", "-public-host", host, "-external-url", "http://"+host, "-log-level", "error")}
@@ -89,7 +91,7 @@ const (
 // its blobs readable anonymously.
 func Azure(t testing.TB) *Server {
 	bin := binary(t, "azurite-blob")
-	p := port(freePorts(t, 1)[0])
+	p := port(testnet.FreePorts(t, 1)[0])
 	endpoint := "http://127.0.0.1:" + p + "/" + azureAccount
 	s := &Server{Scheme: "azblob", Bucket: bucket, cmd: exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", p,
 		"--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent")}

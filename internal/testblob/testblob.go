@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -117,26 +116,6 @@ func (s *Server) Get(t testing.TB, path string) ([]byte, int, http.Header) {
 		t.Fatal(err)
 	}
 	return body, resp.StatusCode, resp.Header
-}
-
-// freePorts reserves n loopback ports by listening on them, then frees
-// them for the server to take.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
 }
 
 // answers reports whether url answers HTTP at all (any status).

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyd-dev/keyd/internal/testnet"
 )
 
 // Version is the Kubernetes release scripts/dev-kube.sh builds.
@@ -84,7 +85,7 @@ func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	bin, etcd := Binaries(t)
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
+	ports := testnet.FreePorts(t, 3)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	_, _, _ = run(t, dir, "etcd", etcd, "--data-dir", filepath.Join(dir, "etcd"), "--name", "keyd-test",
@@ -284,24 +285,4 @@ func write(t testing.TB, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freePorts reserves n loopback ports by listening on them, then frees
-// them for the servers to take.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
 }
