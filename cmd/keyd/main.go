@@ -352,6 +352,9 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 		state = "redis"
 	}
 	fmt.Fprintf(stdout, "ok: %s: %d key set(s), backend %s, token state %s, %d API token(s)\n", a[1], len(cfg.KeySets), cfg.Storage.Backend, state, len(cfg.Auth.Tokens))
+	for _, line := range daemon.Checked(cfg, os.Getenv) {
+		fmt.Fprintln(stdout, "  "+line)
+	}
 	return nil
 }
 

@@ -48,7 +48,7 @@ auth:
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
 `, filepath.Join(dir, "keyd.db"), srv.Public, srv.Scheme, srv.URL, srv.Public, backups, recipient, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
 			env := append([]string{"KEYD_MASTER_KEY=" + mk}, srv.Env...)
-			if code, out := runKeyd(t, env, "", "config", "check", cfg); code != 0 {
+			if code, out := runKeyd(t, env, "", "config", "check", cfg); code != 0 || !strings.Contains(out, "publish "+srv.Scheme+": "+srv.Scheme+"://") || !strings.Contains(out, "backups: @every 1s to "+srv.Scheme+"://") {
 				t.Fatalf("config check: exit %d\n%s", code, out)
 			}
 			d := startDaemon(t, env, "--config", cfg)

@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,4 +164,51 @@ func checkCAFile(field, path string) error {
 		return fmt.Errorf("%s: %s holds no PEM certificate", field, path)
 	}
 	return nil
+}
+
+// Checked says what CheckConfig went through for cfg, one line each, for
+// keyd config check to list: what was read, and what only a start
+// contacts (stores, custodies, publishing targets).
+func Checked(cfg *config.Config, getenv func(string) string) []string {
+	var out []string
+	switch fc := cfg.Storage.File; {
+	case cfg.Storage.Backend == "vault":
+		v := cfg.Storage.Vault
+		out = append(out, fmt.Sprintf("store: Vault KV at %s, %s/%s, auth %s (contacted at start, not now)", cmp.Or(v.Address, "VAULT_ADDR"), v.Mount, v.Prefix, v.Auth.Method))
+	case fc.MasterKey.WrappedBy != "":
+		out = append(out, fmt.Sprintf("store: bbolt at %s; master key wrapped by %s key %s in %s (read; unwrapped at start, not now)", fc.Path, fc.MasterKey.WrappedBy, fc.MasterKey.Key, fc.MasterKeyFile))
+	case getenv(EnvMasterKey) != "":
+		out = append(out, fmt.Sprintf("store: bbolt at %s; master key from %s (read)", fc.Path, EnvMasterKey))
+	default:
+		out = append(out, fmt.Sprintf("store: bbolt at %s; master key in %s (read, owner-only)", fc.Path, fc.MasterKeyFile))
+	}
+	if ts := cfg.Storage.TokenState; ts.Backend == "redis" {
+		out = append(out, fmt.Sprintf("token state: Redis at %s (contacted at start, not now)", redactURL(ts.URL)))
+	}
+	for _, ks := range cfg.KeySets {
+		if t := ks.Custody.Type; t != "" && t != "software" {
+			out = append(out, fmt.Sprintf("custody of %s: %s (contacted at start, not now)", ks.Name, t))
+		}
+	}
+	for _, p := range cfg.Publish {
+		out = append(out, fmt.Sprintf("publish %s: %s, %s (the driver took the URL; written at start)", p.Name, redactURL(p.To), strings.Join(p.PublishFiles(), " and ")))
+	}
+	if b := cfg.Backup; b.Schedule != "" {
+		out = append(out, fmt.Sprintf("backups: %s to %s, recipients read", b.Schedule, redactURL(b.To)))
+	}
+	if cfg.TLS.On() {
+		out = append(out, "TLS: the certificate and key load")
+	}
+	if cfg.Audit.KeyFile != "" {
+		out = append(out, "audit: the key file reads (owner-only)")
+	}
+	return out
+}
+
+// redactURL is u without a password.
+func redactURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	return u
 }
