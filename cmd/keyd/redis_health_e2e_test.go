@@ -59,4 +59,32 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Again, with nobody asking /readyz: keyd probes Redis itself, and the
+	// metric is back within seconds of Redis, without any write.
+	srv.Stop()
+	if status, _, _ := rec.call(t, "POST", d.addr+"/v1/keysets/es/revocations", adminToken, fmt.Sprintf(`{"jti":"y","exp":%d}`, time.Now().Add(time.Minute).Unix())); status != 503 {
+		t.Fatalf("revoking with Redis gone again: %d", status)
+	}
+	up := func() string {
+		_, m, _ := rec.call(t, "GET", d.addr+"/metrics", "", "")
+		for _, l := range strings.Split(string(m), "\n") {
+			if strings.HasPrefix(l, "keyd_token_state_up ") {
+				return l
+			}
+		}
+		return ""
+	}
+	if m := up(); m != "keyd_token_state_up 0" {
+		t.Fatalf("metrics with Redis gone again: %s", m)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back = time.Now()
+	for up() != "keyd_token_state_up 1" {
+		if time.Since(back) > 3*time.Second {
+			t.Fatalf("keyd_token_state_up 3 s after Redis came back, with no /readyz call and no write: %s", up())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
