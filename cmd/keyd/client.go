@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
@@ -385,7 +386,9 @@ func runClient(cmd string, args []string, o cmdIO) error {
 	if err != nil {
 		return err
 	}
-	err = run(context.Background(), c, a, o)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM) // Ctrl-C cancels the request and its retries
+	defer stop()
+	err = run(ctx, c, a, o)
 	switch {
 	case errors.Is(err, client.ErrUnauthorized):
 		return fmt.Errorf("%w; set KEYD_TOKEN (or --token)", err)

@@ -381,7 +381,9 @@ func migrateTokenState(args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	ts := config.TokenState{Backend: "redis", URL: *from, Username: *username, PasswordFile: *passwordFile, TLSCAFile: *caFile, Prefix: *prefix}
-	if err := daemon.MigrateTokenState(context.Background(), cfg, ts, os.Getenv, log); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.MigrateTokenState(ctx, cfg, ts, os.Getenv, log); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "ok: the token state is in the key store; start keyd with storage.token_state on the key store")

@@ -2,6 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +82,37 @@ func TestImportKeySays(t *testing.T) {
 	}
 	if code, _, errOut := runCLI("flask-SECRET_KEY-long-enough-to-pass-0123", "import-key", "legacy", "--secret", "--kid", "flask"); code != 0 || !strings.Contains(errOut, "imported flask into legacy as retired") {
 		t.Fatalf("import-key: exit %d\n%s", code, errOut)
+	}
+}
+
+// Ctrl-C stops a client command at once, even one waiting to retry a 503
+// whose Retry-After is long: it cancels the request and the command ends
+// as a failure (exit 1) saying why, not killed by the signal.
+func TestCLIInterruptStopsRetries(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "30")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"code":"store_unavailable","message":"the store did not answer"}}`))
+	}))
+	defer srv.Close()
+	cmd := exec.Command(keydBinary, "status")
+	cmd.Env = append(os.Environ(), "KEYD_ADDR="+srv.URL, "KEYD_TOKEN=x")
+	var out lockedLog
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(out.String(), "retrying in 30s") { // the first answer came, the wait began
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if took := time.Since(start); took > 5*time.Second || err == nil || cmd.ProcessState.ExitCode() != 1 {
+		t.Fatalf("after Ctrl-C: %v (exit %d) after %v\n%s", err, cmd.ProcessState.ExitCode(), took, out.String())
+	}
+	if !strings.Contains(out.String(), "store_unavailable") {
+		t.Fatalf("the command does not say why it stopped:\n%s", out.String())
 	}
 }
