@@ -87,6 +87,21 @@ func duration(fs *flag.FlagSet, name string, usage string) *time.Duration {
 // parse parses args with flags anywhere and returns the positional
 // arguments. A help request returns flag.ErrHelp after printing the usage
 // to stdout.
+// positionalDash reports whether a, which may start with "-", is an
+// argument rather than a flag: no flag of f has its name, and the name has
+// what no flag name has (upper case, digits, _), as a kid like
+// -eoo3cJ9wpG2e... does. A misspelt flag (--forse) stays an error.
+func (f *cliFlags) positionalDash(a string) bool {
+	if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+		return false
+	}
+	name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	if f.Lookup(name) != nil || name == "h" || name == "help" {
+		return false
+	}
+	return strings.ContainsFunc(name, func(r rune) bool { return (r < 'a' || r > 'z') && r != '-' })
+}
+
 func (f *cliFlags) parse(args []string, stdout, stderr io.Writer) ([]string, error) {
 	f.SetOutput(stderr)
 	for _, a := range args {
@@ -101,7 +116,14 @@ func (f *cliFlags) parse(args []string, stdout, stderr io.Writer) ([]string, err
 	}
 	var pos []string
 	for {
+		if len(args) > 0 && f.positionalDash(args[0]) {
+			pos, args = append(pos, args[0]), args[1:]
+			continue
+		}
 		if err := f.Parse(args); err != nil {
+			if strings.Contains(err.Error(), "flag provided but not defined") {
+				err = fmt.Errorf("%w (an argument starting with - goes after --: keyd revoke KEYSET -- -KID)", err)
+			}
 			return nil, usageError{err: err, printed: true}
 		}
 		rest := f.Args()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -114,5 +115,23 @@ func TestCLIInterruptStopsRetries(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "store_unavailable") {
 		t.Fatalf("the command does not say why it stopped:\n%s", out.String())
+	}
+}
+
+// A kid may start with "-" (base64url): it is an argument, wherever it
+// stands, not a flag; a misspelt flag is still refused, saying how to pass
+// an argument that starts with -.
+func TestDashArguments(t *testing.T) {
+	f := newCLIFlags("revoke", "keyd revoke KEYSET KID", "")
+	force := f.Bool("force", false, "")
+	for _, args := range [][]string{{"default", "-eoo3cJ9wpG2eCNvOx5w3s7BTX"}, {"--force", "default", "-eoo3cJ9wpG2eCNvOx5w3s7BTX"}, {"default", "--", "-abc"}} {
+		*force = false
+		pos, err := f.parse(args, io.Discard, io.Discard)
+		if err != nil || len(pos) != 2 || pos[0] != "default" || !strings.HasPrefix(pos[1], "-") {
+			t.Errorf("parse(%q) = %q, %v", args, pos, err)
+		}
+	}
+	if _, err := f.parse([]string{"--forse", "default"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "goes after --") {
+		t.Errorf("a misspelt flag: %v", err)
 	}
 }
