@@ -1,56 +1,102 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/daemon"
 )
 
-// TestREADMEQuickStart runs the README's quick start as written, against
-// a fresh keyd started as its first block says (serve, no config, the
-// embedded default): the second block, in a folder holding keyd-data, with
-// ./keyd the binary under test (its go build line skipped) and KEYD_ADDR
-// the daemon's port. Each command must succeed and say what the README
-// says it does.
-func TestREADMEQuickStart(t *testing.T) {
-	raw, err := os.ReadFile("../../README.md")
+// shellBlocks are the ```sh blocks of the document at path, in order.
+func shellBlocks(t *testing.T, path string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(raw), -1)
-	if len(blocks) < 2 || !strings.Contains(blocks[0][1], "go run ./cmd/keyd serve") {
-		t.Fatalf("the README's quick start blocks are not where this test reads them: %d blocks", len(blocks))
+	var out []string
+	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(raw), -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// runDoc runs script with bash -euo pipefail in dir, where ./keyd is the
+// binary under test (a go build line of the script is skipped) and
+// http://127.0.0.1:8080 is addr; it returns what the script printed.
+func runDoc(t *testing.T, dir, addr, script string, env ...string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "keyd")); err != nil {
+		bin, err := os.ReadFile(keydBinary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "keyd"), bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lines []string
+	for _, line := range strings.Split(script, "\n") {
+		if !strings.HasPrefix(line, "go build ") {
+			lines = append(lines, strings.ReplaceAll(line, "http://127.0.0.1:8080", addr))
+		}
+	}
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(lines, "\n"))
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "KEYD_TOKEN=", "KEYD_ADDR="), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s\n--- the script:\n%s", err, out, strings.Join(lines, "\n"))
+	}
+	return string(out)
+}
+
+// TestDocsShellBlocks runs the docs' shell blocks a newcomer runs, as
+// written, against fresh keyds: the README's quick start (on the embedded
+// default its first block starts), then docs/revocation.md's revocations
+// in the same shell; and the token pairs of docs/revocation.md against a
+// keyd with a key set app that has refresh.ttl. Each command must succeed
+// and say what the docs say it does.
+func TestDocsShellBlocks(t *testing.T) {
+	readme, revocation := shellBlocks(t, "../../README.md"), shellBlocks(t, "../../docs/revocation.md")
+	if len(readme) < 2 || !strings.Contains(readme[0], "go run ./cmd/keyd serve") || len(revocation) < 2 ||
+		!strings.Contains(revocation[0], "revoke-token") || !strings.Contains(revocation[1], "token-pair") {
+		t.Fatal("the docs' shell blocks are not where this test reads them")
 	}
 	dir := t.TempDir()
 	d := startDaemon(t, []string{"KEYD_MASTER_KEY="}, "--data", filepath.Join(dir, "keyd-data"), "--listen", "127.0.0.1:0")
 	defer d.stop()
-	bin, err := os.ReadFile(keydBinary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "keyd"), bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var script []string
-	for _, line := range strings.Split(blocks[1][1], "\n") {
-		if strings.HasPrefix(line, "go build ") {
-			continue // ./keyd is the binary under test
+	out := runDoc(t, dir, d.addr, readme[1]+"\n"+revocation[0])
+	for _, want := range []string{`"valid": true`, `"valid":true`, `"sub": "alice"`, `{"keys":[{"alg":"ES256"`, "ready, store ok", "default  ES256",
+		`"in_force":1`, "laptop stolen", "carol", "bob's token: refused"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the quick start and revocations say nothing of %q:\n%s", want, out)
 		}
-		script = append(script, strings.ReplaceAll(line, "http://127.0.0.1:8080", d.addr))
 	}
-	cmd := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(script, "\n"))
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "KEYD_TOKEN=", "KEYD_ADDR=")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the README's quick start: %v\n%s", err, out)
-	}
-	for _, want := range []string{`"valid": true`, `"valid":true`, `"sub": "alice"`, `{"keys":[{"alg":"ES256"`, "ready, store ok", "default  ES256"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("the quick start's output lacks %q:\n%s", want, out)
+
+	// Token pairs, on a key set app with refresh.ttl.
+	dir2 := t.TempDir()
+	mk, _ := file.NewMasterKey()
+	cfg := filepath.Join(dir2, "keyd.yaml")
+	writeFile(t, cfg, fmt.Appendf(nil, `listen: 127.0.0.1:0
+storage: {backend: file, file: {path: %q}}
+keysets:
+  - {name: app, algorithm: ES256, refresh: {ttl: 720h}}
+auth:
+  tokens: [{name: ops, sha256: %q, scopes: [admin, "sign:app"]}]
+`, filepath.Join(dir2, "keyd.db"), daemon.TokenHash(adminToken)))
+	d2 := startDaemon(t, []string{"KEYD_MASTER_KEY=" + mk}, "--config", cfg)
+	defer d2.stop()
+	out = runDoc(t, dir2, d2.addr, revocation[1], "KEYD_ADDR="+d2.addr, "KEYD_TOKEN="+adminToken)
+	for _, want := range []string{`"refresh_token":"krt_`, `"token_type":"Bearer"`, `"login": "`, `"sub": "alice"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the token pairs block says nothing of %q:\n%s", want, out)
 		}
 	}
 }
