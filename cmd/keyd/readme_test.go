@@ -100,3 +100,64 @@ auth:
 		}
 	}
 }
+
+// TestDocsLinksResolve: every relative link of the README and docs/ names
+// a file that exists, and an anchor a heading of it makes (GitHub's rule:
+// lower case, punctuation dropped, spaces to hyphens).
+func TestDocsLinksResolve(t *testing.T) {
+	root := "../.."
+	files := []string{"README.md"}
+	docs, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	for _, d := range docs {
+		rel, _ := filepath.Rel(root, d)
+		files = append(files, rel)
+	}
+	code := regexp.MustCompile("(?s)```.*?```")
+	link := regexp.MustCompile(`\[[^\]]+\]\(([^)\s]+)\)`)
+	for _, f := range files {
+		raw, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(code.ReplaceAllString(string(raw), ""), -1) {
+			target := m[1]
+			if regexp.MustCompile(`^[a-z]+:`).MatchString(target) {
+				continue // a URL
+			}
+			path, anchor, _ := strings.Cut(target, "#")
+			file := filepath.Join(root, f)
+			if path != "" {
+				file = filepath.Join(root, filepath.Dir(f), path)
+			}
+			if _, err := os.Stat(file); err != nil {
+				t.Errorf("%s links to %s: no such file", f, target)
+				continue
+			}
+			if anchor != "" && strings.HasSuffix(file, ".md") && !headingAnchors(t, file)[anchor] {
+				t.Errorf("%s links to %s: no such heading", f, target)
+			}
+		}
+	}
+}
+
+// headingAnchors are the anchors of the headings of the markdown at path.
+func headingAnchors(t *testing.T, path string) map[string]bool {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	inCode := false
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "```") {
+			inCode = !inCode
+		}
+		if inCode || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		h := strings.ToLower(strings.TrimSpace(strings.TrimLeft(l, "#")))
+		h = regexp.MustCompile(`[^\w\- ]`).ReplaceAllString(h, "")
+		out[strings.ReplaceAll(h, " ", "-")] = true
+	}
+	return out
+}
