@@ -87,4 +87,24 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Redis paused (SIGSTOP: connections hang, nothing is refused) and
+	// resumed: up within 2 s, again without any write or /readyz call.
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	status, _, _ = rec.call(t, "POST", d.addr+"/v1/keysets/es/revocations", adminToken, fmt.Sprintf(`{"jti":"z","exp":%d}`, time.Now().Add(time.Minute).Unix()))
+	if status != 503 || up() != "keyd_token_state_up 0" {
+		_ = srv.Thaw()
+		t.Fatalf("revoking with Redis paused: %d, %s", status, up())
+	}
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	back = time.Now()
+	for up() != "keyd_token_state_up 1" {
+		if time.Since(back) > 2*time.Second {
+			t.Fatalf("keyd_token_state_up 2 s after Redis resumed, with no /readyz call and no write: %s", up())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

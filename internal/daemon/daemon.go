@@ -400,6 +400,7 @@ func (d *daemon) run(ctx context.Context) error {
 		task("scheduler", d.mgr.Run),
 		task("auth guard", d.guard.Run),
 		task("token state prune", func(ctx context.Context) { pruneTokenState(ctx, d.mgr, d.pairs, log) }),
+		task("token state probe", d.probeTokenState),
 	}
 	if d.pairs != nil {
 		tasks = append(tasks, task("orphan logins", d.pairs.ForgetOrphans))

@@ -241,3 +241,28 @@ func (d *daemon) tokenStateHealth(ctx context.Context) error {
 	}
 	return err
 }
+
+// probeTokenState asks a failed token state (Redis) again every second,
+// whoever calls /readyz or nobody: readiness and keyd_token_state_up come
+// back within a second or two of Redis answering, not at the next write
+// (a Redis paused and resumed drops no connection, so nothing else would
+// notice).
+func (d *daemon) probeTokenState(ctx context.Context) {
+	if _, ok := d.tokens.(interface{ Ping(context.Context) error }); !ok {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if d.mgr.TokenStateHealth() != nil {
+				pctx, cancel := context.WithTimeout(ctx, time.Second)
+				_ = d.tokenStateHealth(pctx)
+				cancel()
+			}
+		}
+	}
+}
