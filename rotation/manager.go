@@ -221,7 +221,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err := checkStored(p, ks); err != nil {
 			return err
 		}
-		if err := checkLegacy(p, ks, m.now()); err != nil {
+		if err := keystore.CheckLegacy(p, ks, m.now()); err != nil {
 			// At start only said: the key may have gone at its
 			// verify_until while the setting stayed; a reload refuses it.
 			m.log.Error("tokens without a kid will not verify", "keyset", p.Name, "err", err)
@@ -409,7 +409,7 @@ func (m *Manager) Reconfigure(ctx context.Context, policies []keystore.Policy) e
 	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
 		if _, ok := old.policies[name]; ok {
 			loaded[name] = (*m.current.Load())[name]
-			if err := checkLegacy(conf.policies[name], loaded[name], m.now()); err != nil {
+			if err := keystore.CheckLegacy(conf.policies[name], loaded[name], m.now()); err != nil {
 				return err // a typo in legacy.kid: every token without a kid would fail
 			}
 			continue

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
+	"github.com/keyd-dev/keyd/internal/daemon"
 )
 
 func TestStartupErrors(t *testing.T) {
@@ -123,5 +126,45 @@ func TestInitThenServeConfig(t *testing.T) {
 		if code != 1 || !strings.Contains(out, w) {
 			t.Errorf("config check of a bad file (exit %d) does not say %q:\n%s", code, w, out)
 		}
+	}
+}
+
+// TestConfigCheckLegacyKid: keyd config check reads the key sets when it
+// can open the store (keyd stopped): a legacy.kid that names no key of
+// the key set (flsk for flask), or a legacy.until past the key's
+// verify_until, fails the check, naming both; the right kid passes.
+func TestConfigCheckLegacyKid(t *testing.T) {
+	dir := t.TempDir()
+	mk, _ := file.NewMasterKey()
+	env := []string{"KEYD_MASTER_KEY=" + mk}
+	write := func(legacy string) string {
+		path := filepath.Join(dir, "keyd.yaml")
+		writeFile(t, path, fmt.Appendf(nil, `listen: 127.0.0.1:0
+storage: {backend: file, file: {path: %q}}
+keysets:
+  - {name: legacy, algorithm: HS256%s}
+auth:
+  tokens: [{name: ops, sha256: %q, scopes: [admin]}]
+`, filepath.Join(dir, "keyd.db"), legacy, daemon.TokenHash(adminToken)))
+		return path
+	}
+	cfg := write("")
+	d := startDaemon(t, env, "--config", cfg)
+	cli := append([]string{"KEYD_ADDR=" + d.addr, "KEYD_TOKEN=" + adminToken}, env...)
+	if code, out := runKeyd(t, cli, "a-flask-secret-key-of-32-bytes!!", "import-key", "legacy", "--secret", "--kid", "flask", "--verify-until", "720h"); code != 0 {
+		t.Fatalf("import-key: %d %s", code, out)
+	}
+	d.stop()
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	for legacy, want := range map[string]string{
+		", legacy: {kid: flsk, until: " + until + "}":                                                      `legacy.kid "flsk" is not a key`,
+		", legacy: {kid: flask, until: " + time.Now().Add(2000*time.Hour).UTC().Format(time.RFC3339) + "}": "is after key flask's verify_until",
+	} {
+		if code, out := runKeyd(t, env, "", "config", "check", write(legacy)); code != 1 || !strings.Contains(out, want) {
+			t.Errorf("config check with %s: exit %d\n%s", legacy, code, out)
+		}
+	}
+	if code, out := runKeyd(t, env, "", "config", "check", write(", legacy: {kid: flask, until: "+until+"}")); code != 0 {
+		t.Errorf("config check with the right kid: exit %d\n%s", code, out)
 	}
 }

@@ -12,12 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/keyd-dev/keyd/audit"
+	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/bucket"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
+	"github.com/keyd-dev/keyd/keystore"
 )
 
 // InitConfig writes, to out, a config file that serves what the quick
@@ -102,6 +105,8 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 	if cfg.Storage.Backend == "file" {
 		if err := checkMasterKey(cfg.Storage.File, getenv); err != nil {
 			errs = append(errs, err)
+		} else {
+			errs = append(errs, checkStoredLegacy(cfg, getenv)...)
 		}
 		if dir := filepath.Dir(cfg.Storage.File.Path); dir != "" {
 			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
@@ -211,4 +216,43 @@ func redactURL(u string) string {
 		return p.Redacted()
 	}
 	return u
+}
+
+// checkStoredLegacy checks every legacy.kid in force against the bbolt
+// file, when it can be read now: it exists, its master key is not wrapped
+// (unwrapping is the start's), and no keyd holds it (then a reload checks
+// the kid instead). A kid that names no key that verifies, or a
+// legacy.until past the key's verify_until, is an error.
+func checkStoredLegacy(cfg *config.Config, getenv func(string) string) []error {
+	var ps []keystore.Policy
+	for _, p := range cfg.Policies() {
+		if p.Legacy.KID != "" {
+			ps = append(ps, p)
+		}
+	}
+	fc := cfg.Storage.File
+	if _, err := os.Stat(fc.Path); len(ps) == 0 || err != nil || fc.MasterKey.WrappedBy != "" {
+		return nil
+	}
+	ctx := context.Background()
+	key, err := loadMasterKey(ctx, fc, getenv, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil // said by checkMasterKey
+	}
+	s, err := file.Open(file.Options{Path: fc.Path, MasterKey: key})
+	if err != nil {
+		return nil // held by a running keyd, or said at start
+	}
+	defer func() { _ = s.Close() }()
+	var errs []error
+	for _, p := range ps {
+		ks, err := s.Get(ctx, p.Name)
+		if err != nil {
+			continue // not created yet
+		}
+		if err := keystore.CheckLegacy(p, ks, time.Now()); err != nil {
+			errs = append(errs, err) // it names the key set and the kid
+		}
+	}
+	return errs
 }

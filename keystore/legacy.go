@@ -1,18 +1,17 @@
-package rotation
+package keystore
 
 import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/keyd-dev/keyd/keystore"
 )
 
-// checkLegacy reports a legacy setting in force whose kid names no key of
+// CheckLegacy reports a legacy setting in force whose kid names no key of
 // the key set that verifies (a typo: flsk for flask), or whose until is
 // past that key's verify_until (tokens without a kid would stop earlier
-// than the setting says).
-func checkLegacy(p keystore.Policy, ks *keystore.KeySet, now time.Time) error {
+// than the setting says). The manager checks at start and reload, keyd
+// config check offline when it can open the store.
+func CheckLegacy(p Policy, ks *KeySet, now time.Time) error {
 	if ks == nil || !p.Legacy.InForce(now) {
 		return nil
 	}
