@@ -126,8 +126,13 @@ func (p *Publisher) LoadAll(ps []keystore.Policy, sets []*keystore.KeySet) error
 func (p *Publisher) SetIssuer(issuerURL string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	old := p.issuer
 	p.issuer = strings.TrimSuffix(issuerURL, "/")
-	return p.rebuild()
+	if err := p.rebuild(); err != nil {
+		p.issuer = old // refused: nothing changed
+		return err
+	}
+	return nil
 }
 
 // rebuild renders the global document from p.sets and publishes it with

@@ -270,9 +270,12 @@ keysets:
 	if code != 422 || !strings.Contains(body, "reload_refused") || !strings.Contains(body, "keysets_typo") {
 		t.Fatalf("POST /v1/reload of a broken config: %d %s", code, body)
 	}
-	writeFile(t, cfgPath, []byte(config(lateKeySet, lateEntry, "ES384")))
+	writeFile(t, cfgPath, []byte(strings.Replace(config(lateKeySet, lateEntry, "ES384"), "https://keys.example.com", "https://other.example.com", 1)))
 	if code, body := do(t, anon, "POST", base+"/v1/reload", adminToken, ``); code != 422 || !strings.Contains(body, "algorithm cannot change") {
 		t.Fatalf("reload changing an algorithm: %d %s", code, body)
+	}
+	if code, body := do(t, anon, "GET", base+"/.well-known/openid-configuration", "", ``); code != 200 || !strings.Contains(body, `"issuer":"https://keys.example.com"`) {
+		t.Fatalf("a refused reload changed the issuer: %d %s", code, body)
 	}
 	writeFile(t, cfgPath, []byte(strings.Replace(config(lateKeySet, lateEntry, "ES256"), `rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m`, `rotation: "@every 1m", token_ttl: 10m, jwks_max_age: 2m`, 1)))
 	if code, body := do(t, anon, "POST", base+"/v1/reload", adminToken, ``); code != 422 || !strings.Contains(body, "keysets[0].rotation") {

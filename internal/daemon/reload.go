@@ -75,18 +75,21 @@ func (r *reloader) apply(ctx context.Context) error {
 			return err
 		}
 	}
-	// Key sets last among the checks: new key sets are created in the
-	// store, the one step that writes.
+	// The issuer first (it changes nothing when it fails), the key sets
+	// last among what can fail: new key sets are created in the store, the
+	// one step that writes; refused, the issuer goes back. What follows
+	// cannot fail: a refused reload changes nothing.
+	if err := r.pub.SetIssuer(next.IssuerURL); err != nil {
+		return err
+	}
 	if err := r.mgr.Reconfigure(ctx, policies(next, r.custodies)); err != nil {
+		_ = r.pub.SetIssuer(r.cur.IssuerURL) // renders what it rendered before
 		return err
 	}
 	if tlsConfig != nil {
 		r.tls.Set(tlsConfig)
 	}
 	r.auth.Update(next.Auth.Tokens, next.Auth.Clients)
-	if err := r.pub.SetIssuer(next.IssuerURL); err != nil {
-		return err // renders what already rendered: not expected
-	}
 	if next.LogLevel != "" {
 		_ = r.level.UnmarshalText([]byte(next.LogLevel)) // validated
 	}
