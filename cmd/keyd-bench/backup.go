@@ -18,7 +18,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // backupAtScale measures a backup of a keyd on bbolt holding nSets key
@@ -182,7 +182,7 @@ func backupConfig(dir string, nSets int) string {
 	for i := 1; i < nSets; i++ {
 		fmt.Fprintf(&b, "  - {name: ks%04d, algorithm: ES256, rotation: \"@daily\", token_ttl: 15m, jwks_max_age: 5m}\n", i)
 	}
-	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\", \"verify:*\"]}\n", daemon.TokenHash(token))
+	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\", \"verify:*\"]}\n", config.TokenHash(token))
 	return b.String()
 }
 

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // --- keys in custody --------------------------------------------------------------
@@ -127,7 +127,7 @@ keysets:
 auth:
   tokens:
     - {name: bench, sha256: %q, scopes: [admin, "sign:*"]}
-`, bao.addr, daemon.TokenHash(token))
+`, bao.addr, config.TokenHash(token))
 	t0 := time.Now()
 	k, err := startKeydEnv(sub, cfg, []string{"VAULT_TOKEN=root"})
 	if err != nil {

@@ -30,7 +30,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 const token = "keyd-bench-token"
@@ -243,7 +243,7 @@ func benchConfig(dir string) string {
 		fmt.Fprintf(&b, "  - {name: %s, algorithm: %s, rotation: \"@daily\", token_ttl: 15m, jwks_max_age: 5m}\n", strings.ToLower(alg), alg)
 	}
 	fmt.Fprintf(&b, "  - {name: rs4096, algorithm: RS256, rsa_bits: 4096, rotation: \"@daily\", token_ttl: 15m, jwks_max_age: 5m}\n")
-	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\", \"verify:*\"]}\n", daemon.TokenHash(token))
+	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\", \"verify:*\"]}\n", config.TokenHash(token))
 	return b.String()
 }
 
@@ -293,7 +293,7 @@ func auditCost(dir string, body []byte) error {
 		}
 		cfg := fmt.Sprintf("listen: 127.0.0.1:0\nstorage: {backend: file, file: {path: %q}}\n", filepath.Join(sub, "keyd.db")) +
 			"keysets:\n  - {name: es256, algorithm: ES256, rotation: \"@daily\", token_ttl: 15m, jwks_max_age: 5m}\n" +
-			fmt.Sprintf("auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [\"sign:*\"]}\n", daemon.TokenHash(token))
+			fmt.Sprintf("auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [\"sign:*\"]}\n", config.TokenHash(token))
 		if mode != "off" {
 			cfg += fmt.Sprintf("audit: {path: %q, required: %v}\n", filepath.Join(sub, "audit.log"), mode == "required")
 		}
@@ -359,7 +359,7 @@ func startup(dir string, n int) error {
 		}
 		fmt.Fprintf(&b, "  - {name: ks%04d, algorithm: %s, rotation: \"@daily\", token_ttl: 15m, jwks_max_age: 5m}\n", i, alg)
 	}
-	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\"]}\n", daemon.TokenHash(token))
+	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\"]}\n", config.TokenHash(token))
 	cfg := b.String()
 	t0 := time.Now()
 	p, err := startKeyd(sub, cfg)

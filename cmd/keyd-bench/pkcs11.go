@@ -21,8 +21,7 @@ import (
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
-
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 const softhsm = "/usr/lib/softhsm/libsofthsm2.so"
@@ -91,7 +90,7 @@ keysets:
 auth:
   tokens:
     - {name: bench, sha256: %q, scopes: [admin, "sign:*"]}
-`, filepath.Join(sub, "keyd.db"), softhsm, daemon.TokenHash(token))
+`, filepath.Join(sub, "keyd.db"), softhsm, config.TokenHash(token))
 	k, err := startKeydEnv(sub, cfg, []string{"SOFTHSM2_CONF=" + conf, "KEYD_PKCS11_PIN=1234"})
 	if err != nil {
 		return fmt.Errorf("keyd with PKCS#11 custody (is --keyd built with -tags pkcs11?): %w", err)

@@ -24,7 +24,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/parallel"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/refresh"
@@ -185,7 +185,7 @@ func revocationConfig(dir, redisURL string) string {
 		fmt.Fprintf(&b, "  token_state: {backend: redis, url: %q}\n", redisURL)
 	}
 	fmt.Fprintf(&b, "keysets:\n  - {name: app, algorithm: ES256, rotation: \"@daily\", token_ttl: 1h, jwks_max_age: 5m, max_revocations: 10000000, refresh: {ttl: 24h}}\n")
-	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\", \"verify:*\"]}\n", daemon.TokenHash(token))
+	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: bench, sha256: %q, scopes: [admin, \"sign:*\", \"verify:*\"]}\n", config.TokenHash(token))
 	return b.String()
 }
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backup"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testredis"
 	"github.com/keyd-dev/keyd/internal/testvault"
 )
@@ -217,7 +217,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, vault.Addr, os.Getpid(), redis.URL, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+`, vault.Addr, os.Getpid(), redis.URL, config.TokenHash(adminToken), config.TokenHash(serviceToken)))
 		if code, o := runKeyd(t, vaultEnv, "", "restore", "--config", cfg3, "--identity", idFile, out); code != 0 {
 			t.Fatalf("keyd restore: exit %d\n%s", code, o)
 		}

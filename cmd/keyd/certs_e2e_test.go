@@ -15,7 +15,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // TestCertificateChains runs the daemon with a CA made by openssl (an RS256
@@ -48,7 +48,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*"]}
-`, filepath.Join(dir, "keyd.db"), caCert, caKey, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), caCert, caKey, config.TokenHash(adminToken), config.TokenHash(serviceToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(cfg))
 	masterKey, _ := file.NewMasterKey()

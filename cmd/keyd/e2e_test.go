@@ -26,7 +26,7 @@ import (
 	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -226,9 +226,9 @@ func writeConfig(t *testing.T, dir string) string {
 		fmt.Fprintf(&b, "  - {name: %s, algorithm: %s, rotation: \"@daily\", token_ttl: 10m, jwks_max_age: 1m, leeway: 30s, issuer: \"https://keyd.e2e\"}\n", strings.ToLower(string(alg)), alg)
 	}
 	fmt.Fprintf(&b, "auth:\n  tokens:\n")
-	fmt.Fprintf(&b, "    - {name: ops, sha256: %q, scopes: [admin]}\n", daemon.TokenHash(adminToken))
-	fmt.Fprintf(&b, "    - {name: svc, sha256: %q, scopes: [\"sign:*\", \"verify:*\"]}\n", daemon.TokenHash(serviceToken))
-	fmt.Fprintf(&b, "    - {name: narrow, sha256: %q, scopes: [\"sign:es256\"]}\n", daemon.TokenHash(narrowToken))
+	fmt.Fprintf(&b, "    - {name: ops, sha256: %q, scopes: [admin]}\n", config.TokenHash(adminToken))
+	fmt.Fprintf(&b, "    - {name: svc, sha256: %q, scopes: [\"sign:*\", \"verify:*\"]}\n", config.TokenHash(serviceToken))
+	fmt.Fprintf(&b, "    - {name: narrow, sha256: %q, scopes: [\"sign:es256\"]}\n", config.TokenHash(narrowToken))
 	path := filepath.Join(dir, "keyd.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // TestExamples runs each worked service of examples/ against a real keyd
@@ -39,7 +39,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:app", "verify:app"]}
-`, filepath.Join(dir, "keyd.db"), daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), config.TokenHash(adminToken), config.TokenHash(serviceToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(cfg))
 	masterKey, _ := file.NewMasterKey()

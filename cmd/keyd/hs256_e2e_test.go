@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // TestFlaskHS256ThroughKeyd: a Flask service whose tokens were PyJWT
@@ -40,7 +40,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:app", "verify:app"]}
-`, filepath.Join(dir, "keyd.db"), time.Now().Add(time.Hour).UTC().Format(time.RFC3339), daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+`, filepath.Join(dir, "keyd.db"), time.Now().Add(time.Hour).UTC().Format(time.RFC3339), config.TokenHash(adminToken), config.TokenHash(serviceToken)))
 	mk, _ := file.NewMasterKey()
 	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + mk}, "--config", cfg)
 	const secret = "the-flask-apps-SECRET_KEY-0123456789abcdef"

@@ -19,7 +19,7 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testblob"
 	"github.com/keyd-dev/keyd/internal/testkube"
 )
@@ -100,7 +100,7 @@ publish:
 auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
-`, filepath.Join(dir, "keyd.db"), socket, bucket.URL, testkube.Issuer, daemon.TokenHash(adminToken))))
+`, filepath.Join(dir, "keyd.db"), socket, bucket.URL, testkube.Issuer, config.TokenHash(adminToken))))
 	masterKey, _ := file.NewMasterKey()
 	d := startDaemon(t, append([]string{"KEYD_MASTER_KEY=" + masterKey}, bucket.Env...), "--config", cfgPath)
 	defer d.stop()

@@ -309,7 +309,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "token:  %s\nsha256: %s\n\n# config entry (auth.tokens); give the token to the client, keep only the hash here:\n- {name: %s, sha256: %q, scopes: [%s]}\n",
-		tok, daemon.TokenHash(tok), *name, daemon.TokenHash(tok), *scopes)
+		tok, config.TokenHash(tok), *name, config.TokenHash(tok), *scopes)
 	return nil
 }
 

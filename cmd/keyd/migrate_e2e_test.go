@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // TestMigrateSeedAppTokens moves a seed app to keyd as its team would:
@@ -48,7 +48,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), until.UTC().Format(time.RFC3339), daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), until.UTC().Format(time.RFC3339), config.TokenHash(adminToken), config.TokenHash(serviceToken))
 		path := filepath.Join(dir, "keyd.yaml")
 		writeFile(t, path, []byte(cfg))
 		return path

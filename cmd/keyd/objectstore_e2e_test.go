@@ -12,7 +12,7 @@ import (
 
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/internal/bucket"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testblob"
 )
 
@@ -46,7 +46,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), srv.Public, srv.Scheme, srv.URL, srv.Public, backups, recipient, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+`, filepath.Join(dir, "keyd.db"), srv.Public, srv.Scheme, srv.URL, srv.Public, backups, recipient, config.TokenHash(adminToken), config.TokenHash(serviceToken)))
 			env := append([]string{"KEYD_MASTER_KEY=" + mk}, srv.Env...)
 			if code, out := runKeyd(t, env, "", "config", "check", cfg); code != 0 || !strings.Contains(out, "publish "+srv.Scheme+": "+srv.Scheme+"://") || !strings.Contains(out, "backups: @every 1s to "+srv.Scheme+"://") {
 				t.Fatalf("config check: exit %d\n%s", code, out)

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // testCA issues certificates for the TLS tests.
@@ -98,7 +98,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), storageExtra, keysetExtra, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))))
+`, filepath.Join(dir, "keyd.db"), storageExtra, keysetExtra, config.TokenHash(adminToken), config.TokenHash(serviceToken))))
 	return path
 }
 
@@ -149,7 +149,7 @@ func TestTLSClientsReloadAndDiscovery(t *testing.T) {
 
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	lateToken := "e2e-late-token"
-	config := func(extraKeySet, extraToken, algorithm string) string {
+	cfgText := func(extraKeySet, extraToken, algorithm string) string {
 		return fmt.Sprintf(`listen: 127.0.0.1:0
 issuer_url: https://keys.example.com
 storage: {backend: file, file: {path: %q}}
@@ -163,9 +163,9 @@ keysets:
 %s  clients:
     - {name: billing, subject: "spiffe://test.example/billing", scopes: ["sign:es256"]}
 `, filepath.Join(dir, "keyd.db"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "clients-ca.pem"),
-			algorithm, extraKeySet, daemon.TokenHash(adminToken), extraToken)
+			algorithm, extraKeySet, config.TokenHash(adminToken), extraToken)
 	}
-	writeFile(t, cfgPath, []byte(config("", "", "ES256")))
+	writeFile(t, cfgPath, []byte(cfgText("", "", "ES256")))
 	masterKey, _ := file.NewMasterKey()
 	d := startDaemon(t, []string{"KEYD_MASTER_KEY=" + masterKey}, "--config", cfgPath)
 	base := "https://" + strings.TrimPrefix(d.addr, "http://")
@@ -235,8 +235,8 @@ keysets:
 	writeFile(t, filepath.Join(dir, "server.crt"), certPEM)
 	writeFile(t, filepath.Join(dir, "server.key"), keyPEM)
 	lateKeySet := "  - {name: late, algorithm: EdDSA, rotation: \"@daily\", token_ttl: 5m, jwks_max_age: 1m}\n"
-	lateEntry := fmt.Sprintf("    - {name: late, sha256: %q, scopes: [\"sign:late\"]}\n", daemon.TokenHash(lateToken))
-	writeFile(t, cfgPath, []byte(config(lateKeySet, lateEntry, "ES256")+"log_level: debug\n"))
+	lateEntry := fmt.Sprintf("    - {name: late, sha256: %q, scopes: [\"sign:late\"]}\n", config.TokenHash(lateToken))
+	writeFile(t, cfgPath, []byte(cfgText(lateKeySet, lateEntry, "ES256")+"log_level: debug\n"))
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -263,21 +263,21 @@ keysets:
 	}
 
 	// Broken configs are refused whole, by SIGHUP and by the API.
-	writeFile(t, cfgPath, []byte(config(lateKeySet, lateEntry, "ES256")+"keysets_typo: []\n"))
+	writeFile(t, cfgPath, []byte(cfgText(lateKeySet, lateEntry, "ES256")+"keysets_typo: []\n"))
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the refusal", func() bool { return strings.Contains(d.log(), "config reload refused") })
 	code, body = do(t, anon, "POST", base+"/v1/reload", adminToken, ``)
 	if code != 422 || !strings.Contains(body, "reload_refused") || !strings.Contains(body, "keysets_typo") {
 		t.Fatalf("POST /v1/reload of a broken config: %d %s", code, body)
 	}
-	writeFile(t, cfgPath, []byte(strings.Replace(config(lateKeySet, lateEntry, "ES384"), "https://keys.example.com", "https://other.example.com", 1)))
+	writeFile(t, cfgPath, []byte(strings.Replace(cfgText(lateKeySet, lateEntry, "ES384"), "https://keys.example.com", "https://other.example.com", 1)))
 	if code, body := do(t, anon, "POST", base+"/v1/reload", adminToken, ``); code != 422 || !strings.Contains(body, "algorithm cannot change") {
 		t.Fatalf("reload changing an algorithm: %d %s", code, body)
 	}
 	if code, body := do(t, anon, "GET", base+"/.well-known/openid-configuration", "", ``); code != 200 || !strings.Contains(body, `"issuer":"https://keys.example.com"`) {
 		t.Fatalf("a refused reload changed the issuer: %d %s", code, body)
 	}
-	writeFile(t, cfgPath, []byte(strings.Replace(config(lateKeySet, lateEntry, "ES256"), `rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m`, `rotation: "@every 1m", token_ttl: 10m, jwks_max_age: 2m`, 1)))
+	writeFile(t, cfgPath, []byte(strings.Replace(cfgText(lateKeySet, lateEntry, "ES256"), `rotation: "@daily", token_ttl: 10m, jwks_max_age: 1m`, `rotation: "@every 1m", token_ttl: 10m, jwks_max_age: 2m`, 1)))
 	if code, body := do(t, anon, "POST", base+"/v1/reload", adminToken, ``); code != 422 || !strings.Contains(body, "keysets[0].rotation") {
 		t.Fatalf("reload with a schedule faster than jwks_max_age: %d %s", code, body)
 	}

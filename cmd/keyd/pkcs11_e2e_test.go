@@ -20,7 +20,7 @@ import (
 	v1 "k8s.io/externaljwt/apis/v1"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testhsm"
 )
 
@@ -55,7 +55,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), hsm, hsm, hsm, socket, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), hsm, hsm, hsm, socket, config.TokenHash(adminToken), config.TokenHash(serviceToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(cfg))
 	masterKey, _ := file.NewMasterKey()

@@ -14,7 +14,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // TestPublishedIssuerVerifies: keyd publishes the discovery document and
@@ -44,7 +44,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), srv.URL, site, srv.URL, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+`, filepath.Join(dir, "keyd.db"), srv.URL, site, srv.URL, config.TokenHash(adminToken), config.TokenHash(serviceToken)))
 	d := startDaemon(t, env, "--config", cfg)
 	w := &tokenWorld{t: t, rec: &recorder{}}
 	waitFor(t, "the discovery document on the target", func() bool {

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // pyjwt returns Debian's python3 with PyJWT, or skips (fails where
@@ -43,7 +43,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), config.TokenHash(adminToken), config.TokenHash(serviceToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(cfg))
 	masterKey, _ := file.NewMasterKey()
@@ -142,7 +142,7 @@ keysets:
 auth:
   tokens:
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), config.TokenHash(serviceToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(cfg))
 	masterKey, _ := file.NewMasterKey()

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // shellBlocks are the ```sh blocks of the document at path, in order.
@@ -90,7 +90,7 @@ keysets:
   - {name: app, algorithm: ES256, refresh: {ttl: 720h}}
 auth:
   tokens: [{name: ops, sha256: %q, scopes: [admin, "sign:app"]}]
-`, filepath.Join(dir2, "keyd.db"), daemon.TokenHash(adminToken)))
+`, filepath.Join(dir2, "keyd.db"), config.TokenHash(adminToken)))
 	d2 := startDaemon(t, []string{"KEYD_MASTER_KEY=" + mk}, "--config", cfg)
 	defer d2.stop()
 	out = runDoc(t, dir2, d2.addr, revocation[1], "KEYD_ADDR="+d2.addr, "KEYD_TOKEN="+adminToken)

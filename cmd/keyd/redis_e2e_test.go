@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testredis"
 )
 
@@ -43,7 +43,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, name+".db"), url, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, name+".db"), url, config.TokenHash(adminToken), config.TokenHash(serviceToken))
 		path := filepath.Join(dir, name+".yaml")
 		writeFile(t, path, []byte(cfg))
 		return startDaemon(t, env, "--config", path)

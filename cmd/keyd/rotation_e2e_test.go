@@ -18,7 +18,7 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // cachingVerifier is a strict JWKS client written for these tests with
@@ -105,7 +105,7 @@ keysets:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), keysets, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, filepath.Join(dir, "keyd.db"), keysets, config.TokenHash(adminToken), config.TokenHash(serviceToken))
 	path := filepath.Join(dir, "keyd.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testblob"
 )
 
@@ -85,7 +85,7 @@ auth:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, filepath.Join(dir, "keyd.db"), srv.URL, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken)))
+`, filepath.Join(dir, "keyd.db"), srv.URL, config.TokenHash(adminToken), config.TokenHash(serviceToken)))
 	d := startDaemon(t, append([]string{"KEYD_MASTER_KEY=" + mk}, srv.Env...), "--config", cfg)
 	defer d.stop()
 	w := &tokenWorld{t: t, rec: &recorder{}}

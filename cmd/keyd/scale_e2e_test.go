@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 // TestManyKeySets starts keyd cold with 300 key sets (ES256, EdDSA, HS256
@@ -29,7 +29,7 @@ func TestManyKeySets(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "  - {name: ks%03d, algorithm: %s, rotation: \"@daily\", token_ttl: 5m, jwks_max_age: 1m}\n", i, alg)
 	}
-	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: ops, sha256: %q, scopes: [admin, \"sign:*\"]}\n", daemon.TokenHash(adminToken))
+	fmt.Fprintf(&b, "auth:\n  tokens:\n    - {name: ops, sha256: %q, scopes: [admin, \"sign:*\"]}\n", config.TokenHash(adminToken))
 	cfgPath := filepath.Join(dir, "keyd.yaml")
 	writeFile(t, cfgPath, []byte(b.String()))
 	masterKey, _ := file.NewMasterKey()

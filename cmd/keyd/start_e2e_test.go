@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/keyd-dev/keyd/backends/file"
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 )
 
 func TestStartupErrors(t *testing.T) {
@@ -145,7 +145,7 @@ keysets:
   - {name: legacy, algorithm: HS256%s}
 auth:
   tokens: [{name: ops, sha256: %q, scopes: [admin]}]
-`, filepath.Join(dir, "keyd.db"), legacy, daemon.TokenHash(adminToken)))
+`, filepath.Join(dir, "keyd.db"), legacy, config.TokenHash(adminToken)))
 		return path
 	}
 	cfg := write("")

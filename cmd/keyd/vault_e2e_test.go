@@ -17,7 +17,7 @@ import (
 
 	v1 "k8s.io/externaljwt/apis/v1"
 
-	"github.com/keyd-dev/keyd/internal/daemon"
+	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/testvault"
 )
 
@@ -41,7 +41,7 @@ keysets:
   tokens:
     - {name: ops, sha256: %q, scopes: [admin]}
     - {name: svc, sha256: %q, scopes: ["sign:*", "verify:*"]}
-`, srv.Addr, os.Getpid(), vaultPrefixes.Add(1), keysets, daemon.TokenHash(adminToken), daemon.TokenHash(serviceToken))
+`, srv.Addr, os.Getpid(), vaultPrefixes.Add(1), keysets, config.TokenHash(adminToken), config.TokenHash(serviceToken))
 	path := filepath.Join(dir, "keyd.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -20,15 +20,14 @@ import (
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/api/apitest"
 	"github.com/keyd-dev/keyd/internal/config"
-	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/metrics"
 )
 
 func TestScopes(t *testing.T) {
 	a := api.NewAuthenticator([]config.Token{
-		{Name: "svc", SHA256: daemon.TokenHash("svc-token"), Scopes: []string{"sign:*", "verify:billing"}},
-		{Name: "ops", SHA256: daemon.TokenHash("ops-token"), Scopes: []string{"admin"}},
+		{Name: "svc", SHA256: config.TokenHash("svc-token"), Scopes: []string{"sign:*", "verify:billing"}},
+		{Name: "ops", SHA256: config.TokenHash("ops-token"), Scopes: []string{"admin"}},
 	})
 	for _, h := range []string{"", "svc-token", "Bearer", "Bearer ", "Basic svc-token", "Bearer svc-token2"} {
 		if _, ok := a.Authenticate(h); ok {
@@ -269,8 +268,8 @@ func TestReadyzDetailOnlyForAdmins(t *testing.T) {
 	storeErr := fmt.Errorf("%w: vault: dial tcp 10.9.8.7:8200: connect: connection refused", keystore.ErrUnavailable)
 	h := api.New(api.Options{
 		Auth: api.NewAuthenticator([]config.Token{
-			{Name: "svc", SHA256: daemon.TokenHash("svc-token"), Scopes: []string{"sign:*"}},
-			{Name: "ops", SHA256: daemon.TokenHash("ops-token"), Scopes: []string{"admin"}},
+			{Name: "svc", SHA256: config.TokenHash("svc-token"), Scopes: []string{"sign:*"}},
+			{Name: "ops", SHA256: config.TokenHash("ops-token"), Scopes: []string{"admin"}},
 		}),
 		Health: func() (bool, error) { return true, storeErr },
 	})

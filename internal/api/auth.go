@@ -1,7 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
@@ -112,7 +111,7 @@ func (t *authTable) authenticate(header string) (*Principal, bool) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return nil, false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	sum := config.TokenSum(strings.TrimSpace(token))
 	var found *Principal
 	for i := range t.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.tokens[i].hash) == 1 {

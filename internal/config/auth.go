@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -74,4 +75,15 @@ func (a Auth) TrustedProxyPrefixes() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// TokenSum is the SHA-256 keyd keeps of an API token: the config holds
+// its hex (TokenHash, auth.tokens[].sha256), and a presented token is
+// compared by it. The one place tokens are hashed.
+func TokenSum(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// TokenHash is the hex of TokenSum, as auth.tokens[].sha256 holds it.
+func TokenHash(token string) string {
+	sum := TokenSum(token)
+	return hex.EncodeToString(sum[:])
 }

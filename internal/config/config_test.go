@@ -14,7 +14,6 @@ import (
 	"github.com/keyd-dev/keyd/certs"
 	"github.com/keyd-dev/keyd/certs/certstest"
 	"github.com/keyd-dev/keyd/internal/config"
-	"github.com/keyd-dev/keyd/internal/daemon"
 )
 
 var placeholder = regexp.MustCompile(`sha256: "REPLACE[^"]*"`)
@@ -40,7 +39,7 @@ func loadExample(t *testing.T, path string) *config.Config {
 		}
 	}
 	filled := placeholder.ReplaceAllFunc(src, func([]byte) []byte {
-		return []byte(fmt.Sprintf("sha256: %q", daemon.TokenHash(rand.Text())))
+		return []byte(fmt.Sprintf("sha256: %q", config.TokenHash(rand.Text())))
 	})
 	p := filepath.Join(t.TempDir(), filepath.Base(path))
 	if err := os.WriteFile(p, filled, 0o600); err != nil {
@@ -66,19 +65,19 @@ func TestShippedConfigsAcceptNoGuessableToken(t *testing.T) {
 		src, _ := os.ReadFile(f)
 		for _, h := range hashes.FindAll(src, -1) {
 			for _, g := range guesses {
-				if strings.EqualFold(string(h), daemon.TokenHash(g)) {
+				if strings.EqualFold(string(h), config.TokenHash(g)) {
 					t.Errorf("%s holds the SHA-256 of %q", f, g)
 				}
 			}
 		}
 	}
 	for _, g := range guesses {
-		cfg := fmt.Sprintf("keysets: [{name: a, algorithm: ES256}]\nauth: {tokens: [{name: x, sha256: %q, scopes: [admin]}]}\n", daemon.TokenHash(g))
+		cfg := fmt.Sprintf("keysets: [{name: a, algorithm: ES256}]\nauth: {tokens: [{name: x, sha256: %q, scopes: [admin]}]}\n", config.TokenHash(g))
 		if _, err := config.Parse(strings.NewReader(cfg), "t"); err == nil || !strings.Contains(err.Error(), "auth.tokens[0].sha256: is the hash of a guessable token") {
 			t.Errorf("token %q accepted: %v", g, err)
 		}
 	}
-	cfg := fmt.Sprintf("keysets: [{name: a, algorithm: ES256}]\nauth: {tokens: [{name: x, sha256: %q, scopes: [admin]}]}\n", daemon.TokenHash(rand.Text()))
+	cfg := fmt.Sprintf("keysets: [{name: a, algorithm: ES256}]\nauth: {tokens: [{name: x, sha256: %q, scopes: [admin]}]}\n", config.TokenHash(rand.Text()))
 	if _, err := config.Parse(strings.NewReader(cfg), "t"); err != nil {
 		t.Errorf("a random token refused: %v", err)
 	}

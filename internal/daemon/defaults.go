@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -80,7 +78,7 @@ func PrepareDefault(dataDir string, getenv func(string) string, log *slog.Logger
 		return nil, fmt.Errorf("admin token file %s is empty", tokenPath)
 	}
 	cfg.Auth.Tokens = []config.Token{{
-		Name: AdminTokenName, SHA256: TokenHash(tok),
+		Name: AdminTokenName, SHA256: config.TokenHash(tok),
 		Scopes: []string{config.ScopeAdmin, config.ScopeSign + ":*", config.ScopeVerify + ":*"},
 	}}
 	return cfg, cfg.Validate()
@@ -93,12 +91,6 @@ func NewToken() (string, error) {
 		return "", err
 	}
 	return "keyd_" + base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// TokenHash is the hex SHA-256 that the config stores for a token.
-func TokenHash(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
 }
 
 // writeNewSecretFile writes content to a new file of mode 0600 at path, all

@@ -22,7 +22,6 @@ import (
 	"github.com/keyd-dev/keyd/internal/api"
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
-	"github.com/keyd-dev/keyd/internal/daemon"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/keystore/keystoretest"
@@ -99,8 +98,8 @@ func Handler(t testing.TB, o Options, policies ...keystore.Policy) (http.Handler
 	}
 	met.WatchKeySets(mgr, c.Now)
 	auth := api.NewAuthenticator([]config.Token{
-		{Name: "svc", SHA256: daemon.TokenHash(ServiceToken), Scopes: []string{"sign:*", "verify:*"}},
-		{Name: "ops", SHA256: daemon.TokenHash(AdminToken), Scopes: []string{"admin"}},
+		{Name: "svc", SHA256: config.TokenHash(ServiceToken), Scopes: []string{"sign:*", "verify:*"}},
+		{Name: "ops", SHA256: config.TokenHash(AdminToken), Scopes: []string{"admin"}},
 	})
 	s := &Server{t: t, Clock: c, Store: store, Manager: mgr}
 	pairs := refresh.New(store, sg, c.Now, func(name string) (refresh.Settings, bool) {
