@@ -163,21 +163,11 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 		switch {
 		case cu.MaxInFlight != 0:
 			bad(f+".max_in_flight", "is for vault_transit; a PKCS#11 token's sessions are crypto11's pool")
-		case !pkcs11.Available:
-			bad(f+".type", "%v", pkcs11.ErrNotBuilt)
-		case cu.Module == "":
-			bad(f+".module", "is required: the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
-		case cu.TokenLabel == "":
-			bad(f+".token_label", "is required: the label of the token holding the keys")
+		case !validateToken(f, f+".type", cu.Module, cu.TokenLabel, cu.PINFile, "the keys", bad):
 		case ks.Algorithm == string(keystore.EdDSA):
 			bad(f+".type", "pkcs11 custody holds ES256/384/512, RS*, PS* and HS* keys, not EdDSA (crypto11 has no EdDSA): use ES256, or vault_transit")
 		case ks.Certificates.SelfSigned:
 			bad(f+".type", "keys held by pkcs11 cannot sign their own certificates: give certificates a ca_cert_file and ca_key_file instead of self_signed")
-		}
-		if cu.PINFile != "" {
-			if err := secretfile.Check(cu.PINFile); err != nil {
-				bad(f+".pin_file", "%v", err)
-			}
 		}
 	default:
 		bad(f+".type", "%q is not a custody (want software, vault_transit or pkcs11)", cu.Type)
@@ -222,4 +212,30 @@ func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, form
 		a.Imported = cs.Imported
 		ks.authority = a
 	}
+}
+
+// validateToken checks the settings of a PKCS#11 token under f (chosen by
+// the field typeField): this keyd has PKCS#11, a module, a token label,
+// and an owner-only PIN file when one is named. It reports whether they
+// are whole. holds says what the token holds, for the messages.
+func validateToken(f, typeField, module, label, pinFile, holds string, bad func(field, format string, args ...any)) bool {
+	ok := true
+	switch {
+	case !pkcs11.Available:
+		bad(typeField, "%v", pkcs11.ErrNotBuilt)
+		ok = false
+	case module == "":
+		bad(f+".module", "is required: the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
+		ok = false
+	case label == "":
+		bad(f+".token_label", "is required: the label of the token holding %s", holds)
+		ok = false
+	}
+	if pinFile != "" {
+		if err := secretfile.Check(pinFile); err != nil {
+			bad(f+".pin_file", "%v", err)
+			ok = false
+		}
+	}
+	return ok
 }

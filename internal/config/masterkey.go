@@ -1,10 +1,5 @@
 package config
 
-import (
-	"github.com/keyd-dev/keyd/custody/pkcs11"
-	"github.com/keyd-dev/keyd/internal/secretfile"
-)
-
 // MasterKey says who wraps bbolt's master key: nobody (the default: the
 // key is in master_key_file or KEYD_MASTER_KEY as it is), a Vault Transit
 // key, or an AES key in a PKCS#11 token. Wrapped, master_key_file holds
@@ -60,20 +55,10 @@ func (f File) validateMasterKey(bad func(field, format string, args ...any)) {
 		}
 		m.Vault.validate(p+".vault", bad)
 	case "pkcs11":
-		switch {
-		case m.Mount != "" || m.Vault != (VaultConn{}):
+		if m.Mount != "" || m.Vault != (VaultConn{}) {
 			bad(p+".wrapped_by", "is pkcs11: mount and vault are for vault_transit")
-		case !pkcs11.Available:
-			bad(p+".wrapped_by", "%v", pkcs11.ErrNotBuilt)
-		case m.Module == "":
-			bad(p+".module", "is required: the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
-		case m.TokenLabel == "":
-			bad(p+".token_label", "is required: the label of the token holding the wrapping key")
-		}
-		if m.PINFile != "" {
-			if err := secretfile.Check(m.PINFile); err != nil {
-				bad(p+".pin_file", "%v", err)
-			}
+		} else {
+			validateToken(p, p+".wrapped_by", m.Module, m.TokenLabel, m.PINFile, "the wrapping key", bad)
 		}
 	default:
 		bad(p+".wrapped_by", "%q is not supported (want vault_transit or pkcs11)", m.WrappedBy)
