@@ -21,9 +21,9 @@ type Record struct {
 	Expires time.Time
 }
 
-// RecordStore is an optional capability of a Store, found by type
-// assertion: records that change often and independently of each other,
-// so they must not share a key set's single compare-and-swap version.
+// RecordStore keeps records: what changes often and independently of
+// anything else, so it must not share a key set's single compare-and-swap
+// version. Every Store is one; Redis's token state is one too.
 // Implementations follow Store's contract: safe for concurrent use (and by
 // several processes where shared), honour ctx, wrap backend faults in
 // ErrUnavailable, and return copies the caller owns.

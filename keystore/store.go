@@ -6,8 +6,9 @@ import (
 	"fmt"
 )
 
-// Store persists key sets. It is keyd's whole storage contract: a backend
-// implements these four methods and passes keystoretest.Run.
+// Store persists key sets and records. It is keyd's whole storage
+// contract: a backend implements these methods (RecordStore's included)
+// and passes keystoretest.Run and keystoretest.RunRecords.
 //
 // Implementations must be safe for concurrent use by several goroutines and,
 // where the backend is shared (Vault), by several processes. Every method
@@ -33,6 +34,10 @@ type Store interface {
 
 	// Close releases the store. Calls after Close fail.
 	Close() error
+
+	// The records of the token state and of keyd's own bookkeeping (seal
+	// keys, markers): every backend keeps them.
+	RecordStore
 }
 
 // MaxUpdateAttempts bounds how often Update retries on ErrConflict.

@@ -3,7 +3,6 @@ package daemon
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	"github.com/keyd-dev/keyd/internal/bucket"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/version"
-	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/rotation"
 	"github.com/keyd-dev/keyd/tokenstate/records"
@@ -27,8 +25,7 @@ import (
 // backupState is what a backup of this daemon reads: its key store, its
 // token state wherever it lives, and the key store's own records.
 func (d *daemon) backupState() backup.State {
-	meta, _ := d.store.(keystore.RecordStore) // both backends are
-	return backup.State{KeySets: d.store, Tokens: d.tokens, Records: d.stateRecords, Kinds: refresh.Kinds, Meta: meta}
+	return backup.State{KeySets: d.store, Tokens: d.tokens, Records: d.stateRecords, Kinds: refresh.Kinds, Meta: d.store}
 }
 
 // makeBackup writes a backup of everything keyd holds to w, encrypted to
@@ -74,15 +71,11 @@ func Restore(ctx context.Context, cfg *config.Config, f io.ReadSeeker, ids []age
 		return nil, err
 	}
 	defer func() { _ = store.Close() }()
-	ks, ok := store.(keystore.RecordStore)
-	if !ok {
-		return nil, errors.New("the key store keeps no records")
-	}
-	dst := backup.State{KeySets: store, Tokens: records.New(ks), Records: ks, Kinds: refresh.Kinds, Meta: ks}
+	dst := backup.State{KeySets: store, Tokens: records.New(store), Records: store, Kinds: refresh.Kinds, Meta: store}
 	opts := backup.RestoreOptions{Replace: replace}
 	var target string
 	if ts := cfg.Storage.TokenState; ts.Backend == "redis" {
-		s, recs, t, err := openRedisState(ctx, ts, ks, nil, log)
+		s, recs, t, err := openRedisState(ctx, ts, store, nil, log)
 		if err != nil {
 			return nil, fmt.Errorf("storage.token_state: %w", err)
 		}
@@ -95,7 +88,7 @@ func Restore(ctx context.Context, cfg *config.Config, f io.ReadSeeker, ids []age
 		return nil, err
 	}
 	if target != "" { // the token state is in that Redis: no move at start
-		if err := setMoved(ctx, ks, movedRecord{To: target, At: time.Now().UTC()}); err != nil {
+		if err := setMoved(ctx, store, movedRecord{To: target, At: time.Now().UTC()}); err != nil {
 			return nil, err
 		}
 	}

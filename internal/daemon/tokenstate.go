@@ -28,10 +28,7 @@ import (
 // refuses to start saying how.
 func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
 	ts := d.cfg.Storage.TokenState
-	ks, ok := d.store.(keystore.RecordStore) // both backends are
-	if !ok {
-		return nil, nil
-	}
+	ks := d.store
 	if err := backup.CheckNotRestoring(ctx, ks); err != nil {
 		return nil, err
 	}
@@ -39,8 +36,9 @@ func (d *daemon) openTokenState(ctx context.Context) (tokenstate.Store, error) {
 		if err := checkNotMoved(ctx, ks); err != nil {
 			return nil, err
 		}
-		d.stateRecords = ks
-		return records.New(ks), nil
+		measured := d.met.Store(ks) // logins and revocations counted as the key store's record operations
+		d.stateRecords = measured
+		return records.New(measured), nil
 	}
 	openCtx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
@@ -200,10 +198,7 @@ func MigrateTokenState(ctx context.Context, cfg *config.Config, from config.Toke
 		return err
 	}
 	defer func() { _ = store.Close() }()
-	ks, ok := store.(keystore.RecordStore)
-	if !ok {
-		return errors.New("the key store keeps no records")
-	}
+	ks := store
 	s, recs, target, err := openRedisState(ctx, from, ks, nil, log)
 	if err != nil {
 		return fmt.Errorf("--from-redis: %w", err)
