@@ -66,10 +66,11 @@ func storeName(sc config.Storage) string {
 // it (Redis too). See backup.Restore for what is refused and how a restore
 // stopped half-way is finished.
 func Restore(ctx context.Context, cfg *config.Config, f io.ReadSeeker, ids []age.Identity, replace bool, getenv func(string) string, log *slog.Logger) (*backup.Result, error) {
-	store, err := openStore(ctx, cfg.Storage, getenv, log)
+	eng, err := openStore(ctx, cfg.Storage, getenv, log)
 	if err != nil {
 		return nil, err
 	}
+	store := eng.Store
 	defer func() { _ = store.Close() }()
 	dst := backup.State{KeySets: store, Tokens: records.New(store), Records: store, Kinds: refresh.Kinds, Meta: store}
 	opts := backup.RestoreOptions{Replace: replace}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/custody"
 	"github.com/keyd-dev/keyd/custody/pkcs11"
 	"github.com/keyd-dev/keyd/custody/transit"
@@ -28,11 +27,10 @@ func (d *daemon) openCustodies() error {
 		f := fmt.Sprintf("keysets[%d].custody", i)
 		switch ks.Custody.Type {
 		case transit.Name:
-			vs, ok := d.store.(*vault.Store)
-			if !ok {
+			if d.engine.Vault == nil {
 				return fmt.Errorf("%s: vault_transit needs storage.backend: vault", f)
 			}
-			c := transit.New(vs.Client(), ks.Custody.Mount, ks.Custody.KeyPrefix)
+			c := transit.New(d.engine.Vault, ks.Custody.Mount, ks.Custody.KeyPrefix)
 			c.MaxInFlight = ks.Custody.MaxInFlight
 			d.custodies[ks.Name] = c
 		case pkcs11.Name:

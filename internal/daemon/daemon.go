@@ -98,6 +98,7 @@ type daemon struct {
 	ln       net.Listener // the API's
 	tlsSrv   *tlsconf.Server
 	store    keystore.Store
+	engine   *engine // the store's backend: shared or not, its Vault client, mapped pages
 	met      *metrics.Metrics
 	auditLog *audit.Log
 	sg       *signer.Signer
@@ -185,11 +186,12 @@ func (d *daemon) loadTLS(context.Context) error {
 }
 
 func (d *daemon) openStore(ctx context.Context) error {
-	store, err := openStore(ctx, d.cfg.Storage, d.o.Getenv, d.log)
+	eng, err := openStore(ctx, d.cfg.Storage, d.o.Getenv, d.log)
 	if err != nil {
 		return err
 	}
-	d.store = store
+	store := eng.Store // the backend itself: its optional capabilities show
+	d.engine, d.store = eng, store
 	d.closers = append(d.closers, func() {
 		if err := store.Close(); err != nil {
 			d.log.Error("closing the store", "err", err)
@@ -290,8 +292,8 @@ func (d *daemon) loaded() {
 // whole read (the start, a backup) brought in: they stay in the page
 // cache.
 func (d *daemon) releaseMapped(after string) {
-	if r, ok := d.store.(interface{ ReleaseMapped() error }); ok {
-		if err := r.ReleaseMapped(); err != nil {
+	if d.engine.Release != nil {
+		if err := d.engine.Release(); err != nil {
 			d.log.Warn("could not release the database file's pages read", "after", after, "err", err)
 		}
 	}
@@ -405,7 +407,7 @@ func (d *daemon) run(ctx context.Context) error {
 	if d.pairs != nil {
 		tasks = append(tasks, task("orphan logins", d.pairs.ForgetOrphans))
 	}
-	if cfg.Storage.Backend == "vault" { // replicas share the store: poll for their changes
+	if d.engine.Shared { // replicas share the store: poll for their changes
 		tasks = append(tasks, task("store poll", func(ctx context.Context) { d.mgr.Poll(ctx, cfg.Storage.Vault.PollInterval) }))
 	}
 	for _, t := range tasks {

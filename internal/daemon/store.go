@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	vaultapi "github.com/hashicorp/vault/api"
+
 	"github.com/keyd-dev/keyd/backends/file"
 	"github.com/keyd-dev/keyd/backends/vault"
 	"github.com/keyd-dev/keyd/internal/config"
@@ -12,23 +14,42 @@ import (
 	"github.com/keyd-dev/keyd/keystore"
 )
 
+// engine is an opened key store and what the daemon needs of its backend,
+// so that nothing asserts a backend's type: whether replicas share it
+// (poll for their changes), the Vault connection Transit custody uses, and
+// how to give back the pages a whole read of a bbolt file mapped.
+type engine struct {
+	keystore.Store
+	Shared  bool             // Vault: several keyds write it
+	Vault   *vaultapi.Client // nil but on Vault
+	Release func() error     // nil where nothing is mapped
+}
+
 // openStore opens the key store of sc: bbolt under its master key, or
 // Vault.
-func openStore(ctx context.Context, sc config.Storage, getenv func(string) string, log *slog.Logger) (keystore.Store, error) {
+func openStore(ctx context.Context, sc config.Storage, getenv func(string) string, log *slog.Logger) (*engine, error) {
 	switch sc.Backend {
 	case "file":
 		key, err := loadMasterKey(ctx, sc.File, getenv, log)
 		if err != nil {
 			return nil, err
 		}
-		return file.Open(file.Options{Path: sc.File.Path, MasterKey: key})
+		s, err := file.Open(file.Options{Path: sc.File.Path, MasterKey: key})
+		if err != nil {
+			return nil, err
+		}
+		return &engine{Store: s, Release: s.ReleaseMapped}, nil
 	case "vault":
 		o, err := vaultOptions("storage.vault", sc.Vault.VaultConn, log)
 		if err != nil {
 			return nil, err
 		}
 		o.Mount, o.Prefix = sc.Vault.Mount, sc.Vault.Prefix
-		return vault.Open(o)
+		s, err := vault.Open(o)
+		if err != nil {
+			return nil, err
+		}
+		return &engine{Store: s, Shared: true, Vault: s.Client()}, nil
 	}
 	return nil, fmt.Errorf("storage.backend: %q is not supported", sc.Backend)
 }

@@ -193,10 +193,11 @@ func checkNotMoved(ctx context.Context, ks keystore.RecordStore) error {
 // store forgets the move, so keyd starts with storage.token_state on the
 // key store again. keyd must be stopped (bbolt refuses a second opener).
 func MigrateTokenState(ctx context.Context, cfg *config.Config, from config.TokenState, getenv func(string) string, log *slog.Logger) error {
-	store, err := openStore(ctx, cfg.Storage, getenv, log)
+	eng, err := openStore(ctx, cfg.Storage, getenv, log)
 	if err != nil {
 		return err
 	}
+	store := eng.Store
 	defer func() { _ = store.Close() }()
 	ks := store
 	s, recs, target, err := openRedisState(ctx, from, ks, nil, log)
