@@ -230,7 +230,7 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 		obs, events = d.met, append(events, d.met.Event)
 	}
 	if d.auditLog != nil {
-		events = append(events, d.auditLog.RotationEvent)
+		events = append(events, auditRotation(d.auditLog))
 	}
 	for name, c := range d.custodies { // counted and watched for /readyz
 		d.custodies[name] = custody.Watch(c, name, d.met.CustodyFailed)
