@@ -108,7 +108,6 @@ type daemon struct {
 	// custodies hold key sets' private keys outside keyd, by key set.
 	custodies map[string]keystore.Custody
 	tokens    tokenstate.Store // where revocations live (the key store's records, or Redis)
-	lastProbe atomic.Int64     // when /readyz last probed a failed token state (Unix ns)
 	// stateRecords hold refresh token logins: the key store's records, or
 	// Redis's with token_state on Redis.
 	stateRecords keystore.RecordStore
@@ -486,26 +485,33 @@ func (d *daemon) kubeSigner() actor {
 // pruneTokenState deletes, hourly, the revocations every token of which
 // has expired and the refresh token families that expired.
 func pruneTokenState(ctx context.Context, mgr *rotation.Manager, pairs *refresh.Service, log *slog.Logger) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, time.Hour, func() {
 		if n, err := mgr.PruneRevocations(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("pruning expired revocations failed; retrying in an hour", "err", err)
 		} else if n > 0 {
 			log.Info("pruned expired revocations", "count", n)
 		}
 		if pairs == nil {
-			continue
+			return
 		}
 		if n, err := pairs.Prune(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("pruning expired refresh token families failed; retrying in an hour", "err", err)
 		} else if n > 0 {
 			log.Info("pruned expired refresh token families", "count", n)
+		}
+	})
+}
+
+// every calls fn each period until ctx ends (first after one period).
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
 		}
 	}
 }

@@ -216,49 +216,28 @@ func MigrateTokenState(ctx context.Context, cfg *config.Config, from config.Toke
 	return nil
 }
 
-// tokenStateHealth is the token state's last failure; while there is one,
-// a token state that can be probed (Redis's PING) is asked again, at most
-// once a second, so that /readyz sees it back without waiting for the next
-// write.
-func (d *daemon) tokenStateHealth(ctx context.Context) error {
-	err := d.mgr.TokenStateHealth()
-	if err == nil {
-		return nil
-	}
-	// At most one probe a second, whoever asks /readyz (it is public).
-	now := time.Now().UnixNano()
-	last := d.lastProbe.Load()
-	if now-last < int64(time.Second) || !d.lastProbe.CompareAndSwap(last, now) {
-		return err
-	}
-	if p, ok := d.tokens.(interface{ Ping(context.Context) error }); ok && p.Ping(ctx) == nil {
-		d.mgr.TokenStateRecovered()
-		return nil
-	}
-	return err
-}
+// tokenStateHealth is the token state's last failure (for /readyz);
+// probeTokenState asks a failed Redis again every second.
+func (d *daemon) tokenStateHealth(context.Context) error { return d.mgr.TokenStateHealth() }
 
-// probeTokenState asks a failed token state (Redis) again every second,
-// whoever calls /readyz or nobody: readiness and keyd_token_state_up come
-// back within a second or two of Redis answering, not at the next write
-// (a Redis paused and resumed drops no connection, so nothing else would
-// notice).
+// probeTokenState asks a failed token state (Redis's PING) again every
+// second, whoever calls /readyz or nobody: readiness and
+// keyd_token_state_up come back within a second or two of Redis answering,
+// not at the next write (a Redis paused and resumed drops no connection,
+// so nothing else would notice).
 func (d *daemon) probeTokenState(ctx context.Context) {
-	if _, ok := d.tokens.(interface{ Ping(context.Context) error }); !ok {
+	p, ok := d.tokens.(interface{ Ping(context.Context) error })
+	if !ok {
 		return
 	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	every(ctx, time.Second, func() {
+		if d.mgr.TokenStateHealth() == nil {
 			return
-		case <-t.C:
-			if d.mgr.TokenStateHealth() != nil {
-				pctx, cancel := context.WithTimeout(ctx, time.Second)
-				_ = d.tokenStateHealth(pctx)
-				cancel()
-			}
 		}
-	}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if p.Ping(pctx) == nil {
+			d.mgr.TokenStateRecovered()
+		}
+	})
 }
