@@ -4,6 +4,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -77,8 +78,8 @@ func (w *Wrapper) Ensure(context.Context) (bool, error) {
 	return true, nil
 }
 
-// Wrap implements keystore.KeyWrapper.
-func (w *Wrapper) Wrap(_ context.Context, plaintext []byte) (wrapped []byte, err error) {
+// gcm is AES-GCM with the wrapping key, in the token.
+func (w *Wrapper) gcm() (cipher.AEAD, error) {
 	k, err := w.key()
 	if err != nil {
 		return nil, err
@@ -86,6 +87,15 @@ func (w *Wrapper) Wrap(_ context.Context, plaintext []byte) (wrapped []byte, err
 	aead, err := k.NewGCM()
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11: key %q: %w", w.label, err)
+	}
+	return aead, nil
+}
+
+// Wrap implements keystore.KeyWrapper.
+func (w *Wrapper) Wrap(_ context.Context, plaintext []byte) (wrapped []byte, err error) {
+	aead, err := w.gcm()
+	if err != nil {
+		return nil, err
 	}
 	nonce := make([]byte, aead.NonceSize())
 	_, _ = rand.Read(nonce)
@@ -100,13 +110,9 @@ func (w *Wrapper) Wrap(_ context.Context, plaintext []byte) (wrapped []byte, err
 
 // Unwrap implements keystore.KeyWrapper.
 func (w *Wrapper) Unwrap(_ context.Context, wrapped []byte) ([]byte, error) {
-	k, err := w.key()
+	aead, err := w.gcm()
 	if err != nil {
 		return nil, err
-	}
-	aead, err := k.NewGCM()
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: key %q: %w", w.label, err)
 	}
 	n := aead.NonceSize()
 	if len(wrapped) < 1+n+aead.Overhead() || wrapped[0] != wrapFormat {

@@ -103,10 +103,10 @@ func quoteAll(ss []string) string {
 func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 	var errs []error
 	if cfg.Storage.Backend == "file" {
-		if err := checkMasterKey(cfg.Storage.File, getenv); err != nil {
+		if key, err := checkMasterKey(cfg.Storage.File, getenv); err != nil {
 			errs = append(errs, err)
 		} else {
-			errs = append(errs, checkStoredLegacy(cfg, getenv)...)
+			errs = append(errs, checkStoredLegacy(cfg, key)...)
 		}
 		if dir := filepath.Dir(cfg.Storage.File.Path); dir != "" {
 			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
@@ -219,11 +219,11 @@ func redactURL(u string) string {
 }
 
 // checkStoredLegacy checks every legacy.kid in force against the bbolt
-// file, when it can be read now: it exists, its master key is not wrapped
-// (unwrapping is the start's), and no keyd holds it (then a reload checks
-// the kid instead). A kid that names no key that verifies, or a
+// file, when it can be read now: it exists, its master key (key) was read
+// in clear (nil when wrapped: unwrapping is the start's), and no keyd
+// holds it (then a reload checks the kid instead). A kid that names no key that verifies, or a
 // legacy.until past the key's verify_until, is an error.
-func checkStoredLegacy(cfg *config.Config, getenv func(string) string) []error {
+func checkStoredLegacy(cfg *config.Config, key []byte) []error {
 	var ps []keystore.Policy
 	for _, p := range cfg.Policies() {
 		if p.Legacy.KID != "" {
@@ -231,14 +231,10 @@ func checkStoredLegacy(cfg *config.Config, getenv func(string) string) []error {
 		}
 	}
 	fc := cfg.Storage.File
-	if _, err := os.Stat(fc.Path); len(ps) == 0 || err != nil || fc.MasterKey.WrappedBy != "" {
+	if _, err := os.Stat(fc.Path); len(ps) == 0 || err != nil || key == nil {
 		return nil
 	}
 	ctx := context.Background()
-	key, err := loadMasterKey(ctx, fc, getenv, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil // said by checkMasterKey
-	}
 	s, err := file.Open(file.Options{Path: fc.Path, MasterKey: key})
 	if err != nil {
 		return nil // held by a running keyd, or said at start

@@ -144,20 +144,20 @@ func openWrapper(ctx context.Context, m config.MasterKey, getenv func(string) st
 }
 
 // checkMasterKey checks, short of opening anything, that fc gives a master
-// key: a key in clear is read, a wrapped file parsed and matched with its
-// wrapper's settings (unwrapping it is the start's).
-func checkMasterKey(fc config.File, getenv func(string) string) error {
+// key: a key in clear is read (and returned), a wrapped file parsed and
+// matched with its wrapper's settings (unwrapping it is the start's: the
+// key is then nil).
+func checkMasterKey(fc config.File, getenv func(string) string) ([]byte, error) {
 	if fc.MasterKey.WrappedBy == "" || fc.MasterKeyFile == "" || getenv(EnvMasterKey) != "" {
-		_, err := loadMasterKey(context.Background(), fc, getenv, slog.New(slog.DiscardHandler)) // opens nothing here
-		return err
+		return loadMasterKey(context.Background(), fc, getenv, slog.New(slog.DiscardHandler)) // opens nothing here
 	}
 	raw, err := secretfile.Read(fc.MasterKeyFile)
 	if err != nil {
-		return fmt.Errorf("storage.file.master_key_file: %w", err)
+		return nil, fmt.Errorf("storage.file.master_key_file: %w", err)
 	}
 	if !file.IsWrapped(raw) {
-		return fmt.Errorf("storage.file.master_key_file %s holds a master key in clear, but storage.file.master_key.wrapped_by is %s: wrap it (keyd master-key wrap --config FILE --out NEWFILE)", fc.MasterKeyFile, fc.MasterKey.WrappedBy)
+		return nil, fmt.Errorf("storage.file.master_key_file %s holds a master key in clear, but storage.file.master_key.wrapped_by is %s: wrap it (keyd master-key wrap --config FILE --out NEWFILE)", fc.MasterKeyFile, fc.MasterKey.WrappedBy)
 	}
 	_, err = wrappedFile("storage.file.master_key_file", fc.MasterKeyFile, raw, fc.MasterKey)
-	return err
+	return nil, err
 }
