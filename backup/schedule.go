@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	waitpkg "github.com/keyd-dev/keyd/internal/wait"
+
 	"github.com/robfig/cron/v3"
 )
 
@@ -38,7 +40,12 @@ type Schedule struct {
 func (s *Schedule) Run(ctx context.Context) error {
 	wait := s.Wait
 	if wait == nil {
-		wait = sleep
+		wait = func(ctx context.Context, d time.Duration) error {
+			if !waitpkg.Sleep(ctx, d) {
+				return ctx.Err()
+			}
+			return nil
+		}
 	}
 	for {
 		now := s.Now()
@@ -52,17 +59,6 @@ func (s *Schedule) Run(ctx context.Context) error {
 		if s.Done != nil {
 			s.Done(path, m, err)
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/keyd-dev/keyd/internal/wait"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/signer"
 )
@@ -73,7 +74,7 @@ type Service struct {
 // settings looks a key set's refresh settings up (it may change on
 // reload), false for a key set that is not configured.
 func New(store keystore.RecordStore, sg *signer.Signer, now func() time.Time, settings func(string) (Settings, bool)) *Service {
-	return &Service{store: store, signer: sg, now: now, settings: settings, orphans: make(chan string, maxOrphans), sleep: sleep}
+	return &Service{store: store, signer: sg, now: now, settings: settings, orphans: make(chan string, maxOrphans), sleep: wait.Sleep}
 }
 
 // enabled returns the settings of a key set with refresh on.

@@ -39,6 +39,7 @@ import (
 	"github.com/hashicorp/vault/api/auth/kubernetes"
 
 	"github.com/keyd-dev/keyd/internal/storecodec"
+	"github.com/keyd-dev/keyd/internal/wait"
 	"github.com/keyd-dev/keyd/keystore"
 )
 
@@ -214,7 +215,7 @@ func (s *Store) maintainAuth(ctx context.Context, login func(context.Context) (*
 				s.setAuthErr(fmt.Errorf("vault login: %w", err))
 			}
 			s.log.Warn("vault authentication failed; retrying", "retry_in", backoff, "err", err)
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, time.Minute)
@@ -228,7 +229,7 @@ func (s *Store) maintainAuth(ctx context.Context, login func(context.Context) (*
 				return
 			}
 			// A non-renewable AppRole token: log in again shortly before it ends.
-			if !sleep(ctx, time.Duration(secret.Auth.LeaseDuration)*time.Second*4/5) {
+			if !wait.Sleep(ctx, time.Duration(secret.Auth.LeaseDuration)*time.Second*4/5) {
 				return
 			}
 			continue
@@ -266,17 +267,6 @@ func (s *Store) maintainAuth(ctx context.Context, login func(context.Context) (*
 			<-ctx.Done()
 			return
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
