@@ -74,19 +74,25 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		}
 		return ""
 	}
+	// upWithin requires keyd_token_state_up 1 within d of now, with no
+	// /readyz call and no write meanwhile.
+	upWithin := func(d time.Duration, after string) {
+		t.Helper()
+		back := time.Now()
+		for up() != "keyd_token_state_up 1" {
+			if time.Since(back) > d {
+				t.Fatalf("keyd_token_state_up %v after Redis %s, with no /readyz call and no write: %s", d, after, up())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	if m := up(); m != "keyd_token_state_up 0" {
 		t.Fatalf("metrics with Redis gone again: %s", m)
 	}
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	back = time.Now()
-	for up() != "keyd_token_state_up 1" {
-		if time.Since(back) > 3*time.Second {
-			t.Fatalf("keyd_token_state_up 3 s after Redis came back, with no /readyz call and no write: %s", up())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	upWithin(3*time.Second, "came back")
 	// Redis paused (SIGSTOP: connections hang, nothing is refused) and
 	// resumed: up within 2 s, again without any write or /readyz call.
 	if err := srv.Freeze(); err != nil {
@@ -100,11 +106,5 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	if err := srv.Thaw(); err != nil {
 		t.Fatal(err)
 	}
-	back = time.Now()
-	for up() != "keyd_token_state_up 1" {
-		if time.Since(back) > 2*time.Second {
-			t.Fatalf("keyd_token_state_up 2 s after Redis resumed, with no /readyz call and no write: %s", up())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	upWithin(2*time.Second, "resumed")
 }
