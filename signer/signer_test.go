@@ -2,6 +2,8 @@ package signer_test
 
 import (
 	"crypto"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -400,6 +402,20 @@ func TestVerifyCodes(t *testing.T) {
 		{"EXP beside exp", forgeRaw(t, secret, active.ID, fmt.Sprintf(`{"exp":%d,"EXP":%d}`, now+60, now+60)), signer.Expect{}, signer.CodeMalformed},
 		{"invalid UTF-8", forgeRaw(t, secret, active.ID, fmt.Sprintf("{\"exp\":%d,\"sub\":\"\xff\"}", now+60)), signer.Expect{}, signer.CodeMalformed},
 		{"JSON serialization of a valid token", jsonSerialized(parts), full, signer.CodeMalformed},
+		{"claims null", forgeRaw(t, secret, active.ID, `null`), signer.Expect{}, signer.CodeMalformed},
+		{"exp twice, once escaped", forgeRaw(t, secret, active.ID, fmt.Sprintf(`{"exp":%d,"e\u0078p":%d}`, now-3600, now+60)), signer.Expect{}, signer.CodeMalformed},
+		{"a member twice deeper down", forgeRaw(t, secret, active.ID, fmt.Sprintf(`{"exp":%d,"act":{"sub":"a","sub":"b"}}`, now+60)), signer.Expect{}, signer.CodeMalformed},
+		{"a second object after the claims", forgeRaw(t, secret, active.ID, fmt.Sprintf(`{"exp":%d}{}`, now+60)), signer.Expect{}, signer.CodeMalformed},
+		// The header is read as strictly: which alg a verifier sees must
+		// not depend on how it breaks ties.
+		{"alg twice", forgeHeader(secret, `{"alg":"none","alg":"HS256","kid":"`+active.ID+`"}`, parts[1]), full, signer.CodeMalformed},
+		{"kid twice", forgeHeader(secret, `{"alg":"HS256","kid":"x","kid":"`+active.ID+`"}`, parts[1]), full, signer.CodeMalformed},
+		{"header null", forgeHeader(secret, `null`, parts[1]), full, signer.CodeMalformed},
+		{"header a string", forgeHeader(secret, `"HS256"`, parts[1]), full, signer.CodeMalformed},
+		{"ALG for alg", forgeHeader(secret, `{"ALG":"HS256","kid":"`+active.ID+`"}`, parts[1]), full, signer.CodeAlgorithm},
+		{"crit", forgeHeader(secret, `{"alg":"HS256","kid":"`+active.ID+`","crit":["exp"],"exp":1}`, parts[1]), full, signer.CodeSignature},
+		{"b64 false", forgeHeader(secret, `{"alg":"HS256","kid":"`+active.ID+`","b64":false}`, parts[1]), full, signer.CodeSignature},
+		{"signature spelt another way", parts[0] + "." + parts[1] + "." + respell(parts[2]), full, signer.CodeSignature},
 		{"huge kid", forgeKID(t, secret, strings.Repeat("k", 700000), base(nil)), full, signer.CodeUnknownKey},
 		{"exp a string", forge(base(map[string]any{"exp": "soon"}), ""), signer.Expect{}, signer.CodeMalformed},
 		{"alg none", base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." + parts[1] + ".", full, signer.CodeAlgorithm},
@@ -448,6 +464,24 @@ func forgeKID(t *testing.T, secret []byte, kid string, claims map[string]any) st
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// forgeHeader MACs a token of the given header (JSON) and encoded payload
+// with secret.
+func forgeHeader(secret []byte, header, payload string) string {
+	input := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." + payload
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(input))
+	return input + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// respell writes a base64url segment another way that decodes to the
+// same bytes (a low bit of its last character set, which decoders that are
+// not strict ignore).
+func respell(seg string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, seg[len(seg)-1])
+	return seg[:len(seg)-1] + string(alphabet[last|1])
 }
 
 func forgeRaw(t *testing.T, secret []byte, kid, payload string) string {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 )
 
 var b64 = base64.RawURLEncoding
@@ -68,15 +68,15 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	if !compactJWS(token) {
 		return nil, rejected(CodeMalformed, "malformed token: not a compact JWS (three base64url segments)")
 	}
-	msg, err := jws.Parse([]byte(token))
-	if err != nil || len(msg.Signatures()) != 1 {
-		return nil, rejected(CodeMalformed, "malformed token: not a compact JWS with one signature")
+	p := split(token)
+	hdr, err := p.header()
+	if err != nil {
+		return nil, rejected(CodeMalformed, "malformed token: the header is not one JSON object")
 	}
-	hdr := msg.Signatures()[0].ProtectedHeaders()
-	if got, _ := hdr.Algorithm(); got.String() != alg.String() {
-		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", clip(got.String()), alg)
+	if hdr.Alg != alg.String() {
+		return nil, rejected(CodeAlgorithm, "algorithm %q is not accepted (the key set signs with %s)", clip(hdr.Alg), alg)
 	}
-	kid, _ = hdr.KeyID()
+	kid = hdr.KID
 	legacy := false
 	if kid == "" && want.LegacyKID != "" { // no kid, or an empty one
 		kid, legacy = want.LegacyKID, true
@@ -91,19 +91,16 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	if !ok {
 		return nil, rejected(CodeUnknownKey, "unknown or revoked key id %q", kid)
 	}
-	var payload []byte
-	if m, ok := k.(MAC); ok {
-		// An HMAC secret in custody: the custody computes the MAC of the
-		// signing input, compared here in constant time.
-		if payload, err = verifyMAC(token, hdr, m); err != nil {
-			return nil, err
-		}
-	} else if payload, err = jws.Verify([]byte(token), jws.WithKey(alg, k)); err != nil {
-		return nil, rejected(CodeSignature, "invalid signature")
+	if err := verifySignature(p, hdr, alg, k); err != nil {
+		return nil, err
+	}
+	payload, err := p.payload()
+	if err != nil {
+		return nil, rejected(CodeMalformed, "malformed token: the payload is not base64url")
 	}
 	// keyd's revocation list is signed by the same key and carries the
 	// key set's iss: it is never a token, unless its type is asked for.
-	if typ, _ := hdr.Type(); strings.EqualFold(typ, RevocationListType) && !strings.EqualFold(want.Type, RevocationListType) {
+	if strings.EqualFold(hdr.Typ, RevocationListType) && !strings.EqualFold(want.Type, RevocationListType) {
 		return nil, rejected(CodeType, "this is keyd's revocation list (typ %q), not a token", RevocationListType)
 	}
 	claims, err := decodeVerifiedClaims(payload)
@@ -115,11 +112,8 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	if err := CheckClaims(claims, now, leeway, claimRules); err != nil {
 		return nil, err
 	}
-	if want.Type != "" {
-		typ, _ := hdr.Type()
-		if !strings.EqualFold(typ, want.Type) {
-			return nil, rejected(CodeType, "typ %q is not %q", clip(typ), want.Type)
-		}
+	if want.Type != "" && !strings.EqualFold(hdr.Typ, want.Type) {
+		return nil, rejected(CodeType, "typ %q is not %q", clip(hdr.Typ), want.Type)
 	}
 	if revoked != nil {
 		if err := revoked(claims); err != nil {
@@ -265,9 +259,8 @@ const maxKID = 256
 
 // compactJWS reports whether token has the compact serialization's shape:
 // three segments of base64url characters (an empty signature, as alg
-// "none" has, is left to the algorithm check).
-// jws.Parse also takes the JSON serialization, with unprotected headers
-// keyd never issues.
+// "none" has, is left to the algorithm check). The JSON serialization,
+// with unprotected headers keyd never issues, is refused here.
 func compactJWS(token string) bool {
 	dots := 0
 	for i := 0; i < len(token); i++ {
@@ -282,29 +275,31 @@ func compactJWS(token string) bool {
 	return dots == 2
 }
 
-// verifyMAC checks a compact token's MAC with a secret held by a custody,
-// as jws.Verify would: no crit and no b64 header (keyd writes neither),
-// the MAC of the encoded header and payload equal to the signature. A
-// custody that does not answer is an error of its own, not a bad token.
-func verifyMAC(token string, hdr jws.Headers, m MAC) ([]byte, error) {
-	if hdr.Has(jws.CriticalKey) || hdr.Has("b64") {
-		return nil, rejected(CodeSignature, "invalid signature")
+// verifySignature checks the signature over the signing input with k:
+// an HMAC secret held by a custody (its MAC compared here in constant
+// time; a custody that does not answer is an error of its own, not a bad
+// token), or a key jwx's building blocks verify with (jwsbb: the same
+// code jws.Verify runs, without parsing the token again).
+func verifySignature(p parts, hdr header, alg jwa.SignatureAlgorithm, k any) error {
+	if hdr.Crit != nil || hdr.B64 != nil {
+		return rejected(CodeSignature, "invalid signature")
 	}
-	dot := strings.LastIndexByte(token, '.')
-	sig, err := b64.DecodeString(token[dot+1:])
+	sig, err := p.signature()
 	if err != nil {
-		return nil, rejected(CodeSignature, "invalid signature")
+		return rejected(CodeSignature, "invalid signature")
 	}
-	want, err := m.Sum([]byte(token[:dot]))
-	if err != nil {
-		return nil, err
+	if m, ok := k.(MAC); ok {
+		want, err := m.Sum(p.signingInput())
+		if err != nil {
+			return err
+		}
+		if !hmac.Equal(sig, want) {
+			return rejected(CodeSignature, "invalid signature")
+		}
+		return nil
 	}
-	if !hmac.Equal(sig, want) {
-		return nil, rejected(CodeSignature, "invalid signature")
+	if err := jwsbb.Verify(k, alg.String(), p.signingInput(), sig); err != nil {
+		return rejected(CodeSignature, "invalid signature")
 	}
-	payload, err := b64.DecodeString(token[strings.IndexByte(token, '.')+1 : dot])
-	if err != nil {
-		return nil, rejected(CodeMalformed, "malformed token: the payload is not base64url")
-	}
-	return payload, nil
+	return nil
 }

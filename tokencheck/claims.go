@@ -28,21 +28,6 @@ func CaseVariant(name string) bool {
 	return lower != name && registeredClaims[lower]
 }
 
-// decodeVerifiedClaims decodes a verified token's claims as DecodeClaims
-// does, with values as Go values and numbers as json.Number.
-func decodeVerifiedClaims(raw []byte) (map[string]any, error) {
-	out := map[string]any{}
-	err := DecodeObject(raw, func(name string, dec *json.Decoder) error {
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			return err
-		}
-		out[name] = v
-		return nil
-	})
-	return out, err
-}
-
 // DecodeObject walks the members of one JSON object, refusing what keyd
 // refuses wherever it reads claims: invalid UTF-8, a member given twice, a
 // registered claim name in another case.
