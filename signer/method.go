@@ -26,6 +26,12 @@ import (
 // standard library's crypto does the work.
 type method func(input []byte) ([]byte, error)
 
+// macMethod is an HMAC method as the MAC a verification checks a token's
+// signature with (tokencheck.MAC).
+type macMethod method
+
+func (m macMethod) Sum(input []byte) ([]byte, error) { return m(input) }
+
 // newMethod returns the signing method of alg with key, a parsed private
 // key as keystore.Key.PrivateKey returns it.
 func newMethod(alg keystore.Algorithm, key any) (method, error) {

@@ -203,9 +203,18 @@ func newKeyring(p keystore.Policy, ks *keystore.KeySet, old *keyring, revs *toke
 			}
 			r.until[k.ID] = k.VerifyUntil
 		}
-		if signer, ok := priv.(crypto.Signer); ok {
-			r.verify[k.ID] = signer.Public()
-		} else {
+		switch key := priv.(type) {
+		case crypto.Signer:
+			r.verify[k.ID] = key.Public()
+		case []byte:
+			// An HMAC secret verifies with the pooled hashers it signs
+			// with (tokencheck compares the MACs in constant time).
+			m, err := newMethod(ks.Algorithm, key)
+			if err != nil {
+				return nil, err
+			}
+			r.verify[k.ID] = macMethod(m)
+		default:
 			r.verify[k.ID] = priv
 		}
 		if k.State == keystore.StateActive {

@@ -105,7 +105,7 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 	}
 	claims, err := decodeVerifiedClaims(payload)
 	if err != nil {
-		return nil, rejected(CodeMalformed, "%s", err.Error())
+		return nil, rejected(CodeMalformed, "malformed token: the claims: %s", err.Error())
 	}
 	claimRules := want
 	claimRules.AllowMissingExp = legacy && want.AllowMissingExp
@@ -281,7 +281,7 @@ func compactJWS(token string) bool {
 // token), or a key jwx's building blocks verify with (jwsbb: the same
 // code jws.Verify runs, without parsing the token again).
 func verifySignature(p parts, hdr header, alg jwa.SignatureAlgorithm, k any) error {
-	if hdr.Crit != nil || hdr.B64 != nil {
+	if hdr.Extension {
 		return rejected(CodeSignature, "invalid signature")
 	}
 	sig, err := p.signature()

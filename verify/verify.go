@@ -75,6 +75,8 @@ type Verifier struct {
 	o       Options
 	alg     jwa.SignatureAlgorithm
 	cache   *jwk.Cache
+	jwks    *httprc.ResourceBase[jwk.Set] // the cache's entry: read without a round trip to its goroutine
+	keys    atomic.Pointer[keyring]       // the JWKS's keys, exported once per JWKS fetched
 	jwksURL string
 	listURL string
 	hc      *http.Client
@@ -131,6 +133,9 @@ func New(ctx context.Context, keydURL, keyset string, o Options) (*Verifier, err
 	if err := cache.Register(waitCtx, v.jwksURL, jwk.WithMinInterval(time.Second), jwk.WithMaxInterval(time.Hour),
 		jwk.WithHTTPClient(hc), jwk.WithWaitReady(true)); err != nil {
 		return nil, fmt.Errorf("verify: the JWKS at %s cannot be fetched (is keyd running there, and the key set called %q?): %w", v.jwksURL, keyset, err)
+	}
+	if v.jwks, err = cache.LookupResource(waitCtx, v.jwksURL); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
 	}
 	if !o.SkipRevocations {
 		v.listURL, v.hc = base+"/revocations.jwt", hc
@@ -343,22 +348,56 @@ func (v *Verifier) Stats() (fetched, deltas int64) { return v.fetches.Load(), v.
 // and returns its claims, or an error whose tokencheck.Code is one of keyd's
 // verification codes.
 func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, error) {
-	set, err := v.cache.Lookup(ctx, v.jwksURL)
+	keys, err := v.keyring()
 	if err != nil {
-		return nil, fmt.Errorf("verify: the JWKS is not available: %w", err)
+		return nil, err
 	}
 	want := tokencheck.Expect{Audience: v.o.Audience, Issuer: v.o.Issuer, Subject: v.o.Subject, Type: v.o.Type, RequiredClaims: v.o.RequiredClaims}
 	now := v.o.Now()
 	if v.o.LegacyKID != "" && now.Before(v.o.LegacyUntil) {
 		want.LegacyKID, want.AllowMissingExp = v.o.LegacyKID, v.o.LegacyAllowMissingExp
 	}
-	key := func(kid string) (any, bool) { return set.LookupKeyID(kid) }
-	revoked := v.checkRevoked
-	verified, err := tokencheck.Check(token, v.alg, key, now, v.o.Leeway, want, revoked)
+	verified, err := tokencheck.Check(token, v.alg, keys.key, now, v.o.Leeway, want, v.checkRevoked)
 	if err != nil {
 		return nil, err
 	}
 	return verified.Claims, nil
+}
+
+// keyring holds the keys of one JWKS the cache fetched, exported from
+// their JWK form once: verifying reads them without a lock.
+type keyring struct {
+	set  jwk.Set
+	keys map[string]any // kid -> public key
+}
+
+func (k *keyring) key(kid string) (any, bool) {
+	key, ok := k.keys[kid]
+	return key, ok
+}
+
+// keyring returns the keys of the JWKS the cache holds now, exporting
+// them when the cache has fetched a new one since the last call.
+func (v *Verifier) keyring() (*keyring, error) {
+	set := v.jwks.Resource()
+	if set == nil {
+		return nil, errors.New("verify: the JWKS is not available")
+	}
+	if held := v.keys.Load(); held != nil && held.set == set {
+		return held, nil
+	}
+	k := &keyring{set: set, keys: make(map[string]any, set.Len())}
+	for i := range set.Len() {
+		jk, _ := set.Key(i)
+		kid, ok := jk.KeyID()
+		var raw any
+		if !ok || jwk.Export(jk, &raw) != nil {
+			continue // a key without a kid, or of no type Go knows, verifies nothing
+		}
+		k.keys[kid] = raw
+	}
+	v.keys.Store(k)
+	return k, nil
 }
 
 // checkRevoked consults the revocation list held.
