@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -106,7 +105,12 @@ type Manager struct {
 	after func(time.Duration) <-chan time.Time
 	wake  atomic.Pointer[chan struct{}] // closed by Reconfigure: the scheduler looks again
 
-	mu      sync.Mutex // one transition at a time in this process
+	// Locks. None shared between key sets is held across store, custody
+	// or network I/O: a slow custody or store round trip of one key set
+	// stalls no other.
+	confMu  sync.Mutex // Start and Reconfigure: one change of settings at a time
+	setMu   sync.Map   // key set name -> *sync.Mutex: this process's writes of one key set, in order
+	pubMu   sync.Mutex // the listeners and current: in-memory work only
 	current atomic.Pointer[map[string]*keystore.KeySet]
 
 	waitMu     sync.Mutex
@@ -181,8 +185,8 @@ func (m *Manager) Policy(name string) (keystore.Policy, bool) {
 // the listeners. A stored key set whose algorithm differs from its config
 // is an error: keyd never silently replaces keys.
 func (m *Manager) Start(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.confMu.Lock()
+	defer m.confMu.Unlock()
 	conf, err := newSettings(slices.Collect(maps.Values(m.conf.Load().policies)))
 	if err != nil {
 		return err
@@ -228,7 +232,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 		ps, sets = append(ps, p), append(sets, ks)
 	}
-	if err := m.publishAll(ps, sets); err != nil {
+	m.pubMu.Lock()
+	err = m.publishAll(ps, sets)
+	m.pubMu.Unlock()
+	if err != nil {
 		return err
 	}
 	known := custodyRefs(sets)
@@ -256,9 +263,22 @@ func newSettings(policies []keystore.Policy) (*settings, error) {
 	return conf, nil
 }
 
+// lockSet serialises this process's writes of the key set called name
+// (a tick, a manual transition, its creation) and returns the unlock. It
+// is held across that key set's own store and custody calls, which keeps
+// its transitions, logs and events in order; other key sets never wait
+// for it.
+func (m *Manager) lockSet(name string) (unlock func()) {
+	v, _ := m.setMu.LoadOrStore(name, new(sync.Mutex))
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
 // load reads the key set of p from the store, creating it when it does not
-// exist yet, and checks it. Callers hold m.mu.
+// exist yet, and checks it.
 func (m *Manager) load(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
+	defer m.lockSet(p.Name)()
 	ks, err := m.store.Get(ctx, p.Name)
 	if errors.Is(err, keystore.ErrNotFound) {
 		ks, err = m.create(ctx, p)
@@ -278,74 +298,6 @@ func checkStored(p keystore.Policy, ks *keystore.KeySet) error {
 	return ks.Check()
 }
 
-// createAll makes the key sets of policies: keys are generated on as many
-// goroutines as there are processors (CPU work), and each key set is
-// written as soon as it is made, many writes in flight at once, so that
-// the store shares commits between them (bbolt batches concurrent writes
-// into one fsync; Vault's requests overlap). It stops at the first
-// failure; key sets written before it stay in the store and are found at
-// the next attempt.
-func (m *Manager) createAll(ctx context.Context, policies []keystore.Policy) (map[string]*keystore.KeySet, error) {
-	out := make(map[string]*keystore.KeySet, len(policies))
-	if len(policies) == 0 {
-		return out, nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var mu sync.Mutex
-	var firstErr error
-	fail := func(name string, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if firstErr == nil {
-			firstErr = fmt.Errorf("key set %s: %w", name, err)
-			cancel()
-		}
-	}
-	work := make(chan keystore.Policy)
-	writes := make(chan struct{}, maxCreateWrites) // writes in flight
-	var gen, put sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(policies)) {
-		gen.Go(func() {
-			for p := range work {
-				ks, err := m.generate(ctx, p)
-				if err != nil {
-					fail(p.Name, err)
-					continue
-				}
-				writes <- struct{}{}
-				put.Go(func() {
-					defer func() { <-writes }()
-					stored, err := m.storeNew(ctx, p, ks)
-					if err != nil {
-						fail(p.Name, err)
-						return
-					}
-					mu.Lock()
-					out[p.Name] = stored
-					mu.Unlock()
-				})
-			}
-		})
-	}
-	for _, p := range policies {
-		if ctx.Err() != nil {
-			break
-		}
-		work <- p
-	}
-	close(work)
-	gen.Wait()
-	put.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
-	}
-	return out, firstErr
-}
-
-// maxCreateWrites bounds the key set writes in flight while creating.
-const maxCreateWrites = 64
-
 // BatchListener is a Listener that can take many key sets in one call (at
 // start), building its state once instead of once per key set.
 type BatchListener interface {
@@ -355,7 +307,8 @@ type BatchListener interface {
 
 // publishAll loads every key set into every listener, in one call where
 // the listener takes batches, and records them as current, whatever
-// version is current already (publish checks that). Callers hold m.mu.
+// version is current already (publish checks that). Callers hold
+// m.pubMu.
 func (m *Manager) publishAll(ps []keystore.Policy, sets []*keystore.KeySet) error {
 	if err := m.admit(ps, sets); err != nil {
 		return err
@@ -393,8 +346,8 @@ func (m *Manager) Reconfigure(ctx context.Context, policies []keystore.Policy) e
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.confMu.Lock()
+	defer m.confMu.Unlock()
 	old := m.conf.Load()
 	for name, p := range old.policies {
 		np, ok := conf.policies[name]
@@ -404,29 +357,35 @@ func (m *Manager) Reconfigure(ctx context.Context, policies []keystore.Policy) e
 		case np.Algorithm != p.Algorithm:
 			return fmt.Errorf("key set %s: the algorithm cannot change from %s to %s; use a new key set name", name, p.Algorithm, np.Algorithm)
 		}
+		if err := keystore.CheckLegacy(np, (*m.current.Load())[name], m.now()); err != nil {
+			return err // a typo in legacy.kid: every token without a kid would fail
+		}
 	}
-	loaded := map[string]*keystore.KeySet{}
+	added := map[string]*keystore.KeySet{}
 	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
 		if _, ok := old.policies[name]; ok {
-			loaded[name] = (*m.current.Load())[name]
-			if err := keystore.CheckLegacy(conf.policies[name], loaded[name], m.now()); err != nil {
-				return err // a typo in legacy.kid: every token without a kid would fail
-			}
 			continue
 		}
-		ks, err := m.load(ctx, conf.policies[name])
+		ks, err := m.load(ctx, conf.policies[name]) // store and custody I/O: no shared lock held
 		if m.note(err) != nil {
 			return err
 		}
-		loaded[name] = ks
+		added[name] = ks
 	}
+	// The settings and every key set again, even at a version already
+	// loaded (its settings changed), as one step: a tick publishing
+	// meanwhile comes before it or after it, and is never undone by it.
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
 	m.conf.Store(conf)
-	// Every key set again, even at a version already loaded: its settings
-	// changed.
 	var ps []keystore.Policy
 	var sets []*keystore.KeySet
-	for _, name := range slices.Sorted(maps.Keys(loaded)) {
-		if ks := loaded[name]; ks != nil { // nil: not loaded yet (start-up still retrying)
+	for _, name := range slices.Sorted(maps.Keys(conf.policies)) {
+		ks, ok := added[name]
+		if !ok {
+			ks = (*m.current.Load())[name]
+		}
+		if ks != nil { // nil: not loaded yet (start-up still retrying)
 			ps, sets = append(ps, conf.policies[name]), append(sets, ks)
 		}
 	}
@@ -474,11 +433,7 @@ func (m *Manager) Refresh(ctx context.Context) error {
 		if m.note(err) != nil {
 			return err
 		}
-		m.mu.Lock()
-		p, _ := m.Policy(name)
-		err = m.publish(p, ks)
-		m.mu.Unlock()
-		if err != nil {
+		if err := m.publish(ks); err != nil {
 			refused = append(refused, err)
 		}
 	}
@@ -508,40 +463,6 @@ func (m *Manager) Poll(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (m *Manager) create(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
-	ks, err := m.generate(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	return m.storeNew(ctx, p, ks)
-}
-
-// generate makes a new key set's first two keys (CPU work: seconds for
-// RSA 4096).
-func (m *Manager) generate(ctx context.Context, p keystore.Policy) (*keystore.KeySet, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	now := m.now()
-	first, err := m.newKey(ctx, p, now)
-	if err != nil {
-		return nil, err
-	}
-	next, err := m.newKey(ctx, p, now)
-	if err != nil {
-		m.destroy(ctx, p, []keystore.Key{first})
-		return nil, err
-	}
-	ks, err := keystore.NewKeySet(p.Name, p.Algorithm, first, next, now)
-	if err == nil {
-		ks, _, err = certify(ks, p, now)
-	}
-	if err != nil {
-		m.destroy(ctx, p, []keystore.Key{first, next})
-	}
-	return ks, err
-}
-
 // certified logs and records the certificates a write issued.
 func (m *Manager) certified(ctx context.Context, name string, kids []string) {
 	for _, kid := range kids {
@@ -550,27 +471,16 @@ func (m *Manager) certified(ctx context.Context, name string, kids []string) {
 	}
 }
 
-// storeNew writes a new key set; if another replica created it first, its
-// key set is the one kept.
-func (m *Manager) storeNew(ctx context.Context, p keystore.Policy, ks *keystore.KeySet) (*keystore.KeySet, error) {
-	stored, err := m.store.Put(ctx, ks)
-	if errors.Is(err, keystore.ErrConflict) {
-		m.destroy(ctx, p, ks.Keys) // the other replica's keys are kept
-		return m.store.Get(ctx, ks.Name)
+// publish records ks as current and loads it into every listener with
+// its policy as configured now, unless that version (or a newer one) is
+// already current.
+func (m *Manager) publish(ks *keystore.KeySet) error {
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
+	p, ok := m.Policy(ks.Name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownKeySet, ks.Name)
 	}
-	if err != nil {
-		return nil, err
-	}
-	active, _ := ks.Active()
-	pending, _ := ks.Pending()
-	m.log.Info("created key set", "keyset", ks.Name, "algorithm", ks.Algorithm, "active_kid", active.ID, "pending_kid", pending.ID)
-	m.emit(Event{Kind: EventCreated, KeySet: ks.Name, KID: active.ID, Pending: pending.ID, Actor: actorOf(ctx)})
-	return stored, nil
-}
-
-// publish records ks as current and loads it into every listener, unless
-// that version (or a newer one) is already current. Callers hold m.mu.
-func (m *Manager) publish(p keystore.Policy, ks *keystore.KeySet) error {
 	if old, ok := (*m.current.Load())[ks.Name]; ok && ks.Version != 0 && old.Version >= ks.Version {
 		return nil
 	}

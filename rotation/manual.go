@@ -12,7 +12,7 @@ import (
 // this process's transitions serialised, it makes a fresh key (the new
 // pending key, if the transition needs one) before the write, then applies
 // apply to the stored state inside keystore.Update, and publishes the
-// result.
+// result. Only the key set's own lock is held meanwhile.
 func (m *Manager) transition(ctx context.Context, name string, apply func(ks *keystore.KeySet, next keystore.Key, now time.Time) (*keystore.KeySet, error)) (*keystore.KeySet, keystore.Key, error) {
 	return m.transitionWith(ctx, name, true, apply)
 }
@@ -32,8 +32,7 @@ func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool
 			return nil, keystore.Key{}, m.note(err)
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lockSet(name)()
 	var certified []string
 	var before *keystore.KeySet
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
@@ -60,7 +59,7 @@ func (m *Manager) transitionWith(ctx context.Context, name string, withNext bool
 	}
 	m.destroy(ctx, p, gone(before, ks))
 	m.certified(ctx, name, certified)
-	return ks, next, m.publish(p, ks)
+	return ks, next, m.publish(ks)
 }
 
 // Rotate makes the pending key active, retires the active key and

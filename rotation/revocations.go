@@ -122,7 +122,7 @@ func (m *Manager) loadRevocations(ctx context.Context, sets []*keystore.KeySet) 
 		if err != nil {
 			return err
 		}
-		if err := m.publish(p, moved); err != nil {
+		if err := m.publish(moved); err != nil {
 			return err
 		}
 		m.log.Info("moved the key set's revocations to entries of their own", "keyset", ks.Name, "tokens", len(in.Tokens), "subjects", len(in.Subjects))

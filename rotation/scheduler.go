@@ -30,9 +30,8 @@ const (
 // signing goes on meanwhile. Keys that left the store, or were revoked,
 // leave their custody after the write.
 func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	conf := m.conf.Load() // under m.mu: Reconfigure cannot change it meanwhile (a custody's key is made without it: checked after)
+	defer m.lockSet(name)()
+	conf := m.conf.Load() // Reconfigure may replace it meanwhile: the write checks
 	p, ok := conf.policies[name]
 	if !ok {
 		return Plan{}, fmt.Errorf("%w: %q", ErrUnknownKeySet, name)
@@ -43,7 +42,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 	if m.note(err) != nil {
 		return Plan{}, err
 	}
-	if err := m.publish(p, cur); err != nil { // pick up others' changes
+	if err := m.publish(cur); err != nil { // pick up others' changes
 		return Plan{}, err
 	}
 	plan := m.gated(Decide(cur, p, sched, m.now()), cur, m.now())
@@ -56,26 +55,16 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 
 	var next keystore.Key
 	if plan.Rotate {
-		if p.Custody != nil {
-			// A custody's key is a remote call: made without the lock, so
-			// that a slow custody stalls no other key set meanwhile.
-			m.mu.Unlock()
-			next, err = m.newKey(ctx, p, m.now())
-			m.mu.Lock()
-			if err == nil && m.conf.Load() != conf {
-				m.destroy(ctx, p, []keystore.Key{next})
-				return plan, nil // the settings changed meanwhile: the next tick decides anew
-			}
-		} else {
-			next, err = m.newKey(ctx, p, m.now())
-		}
-		if err != nil {
+		if next, err = m.newKey(ctx, p, m.now()); err != nil {
 			return plan, m.note(err)
 		}
 	}
 	var applied Plan
 	var before *keystore.KeySet
 	ks, err := keystore.Update(ctx, m.store, name, func(ks *keystore.KeySet) (*keystore.KeySet, error) {
+		if m.conf.Load() != conf {
+			return nil, errSettingsChanged // decided on settings a reload replaced
+		}
 		now := m.now()
 		before = ks
 		applied = m.gated(Decide(ks, p, sched, now), ks, now)
@@ -99,6 +88,10 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		out, applied.Certify, err = certify(out, p, now)
 		return out, err
 	})
+	if errors.Is(err, errSettingsChanged) {
+		m.destroy(ctx, p, []keystore.Key{next})
+		return plan, nil // the next tick decides anew (Reconfigure wakes it)
+	}
 	if m.note(err) != nil {
 		if notWritten(err) {
 			m.destroy(ctx, p, []keystore.Key{next})
@@ -109,7 +102,7 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		m.destroy(ctx, p, []keystore.Key{next}) // made for a rotation that did not happen
 	}
 	if applied.Idle() {
-		return applied, m.publish(p, ks)
+		return applied, m.publish(ks)
 	}
 	m.destroy(ctx, p, gone(before, ks))
 	if applied.Rotate {
@@ -122,8 +115,12 @@ func (m *Manager) Tick(ctx context.Context, name string) (Plan, error) {
 		m.emit(Event{Kind: EventDestroyed, KeySet: name, KID: kid, Actor: actorOf(ctx)})
 	}
 	m.certified(ctx, name, applied.Certify)
-	return applied, m.publish(p, ks)
+	return applied, m.publish(ks)
 }
+
+// errSettingsChanged ends a tick whose settings a reload replaced while it
+// ran: nothing is written.
+var errSettingsChanged = errors.New("the key set's settings changed during the tick")
 
 // logWait says once per pending key that a due rotation waits for it.
 func (m *Manager) logWait(name string, ks *keystore.KeySet, plan Plan) {
