@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -98,4 +99,24 @@ func post(url string, body []byte) error {
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// postAuth posts body with the bench's bearer token and returns the answer
+// (an error unless 200).
+func postAuth(url string, body []byte) ([]byte, error) {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, out)
+	}
+	return out, err
 }

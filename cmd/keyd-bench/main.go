@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -50,7 +51,7 @@ var (
 	baoBin     = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
 	rotateKS   = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
 	keysets    = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
-	only       = flag.String("only", "", "run only these sections, comma-separated: sign, batch, jwks, rotation, audit, transit, startup, revocations, custody, backup (empty: all)")
+	only       = flag.String("only", "", "run only these sections, comma-separated: sign, verify, batch, jwks, rotation, audit, transit, startup, revocations, custody, backup (empty: all)")
 	revs       = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
 	redisBin   = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
 	rounds     = flag.Int("rounds", 3, "the revocations section's rounds: each figure measured this many times on each keyd in turn")
@@ -110,6 +111,11 @@ func run() error {
 	body := []byte(`{"claims":{"sub":"alice","aud":"billing"},"ttl":"5m"}`)
 	if want("sign") {
 		singleSign(keyd, bare, body)
+	}
+	if want("verify") {
+		if err := verifyOverHTTP(keyd, bare, body); err != nil {
+			return err
+		}
 	}
 	if want("batch") {
 		batchSign(keyd)
@@ -195,6 +201,42 @@ func singleSign(keyd, bare *proc, body []byte) {
 		esRaw, esRaw+b.cpuPer, esRaw/(esRaw+b.cpuPer), bs.perSec, bs.cpuPer, esRaw/bs.cpuPer)
 	fmt.Printf("keyd ES256 against that signing handler: %.2f of its throughput, %.1f µs CPU/token more (auth, JSON, claims rules, metrics, logging)\n",
 		esRate/bs.perSec, esCPU-bs.cpuPer)
+}
+
+// verifyOverHTTP measures keyd's verify endpoint against the bare
+// handler doing the same raw verification of a token of the same claims,
+// and the raw verifier in process (the crypto limit).
+func verifyOverHTTP(keyd, bare *proc, body []byte) error {
+	fmt.Println("\nVerify over HTTP: keyd's endpoint vs the bare net/http handler with the raw verifier (both decode the request and answer the claims):")
+	fmt.Printf("%-6s %12s %12s | %12s %12s | %9s %9s | %s\n", "alg", "keyd req/s", "keyd µs/req", "bare req/s", "bare µs/req", "req/s", "CPU", "raw in process µs/token")
+	for _, alg := range []string{"ES256", "HS256"} {
+		ks := strings.ToLower(alg)
+		signed, err := postAuth(keyd.addr+"/v1/keysets/"+ks+"/sign", body)
+		if err != nil {
+			return err
+		}
+		var tok struct{ Token string }
+		if err := json.Unmarshal(signed, &tok); err != nil {
+			return fmt.Errorf("sign: %s", signed)
+		}
+		bareTok, err := fetch(bare.addr + "/token-" + ks)
+		if err != nil {
+			return err
+		}
+		keydReq, bareReq := []byte(`{"token":"`+tok.Token+`"}`), []byte(`{"token":"`+string(bareTok)+`"}`)
+		// Both must find their token valid: an answer of invalid is a 200 too.
+		for url, req := range map[string][]byte{keyd.addr + "/v1/keysets/" + ks + "/verify": keydReq, bare.addr + "/verify-" + ks: bareReq} {
+			if out, err := postAuth(url, req); err != nil || !bytes.Contains(out, []byte(`"valid":true`)) {
+				return fmt.Errorf("%s: %s %v", url, out, err)
+			}
+		}
+		k := load(keyd, "POST", "/v1/keysets/"+ks+"/verify", keydReq, 1)
+		b := load(bare, "POST", "/verify-"+ks, bareReq, 1)
+		raw := rawVerify(alg)
+		fmt.Printf("%-6s %12.0f %12.1f | %12.0f %12.1f | %9.2f %9.2f | %.1f\n", alg, k.perSec, k.cpuPer, b.perSec, b.cpuPer, k.perSec/b.perSec, b.cpuPer/k.cpuPer, raw.cpuPer)
+	}
+	fmt.Println("(ratios keyd/bare: throughput, and bare CPU per request over keyd's)")
+	return nil
 }
 
 // batchSign measures sign-batch of 100 ES256 items against the raw signer.

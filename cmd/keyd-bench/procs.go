@@ -187,6 +187,25 @@ func bareServer([]string) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = fmt.Fprintf(w, `{"token":%q}`+"\n", es256.token(make([]byte, 16)))
 	})
+	// The bare verify endpoint: the raw verifier behind a handler that
+	// decodes {"token": ...} and answers the claims, as keyd's does.
+	for _, alg := range []string{"ES256", "HS256"} {
+		v := newRawVerifier(alg)
+		tok := v.tokens.token(make([]byte, 16))
+		mux.HandleFunc("GET /token-"+strings.ToLower(alg), func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, tok) })
+		mux.HandleFunc("POST /verify-"+strings.ToLower(alg), func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Token string `json:"token"`
+			}
+			if json.NewDecoder(r.Body).Decode(&req) != nil {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			claims, ok := v.claims(req.Token)
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"valid": ok, "claims": claims})
+		})
+	}
 	mux.HandleFunc("POST /set-jwks", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		jwks.Store(&b)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -12,8 +13,11 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"math/big"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +31,15 @@ import (
 // least a signer must do: encode claims with a fresh jti, encode, sign.
 func rawSign(alg string) result {
 	raw := newRawTokens(alg)
+	return onEveryCore(func() func() {
+		jti := make([]byte, 16)
+		return func() { _ = raw.token(jti) }
+	})
+}
+
+// onEveryCore runs an op made by newOp on every processor (one each) for
+// the duration and returns their rate and the process's CPU per op.
+func onEveryCore(newOp func() (op func())) result {
 	var count atomic.Int64
 	var ru0, ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
@@ -35,9 +48,9 @@ func rawSign(alg string) result {
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			jti := make([]byte, 16)
+			op := newOp()
 			for time.Now().Before(stop) {
-				_ = raw.token(jti)
+				op()
 				count.Add(1)
 			}
 		})
@@ -89,28 +102,92 @@ func p256RS(der []byte) []byte {
 }
 
 func rawSigner(alg string) func([]byte) []byte {
+	sign, _ := rawKeys(alg)
+	return sign
+}
+
+// rawKeys returns a signer and a verifier of alg over one new key: the
+// standard library alone.
+func rawKeys(alg string) (sign func([]byte) []byte, verify func(input, sig []byte) bool) {
 	switch alg {
 	case "ES256":
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		return func(in []byte) []byte {
-			d := sha256.Sum256(in)
-			der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
-			return p256RS(der)
-		}
+				d := sha256.Sum256(in)
+				der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
+				return p256RS(der)
+			}, func(in, sig []byte) bool {
+				d := sha256.Sum256(in)
+				return len(sig) == 64 && ecdsa.Verify(&k.PublicKey, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+			}
 	case "EdDSA":
-		_, k, _ := ed25519.GenerateKey(rand.Reader)
-		return func(in []byte) []byte { return ed25519.Sign(k, in) }
+		pub, k, _ := ed25519.GenerateKey(rand.Reader)
+		return func(in []byte) []byte { return ed25519.Sign(k, in) }, func(in, sig []byte) bool { return ed25519.Verify(pub, in, sig) }
 	case "HS256":
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)
-		return func(in []byte) []byte { m := hmac.New(sha256.New, secret); m.Write(in); return m.Sum(nil) }
+		mac := func(in []byte) []byte { m := hmac.New(sha256.New, secret); m.Write(in); return m.Sum(nil) }
+		return mac, func(in, sig []byte) bool { return hmac.Equal(mac(in), sig) }
 	case "RS256":
 		k, _ := rsa.GenerateKey(rand.Reader, 2048)
 		return func(in []byte) []byte {
-			d := sha256.Sum256(in)
-			sig, _ := rsa.SignPKCS1v15(nil, k, 5 /* crypto.SHA256 */, d[:])
-			return sig
-		}
+				d := sha256.Sum256(in)
+				sig, _ := rsa.SignPKCS1v15(nil, k, crypto.SHA256, d[:])
+				return sig
+			}, func(in, sig []byte) bool {
+				d := sha256.Sum256(in)
+				return rsa.VerifyPKCS1v15(&k.PublicKey, crypto.SHA256, d[:], sig) == nil
+			}
 	}
 	panic("unknown algorithm " + alg)
+}
+
+// rawVerifier makes tokens of alg as rawTokens does and verifies them as
+// the least a verifier does: the signature over the signing input, the
+// claims decoded into a map, exp read.
+type rawVerifier struct {
+	tokens *rawTokens
+	verify func(input, sig []byte) bool
+}
+
+func newRawVerifier(alg string) *rawVerifier {
+	sign, verify := rawKeys(alg)
+	t := newRawTokens(alg)
+	t.sign = sign
+	return &rawVerifier{tokens: t, verify: verify}
+}
+
+func (v *rawVerifier) claims(tok string) (map[string]any, bool) {
+	dot1, dot2 := strings.IndexByte(tok, '.'), strings.LastIndexByte(tok, '.')
+	if dot1 < 0 || dot1 == dot2 {
+		return nil, false
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(tok[dot2+1:])
+	if err != nil || !v.verify([]byte(tok[:dot2]), sig) {
+		return nil, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(tok[dot1+1 : dot2])
+	if err != nil {
+		return nil, false
+	}
+	var claims map[string]any
+	if json.Unmarshal(payload, &claims) != nil {
+		return nil, false
+	}
+	exp, ok := claims["exp"].(float64)
+	return claims, ok && exp > float64(time.Now().Unix())
+}
+
+// rawVerify verifies one token of alg in this process on every core for
+// the duration: the crypto limit of a verifier.
+func rawVerify(alg string) result {
+	v := newRawVerifier(alg)
+	tok := v.tokens.token(make([]byte, 16))
+	return onEveryCore(func() func() {
+		return func() {
+			if _, ok := v.claims(tok); !ok {
+				panic("the raw verifier refused its own token")
+			}
+		}
+	})
 }
