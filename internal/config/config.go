@@ -177,8 +177,6 @@ type KeySet struct {
 	Certificates Certificates `yaml:"certificates"`
 	// Custody keeps the key set's private keys outside keyd (Vault Transit).
 	Custody Custody `yaml:"custody"`
-
-	authority keystore.Certifier // loaded by Validate from Certificates
 }
 
 // Legacy names the imported key that verifies tokens without a kid.
@@ -560,7 +558,6 @@ func (c *Config) Policies() []keystore.Policy {
 			MaxRevocations: ks.MaxRevocations,
 			RefreshTTL:     ks.Refresh.TTL,
 			Legacy:         keystore.LegacyPolicy{KID: ks.Legacy.KID, Until: ks.Legacy.Until, AllowMissingExp: ks.Legacy.AllowMissingExp},
-			Certificates:   ks.authority,
 		}
 	}
 	return out

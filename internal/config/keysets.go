@@ -11,9 +11,6 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/keyd-dev/keyd/certs"
-	"github.com/keyd-dev/keyd/custody/pkcs11"
-	"github.com/keyd-dev/keyd/internal/secretfile"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/rotation"
 )
@@ -163,7 +160,7 @@ func (c *Config) validateCustody(f string, ks KeySet, bad func(field, format str
 		switch {
 		case cu.MaxInFlight != 0:
 			bad(f+".max_in_flight", "is for vault_transit; a PKCS#11 token's sessions are crypto11's pool")
-		case !validateToken(f, f+".type", cu.Module, cu.TokenLabel, cu.PINFile, "the keys", bad):
+		case !validateToken(f, cu.Module, cu.TokenLabel, "the keys", bad):
 		case ks.Algorithm == string(keystore.EdDSA):
 			bad(f+".type", "pkcs11 custody holds ES256/384/512, RS*, PS* and HS* keys, not EdDSA (crypto11 has no EdDSA): use ES256, or vault_transit")
 		case ks.Certificates.SelfSigned:
@@ -189,7 +186,7 @@ func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, form
 		bad(f, "%s key sets publish no public keys to certify", ks.Algorithm)
 		return
 	}
-	validity := cmp.Or(cs.Validity, DefaultCertificateValidity)
+	validity := cs.ValidityOrDefault()
 	if need := 3 * (ks.JWKSMaxAge + c.pollInterval()); validity < max(need, time.Hour) {
 		bad(f+".validity", "must be at least 1h and 3 x jwks_max_age (%v): a certificate is renewed with a third of its validity left, which must outlast every cached JWKS; got %v", need, validity)
 		return
@@ -197,45 +194,30 @@ func (c *Config) validateCertificates(f string, ks *KeySet, bad func(field, form
 	switch {
 	case cs.SelfSigned && (cs.CACertFile != "" || cs.CAKeyFile != ""):
 		bad(f+".self_signed", "excludes ca_cert_file and ca_key_file: certificates are self-signed or signed by the CA, not both")
-	case cs.SelfSigned:
-		a := certs.SelfSigned(validity)
-		a.Imported = cs.Imported
-		ks.authority = a
-	case cs.CACertFile == "" || cs.CAKeyFile == "":
+	case !cs.SelfSigned && (cs.CACertFile == "" || cs.CAKeyFile == ""):
 		bad(f, "ca_cert_file and ca_key_file go together (or self_signed: true)")
-	default:
-		a, err := certs.Load(cs.CACertFile, cs.CAKeyFile, validity)
-		if err != nil {
-			bad(f, "%v", err)
-			return
-		}
-		a.Imported = cs.Imported
-		ks.authority = a
 	}
 }
 
-// validateToken checks the settings of a PKCS#11 token under f (chosen by
-// the field typeField): this keyd has PKCS#11, a module, a token label,
-// and an owner-only PIN file when one is named. It reports whether they
+// ValidityOrDefault is how long the key set's certificates are valid:
+// validity, or DefaultCertificateValidity.
+func (cs Certificates) ValidityOrDefault() time.Duration {
+	return cmp.Or(cs.Validity, DefaultCertificateValidity)
+}
+
+// validateToken checks the settings of a PKCS#11 token under f: a module
+// and a token label (whether this keyd has PKCS#11, and the PIN file's
+// mode, are the daemon's checks: config is data). It reports whether they
 // are whole. holds says what the token holds, for the messages.
-func validateToken(f, typeField, module, label, pinFile, holds string, bad func(field, format string, args ...any)) bool {
+func validateToken(f, module, label, holds string, bad func(field, format string, args ...any)) bool {
 	ok := true
 	switch {
-	case !pkcs11.Available:
-		bad(typeField, "%v", pkcs11.ErrNotBuilt)
-		ok = false
 	case module == "":
 		bad(f+".module", "is required: the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
 		ok = false
 	case label == "":
 		bad(f+".token_label", "is required: the label of the token holding %s", holds)
 		ok = false
-	}
-	if pinFile != "" {
-		if err := secretfile.Check(pinFile); err != nil {
-			bad(f+".pin_file", "%v", err)
-			ok = false
-		}
 	}
 	return ok
 }

@@ -58,7 +58,7 @@ func (f File) validateMasterKey(bad func(field, format string, args ...any)) {
 		if m.Mount != "" || m.Vault != (VaultConn{}) {
 			bad(p+".wrapped_by", "is pkcs11: mount and vault are for vault_transit")
 		} else {
-			validateToken(p, p+".wrapped_by", m.Module, m.TokenLabel, m.PINFile, "the wrapping key", bad)
+			validateToken(p, m.Module, m.TokenLabel, "the wrapping key", bad)
 		}
 	default:
 		bad(p+".wrapped_by", "%q is not supported (want vault_transit or pkcs11)", m.WrappedBy)

@@ -74,16 +74,6 @@ func (d *daemon) custodyHealth() (string, error) {
 	return "", nil
 }
 
-// policies returns cfg's key set policies, each with its custody (opened
-// at start: a custody changes only at a restart).
-func policies(cfg *config.Config, custodies map[string]keystore.Custody) []keystore.Policy {
-	ps := cfg.Policies()
-	for i, ks := range cfg.KeySets {
-		ps[i].Custody = custodies[ks.Name]
-	}
-	return ps
-}
-
 // custodies lists the key sets whose custody differs between a and b:
 // keys already held by a custody need it to sign, so it changes only at a
 // restart (and then, keys held by a custody no longer configured refuse to

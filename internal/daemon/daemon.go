@@ -251,8 +251,12 @@ func (d *daemon) loadKeySets(ctx context.Context) error {
 	if len(d.publishers) > 0 {
 		gate = d.publishers.Held
 	}
+	ps, err := policies(d.cfg, d.custodies)
+	if err != nil {
+		return err
+	}
 	d.mgr = rotation.NewManager(rotation.Options{Gate: gate,
-		Store: d.met.Store(d.store), Policies: policies(d.cfg, d.custodies), Generator: d.o.Generator, Now: d.o.Now,
+		Store: d.met.Store(d.store), Policies: ps, Generator: d.o.Generator, Now: d.o.Now,
 		Logger: d.log, Listeners: []rotation.Listener{d.sg, d.pub}, Events: events,
 		TokenState: tokens, Revocations: d.sg.Revocations(), Refused: d.met.KeyRefused, Rejected: d.met.TokenStateRejected,
 	})

@@ -132,6 +132,10 @@ func CheckConfig(cfg *config.Config, getenv func(string) string) error {
 			errs = append(errs, checkCAFile("storage.token_state.tls_ca_file", ts.TLSCAFile))
 		}
 	}
+	if _, err := policies(cfg, nil); err != nil {
+		errs = append(errs, err) // the certificate authorities' CA files
+	}
+	errs = append(errs, checkTokens(cfg)...)
 	if cfg.TLS.On() {
 		if err := (&tlsconf.Server{}).Load(cfg.TLS); err != nil {
 			errs = append(errs, err)

@@ -69,6 +69,10 @@ func (r *reloader) apply(ctx context.Context) error {
 	if fields := restartOnly(r.cur, next); len(fields) > 0 {
 		return fmt.Errorf("%s changed: that needs a restart", strings.Join(fields, ", "))
 	}
+	ps, err := policies(next, r.custodies) // reads the CA files anew
+	if err != nil {
+		return err
+	}
 	var tlsConfig *tls.Config
 	if next.TLS.On() {
 		if tlsConfig, err = tlsconf.Build(next.TLS); err != nil {
@@ -82,7 +86,7 @@ func (r *reloader) apply(ctx context.Context) error {
 	if err := r.pub.SetIssuer(next.IssuerURL); err != nil {
 		return err
 	}
-	if err := r.mgr.Reconfigure(ctx, policies(next, r.custodies)); err != nil {
+	if err := r.mgr.Reconfigure(ctx, ps); err != nil {
 		_ = r.pub.SetIssuer(r.cur.IssuerURL) // renders what it rendered before
 		return err
 	}
