@@ -120,3 +120,21 @@ func postAuth(url string, body []byte) ([]byte, error) {
 	}
 	return out, err
 }
+
+// medianResult is the median of each figure of rs, taken separately.
+func medianResult(rs []result) result {
+	med := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return result{
+		perSec: med(func(r result) float64 { return r.perSec }),
+		cpuPer: med(func(r result) float64 { return r.cpuPer }),
+		p50:    time.Duration(med(func(r result) float64 { return float64(r.p50) })),
+		p99:    time.Duration(med(func(r result) float64 { return float64(r.p99) })),
+	}
+}
