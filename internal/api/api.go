@@ -411,8 +411,8 @@ func (s *server) authenticated(scope func(*http.Request) string, next http.Handl
 			writeError(w, errorf("forbidden", "caller %q lacks scope %q", p.Name, want))
 			return
 		}
-		if rec, ok := w.(*statusRecorder); ok {
-			rec.principal = p
+		if info := requestOf(r); info != nil {
+			info.principal = p
 		}
 		next(w, r)
 	}
@@ -427,18 +427,33 @@ func (s *server) admin(next http.HandlerFunc) http.HandlerFunc {
 }
 
 // statusRecorder is what every handler writes to: it keeps the status for
-// the request log and the authenticated caller for the handler.
+// the request log. Its info rides in the request's context (requestOf),
+// allocated with it.
 type statusRecorder struct {
 	http.ResponseWriter
-	status    int
-	principal *Principal
-	route     *metrics.Route // nil until a route matched
+	status int
+	route  *metrics.Route // nil until a route matched
+	info   requestInfo
 }
 
-// caller names the authenticated caller of the request w answers, or "".
-func caller(w http.ResponseWriter) string {
-	if rec, ok := w.(*statusRecorder); ok && rec.principal != nil {
-		return rec.principal.Name
+// requestInfo is what the API learns of a request as it goes, kept in
+// its context: the authenticated caller.
+type requestInfo struct {
+	principal *Principal
+}
+
+type requestKey struct{}
+
+// requestOf returns the info of r, nil outside the API's middleware.
+func requestOf(r *http.Request) *requestInfo {
+	info, _ := r.Context().Value(requestKey{}).(*requestInfo)
+	return info
+}
+
+// caller names the authenticated caller of r, or "".
+func caller(r *http.Request) string {
+	if info := requestOf(r); info != nil && info.principal != nil {
+		return info.principal.Name
 	}
 	return ""
 }
@@ -467,6 +482,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, route: s.unmatched}
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, &rec.info))
 		next.ServeHTTP(rec, r)
 		rec.route.Observe(rec.status, time.Since(start))
 		// Debug: sign and verify are the hot path. Rotations and
@@ -479,7 +495,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		}
 		if s.Logger.Enabled(r.Context(), level) { // spare the hot path the arguments
 			s.Logger.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-				"duration", time.Since(start), "caller", caller(rec))
+				"duration", time.Since(start), "caller", caller(r))
 		}
 	})
 }

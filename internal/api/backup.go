@@ -32,7 +32,7 @@ func (s *server) backup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf("bad_request", "%v", err))
 		return
 	}
-	rec := audit.Record{Event: audit.EventBackup, Caller: caller(w), Remote: r.RemoteAddr, Detail: "recipients: " + strings.Join(req.Recipients, " ")}
+	rec := audit.Record{Event: audit.EventBackup, Caller: caller(r), Remote: r.RemoteAddr, Detail: "recipients: " + strings.Join(req.Recipients, " ")}
 	if err := s.Audit.Record(rec); err != nil {
 		s.fail(w, r, err)
 		return

@@ -120,7 +120,7 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.Logger.Info("config reload requested", "caller", caller(w))
+	s.Logger.Info("config reload requested", "caller", caller(r))
 	if err := s.Reload(r.Context()); err != nil {
 		s.fail(w, r, errorf("reload_refused", "%s", err.Error()))
 		return
@@ -176,7 +176,7 @@ func signedRecord(w http.ResponseWriter, r *http.Request, keyset string, claims 
 	return audit.Record{
 		Event: audit.EventTokenSigned, KeySet: keyset, KID: tok.KID, JTI: tok.JTI,
 		Sub: audit.Claim(claims["sub"]), Aud: audit.Claim(claims["aud"]), Exp: tok.ExpiresAt.Unix(),
-		Caller: caller(w), Remote: r.RemoteAddr,
+		Caller: caller(r), Remote: r.RemoteAddr,
 	}
 }
 
@@ -314,7 +314,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 	})
 	if errors.Is(err, signer.ErrInvalidToken) {
 		s.Audit.Note(audit.Record{Event: audit.EventVerifyFailed, KeySet: name, Reason: signer.Code(err),
-			KID: signer.KeyID(err), Caller: caller(w), Remote: r.RemoteAddr})
+			KID: signer.KeyID(err), Caller: caller(r), Remote: r.RemoteAddr})
 		// An invalid token is an answer, not an error: 200 either way.
 		writeJSON(w, http.StatusOK, verifyResponse{Valid: false, Code: signer.Code(err), Error: err.Error()})
 		return
@@ -389,9 +389,9 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	if req.Force {
-		s.Logger.Warn("forced rotation requested", "keyset", name, "caller", caller(w))
+		s.Logger.Warn("forced rotation requested", "keyset", name, "caller", caller(r))
 	}
-	ks, err := s.Manager.Rotate(rotation.WithActor(r.Context(), caller(w)), name, req.Force)
+	ks, err := s.Manager.Rotate(rotation.WithActor(r.Context(), caller(r)), name, req.Force)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -406,8 +406,8 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, kid := r.PathValue("name"), r.PathValue("kid")
-	s.Logger.Warn("revocation requested", "keyset", name, "kid", kid, "caller", caller(w))
-	ks, err := s.Manager.Revoke(rotation.WithActor(r.Context(), caller(w)), name, kid)
+	s.Logger.Warn("revocation requested", "keyset", name, "kid", kid, "caller", caller(r))
+	ks, err := s.Manager.Revoke(rotation.WithActor(r.Context(), caller(r)), name, kid)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -68,7 +68,7 @@ func (s *server) importKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ctx := rotation.WithActor(r.Context(), caller(w))
+	ctx := rotation.WithActor(r.Context(), caller(r))
 	ks, err := s.Manager.Import(ctx, name, keys, state, req.Force)
 	if err != nil {
 		s.fail(w, r, err)

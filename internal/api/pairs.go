@@ -44,8 +44,8 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	p, err := s.Refresh.Refresh(r.Context(), name, req.RefreshToken)
 	if errors.Is(err, refresh.ErrReused) {
-		s.Logger.Warn("refresh token reuse: every refresh token of that login is revoked", "keyset", name, "caller", caller(w))
-		s.Audit.Note(audit.Record{Event: audit.EventRefreshReused, KeySet: name, Caller: caller(w), Remote: r.RemoteAddr})
+		s.Logger.Warn("refresh token reuse: every refresh token of that login is revoked", "keyset", name, "caller", caller(r))
+		s.Audit.Note(audit.Record{Event: audit.EventRefreshReused, KeySet: name, Caller: caller(r), Remote: r.RemoteAddr})
 	}
 	var claims signer.Claims
 	if p != nil {

@@ -63,7 +63,7 @@ func (s *server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf("bad_request", "reason is longer than %d bytes", maxReason))
 		return
 	}
-	ctx := rotation.WithActor(r.Context(), caller(w))
+	ctx := rotation.WithActor(r.Context(), caller(r))
 	now := s.Manager.Now()
 	if req.Sub != "" {
 		// Its access tokens, then its logins: a refresh after this answers
@@ -154,8 +154,8 @@ func (s *server) revokeLogin(w http.ResponseWriter, r *http.Request, name string
 		s.fail(w, r, err)
 		return
 	}
-	s.Logger.Info("revoked a refresh login", "keyset", name, "caller", caller(w))
-	s.Audit.Note(audit.Record{Event: audit.EventLoginRevoked, KeySet: name, Caller: caller(w), Remote: r.RemoteAddr, Reason: req.Reason})
+	s.Logger.Info("revoked a refresh login", "keyset", name, "caller", caller(r))
+	s.Audit.Note(audit.Record{Event: audit.EventLoginRevoked, KeySet: name, Caller: caller(r), Remote: r.RemoteAddr, Reason: req.Reason})
 	s.writeRevocations(w, r, name, map[string]any{"login": login.ID, "sub": login.Subject, "logged_in_at": login.LoggedInAt})
 }
 

@@ -72,7 +72,7 @@ func (s *server) importRevocations(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(ImportTimeout))
 	_ = rc.SetWriteDeadline(time.Now().Add(ImportTimeout))
-	ctx := rotation.WithActor(r.Context(), caller(w))
+	ctx := rotation.WithActor(r.Context(), caller(r))
 	now := s.Manager.Now().UTC()
 	end := p.TokensEndBy(ks, now).Add(p.Leeway)  // a jti's exp may reach this
 	subjectsUntil := p.RevocationsEndBy(ks, now) // a subject's entry lives this long
