@@ -1,10 +1,10 @@
 // Package tokenstate keeps what keyd knows of tokens in flight besides
 // their keys: their revocations, one entry each, so that a revocation is
-// written in O(1) whatever the number in force (they used to live inside
-// the key set's document, rewritten whole by every revocation).
+// written in O(1) whatever the number in force.
 //
 // Store is what an engine provides: the key store's own records
-// (tokenstate/records, the default: bbolt or Vault) or, later, Redis.
+// (tokenstate/records, the default: bbolt or Vault) or Redis
+// (tokenstate/redis).
 // Every engine passes tokenstatetest.Run. Index is the copy in memory that
 // every replica checks per verification: a map lookup, never a store read.
 package tokenstate
