@@ -45,18 +45,19 @@ var masterKey = func() string {
 }()
 
 var (
-	keydBin    = flag.String("keyd", "./keyd", "keyd binary to start")
-	duration   = flag.Duration("duration", 4*time.Second, "length of each measurement")
-	conns      = flag.Int("conns", 32, "concurrent connections (keep-alive)")
-	baoBin     = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
-	rotateKS   = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
-	keysets    = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
-	only       = flag.String("only", "", "run only these sections, comma-separated: sign, verify, batch, jwks, rotation, audit, transit, startup, revocations, custody, backup (empty: all)")
-	revs       = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
-	redisBin   = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
-	rounds     = flag.Int("rounds", 3, "the revocations section's rounds: each figure measured this many times on each keyd in turn")
-	backupN    = flag.Int("backup", 0, "also measure a backup and a restore of 1,000 key sets and this many revocations and logins (e.g. 1000000); 0: skip")
-	revEngines = flag.String("revocation-engines", "", "the revocations section's engines, comma-separated: bbolt, redis (empty: bbolt, and redis with --redis)")
+	keydBin      = flag.String("keyd", "./keyd", "keyd binary to start")
+	duration     = flag.Duration("duration", 4*time.Second, "length of each measurement")
+	conns        = flag.Int("conns", 32, "concurrent connections (keep-alive)")
+	baoBin       = flag.String("bao", "", "OpenBao binary (scripts/dev-vault.sh build) to compare transit signing with; empty: skip")
+	rotateKS     = flag.String("rotate", "rs4096", "key set to rotate back to back while measuring signing latency (rs4096: RSA-4096; none: the control)")
+	keysets      = flag.Int("keysets", 0, "also measure the start-up of this many key sets (e.g. 1000); 0: skip")
+	only         = flag.String("only", "", "run only these sections, comma-separated: sign, verify, batch, jwks, rotation, audit, transit, startup, revocations, custody, backup (empty: all)")
+	revs         = flag.Int("revocations", 0, "also measure keyd with none and with this many revocations in force (e.g. 1000000); 0: skip")
+	verifyRounds = flag.Int("verify-rounds", 5, "the verify section's rounds: keyd and the bare handler measured this many times each, taking turns")
+	redisBin     = flag.String("redis", "", "redis-server binary: the revocations section measures the Redis engine too; empty: bbolt only")
+	rounds       = flag.Int("rounds", 3, "the revocations section's rounds: each figure measured this many times on each keyd in turn")
+	backupN      = flag.Int("backup", 0, "also measure a backup and a restore of 1,000 key sets and this many revocations and logins (e.g. 1000000); 0: skip")
+	revEngines   = flag.String("revocation-engines", "", "the revocations section's engines, comma-separated: bbolt, redis (empty: bbolt, and redis with --redis)")
 )
 
 func main() {
@@ -232,16 +233,16 @@ func verifyOverHTTP(keyd, bare *proc, body []byte) error {
 		}
 		// Rounds taking turns, the median of each figure: the machine is
 		// shared, and a burst of noise lands on one round, not on one side.
-		var ks3, bs3 []result
-		for range 3 {
-			ks3 = append(ks3, load(keyd, "POST", "/v1/keysets/"+ks+"/verify", keydReq, 1))
-			bs3 = append(bs3, load(bare, "POST", "/verify-"+ks, bareReq, 1))
+		var kr, br []result
+		for range *verifyRounds {
+			kr = append(kr, load(keyd, "POST", "/v1/keysets/"+ks+"/verify", keydReq, 1))
+			br = append(br, load(bare, "POST", "/verify-"+ks, bareReq, 1))
 		}
-		k, b := medianResult(ks3), medianResult(bs3)
+		k, b := medianResult(kr), medianResult(br)
 		raw := rawVerify(alg)
 		fmt.Printf("%-6s %12.0f %12.1f | %12.0f %12.1f | %9.2f %9.2f | %.1f\n", alg, k.perSec, k.cpuPer, b.perSec, b.cpuPer, k.perSec/b.perSec, b.cpuPer/k.cpuPer, raw.cpuPer)
 	}
-	fmt.Println("(ratios keyd/bare: throughput, and bare CPU per request over keyd's; medians of 3 rounds taking turns)")
+	fmt.Println("(ratios keyd/bare: throughput, and bare CPU per request over keyd's; medians of --verify-rounds rounds taking turns)")
 	return nil
 }
 
