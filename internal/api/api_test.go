@@ -226,7 +226,7 @@ func TestSignHandlerAllocations(t *testing.T) {
 			t.Fatalf("%d %s", code, out)
 		}
 	})
-	const max = 67
+	const max = 59
 	t.Logf("%v allocations per sign request", got)
 	if got > max {
 		t.Errorf("%v allocations per sign request, want at most %d", got, max)
