@@ -70,15 +70,7 @@ func TestPyJWTMapping(t *testing.T) {
 	}
 	n := now.Unix()
 	claims := func(extra map[string]any) map[string]any {
-		m := map[string]any{"exp": n + 300, "iat": n, "iss": "https://keyd.test", "aud": "billing", "sub": "alice"}
-		for k, v := range extra {
-			if v == nil {
-				delete(m, k)
-			} else {
-				m[k] = v
-			}
-		}
-		return m
+		return amend(map[string]any{"exp": n + 300, "iat": n, "iss": "https://keyd.test", "aud": "billing", "sub": "alice"}, extra)
 	}
 	good := forge(claims(nil))
 	parts := strings.Split(good, ".")

@@ -40,15 +40,7 @@ func TestVerifyCodes(t *testing.T) {
 		return tok
 	}
 	base := func(extra map[string]any) map[string]any {
-		m := map[string]any{"exp": now + 60, "iat": now, "sub": "alice", "iss": "https://keyd.test", "aud": []string{"billing", "ledger"}}
-		for k, v := range extra {
-			if v == nil {
-				delete(m, k)
-			} else {
-				m[k] = v
-			}
-		}
-		return m
+		return amend(map[string]any{"exp": now + 60, "iat": now, "sub": "alice", "iss": "https://keyd.test", "aud": []string{"billing", "ledger"}}, extra)
 	}
 	good := forge(base(nil), "at+jwt")
 	full := signer.Expect{Audience: []string{"ledger", "other"}, Issuer: "https://keyd.test", Subject: "alice", Type: "AT+JWT", RequiredClaims: []string{"sub"}}
@@ -167,4 +159,16 @@ func forgeRaw(t *testing.T, secret []byte, kid, payload string) string {
 // unprotected header holding dots, which jws.Parse accepts.
 func jsonSerialized(parts []string) string {
 	return fmt.Sprintf(`{"payload":%q,"signatures":[{"protected":%q,"header":{"x":"a.b.c"},"signature":%q}]}`, parts[1], parts[0], parts[2])
+}
+
+// amend sets the claims of extra in m, and deletes those extra sets to nil.
+func amend(m, extra map[string]any) map[string]any {
+	for k, v := range extra {
+		if v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+	}
+	return m
 }
