@@ -26,6 +26,10 @@ type MAC interface {
 type Verified struct {
 	KID    string
 	Claims map[string]any
+	// ClaimsJSON is the token's claims as it carries them: one JSON
+	// object, checked as strictly as Claims was decoded, for answers that
+	// echo them without encoding the map again.
+	ClaimsJSON []byte
 	// Legacy: the token had no kid and verified with the legacy key.
 	Legacy bool
 }
@@ -120,7 +124,7 @@ func Check(token string, alg jwa.SignatureAlgorithm, key func(kid string) (any, 
 			return nil, err
 		}
 	}
-	return &Verified{KID: kid, Claims: claims, Legacy: legacy}, nil
+	return &Verified{KID: kid, Claims: claims, ClaimsJSON: payload, Legacy: legacy}, nil
 }
 
 // Revoked is a set of revoked tokens as a verifier holds it from a

@@ -323,7 +323,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, verifyResponse{Valid: true, Claims: v.Claims, KID: v.KID})
+	writeJSON(w, http.StatusOK, verifiedResponse{Valid: true, Claims: v.ClaimsJSON, KID: v.KID})
 }
 
 func (s *server) viewOf(ks *keystore.KeySet, p keystore.Policy) KeySetView {

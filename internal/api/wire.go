@@ -1,6 +1,10 @@
 package api
 
-import "github.com/keyd-dev/keyd/client"
+import (
+	"encoding/json"
+
+	"github.com/keyd-dev/keyd/client"
+)
 
 // The API's answers are the client package's wire types, so that the
 // daemon and its Go client cannot drift apart.
@@ -17,3 +21,12 @@ type (
 	RevokedSubjectView = client.RevokedSubject
 	verifyResponse     = client.Verification
 )
+
+// verifiedResponse is a valid verifyResponse with the claims as the token
+// carries them (the same JSON object, already checked), not encoded again
+// from their map.
+type verifiedResponse struct {
+	Valid  bool            `json:"valid"`
+	Claims json.RawMessage `json:"claims"`
+	KID    string          `json:"kid,omitempty"`
+}
