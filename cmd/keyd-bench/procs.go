@@ -24,6 +24,9 @@ import (
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
+	// timeouts is the bare server's second address, whose http.Server
+	// has keyd's timeouts (the same handlers).
+	timeouts string
 }
 
 func (p *proc) stop() {
@@ -130,7 +133,7 @@ func startProc(cmd *exec.Cmd, msg string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	exited := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -138,16 +141,23 @@ func startProc(cmd *exec.Cmd, msg string) (*proc, error) {
 		last := ""
 		for sc.Scan() {
 			last = sc.Text()
-			var rec struct{ Msg, Addr string }
+			var rec struct {
+				Msg, Addr string
+				Timeouts  string `json:"addr_timeouts"`
+			}
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == msg {
-				addr <- rec.Addr
+				addr <- [2]string{rec.Addr, rec.Timeouts}
 			}
 		}
 		exited <- last
 	}()
 	select {
 	case a := <-addr:
-		return &proc{cmd: cmd, addr: "http://" + a}, nil
+		p := &proc{cmd: cmd, addr: "http://" + a[0]}
+		if a[1] != "" {
+			p.timeouts = "http://" + a[1]
+		}
+		return p, nil
 	case last := <-exited:
 		return nil, fmt.Errorf("%s exited before it listened: %s", cmd.Path, last)
 	case <-time.After(2 * time.Minute):
@@ -214,10 +224,21 @@ func bareServer([]string) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(*jwks.Load())
 	})
+	// The same handlers twice: on a server without timeouts (the least
+	// net/http does) and on one with keyd's (what a server facing callers
+	// it does not trust must set: net/http then sets deadlines per request).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, `{"msg":"bare listening","addr":%q}`+"\n", ln.Addr().String())
+	lt, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, `{"msg":"bare listening","addr":%q,"addr_timeouts":%q}`+"\n", ln.Addr().String(), lt.Addr().String())
+	go func() {
+		_ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}).Serve(lt)
+	}()
 	_ = http.Serve(ln, mux)
 }
