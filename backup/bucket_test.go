@@ -76,3 +76,77 @@ func TestScheduleIntoBuckets(t *testing.T) {
 		})
 	}
 }
+
+// TestFrozenBucketDoesNotHoldTheSchedule: with the S3 server stopped
+// (SIGSTOP), each scheduled backup is abandoned when the next is due and
+// reported as failed, no part of one appears, and once the server answers
+// again the next backup is made.
+func TestFrozenBucketDoesNotHoldTheSchedule(t *testing.T) {
+	src, _ := bolt(t)
+	fill(t, src)
+	id, recips := identity(t)
+	srv := testblob.S3(t)
+	srv.Setenv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bk, err := bucket.Open(ctx, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Close()
+	to := &backup.Bucket{B: bk, URL: srv.URL, Spool: t.TempDir()}
+	every2s, _ := cron.ParseStandard("@every 2s")
+	results := make(chan error, 16)
+	s := &backup.Schedule{When: every2s, To: to, Source: src, Options: backup.Options{Recipients: recips}, Now: time.Now,
+		Done: func(_ string, _ *backup.Manifest, err error) { results <- err }}
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			_ = srv.Thaw()
+		}
+	}()
+	go func() { _ = s.Run(ctx) }()
+	select {
+	case err := <-results:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a backup into the stopped store: %v, want it abandoned when the next was due", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stopped store held the schedule: no backup was reported")
+	}
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	frozen = false
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case err := <-results:
+			if err != nil {
+				continue // one abandoned while frozen, or in flight at the thaw
+			}
+			// Every object is a whole backup: an abandoned upload that
+			// reached the server whole before it stopped may be stored
+			// when it resumes, never a part of one.
+			names, err := to.List(ctx)
+			if err != nil || len(names) == 0 {
+				t.Fatalf("after the thaw the bucket holds %v (%v)", names, err)
+			}
+			for _, name := range names {
+				raw, err := bk.ReadAll(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := backup.Check(bytes.NewReader(raw), []age.Identity{id}); err != nil {
+					t.Fatalf("%s in the bucket after the thaw: %v", name, err)
+				}
+			}
+			return
+		case <-deadline:
+			t.Fatal("no backup succeeded after the store answered again")
+		}
+	}
+}

@@ -3,6 +3,8 @@ package backup
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -36,7 +38,10 @@ type Schedule struct {
 
 // Run makes a backup at each time of When until ctx ends. A failed backup
 // is reported (Done) and the next comes at its time: the alert on the
-// last success is what says backups stopped.
+// last success is what says backups stopped. A backup still running when
+// the next is due is abandoned (no part of it appears; a store that had
+// received it whole before it stopped may still keep it) and reported as
+// failed: a store that stops answering never holds the schedule.
 func (s *Schedule) Run(ctx context.Context) error {
 	wait := s.Wait
 	if wait == nil {
@@ -52,9 +57,16 @@ func (s *Schedule) Run(ctx context.Context) error {
 		if err := wait(ctx, s.When.Next(now).Sub(now)); err != nil {
 			return nil // ctx ended: a clean stop
 		}
-		path, m, err := s.Once(ctx)
+		start := s.Now()
+		next := s.When.Next(start)
+		bctx, cancel := context.WithTimeout(ctx, next.Sub(start))
+		path, m, err := s.Once(bctx)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("the backup did not finish before the next one was due (%s): %w", next.UTC().Format(time.RFC3339), err)
 		}
 		if s.Done != nil {
 			s.Done(path, m, err)
