@@ -293,6 +293,7 @@ func TestCaseVariantAndDuplicateClaimsRefused(t *testing.T) {
 		"EXP alone":       fmt.Sprintf(`{"EXP": %d, "sub": "a"}`, soon),
 		"exp twice":       fmt.Sprintf(`{"exp": %d, "exp": %d}`, far, soon),
 		"sub twice":       fmt.Sprintf(`{"exp": %d, "sub": "a", "sub": "b"}`, soon),
+		"nested twice":    fmt.Sprintf(`{"exp": %d, "act": {"sub": "a", "sub": "b"}}`, soon),
 		"no exp":          `{"sub": "a"}`,
 		"exp not integer": fmt.Sprintf(`{"exp": "%d"}`, soon),
 		"invalid UTF-8":   fmt.Sprintf("{\"exp\": %d, \"sub\": \"\xff\xfe\"}", soon),

@@ -417,6 +417,7 @@ func TestSignRefusesAmbiguousClaims(t *testing.T) {
 		"EXP":          {"EXP": json.RawMessage(`9999999999`)},
 		"Sub":          {"Sub": json.RawMessage(`"root"`)},
 		"invalid utf8": {"name": json.RawMessage("\"\xff\"")},
+		"nested twice": {"act": json.RawMessage(`{"sub":"a","sub":"b"}`)},
 		"long jti":     {"jti": json.RawMessage(`"` + strings.Repeat("j", 300) + `"`)},
 	} {
 		if _, err := s.Sign("s", claims, time.Minute); !errors.Is(err, signer.ErrInvalidRequest) {

@@ -92,14 +92,8 @@ func (p parts) signature() ([]byte, error) {
 // are read exactly, and a claim such as a 64-bit id comes back to the
 // caller unrounded.
 func decodeVerifiedClaims(raw []byte) (map[string]any, error) {
-	if !utf8.Valid(raw) {
-		return nil, errors.New("not valid UTF-8")
-	}
 	claims := make(map[string]any, 8)
-	err := walkObject(raw, func(name string, dec *jsontext.Decoder) error {
-		if CaseVariant(name) {
-			return fmt.Errorf("claim %q is the registered claim %q in another case", clip(name), strings.ToLower(name))
-		}
+	err := DecodeClaims(raw, func(name string, dec *jsontext.Decoder) error {
 		v, err := readValue(dec)
 		claims[name] = v
 		return err
@@ -108,6 +102,24 @@ func decodeVerifiedClaims(raw []byte) (map[string]any, error) {
 		return nil, err
 	}
 	return claims, nil
+}
+
+// DecodeClaims walks the members of a claims set by the rules keyd
+// applies wherever it reads claims (verifying, the Kubernetes signer): one
+// JSON object and nothing after it, valid UTF-8, no member given twice at
+// any depth, no registered claim name in another case. member gets each
+// name with the decoder at its value, which it must read whole. Errors say
+// why in words safe to show the caller.
+func DecodeClaims(raw []byte, member func(name string, dec *jsontext.Decoder) error) error {
+	if !utf8.Valid(raw) {
+		return errors.New("not valid UTF-8")
+	}
+	return walkObject(raw, func(name string, dec *jsontext.Decoder) error {
+		if CaseVariant(name) {
+			return fmt.Errorf("claim %q is the registered claim %q in another case", clip(name), strings.ToLower(name))
+		}
+		return member(name, dec)
+	})
 }
 
 // readValue reads one claim's value: strings, numbers, booleans and null
