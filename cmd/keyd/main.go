@@ -23,6 +23,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/gctune"
 	"github.com/keyd-dev/keyd/internal/keygen"
 	"github.com/keyd-dev/keyd/internal/version"
+	"github.com/keyd-dev/keyd/internal/wait"
 )
 
 const usage = `keyd: the key daemon.
@@ -242,7 +243,7 @@ func tuneGC(ctx context.Context) (loaded func()) {
 	return func() {
 		debug.FreeOSMemory() // the start-up's garbage (a million records read) back to the system
 		gctune.Adjust()
-		go gctune.Run(ctx, 30*time.Second)
+		go wait.Every(ctx, 30*time.Second, func() { gctune.Adjust() })
 	}
 }
 

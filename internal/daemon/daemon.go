@@ -25,6 +25,7 @@ import (
 	"github.com/keyd-dev/keyd/internal/authguard"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/tlsconf"
+	"github.com/keyd-dev/keyd/internal/wait"
 	"github.com/keyd-dev/keyd/jwks"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/kubesigner"
@@ -470,7 +471,7 @@ func (d *daemon) kubeSigner() actor {
 // pruneTokenState deletes, hourly, the revocations every token of which
 // has expired and the refresh token families that expired.
 func pruneTokenState(ctx context.Context, mgr *rotation.Manager, pairs *refresh.Service, log *slog.Logger) {
-	every(ctx, time.Hour, func() {
+	wait.Every(ctx, time.Hour, func() {
 		if n, err := mgr.PruneRevocations(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("pruning expired revocations failed; retrying in an hour", "err", err)
 		} else if n > 0 {
@@ -485,20 +486,6 @@ func pruneTokenState(ctx context.Context, mgr *rotation.Manager, pairs *refresh.
 			log.Info("pruned expired refresh token families", "count", n)
 		}
 	})
-}
-
-// every calls fn each period until ctx ends (first after one period).
-func every(ctx context.Context, period time.Duration, fn func()) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
-	}
 }
 
 func isLoopback(a net.Addr) bool {

@@ -14,6 +14,7 @@ import (
 	"github.com/keyd-dev/keyd/backup"
 	"github.com/keyd-dev/keyd/internal/config"
 	"github.com/keyd-dev/keyd/internal/secretfile"
+	"github.com/keyd-dev/keyd/internal/wait"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/refresh"
 	"github.com/keyd-dev/keyd/tokenstate"
@@ -230,7 +231,7 @@ func (d *daemon) probeTokenState(ctx context.Context) {
 	if !ok {
 		return
 	}
-	every(ctx, time.Second, func() {
+	wait.Every(ctx, time.Second, func() {
 		if d.mgr.TokenStateHealth() == nil {
 			return
 		}

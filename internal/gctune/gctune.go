@@ -10,10 +10,8 @@
 package gctune
 
 import (
-	"context"
 	"runtime/debug"
 	"runtime/metrics"
-	"time"
 )
 
 // Headroom is how much the heap may grow past its live part before a
@@ -39,18 +37,4 @@ func Adjust() int {
 	}
 	debug.SetGCPercent(pct)
 	return pct
-}
-
-// Run adjusts every interval until ctx is done.
-func Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			Adjust()
-		}
-	}
 }

@@ -1,6 +1,7 @@
-// Package wait holds the one wait keyd's background loops share: a sleep
-// that ends early when its context does. A package of its own because the
-// store, token pair and backup loops each had a copy.
+// Package wait holds the waits keyd's background loops share: a sleep
+// that ends early when its context does, and a call every period. A
+// package of its own because the store, token pair, backup, probe and
+// garbage collector loops each had a copy.
 package wait
 
 import (
@@ -17,5 +18,19 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// Every calls fn each period until ctx ends (first after one period).
+func Every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
 	}
 }
