@@ -4,12 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +16,7 @@ import (
 	jwxjwt "github.com/lestrrat-go/jwx/v3/jwt"
 
 	"github.com/keyd-dev/keyd/internal/api/apitest"
+	"github.com/keyd-dev/keyd/internal/rawjwt"
 	"github.com/keyd-dev/keyd/keystore"
 	"github.com/keyd-dev/keyd/signer"
 	"github.com/keyd-dev/keyd/tokencheck"
@@ -67,7 +64,7 @@ func contenders(tb testing.TB, alg keystore.Algorithm) (string, []contender) {
 		key = sg.Public()
 	}
 	jalg, _ := jwa.LookupSignatureAlgorithm(string(alg))
-	cs := []contender{{"raw-stdlib", rawVerifier(alg, key)}}
+	cs := []contender{{"raw-stdlib", rawVerifier(key)}}
 	golangJWT := jwtv5.NewParser(jwtv5.WithValidMethods([]string{string(alg)}), jwtv5.WithExpirationRequired(), jwtv5.WithLeeway(time.Minute))
 	cs = append(cs, contender{"golang-jwt-v5", func(tok string) error {
 		_, err := golangJWT.Parse(tok, func(*jwtv5.Token) (any, error) { return key, nil })
@@ -103,35 +100,17 @@ func contenders(tb testing.TB, alg keystore.Algorithm) (string, []contender) {
 var errRefused = errors.New("refused")
 
 // rawVerifier is the least a verifier of alg does with the standard
-// library alone.
-func rawVerifier(alg keystore.Algorithm, key any) func(string) error {
-	sigOK := func(input, sig []byte) bool {
-		m := hmac.New(sha256.New, key.([]byte))
-		m.Write(input)
-		return hmac.Equal(m.Sum(nil), sig)
-	}
-	if alg == keystore.ES256 {
-		pub := key.(*ecdsa.PublicKey)
-		sigOK = func(input, sig []byte) bool {
-			d := sha256.Sum256(input)
-			return len(sig) == 64 && ecdsa.Verify(pub, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
-		}
+// library alone (rawjwt).
+func rawVerifier(key any) func(string) error {
+	var sigOK func(input, sig []byte) bool
+	switch k := key.(type) {
+	case *ecdsa.PublicKey:
+		sigOK = rawjwt.ES256(k)
+	default: // an HMAC secret
+		sigOK = rawjwt.HS256(k.([]byte))
 	}
 	return func(tok string) error {
-		dot1, dot2 := strings.IndexByte(tok, '.'), strings.LastIndexByte(tok, '.')
-		sig, err := base64.RawURLEncoding.DecodeString(tok[dot2+1:])
-		if err != nil || !sigOK([]byte(tok[:dot2]), sig) {
-			return errRefused
-		}
-		payload, err := base64.RawURLEncoding.DecodeString(tok[dot1+1 : dot2])
-		if err != nil {
-			return err
-		}
-		var claims map[string]any
-		if err := json.Unmarshal(payload, &claims); err != nil {
-			return err
-		}
-		if exp, ok := claims["exp"].(float64); !ok || exp < float64(time.Now().Unix()) {
+		if _, ok := rawjwt.Claims(tok, sigOK, time.Now()); !ok {
 			return errRefused
 		}
 		return nil

@@ -13,16 +13,14 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"math/big"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/keyd-dev/keyd/internal/rawjwt"
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -113,21 +111,17 @@ func rawKeys(alg string) (sign func([]byte) []byte, verify func(input, sig []byt
 	case "ES256":
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		return func(in []byte) []byte {
-				d := sha256.Sum256(in)
-				der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
-				return p256RS(der)
-			}, func(in, sig []byte) bool {
-				d := sha256.Sum256(in)
-				return len(sig) == 64 && ecdsa.Verify(&k.PublicKey, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
-			}
+			d := sha256.Sum256(in)
+			der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
+			return p256RS(der)
+		}, rawjwt.ES256(&k.PublicKey)
 	case "EdDSA":
 		pub, k, _ := ed25519.GenerateKey(rand.Reader)
 		return func(in []byte) []byte { return ed25519.Sign(k, in) }, func(in, sig []byte) bool { return ed25519.Verify(pub, in, sig) }
 	case "HS256":
 		secret := make([]byte, 32)
 		_, _ = rand.Read(secret)
-		mac := func(in []byte) []byte { m := hmac.New(sha256.New, secret); m.Write(in); return m.Sum(nil) }
-		return mac, func(in, sig []byte) bool { return hmac.Equal(mac(in), sig) }
+		return func(in []byte) []byte { m := hmac.New(sha256.New, secret); m.Write(in); return m.Sum(nil) }, rawjwt.HS256(secret)
 	case "RS256":
 		k, _ := rsa.GenerateKey(rand.Reader, 2048)
 		return func(in []byte) []byte {
@@ -158,24 +152,7 @@ func newRawVerifier(alg string) *rawVerifier {
 }
 
 func (v *rawVerifier) claims(tok string) (map[string]any, bool) {
-	dot1, dot2 := strings.IndexByte(tok, '.'), strings.LastIndexByte(tok, '.')
-	if dot1 < 0 || dot1 == dot2 {
-		return nil, false
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(tok[dot2+1:])
-	if err != nil || !v.verify([]byte(tok[:dot2]), sig) {
-		return nil, false
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(tok[dot1+1 : dot2])
-	if err != nil {
-		return nil, false
-	}
-	var claims map[string]any
-	if json.Unmarshal(payload, &claims) != nil {
-		return nil, false
-	}
-	exp, ok := claims["exp"].(float64)
-	return claims, ok && exp > float64(time.Now().Unix())
+	return rawjwt.Claims(tok, v.verify, time.Now())
 }
 
 // rawVerify verifies one token of alg in this process on every core for
